@@ -1,0 +1,14 @@
+//! tollgate's data model: the resources users apply, the `Snapshot` a sidecar serves, and the
+//! pure compiler that turns the first into the second. No I/O happens here except reading
+//! manifest files in [`manifests`], so the controller and standalone mode share every rule.
+#![forbid(unsafe_code)]
+
+pub mod compile;
+pub mod manifests;
+pub mod resources;
+pub mod secret;
+pub mod snapshot;
+
+pub use compile::{CompileError, compile};
+pub use secret::{SecretDigest, SecretString};
+pub use snapshot::Snapshot;

@@ -1,0 +1,203 @@
+//! The `Snapshot`: everything one sidecar needs to serve, as plain serde data.
+//!
+//! The same type is built from manifest files (standalone mode) and by the controller, and
+//! pushed to sidecars as JSON. It holds no secret in the clear: client secrets and provision
+//! keys are [`SecretDigest`]s.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::SecretDigest;
+
+/// Kong's default `token_expiration`, in seconds.
+pub const DEFAULT_TOKEN_EXPIRATION: u32 = 7200;
+/// Kong's default `refresh_token_ttl`: two weeks, in seconds.
+pub const DEFAULT_REFRESH_TOKEN_TTL: u32 = 1_209_600;
+/// Kong's upper bound on `refresh_token_ttl`.
+pub const MAX_REFRESH_TOKEN_TTL: u32 = 100_000_000;
+/// Kong's default `auth_header_name`.
+pub const DEFAULT_AUTH_HEADER_NAME: &str = "authorization";
+
+/// Everything one sidecar serves. Services, consumers and applications are sorted by
+/// (namespace, name) so that equal inputs give byte-equal snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Increases with every change the controller pushes; 0 for standalone mode.
+    pub version: u64,
+    pub services: Vec<Service>,
+    pub consumers: Vec<Consumer>,
+    pub applications: Vec<Application>,
+}
+
+/// One OAuthService: a protected backend and the plugin's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    /// Kong's `service_id`: the resource's uid, or a UUIDv5 of `namespace/name` when the
+    /// resource has none (manifest files).
+    pub id: Uuid,
+    pub upstream: Upstream,
+    pub routes: Vec<Route>,
+    pub oauth2: OAuth2Settings,
+}
+
+/// Where authenticated traffic goes. The host is always 127.0.0.1: the sidecar only ever
+/// fronts a container of its own pod.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Upstream {
+    pub port: u16,
+    /// Prefix prepended to the forwarded path, like the path of a Kong service URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// Normalised: starts with `/`, no trailing `/` unless it is `/` itself.
+    pub path_prefix: String,
+    /// Kong's `strip_path`: remove the matched prefix before forwarding.
+    pub strip_path: bool,
+}
+
+/// The plugin's configuration, with Kong's defaults already applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuth2Settings {
+    pub scopes: Vec<String>,
+    pub mandatory_scope: bool,
+    pub provision_key: SecretDigest,
+    /// Seconds; 0 means tokens never expire.
+    pub token_expiration: u32,
+    pub enable_authorization_code: bool,
+    pub enable_implicit_grant: bool,
+    pub enable_client_credentials: bool,
+    pub enable_password_grant: bool,
+    pub hide_credentials: bool,
+    pub accept_http_if_already_terminated: bool,
+    /// Consumer name used when a request carries no token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anonymous: Option<String>,
+    pub global_credentials: bool,
+    /// Lower-cased header name.
+    pub auth_header_name: String,
+    /// Seconds the token record lives; 0 means forever.
+    pub refresh_token_ttl: u32,
+    pub reuse_refresh_token: bool,
+    pub persistent_refresh_token: bool,
+    pub pkce: Pkce,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub realm: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pkce {
+    None,
+    #[default]
+    Lax,
+    Strict,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Consumer {
+    pub namespace: String,
+    pub name: String,
+    /// Kong's consumer id, sent upstream as `X-Consumer-ID`.
+    pub id: Uuid,
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// One OAuthApplication: Kong's oauth2 credential.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Application {
+    pub namespace: String,
+    pub name: String,
+    /// Kong's `credential_id`.
+    pub id: Uuid,
+    /// Name of the Consumer (same namespace) this application belongs to.
+    pub consumer: String,
+    pub client_id: String,
+    /// `None` for public clients registered without a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<SecretDigest>,
+    pub redirect_uris: Vec<String>,
+    pub client_type: ClientType,
+    pub hash_secret: bool,
+    /// (beyond Kong) When set, the only scopes this application may obtain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_scopes: Option<Vec<String>>,
+    /// (beyond Kong) When set, the only grants this application may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_grants: Option<Vec<GrantType>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientType {
+    #[default]
+    Confidential,
+    Public,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    AuthorizationCode,
+    Implicit,
+    ClientCredentials,
+    Password,
+    RefreshToken,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    pub fn consumer(&self, namespace: &str, name: &str) -> Option<&Consumer> {
+        self.consumers
+            .iter()
+            .find(|c| c.namespace == namespace && c.name == name)
+    }
+
+    pub fn application_by_client_id(
+        &self,
+        namespace: &str,
+        client_id: &str,
+    ) -> Option<&Application> {
+        self.applications
+            .iter()
+            .find(|a| a.namespace == namespace && a.client_id == client_id)
+    }
+
+    pub fn application_by_id(&self, id: Uuid) -> Option<&Application> {
+        self.applications.iter().find(|a| a.id == id)
+    }
+
+    pub fn service_by_id(&self, id: Uuid) -> Option<&Service> {
+        self.services.iter().find(|s| s.id == id)
+    }
+}
+
+// === impl GrantType ===
+
+impl GrantType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::Implicit => "implicit",
+            Self::ClientCredentials => "client_credentials",
+            Self::Password => "password",
+            Self::RefreshToken => "refresh_token",
+        }
+    }
+}

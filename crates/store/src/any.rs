@@ -1,0 +1,2 @@
+//! Runtime choice between the stores. TODO(helper)
+pub enum AnyTokenStore {}

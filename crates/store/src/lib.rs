@@ -1,0 +1,189 @@
+//! Where tokens live. One trait, [`TokenStore`], and two implementations:
+//! [`MemoryStore`] for a standalone sidecar, and [`RedisStore`], shared by every sidecar of
+//! every pod so that any replica accepts a token any other issued.
+//!
+//! Neither implementation ever holds a token in the clear: callers pass [`TokenHash`]es,
+//! and the admin API names tokens by their record `id`.
+#![forbid(unsafe_code)]
+
+mod any;
+mod memory;
+mod redis;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use crate::any::AnyTokenStore;
+pub use crate::memory::MemoryStore;
+pub use crate::redis::RedisStore;
+
+/// SHA-256 of a token (access, refresh or authorization code). The only form in which a
+/// token reaches a store.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash([u8; 32]);
+
+/// What the store keeps about one issued token: the fields of Kong's `oauth2_tokens` entity,
+/// without the token values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Kong's token `id`; the admin API finds and deletes tokens by it.
+    pub id: Uuid,
+    /// The namespace plays the part of a Kong workspace.
+    pub namespace: String,
+    /// The OAuthApplication's id (Kong's `credential_id`).
+    pub credential_id: Uuid,
+    /// The OAuthApplication's client id, kept for filtering and introspection.
+    pub client_id: String,
+    /// The OAuthService the token is bound to; `None` for global credentials.
+    pub service_id: Option<Uuid>,
+    pub authenticated_userid: Option<String>,
+    /// Space-separated granted scopes; empty when none.
+    pub scope: String,
+    /// Lifetime of the access token in seconds, from `created_at`; 0 = never expires.
+    pub expires_in: u32,
+    /// Epoch milliseconds, as Kong's admin API shows it.
+    pub created_at: u64,
+    /// Lifetime of the whole record (and of its refresh token) in seconds; 0 = forever.
+    pub ttl: u32,
+}
+
+/// Narrows a listing; every field that is set must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    pub authenticated_userid: Option<String>,
+    pub client_id: Option<String>,
+    pub service_id: Option<Uuid>,
+}
+
+/// One page of a listing, in a stable order (oldest first).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub records: Vec<TokenRecord>,
+    /// Opaque cursor for the next page; `None` on the last page.
+    pub next_offset: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing store could not be reached or refused the command. Requests that need it
+    /// fail with 503 rather than being let through.
+    #[error("token store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be decoded.
+    #[error("token store holds a corrupt value: {0}")]
+    Corrupt(String),
+    /// The caller passed a paging cursor this store did not make.
+    #[error("invalid offset")]
+    InvalidOffset,
+}
+
+/// The operations the OAuth endpoints, the proxy and the admin API need.
+///
+/// Expiry is enforced by the store: an expired access token, refresh token, record or code
+/// is never returned. Every method is safe to call concurrently from many sidecars.
+pub trait TokenStore: Send + Sync + 'static {
+    /// Stores a newly issued token. The access token lives `record.expires_in` seconds (forever
+    /// when 0, bounded by the record); the record and its refresh token live `record.ttl`
+    /// seconds (forever when 0).
+    fn insert(
+        &self,
+        record: &TokenRecord,
+        access: &TokenHash,
+        refresh: Option<&TokenHash>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The record of a live access token; `None` for unknown, expired or revoked tokens.
+    /// One round trip on Redis: this runs on every proxied request.
+    fn find_access(
+        &self,
+        namespace: &str,
+        access: &TokenHash,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// The record a live refresh token belongs to.
+    fn find_refresh(
+        &self,
+        namespace: &str,
+        refresh: &TokenHash,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// Atomically retires the record `old_refresh` belongs to (its record, access token and
+    /// refresh token) and stores `new` in its place. Returns `false`, changing nothing, when
+    /// `old_refresh` is no longer live: of two concurrent refreshes only one wins.
+    ///
+    /// `new` may keep the old record's `id` and `refresh` may equal `old_refresh`
+    /// (Kong's `reuse_refresh_token`).
+    fn swap_refresh(
+        &self,
+        namespace: &str,
+        old_refresh: &TokenHash,
+        new: &TokenRecord,
+        access: &TokenHash,
+        refresh: Option<&TokenHash>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn get(
+        &self,
+        namespace: &str,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// Up to `size` records of `namespace` matching `filter`, starting at `offset` (a cursor
+    /// from a previous page).
+    fn list(
+        &self,
+        namespace: &str,
+        filter: &ListFilter,
+        size: usize,
+        offset: Option<&str>,
+    ) -> impl Future<Output = Result<Page, StoreError>> + Send;
+
+    /// Deletes a record with its access and refresh tokens. `false` when there was none.
+    fn delete(
+        &self,
+        namespace: &str,
+        id: Uuid,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores an authorization code's payload (opaque to the store) for `ttl_secs`.
+    fn put_code(
+        &self,
+        namespace: &str,
+        code: &TokenHash,
+        payload: &[u8],
+        ttl_secs: u32,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Returns and deletes a code's payload in one step, so a code is usable once.
+    fn take_code(
+        &self,
+        namespace: &str,
+        code: &TokenHash,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+}
+
+// === impl TokenHash ===
+
+impl TokenHash {
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    // A hash is not a credential, but a short prefix is all a log reader needs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenHash({}…)", &self.to_hex()[..8])
+    }
+}

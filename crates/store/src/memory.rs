@@ -1,0 +1,2 @@
+//! TODO(helper)
+pub struct MemoryStore;
