@@ -1,1 +1,94 @@
-fn main() {}
+//! `tollgate`: one binary, one image. Parses and validates all configuration before binding
+//! any port; a bad flag, file or manifest is reported with its name and exit code 64.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tollgate_sidecar::{Config, SidecarArgs};
+
+/// sysexits.h EX_USAGE: the command was used incorrectly (bad flag, file or manifest).
+const EX_USAGE: u8 = 64;
+
+/// OAuth 2.0 for InterSystems IRIS web services in Kubernetes, compatible with IAM (Kong).
+#[derive(Parser)]
+#[command(name = "tollgate", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the proxy, the OAuth endpoints and the admin API for one pod.
+    Sidecar(SidecarArgs),
+    /// Print the CustomResourceDefinitions as multi-document YAML (the files under crds/).
+    Crdgen,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if error.use_stderr() => {
+            let _ = error.print();
+            return ExitCode::from(EX_USAGE);
+        }
+        Err(help_or_version) => {
+            let _ = help_or_version.print();
+            return ExitCode::SUCCESS;
+        }
+    };
+    match cli.command {
+        Command::Crdgen => {
+            print!("{}", tollgate_api::resources::crds_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::Sidecar(args) => sidecar(&args),
+    }
+}
+
+fn sidecar(args: &SidecarArgs) -> ExitCode {
+    init_tracing();
+    let config = match Config::load(args) {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("tollgate sidecar: {error}");
+            }
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads)
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(tollgate_sidecar::run(config)),
+        Err(error) => Err(anyhow::Error::new(error).context("cannot start the async runtime")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("tollgate sidecar: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `TOLLGATE_LOG` (or `RUST_LOG`) sets the filter, `TOLLGATE_LOG_FORMAT=json`
+/// switches to one JSON object per line for log collectors.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("TOLLGATE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr);
+    if std::env::var("TOLLGATE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,1 +1,135 @@
-//! TODO
+//! The data plane in each pod: TLS on :8443, the OAuth endpoints, the bearer check on every
+//! other request, forwarding to the application on 127.0.0.1, the admin API, and metrics.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod body;
+pub mod config;
+mod forward;
+pub mod gateway;
+mod metrics;
+pub mod routes;
+mod serve;
+pub mod tls;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tollgate_store::{AnyTokenStore, MemoryStore, RedisStore};
+
+pub use crate::config::{Config, ConfigErrors, SidecarArgs};
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+
+/// Runs the sidecar until SIGINT or SIGTERM, then drains in-flight requests.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = match &config.redis_url {
+        Some(url) => {
+            let store = RedisStore::connect(url.expose())
+                .await
+                .with_context(|| format!("--redis-url {url}: cannot use the token store"))?;
+            tracing::info!(redis = %url, "tokens are kept in Redis");
+            AnyTokenStore::Redis(store)
+        }
+        None => {
+            tracing::warn!(
+                "no --redis-url given: tokens are kept in this process's memory and are not shared with other replicas"
+            );
+            AnyTokenStore::Memory(MemoryStore::new())
+        }
+    };
+    let (tls, resolver) = config.tls.server_config().map_err(anyhow::Error::msg)?;
+
+    let bind = |flag: &'static str, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("{flag} {addr}: cannot listen"))
+    };
+    let proxy_listener = bind("--listen", config.listen).await?;
+    let admin_listener = bind("--admin-listen", config.admin_listen).await?;
+    let metrics_listener = bind("--metrics-listen", config.metrics_listen).await?;
+
+    let metrics = Metrics::new();
+    let gateway = Arc::new(Gateway::new(config.snapshot, store, metrics.clone()));
+    let (stop, stopped) = watch::channel(false);
+
+    let proxy = {
+        let gateway = gateway.clone();
+        tokio::spawn(serve::serve(
+            proxy_listener,
+            Some(tls.clone()),
+            stopped.clone(),
+            move |request, conn| {
+                let gateway = gateway.clone();
+                async move { gateway.handle(request, conn).await }
+            },
+        ))
+    };
+    let admin = {
+        let gateway = gateway.clone();
+        tokio::spawn(serve::serve(
+            admin_listener,
+            Some(tls),
+            stopped.clone(),
+            move |request, _conn| {
+                let gateway = gateway.clone();
+                async move { body::full(admin::handle(gateway.store(), &request).await) }
+            },
+        ))
+    };
+    let metrics_server = {
+        let metrics = metrics.clone();
+        tokio::spawn(serve::serve(
+            metrics_listener,
+            None,
+            stopped.clone(),
+            move |request, _conn| {
+                let metrics = metrics.clone();
+                async move { body::full(metrics.handle(&request)) }
+            },
+        ))
+    };
+    let reload = tokio::spawn(async move { config.tls.watch(resolver).await });
+
+    metrics.set_ready(true);
+    tracing::info!(
+        listen = %config.listen,
+        admin = %config.admin_listen,
+        metrics = %config.metrics_listen,
+        services = gateway.snapshot().snapshot.services.len(),
+        "tollgate sidecar ready"
+    );
+
+    shutdown_signal().await;
+    tracing::info!("stopping: draining in-flight requests");
+    metrics.set_ready(false);
+    let _ = stop.send(true);
+    reload.abort();
+    let _ = tokio::join!(proxy, admin, metrics_server);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,467 @@
+//! `POST …/oauth2/token`: client authentication and the grants, checked in Kong's order.
+//!
+//! Kong evaluates its checks one after another and the last failing one decides the answer;
+//! [`issue_token`] keeps that precedence so scripts written against Kong see the same errors
+//! when several things are wrong at once.
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+use tollgate_api::Snapshot;
+use tollgate_api::snapshot::{Application, ClientType, GrantType, Service};
+use tollgate_store::{StoreError, TokenHash, TokenRecord, TokenStore};
+use uuid::Uuid;
+
+use crate::response::{OAuthError, OAuthResponse};
+use crate::{EpochMillis, Params, random};
+
+/// What the token endpoint needs from the HTTP request.
+#[derive(Debug)]
+pub struct TokenRequest<'a> {
+    pub params: &'a Params,
+    /// The value of the service's `authHeaderName` header, which may carry Basic credentials.
+    pub auth_header: Option<&'a str>,
+    /// Whether the request arrived over TLS (or, where allowed, was terminated upstream).
+    pub is_https: bool,
+}
+
+/// Client credentials as Kong finds them: both parameters, else Basic in the auth header,
+/// else a lone `client_id` (a public client).
+#[derive(Debug, Default)]
+struct ClientCredentials<'a> {
+    client_id: Option<Cow<'a, str>>,
+    client_secret: Option<Cow<'a, str>>,
+    from_header: bool,
+}
+
+/// The success body. Field order is the article's: `refresh_token`, `token_type`,
+/// `access_token`, `expires_in`.
+#[derive(Serialize)]
+pub(crate) struct TokenBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<&'a str>,
+    pub token_type: &'static str,
+    pub access_token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'a str>,
+}
+
+/// A token pair minted for a record, in the clear only until it is sent.
+pub(crate) struct Minted {
+    pub record: TokenRecord,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+}
+
+/// Handles a request to `…/oauth2/token` of `service`.
+pub async fn issue_token<S: TokenStore>(
+    store: &S,
+    snapshot: &Snapshot,
+    service: &Service,
+    request: TokenRequest<'_>,
+    now: EpochMillis,
+) -> OAuthResponse {
+    let state = request.params.text("state");
+    match token_grant(store, snapshot, service, &request, now).await {
+        Ok(minted) => OAuthResponse::ok_json(&minted.body(state)),
+        Err(Failure::OAuth(error)) => error.into_response(state),
+        Err(Failure::Store(error)) => store_failure(&error),
+    }
+}
+
+pub(crate) enum Failure {
+    OAuth(OAuthError),
+    Store(StoreError),
+}
+
+async fn token_grant<S: TokenStore>(
+    store: &S,
+    snapshot: &Snapshot,
+    service: &Service,
+    request: &TokenRequest<'_>,
+    now: EpochMillis,
+) -> Result<Minted, Failure> {
+    let params = request.params;
+    let conf = &service.oauth2;
+    if !request.is_https {
+        return Err(OAuthError::bad_request("access_denied", "You must use HTTPS").into());
+    }
+
+    // Kong's checks run in sequence and a later failure replaces an earlier one.
+    let mut error = None;
+    let grant = params.text("grant_type").and_then(|g| match g {
+        "authorization_code" => Some(GrantType::AuthorizationCode),
+        "refresh_token" => Some(GrantType::RefreshToken),
+        "client_credentials" if conf.enable_client_credentials => {
+            Some(GrantType::ClientCredentials)
+        }
+        "password" if conf.enable_password_grant => Some(GrantType::Password),
+        _ => None,
+    });
+    if grant.is_none() {
+        error = Some(OAuthError::bad_request(
+            "unsupported_grant_type",
+            "Invalid grant_type",
+        ));
+    }
+
+    let credentials = ClientCredentials::find(params, request.auth_header);
+    let client = credentials
+        .client_id
+        .as_deref()
+        .and_then(|id| snapshot.application_by_client_id(&service.namespace, id));
+    match client {
+        None => error = Some(OAuthError::invalid_client(credentials.from_header)),
+        Some(client) => {
+            if grant != Some(GrantType::ClientCredentials) {
+                if let Some(uri) = params.text("redirect_uri") {
+                    if !client.redirect_uris.iter().any(|r| r == uri) {
+                        error = Some(invalid_redirect_uri());
+                    }
+                }
+            }
+            if let Some(e) = check_client_secret(client, &credentials) {
+                error = Some(e);
+            }
+        }
+    }
+    if let Some(error) = error {
+        return Err(error.into());
+    }
+    let (Some(grant), Some(client)) = (grant, client) else {
+        // Both were checked above; an absent one has already returned its error.
+        return Err(OAuthError::invalid_client(credentials.from_header).into());
+    };
+
+    // (beyond Kong) an application may be limited to some grants.
+    if let Some(allowed) = &client.allowed_grants {
+        if !allowed.contains(&grant) {
+            return Err(OAuthError::bad_request(
+                "unauthorized_client",
+                format!(
+                    "The client is not allowed to use the {} grant",
+                    grant.as_str()
+                ),
+            )
+            .into());
+        }
+    }
+
+    match grant {
+        GrantType::Password => {
+            check_provision_key(service, params)?;
+            let userid = authenticated_userid(params)?;
+            let scope = requested_scope(service, client, params)?;
+            let minted = mint(service, client, Some(userid.to_owned()), scope, now, false);
+            insert(store, &minted).await?;
+            Ok(minted)
+        }
+        GrantType::ClientCredentials => {
+            // The provision key only guards the `authenticated_userid` a backend may assert.
+            let userid = params.text("authenticated_userid");
+            if params.contains("authenticated_userid") {
+                check_provision_key(service, params)?;
+            }
+            let scope = requested_scope(service, client, params)?;
+            let minted = mint(service, client, userid.map(str::to_owned), scope, now, true);
+            insert(store, &minted).await?;
+            Ok(minted)
+        }
+        GrantType::RefreshToken => refresh(store, service, client, params, now).await,
+        GrantType::AuthorizationCode | GrantType::Implicit => {
+            Err(OAuthError::bad_request("invalid_request", "Invalid code").into())
+        }
+    }
+}
+
+async fn refresh<S: TokenStore>(
+    store: &S,
+    service: &Service,
+    client: &Application,
+    params: &Params,
+    now: EpochMillis,
+) -> Result<Minted, Failure> {
+    let invalid = || OAuthError::bad_request("invalid_request", "Invalid refresh_token");
+    let Some(presented) = params.text("refresh_token") else {
+        return Err(invalid().into());
+    };
+    let old_hash = TokenHash::of(presented);
+    let Some(old) = store
+        .find_refresh(&service.namespace, &old_hash)
+        .await
+        .map_err(Failure::Store)?
+    else {
+        return Err(invalid().into());
+    };
+    if !service.oauth2.global_credentials && old.service_id != Some(service.id) {
+        return Err(invalid().into());
+    }
+    if old.credential_id != client.id {
+        return Err(OAuthError::invalid_client(false).into());
+    }
+
+    // RFC 6749 §6: a refresh may narrow the scope, never widen it.
+    let scope = match params.get("scope") {
+        None => old.scope.clone(),
+        Some(crate::ParamValue::NotText) => return Err(scope_not_a_string().into()),
+        Some(crate::ParamValue::Text(requested)) => {
+            let granted: Vec<&str> = old.scope.split_whitespace().collect();
+            if !requested.split_whitespace().all(|s| granted.contains(&s)) {
+                return Err(OAuthError::bad_request("invalid_scope", "Scope mismatch").into());
+            }
+            requested.split_whitespace().collect::<Vec<_>>().join(" ")
+        }
+    };
+
+    let mut minted = mint(
+        service,
+        client,
+        old.authenticated_userid.clone(),
+        scope,
+        now,
+        false,
+    );
+    if service.oauth2.reuse_refresh_token {
+        // Kong keeps the record (same id) and its refresh token, with a new access token and
+        // a fresh creation time.
+        minted.record.id = old.id;
+        if minted.refresh_token.is_some() {
+            minted.refresh_token = Some(presented.to_owned());
+        }
+    }
+    let access = TokenHash::of(&minted.access_token);
+    let refresh = minted.refresh_token.as_deref().map(TokenHash::of);
+    let swapped = store
+        .swap_refresh(
+            &service.namespace,
+            &old_hash,
+            &minted.record,
+            &access,
+            refresh.as_ref(),
+        )
+        .await
+        .map_err(Failure::Store)?;
+    if swapped {
+        Ok(minted)
+    } else {
+        // Another request swapped this refresh token first.
+        Err(invalid().into())
+    }
+}
+
+/// Issues a record and its tokens with the service's current lifetimes, as Kong's
+/// `generate_token` does: no refresh token when the access token never expires or the grant
+/// has none, and a record that lives `refreshTokenTtl` only while tokens expire at all.
+pub(crate) fn mint(
+    service: &Service,
+    client: &Application,
+    authenticated_userid: Option<String>,
+    scope: String,
+    now: EpochMillis,
+    disable_refresh: bool,
+) -> Minted {
+    let conf = &service.oauth2;
+    let expires_in = conf.token_expiration;
+    let refresh_token = (!disable_refresh && expires_in > 0).then(random::token);
+    let ttl = if expires_in > 0 {
+        conf.refresh_token_ttl
+    } else {
+        0
+    };
+    Minted {
+        record: TokenRecord {
+            id: Uuid::new_v4(),
+            namespace: service.namespace.clone(),
+            credential_id: client.id,
+            client_id: client.client_id.clone(),
+            service_id: (!conf.global_credentials).then_some(service.id),
+            authenticated_userid,
+            scope,
+            expires_in,
+            created_at: now,
+            ttl,
+        },
+        access_token: random::token(),
+        refresh_token,
+    }
+}
+
+pub(crate) async fn insert<S: TokenStore>(store: &S, minted: &Minted) -> Result<(), Failure> {
+    let access = TokenHash::of(&minted.access_token);
+    let refresh = minted.refresh_token.as_deref().map(TokenHash::of);
+    store
+        .insert(&minted.record, &access, refresh.as_ref())
+        .await
+        .map_err(Failure::Store)
+}
+
+/// Kong's `retrieve_scope`: only checked when the service declares scopes; then every
+/// requested scope must be one of them (and, beyond Kong, one the application may have).
+pub(crate) fn requested_scope(
+    service: &Service,
+    client: &Application,
+    params: &Params,
+) -> Result<String, OAuthError> {
+    let conf = &service.oauth2;
+    let declared = !conf.scopes.is_empty();
+    match params.get("scope") {
+        Some(value) if declared => {
+            let crate::ParamValue::Text(requested) = value else {
+                return Err(scope_not_a_string());
+            };
+            let mut granted = Vec::new();
+            for scope in requested.split_whitespace() {
+                let allowed_here = conf.scopes.iter().any(|s| s == scope);
+                let allowed_for_client = client
+                    .allowed_scopes
+                    .as_ref()
+                    .is_none_or(|allowed| allowed.iter().any(|s| s == scope));
+                if !allowed_here || !allowed_for_client {
+                    return Err(OAuthError::bad_request(
+                        "invalid_scope",
+                        format!("\"{scope}\" is an invalid scope"),
+                    ));
+                }
+                granted.push(scope);
+            }
+            Ok(granted.join(" "))
+        }
+        None if conf.mandatory_scope => Err(OAuthError::bad_request(
+            "invalid_scope",
+            "You must specify a scope",
+        )),
+        _ => Ok(String::new()),
+    }
+}
+
+pub(crate) fn check_provision_key(service: &Service, params: &Params) -> Result<(), OAuthError> {
+    let presented = params.text("provision_key").unwrap_or("");
+    if params.text("provision_key").is_some() && service.oauth2.provision_key.matches(presented) {
+        Ok(())
+    } else {
+        Err(OAuthError::bad_request(
+            "invalid_provision_key",
+            "Invalid provision_key",
+        ))
+    }
+}
+
+pub(crate) fn authenticated_userid(params: &Params) -> Result<&str, OAuthError> {
+    match params.text("authenticated_userid") {
+        Some(id) if !id.trim().is_empty() => Ok(id),
+        _ => Err(OAuthError::bad_request(
+            "invalid_authenticated_userid",
+            "Missing authenticated_userid parameter",
+        )),
+    }
+}
+
+fn check_client_secret(
+    client: &Application,
+    credentials: &ClientCredentials<'_>,
+) -> Option<OAuthError> {
+    match (
+        client.client_type,
+        &client.client_secret,
+        &credentials.client_secret,
+    ) {
+        (ClientType::Public, _, Some(_)) => Some(OAuthError::bad_request(
+            "invalid_request",
+            "client_secret is disallowed for public clients",
+        )),
+        (ClientType::Public, _, None) => None,
+        (ClientType::Confidential, Some(digest), Some(secret)) if digest.matches(secret) => None,
+        (ClientType::Confidential, _, _) => {
+            Some(OAuthError::invalid_client(credentials.from_header))
+        }
+    }
+}
+
+fn invalid_redirect_uri() -> OAuthError {
+    OAuthError::bad_request(
+        "invalid_request",
+        "Invalid redirect_uri that does not match with any redirect_uri created with the application",
+    )
+}
+
+fn scope_not_a_string() -> OAuthError {
+    OAuthError::bad_request("invalid_scope", "scope must be a string")
+}
+
+pub(crate) fn store_failure(error: &StoreError) -> OAuthResponse {
+    tracing::error!(%error, "token store failed");
+    OAuthResponse::message(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "The token store is unavailable",
+    )
+}
+
+// === impl ClientCredentials ===
+
+impl<'a> ClientCredentials<'a> {
+    fn find(params: &'a Params, auth_header: Option<&'a str>) -> Self {
+        if let (Some(id), Some(secret)) = (params.text("client_id"), params.text("client_secret")) {
+            return Self {
+                client_id: Some(Cow::Borrowed(id)),
+                client_secret: Some(Cow::Borrowed(secret)),
+                from_header: false,
+            };
+        }
+        if let Some(header) = auth_header {
+            let mut credentials = Self {
+                from_header: true,
+                ..Self::default()
+            };
+            if let Some((id, secret)) = parse_basic(header) {
+                credentials.client_id = Some(Cow::Owned(id));
+                credentials.client_secret = Some(Cow::Owned(secret));
+            }
+            return credentials;
+        }
+        Self {
+            client_id: params.text("client_id").map(Cow::Borrowed),
+            client_secret: params.text("client_secret").map(Cow::Borrowed),
+            from_header: false,
+        }
+    }
+}
+
+/// `Basic base64(id:secret)`, scheme case-insensitive. `None` for anything else.
+fn parse_basic(header: &str) -> Option<(String, String)> {
+    let header = header.trim_start();
+    let (scheme, rest) = header.split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = STANDARD.decode(rest.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    Some((id.to_owned(), secret.to_owned()))
+}
+
+// === impl Minted ===
+
+impl Minted {
+    pub(crate) fn body<'a>(&'a self, state: Option<&'a str>) -> TokenBody<'a> {
+        TokenBody {
+            refresh_token: self.refresh_token.as_deref(),
+            token_type: "bearer",
+            access_token: &self.access_token,
+            expires_in: (self.record.expires_in > 0).then_some(self.record.expires_in),
+            state,
+        }
+    }
+}
+
+impl From<OAuthError> for Failure {
+    fn from(error: OAuthError) -> Self {
+        Self::OAuth(error)
+    }
+}
+
+#[cfg(test)]
+mod tests;

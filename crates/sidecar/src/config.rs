@@ -1,0 +1,255 @@
+//! The sidecar's flags, and their validation into a [`Config`] before any port is bound.
+//!
+//! Every problem is collected first and reported together, each naming its flag or file, so
+//! one run tells a user everything that is wrong.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tollgate_api::Snapshot;
+
+use crate::tls::TlsSource;
+
+/// Kong's proxy TLS port, the article's port.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+/// Kong's admin TLS port. Loopback only: the admin API can revoke every token.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8444";
+/// Loopback by default; a pod exposes it to the kubelet through its probes.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
+/// A sidecar shares its pod's CPU with the application, so one thread is the default.
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+
+/// `tollgate sidecar`: TLS termination, the OAuth endpoints, token checks and forwarding to
+/// the application on 127.0.0.1.
+// No `Debug`: the Redis URL may carry a password.
+#[derive(Clone, clap::Args)]
+pub struct SidecarArgs {
+    /// OAuthService, Consumer, OAuthApplication and Secret manifests: a YAML file or a folder
+    /// of them. May be repeated.
+    #[arg(
+        long,
+        env = "TOLLGATE_MANIFESTS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub manifests: Vec<PathBuf>,
+
+    /// Address of the proxy and OAuth endpoints (TLS).
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// Address of the admin API, `/{namespace}/oauth2_tokens` (TLS).
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
+    pub admin_listen: SocketAddr,
+
+    /// Address of `/metrics`, `/healthz` and `/readyz` (plain HTTP).
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+
+    /// PEM certificate chain. Without it and --tls-key, a self-signed certificate for
+    /// localhost is made at start.
+    #[arg(long, env = "TOLLGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Shared token store, `redis://` or `rediss://` (with `user:password@` when needed).
+    /// Without it, tokens are kept in this process's memory.
+    // Parsed in `Config::load`, not by clap: clap would echo a bad URL, password and all.
+    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Threads serving requests.
+    #[arg(long, env = "TOLLGATE_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS,
+          value_parser = parse_worker_threads)]
+    pub worker_threads: usize,
+}
+
+/// A Redis URL, checked for its scheme. `Debug` and `Display` hide the password.
+#[derive(Clone)]
+pub struct RedisUrl(String);
+
+/// Everything the sidecar serves, validated.
+#[derive(Debug)]
+pub struct Config {
+    pub snapshot: Snapshot,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub tls: TlsSource,
+    pub redis_url: Option<RedisUrl>,
+}
+
+/// All configuration problems found, one line each.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+// === impl Config ===
+
+impl Config {
+    pub fn load(args: &SidecarArgs) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+
+        let snapshot = match tollgate_api::manifests::load(&args.manifests) {
+            Ok(resources) => {
+                let compiled = tollgate_api::compile(&resources);
+                errors.extend(compiled.errors.iter().map(|e| format!("--manifests: {e}")));
+                Some(compiled.snapshot)
+            }
+            Err(e) => {
+                errors.push(format!("--manifests: {e}"));
+                None
+            }
+        };
+        if let Some(snapshot) = &snapshot {
+            if snapshot.services.is_empty() && errors.is_empty() {
+                errors.push(format!(
+                    "--manifests: no OAuthService found in {}",
+                    display_paths(&args.manifests)
+                ));
+            }
+        }
+
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => match TlsSource::files(cert, key) {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            _ => Some(TlsSource::SelfSigned),
+        };
+
+        let mut addresses = vec![
+            ("--listen", args.listen),
+            ("--admin-listen", args.admin_listen),
+            ("--metrics-listen", args.metrics_listen),
+        ];
+        addresses.sort_by_key(|(_, addr)| *addr);
+        for pair in addresses.windows(2) {
+            if pair[0].1 == pair[1].1 && pair[0].1.port() != 0 {
+                errors.push(format!(
+                    "{} and {} are both {}",
+                    pair[0].0, pair[1].0, pair[0].1
+                ));
+            }
+        }
+
+        let redis_url = match args.redis_url.as_deref().map(str::parse::<RedisUrl>) {
+            Some(Ok(url)) => Some(url),
+            Some(Err(e)) => {
+                errors.push(format!("--redis-url: {e}"));
+                None
+            }
+            None => None,
+        };
+
+        match (snapshot, tls, errors.is_empty()) {
+            (Some(snapshot), Some(tls), true) => Ok(Self {
+                snapshot,
+                listen: args.listen,
+                admin_listen: args.admin_listen,
+                metrics_listen: args.metrics_listen,
+                tls,
+                redis_url,
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+fn parse_worker_threads(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{value}` is not a number of threads from 1 to 256"
+        )),
+    }
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+// === impl RedisUrl ===
+
+impl RedisUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced, for logs and errors.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl std::str::FromStr for RedisUrl {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let url = Self(s.to_owned());
+        match s.split_once("://") {
+            Some(("redis" | "rediss", rest)) if !rest.is_empty() => Ok(url),
+            _ => Err(format!(
+                "`{}` is not a redis:// or rediss:// URL",
+                url.redacted()
+            )),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_url_scheme_is_checked() {
+        assert!("redis://127.0.0.1:6379".parse::<RedisUrl>().is_ok());
+        assert!("rediss://h:6380/0".parse::<RedisUrl>().is_ok());
+        let err = "http://h".parse::<RedisUrl>().err().unwrap();
+        assert!(err.contains("not a redis:// or rediss:// URL"), "{err}");
+    }
+
+    #[test]
+    fn redis_password_never_shows() {
+        let url: RedisUrl = "rediss://default:s3cret@redis:6380".parse().unwrap();
+        assert!(!format!("{url:?} {url}").contains("s3cret"));
+        let err = "http://u:s3cret@h".parse::<RedisUrl>().err().unwrap();
+        assert!(!err.contains("s3cret"));
+    }
+}

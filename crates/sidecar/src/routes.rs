@@ -1,0 +1,190 @@
+//! The route table: which OAuthService a request path belongs to, what the gateway answers
+//! itself, and the path the upstream receives.
+
+use tollgate_api::Snapshot;
+
+/// Routes of a snapshot, longest prefix first so the most specific route wins.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    entries: Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    prefix: String,
+    strip_path: bool,
+    service: usize,
+}
+
+/// A matched request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Matched<'p> {
+    /// Index into `Snapshot::services`.
+    pub service: usize,
+    pub prefix: &'p str,
+    pub strip_path: bool,
+    pub endpoint: Endpoint,
+}
+
+/// What the gateway does with a matched request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Token,
+    Authorize,
+    /// Everything else: check the token, then forward.
+    Proxy,
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    pub fn new(snapshot: &Snapshot) -> Self {
+        let mut entries: Vec<Entry> = snapshot
+            .services
+            .iter()
+            .enumerate()
+            .flat_map(|(service, s)| {
+                s.routes.iter().map(move |r| Entry {
+                    prefix: r.path_prefix.clone(),
+                    strip_path: r.strip_path,
+                    service,
+                })
+            })
+            .collect();
+        entries.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Self { entries }
+    }
+
+    /// The route of `path`. A prefix matches at a segment boundary: `/event` matches `/event`,
+    /// `/event/1` and `/event?x`, not `/events`.
+    pub fn find<'t>(&'t self, path: &str) -> Option<Matched<'t>> {
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| prefix_matches(&e.prefix, path))?;
+        Some(Matched {
+            service: entry.service,
+            prefix: &entry.prefix,
+            strip_path: entry.strip_path,
+            endpoint: Endpoint::of(path),
+        })
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return path.starts_with('/');
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// Any path ending in `/oauth2/token` or `/oauth2/authorize`, with or without a trailing
+    /// slash, is the gateway's own endpoint and never forwarded.
+    fn of(path: &str) -> Self {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        if path.ends_with("/oauth2/token") {
+            Self::Token
+        } else if path.ends_with("/oauth2/authorize") {
+            Self::Authorize
+        } else {
+            Self::Proxy
+        }
+    }
+}
+
+/// The path the upstream receives: the service's base path, then the request path with the
+/// route prefix removed when `strip_path` is set, as Kong joins them.
+pub fn upstream_path(base: Option<&str>, matched: &Matched<'_>, path: &str) -> String {
+    let rest = if matched.strip_path && matched.prefix != "/" {
+        &path[matched.prefix.len().min(path.len())..]
+    } else {
+        path
+    };
+    let base = base.unwrap_or("");
+    let base = base.strip_suffix('/').unwrap_or(base);
+    match (base.is_empty(), rest.is_empty()) {
+        (true, true) => "/".to_owned(),
+        (true, false) => rest.to_owned(),
+        (false, true) => base.to_owned(),
+        (false, false) => format!("{base}{rest}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(prefixes: &[(&str, bool)]) -> RouteTable {
+        let mut entries: Vec<Entry> = prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, (p, s))| Entry {
+                prefix: (*p).to_owned(),
+                strip_path: *s,
+                service: i,
+            })
+            .collect();
+        entries.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        RouteTable { entries }
+    }
+
+    #[test]
+    fn matches_at_segment_boundaries() {
+        let t = table(&[("/event", false)]);
+        assert!(t.find("/event").is_some());
+        assert!(t.find("/event/1").is_some());
+        assert!(t.find("/events").is_none());
+        assert!(t.find("/other").is_none());
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let t = table(&[("/", false), ("/event", false), ("/event/admin", false)]);
+        assert_eq!(t.find("/event/admin/x").unwrap().service, 2);
+        assert_eq!(t.find("/event/1").unwrap().service, 1);
+        assert_eq!(t.find("/x").unwrap().service, 0);
+    }
+
+    #[test]
+    fn oauth_endpoints_with_or_without_trailing_slash() {
+        let t = table(&[("/event", false)]);
+        assert_eq!(
+            t.find("/event/oauth2/token").unwrap().endpoint,
+            Endpoint::Token
+        );
+        assert_eq!(
+            t.find("/event/oauth2/token/").unwrap().endpoint,
+            Endpoint::Token
+        );
+        assert_eq!(
+            t.find("/event/x/oauth2/authorize").unwrap().endpoint,
+            Endpoint::Authorize
+        );
+        assert_eq!(
+            t.find("/event/oauth2/tokens").unwrap().endpoint,
+            Endpoint::Proxy
+        );
+    }
+
+    #[test]
+    fn upstream_paths_as_kong_joins_them() {
+        let t = table(&[("/event", true), ("/keep", false)]);
+        let strip = t.find("/event/1").unwrap();
+        assert_eq!(upstream_path(None, &strip, "/event/1"), "/1");
+        assert_eq!(upstream_path(None, &strip, "/event"), "/");
+        assert_eq!(upstream_path(Some("/api"), &strip, "/event/1"), "/api/1");
+        assert_eq!(upstream_path(Some("/api/"), &strip, "/event"), "/api");
+        let keep = t.find("/keep/1").unwrap();
+        assert_eq!(upstream_path(None, &keep, "/keep/1"), "/keep/1");
+        assert_eq!(
+            upstream_path(Some("/csp/api"), &keep, "/keep/1"),
+            "/csp/api/keep/1"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Accept loops: TCP, optional TLS, HTTP/1.1 and HTTP/2 on one port, and a graceful drain
+//! when the process is asked to stop.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::body::ResponseBody;
+
+/// A client that opens a connection and never finishes the handshake must not hold a task
+/// and a socket for ever.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// In-flight requests get this long to finish after a stop signal; Kubernetes's default grace
+/// period is 30 s, so this leaves room for the rest of the pod to stop.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a handler knows about the connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+/// Serves `handler` on `listener` until `shutdown` turns true, then drains.
+pub async fn serve<H, F>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut shutdown: watch::Receiver<bool>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+{
+    let acceptor = tls.map(TlsAcceptor::from);
+    let graceful = GracefulShutdown::new();
+    let local = listener.local_addr().ok();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let conn = ConnInfo {
+            remote,
+            local,
+            tls: acceptor.is_some(),
+        };
+        let handler = handler.clone();
+        let service = service_fn(move |request| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(request, conn).await) }
+        });
+        let builder = auto::Builder::new(TokioExecutor::new());
+        match &acceptor {
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls =
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%remote, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%remote, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let connection = builder
+                        .serve_connection(TokioIo::new(tls), service)
+                        .into_owned();
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(%remote, %error, "connection ended with an error");
+                    }
+                });
+            }
+            None => {
+                let connection = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%remote, %error, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?local,
+            "connections still open after the drain period were closed"
+        );
+    }
+}

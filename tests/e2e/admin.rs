@@ -1,0 +1,173 @@
+//! The admin API: paging, get, delete, filters, and its errors.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use crate::harness::{Sidecar, Store, env};
+
+crate::both_stores!(
+    listing_pages_through_every_token_once,
+    get_by_id_and_unknown_ids,
+    delete_twice_is_404_the_second_time,
+    listing_filters_by_user_and_client,
+    other_namespaces_are_empty,
+);
+
+async fn get_json(sidecar: &Sidecar, path: &str) -> (u16, Value) {
+    let response = sidecar
+        .client
+        .get(sidecar.admin_url(path))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn grant_for(sidecar: &Sidecar, userid: &str) -> Value {
+    let response = sidecar
+        .client
+        .post(sidecar.url("/event/oauth2/token"))
+        .json(&serde_json::json!({
+            "client_id": "clientid", "client_secret": "clientsecret", "grant_type": "password",
+            "provision_key": "provisionkey", "authenticated_userid": userid
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn listing_pages_through_every_token_once(store: Store) {
+    let env = env(store, "").await;
+    for i in 0..5 {
+        grant_for(&env.sidecar, &i.to_string()).await;
+    }
+    let mut ids = HashSet::new();
+    let mut path = "/default/oauth2_tokens?size=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = get_json(&env.sidecar, &path).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        for entry in page["data"].as_array().unwrap() {
+            assert!(
+                ids.insert(entry["id"].as_str().unwrap().to_owned()),
+                "repeated {entry}"
+            );
+        }
+        match page["next"].as_str() {
+            Some(next) => {
+                assert!(page["offset"].is_string());
+                path = next.to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), 5);
+    assert_eq!(pages, 3);
+
+    let (status, body) = get_json(&env.sidecar, "/default/oauth2_tokens?size=0").await;
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().unwrap().contains("size"));
+    let (status, _) = get_json(&env.sidecar, "/default/oauth2_tokens?offset=garbage").await;
+    assert_eq!(status, 400);
+}
+
+async fn get_by_id_and_unknown_ids(store: Store) {
+    let env = env(store, "").await;
+    grant_for(&env.sidecar, "42").await;
+    let (_, list) = get_json(&env.sidecar, "/default/oauth2_tokens").await;
+    let entry = &list["data"][0];
+    let id = entry["id"].as_str().unwrap();
+    let (status, one) = get_json(&env.sidecar, &format!("/default/oauth2_tokens/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(&one, entry);
+    let (status, body) = get_json(
+        &env.sidecar,
+        "/default/oauth2_tokens/41156679-33b8-43b5-a4a2-f0c9a5f45b7e",
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["message"], "Not found");
+    let (status, _) = get_json(&env.sidecar, "/default/oauth2_tokens/not-a-uuid").await;
+    assert_eq!(status, 400);
+    // Kong's workspace-less path is the default namespace.
+    let (status, list) = get_json(&env.sidecar, "/oauth2_tokens").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+}
+
+async fn delete_twice_is_404_the_second_time(store: Store) {
+    let env = env(store, "").await;
+    let token = grant_for(&env.sidecar, "1").await;
+    let (_, list) = get_json(&env.sidecar, "/default/oauth2_tokens").await;
+    let id = list["data"][0]["id"].as_str().unwrap().to_owned();
+    let url = env
+        .sidecar
+        .admin_url(&format!("/default/oauth2_tokens/{id}"));
+    assert_eq!(
+        env.sidecar
+            .client
+            .delete(&url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        env.sidecar
+            .client
+            .delete(&url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    // The refresh token went with the record.
+    let response = env
+        .sidecar
+        .client
+        .post(env.sidecar.url("/event/oauth2/token"))
+        .json(
+            &serde_json::json!({"client_id": "clientid", "client_secret": "clientsecret",
+            "grant_type": "refresh_token", "refresh_token": token["refresh_token"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+async fn listing_filters_by_user_and_client(store: Store) {
+    let env = env(store, "").await;
+    grant_for(&env.sidecar, "alice").await;
+    grant_for(&env.sidecar, "bob").await;
+    grant_for(&env.sidecar, "alice").await;
+    let (_, list) = get_json(
+        &env.sidecar,
+        "/default/oauth2_tokens?authenticated_userid=alice",
+    )
+    .await;
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert!(data.iter().all(|e| e["authenticated_userid"] == "alice"));
+    let (_, list) = get_json(&env.sidecar, "/default/oauth2_tokens?client_id=clientid").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 3);
+    let (_, list) = get_json(&env.sidecar, "/default/oauth2_tokens?client_id=other").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+}
+
+async fn other_namespaces_are_empty(store: Store) {
+    let env = env(store, "").await;
+    grant_for(&env.sidecar, "1").await;
+    let (status, list) = get_json(&env.sidecar, "/kube-system/oauth2_tokens").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    let (status, _) = get_json(&env.sidecar, "/default/consumers").await;
+    assert_eq!(status, 404);
+}

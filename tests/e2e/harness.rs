@@ -1,0 +1,526 @@
+//! The end-to-end harness: the real `tollgate` binary as a child process, real TLS, a real
+//! `redis-server`, and a localhost upstream that records what reaches it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tempfile::TempDir;
+pub use tollgate_test_support::RedisServer;
+
+/// The article's event, as IRIS answers `GET /event/1`.
+pub const EVENT_1: &str = r#"{"id":1,"Name":"Global Summit","Location":{"id":1,"City":"Boston","Country":"United States of America"}}"#;
+
+/// Which token store the sidecar under test uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    Redis,
+    Memory,
+}
+
+/// A free loopback port. Another process could take it before we bind it, but tests run
+/// on a private machine and the window is tiny.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+// === TLS ===
+
+/// A self-signed certificate for localhost, as files the sidecar reads, and a client that
+/// trusts exactly it.
+pub struct Certs {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub pem: String,
+}
+
+impl Certs {
+    pub fn new(dir: &Path) -> Self {
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                .expect("certificate");
+        let cert = dir.join("tls.crt");
+        let key = dir.join("tls.key");
+        let pem = generated.cert.pem();
+        std::fs::write(&cert, &pem).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        Self { cert, key, pem }
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    }
+}
+
+// === the upstream standing in for IRIS ===
+
+/// One request as the upstream saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HashMap<String, Vec<String>>,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+pub struct Upstream {
+    pub port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Answers `GET /event/1` with the article's event, `/status/NNN` with that status, and
+    /// anything else with 200 `{"echo": <path>}`.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorder = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let recorder = recorder.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let recorder = recorder.clone();
+                        async move { Ok::<_, Infallible>(answer(req, &recorder).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { port, seen, task }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream received no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(req: Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in &parts.headers {
+        headers
+            .entry(name.as_str().to_owned())
+            .or_default()
+            .push(value.to_str().unwrap_or("").to_owned());
+    }
+    let path = parts.uri.path().to_owned();
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers,
+        body: body.clone(),
+    });
+    let (status, body) = if path == "/event/1" {
+        (200, Bytes::from_static(EVENT_1.as_bytes()))
+    } else if let Some((_, code)) = path.rsplit_once("/status/") {
+        (
+            code.parse().unwrap_or(500),
+            Bytes::from(format!("{{\"status\":{code}}}")),
+        )
+    } else if path.ends_with("/echo-body") {
+        (200, body)
+    } else {
+        (200, Bytes::from(format!("{{\"echo\":\"{path}\"}}")))
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-upstream", "iris")
+        .body(Full::new(body))
+        .unwrap()
+}
+
+// === manifests ===
+
+/// The article's objects: service `sampleirisservice` on route `/event`, consumer `ClientApp`,
+/// application `clientid` / `clientsecret`, provision key `provisionkey`. `oauth2` is extra
+/// YAML lines under `spec.oauth2` (indented by 4), to vary the plugin's settings.
+pub fn article_manifests(upstream_port: u16, oauth2: &str) -> String {
+    let mut extra = String::new();
+    for line in oauth2.lines().filter(|l| !l.trim().is_empty()) {
+        extra.push_str("    ");
+        extra.push_str(line.trim_start());
+        extra.push('\n');
+    }
+    if !oauth2.contains("enable") {
+        extra.push_str("    enablePasswordGrant: true\n");
+    }
+    format!(
+        r#"apiVersion: oauth.tollgate.dev/v1alpha1
+kind: OAuthService
+metadata:
+  name: sampleirisservice
+spec:
+  upstream:
+    port: {upstream_port}
+  routes:
+  - pathPrefix: /event
+    stripPath: false
+  oauth2:
+    provisionKeySecretRef:
+      name: sampleirisservice-provision-key
+{extra}---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: sampleirisservice-provision-key
+stringData:
+  provisionKey: provisionkey
+---
+apiVersion: oauth.tollgate.dev/v1alpha1
+kind: Consumer
+metadata:
+  name: clientapp
+spec:
+  username: ClientApp
+  customId: client-app-7
+---
+apiVersion: oauth.tollgate.dev/v1alpha1
+kind: OAuthApplication
+metadata:
+  name: sampleapp
+spec:
+  name: SampleApp
+  consumerRef:
+    name: clientapp
+  clientId: clientid
+  clientSecretRef:
+    name: sampleapp-secret
+  redirectUris:
+  - https://localhost/callback
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: sampleapp-secret
+data:
+  clientSecret: Y2xpZW50c2VjcmV0
+"#
+    )
+}
+
+// === the sidecar process ===
+
+pub struct SidecarBuilder {
+    manifests: String,
+    store: Store,
+    redis_url: Option<String>,
+    extra_args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+pub struct Sidecar {
+    child: Child,
+    pub dir: TempDir,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+    pub certs: Certs,
+    pub client: reqwest::Client,
+    log: PathBuf,
+}
+
+pub fn tollgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+}
+
+impl SidecarBuilder {
+    pub fn new(manifests: String) -> Self {
+        Self {
+            manifests,
+            store: Store::Memory,
+            redis_url: None,
+            extra_args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn redis(mut self, url: &str) -> Self {
+        self.store = Store::Redis;
+        self.redis_url = Some(url.to_owned());
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_owned());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub async fn start(self) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = Certs::new(dir.path());
+        let manifests = dir.path().join("manifests.yaml");
+        std::fs::write(&manifests, &self.manifests).unwrap();
+        let log = dir.path().join("sidecar.log");
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let (proxy, admin, metrics) = (addr(free_port()), addr(free_port()), addr(free_port()));
+        let mut command = tollgate();
+        command
+            .arg("sidecar")
+            .arg("--manifests")
+            .arg(&manifests)
+            .arg("--listen")
+            .arg(proxy.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--metrics-listen")
+            .arg(metrics.to_string())
+            .arg("--tls-cert")
+            .arg(&certs.cert)
+            .arg("--tls-key")
+            .arg(&certs.key)
+            .args(&self.extra_args)
+            .env_remove("TOLLGATE_REDIS_URL")
+            .env("TOLLGATE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("sidecar.out")).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(url) = &self.redis_url {
+            command.arg("--redis-url").arg(url);
+        }
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn tollgate");
+        let client = certs.client();
+        let mut sidecar = Sidecar {
+            child,
+            dir,
+            proxy,
+            admin,
+            metrics,
+            certs,
+            client,
+            log,
+        };
+        sidecar.wait_ready().await;
+        sidecar
+    }
+}
+
+impl Sidecar {
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("http://{}/readyz", self.metrics);
+        // reqwest builds its TLS lazily from the process-wide provider even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let plain = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "tollgate exited with {status} before it was ready:\n{}",
+                    self.logs()
+                );
+            }
+            if let Ok(r) = plain.get(&url).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tollgate not ready in 30s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.proxy.port())
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.admin.port())
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The article's password grant.
+    pub async fn password_grant(&self) -> serde_json::Value {
+        let response = self
+            .client
+            .post(self.url("/event/oauth2/token"))
+            .json(&serde_json::json!({
+                "client_id": "clientid",
+                "client_secret": "clientsecret",
+                "grant_type": "password",
+                "provision_key": "provisionkey",
+                "authenticated_userid": "1"
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let _ = writeln!(std::io::stderr(), "--- sidecar log ---\n{}", self.logs());
+        }
+    }
+}
+
+/// A sidecar on the article's manifests with `store`, its upstream, and Redis when used.
+pub struct Env {
+    pub sidecar: Sidecar,
+    pub upstream: Upstream,
+    pub redis: Option<RedisServer>,
+}
+
+pub async fn env(store: Store, oauth2: &str) -> Env {
+    let upstream = Upstream::start().await;
+    let manifests = article_manifests(upstream.port, oauth2);
+    let (builder, redis) = match store {
+        Store::Redis => {
+            let redis = RedisServer::start();
+            (
+                SidecarBuilder::new(manifests).redis(&redis.url()),
+                Some(redis),
+            )
+        }
+        Store::Memory => (SidecarBuilder::new(manifests), None),
+    };
+    let sidecar = builder.start().await;
+    Env {
+        sidecar,
+        upstream,
+        redis,
+    }
+}
+
+/// Instantiates an `async fn(Store)` test once per token store.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Store::Redis).await;
+                }
+            )*
+        }
+        mod memory_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Store::Memory).await;
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the `tollgate` binary driven the way a user drives it, over real TLS,
+//! against a real `redis-server` and a localhost upstream.
+
+mod harness;
+
+mod admin;
+mod article;
+mod cli;
+mod proxy;
+mod redis_faults;
+mod secrets;
+mod token_endpoint;
