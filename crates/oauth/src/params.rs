@@ -146,6 +146,16 @@ impl Params {
     }
 }
 
+/// A value may be a client secret or a provision key: `Debug` shows only its kind.
+impl std::fmt::Debug for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Text(_) => f.write_str("Text(<redacted>)"),
+            Self::NotText => f.write_str("NotText"),
+        }
+    }
+}
+
 /// Parameters carry client secrets and provision keys: `Debug` lists only the names.
 impl std::fmt::Debug for Params {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1,1 +1,348 @@
-//! Unit tests of the token endpoint rules (below).
+//! The token endpoint's rules as functions: a snapshot, parameters and a clock in, Kong's
+//! response out. The store is the in-memory one, the standalone product's own.
+
+use serde_json::{Value, json};
+use tollgate_api::snapshot::*;
+use tollgate_api::{SecretDigest, Snapshot};
+use tollgate_store::{MemoryStore, TokenHash, TokenStore};
+use uuid::Uuid;
+
+use super::*;
+
+/// The store expires records from their creation time, so the rules' clock must be the
+/// real one here.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn settings() -> OAuth2Settings {
+    OAuth2Settings {
+        scopes: vec![],
+        mandatory_scope: false,
+        provision_key: SecretDigest::new(b"svc", "provisionkey"),
+        token_expiration: 7200,
+        enable_authorization_code: false,
+        enable_implicit_grant: false,
+        enable_client_credentials: true,
+        enable_password_grant: true,
+        hide_credentials: false,
+        accept_http_if_already_terminated: false,
+        anonymous: None,
+        global_credentials: false,
+        auth_header_name: "authorization".into(),
+        refresh_token_ttl: 1_209_600,
+        reuse_refresh_token: false,
+        persistent_refresh_token: false,
+        pkce: Pkce::Lax,
+        realm: None,
+    }
+}
+
+fn snapshot(edit: impl FnOnce(&mut OAuth2Settings, &mut Application)) -> Snapshot {
+    let mut oauth2 = settings();
+    let mut app = Application {
+        namespace: "default".into(),
+        name: "SampleApp".into(),
+        id: Uuid::from_u128(2),
+        consumer: "clientapp".into(),
+        client_id: "clientid".into(),
+        client_secret: Some(SecretDigest::new(b"app", "clientsecret")),
+        redirect_uris: vec!["https://localhost/callback".into()],
+        client_type: ClientType::Confidential,
+        hash_secret: false,
+        allowed_scopes: None,
+        allowed_grants: None,
+    };
+    edit(&mut oauth2, &mut app);
+    Snapshot {
+        version: 1,
+        services: vec![Service {
+            namespace: "default".into(),
+            name: "sampleirisservice".into(),
+            id: Uuid::from_u128(1),
+            upstream: Upstream {
+                port: 52773,
+                path: None,
+            },
+            routes: vec![Route {
+                path_prefix: "/event".into(),
+                strip_path: false,
+            }],
+            oauth2,
+        }],
+        consumers: vec![Consumer {
+            namespace: "default".into(),
+            name: "clientapp".into(),
+            id: Uuid::from_u128(3),
+            username: "ClientApp".into(),
+            custom_id: None,
+            tags: vec![],
+        }],
+        applications: vec![app],
+    }
+}
+
+fn params(body: Value) -> Params {
+    let mut p = Params::default();
+    for (k, v) in body.as_object().unwrap() {
+        p.insert(k.clone(), v.as_str().unwrap());
+    }
+    p
+}
+
+fn password() -> Value {
+    json!({"client_id": "clientid", "client_secret": "clientsecret", "grant_type": "password",
+           "provision_key": "provisionkey", "authenticated_userid": "1"})
+}
+
+async fn call(
+    store: &MemoryStore,
+    snapshot: &Snapshot,
+    body: Value,
+    auth: Option<&str>,
+) -> (u16, Value) {
+    let p = params(body);
+    let response = issue_token(
+        store,
+        snapshot,
+        &snapshot.services[0],
+        TokenRequest {
+            params: &p,
+            auth_header: auth,
+            is_https: true,
+        },
+        now(),
+    )
+    .await;
+    (
+        response.status.as_u16(),
+        serde_json::from_slice(&response.body).unwrap(),
+    )
+}
+
+fn err(code: &str, description: &str) -> Value {
+    json!({"error": code, "error_description": description})
+}
+
+#[tokio::test]
+async fn plain_http_is_refused_before_anything_else() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|_, _| {});
+    let p = params(json!({"grant_type": "nonsense"}));
+    let response = issue_token(
+        &store,
+        &snap,
+        &snap.services[0],
+        TokenRequest {
+            params: &p,
+            auth_header: None,
+            is_https: false,
+        },
+        now(),
+    )
+    .await;
+    assert_eq!(response.status, 400);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&response.body).unwrap(),
+        err("access_denied", "You must use HTTPS")
+    );
+}
+
+#[tokio::test]
+async fn password_grant_issues_a_record_bound_to_the_service() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|_, _| {});
+    let (status, body) = call(&store, &snap, password(), None).await;
+    assert_eq!(status, 200);
+    let access = body["access_token"].as_str().unwrap();
+    let record = store
+        .find_access("default", &TokenHash::of(access))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.service_id, Some(Uuid::from_u128(1)));
+    assert_eq!(record.credential_id, Uuid::from_u128(2));
+    assert_eq!(record.authenticated_userid.as_deref(), Some("1"));
+    assert!(record.created_at.abs_diff(now()) < 60_000);
+    assert_eq!(record.ttl, 1_209_600);
+}
+
+#[tokio::test]
+async fn token_expiration_zero_means_no_expiry_and_no_refresh_token() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|c, _| c.token_expiration = 0);
+    let (status, body) = call(&store, &snap, password(), None).await;
+    assert_eq!(status, 200);
+    assert!(body.get("expires_in").is_none(), "{body}");
+    assert!(body.get("refresh_token").is_none(), "{body}");
+    let record = store
+        .find_access(
+            "default",
+            &TokenHash::of(body["access_token"].as_str().unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((record.expires_in, record.ttl), (0, 0), "kept for ever");
+}
+
+#[tokio::test]
+async fn client_credentials_has_no_refresh_token_and_guards_the_userid() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|_, _| {});
+    let cc = json!({"client_id": "clientid", "client_secret": "clientsecret", "grant_type": "client_credentials"});
+    let (status, body) = call(&store, &snap, cc.clone(), None).await;
+    assert_eq!(status, 200);
+    assert!(body.get("refresh_token").is_none());
+    let mut with_user = cc.clone();
+    with_user["authenticated_userid"] = json!("7");
+    let (status, body) = call(&store, &snap, with_user.clone(), None).await;
+    assert_eq!(
+        (status, body),
+        (400, err("invalid_provision_key", "Invalid provision_key"))
+    );
+    with_user["provision_key"] = json!("provisionkey");
+    let (status, _) = call(&store, &snap, with_user, None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn scopes_are_checked_against_the_service_and_the_application() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|c, a| {
+        c.scopes = vec!["read".into(), "write".into()];
+        c.mandatory_scope = true;
+        a.allowed_scopes = Some(vec!["read".into()]);
+    });
+    let (status, body) = call(&store, &snap, password(), None).await;
+    assert_eq!(
+        (status, body),
+        (400, err("invalid_scope", "You must specify a scope"))
+    );
+    let mut body = password();
+    body["scope"] = json!("read admin");
+    let (_, e) = call(&store, &snap, body.clone(), None).await;
+    assert_eq!(e, err("invalid_scope", "\"admin\" is an invalid scope"));
+    body["scope"] = json!("write");
+    let (_, e) = call(&store, &snap, body.clone(), None).await;
+    assert_eq!(
+        e,
+        err("invalid_scope", "\"write\" is an invalid scope"),
+        "not allowed for this app"
+    );
+    body["scope"] = json!("read");
+    let (status, ok) = call(&store, &snap, body, None).await;
+    assert_eq!(status, 200, "{ok}");
+}
+
+#[tokio::test]
+async fn refresh_may_narrow_but_not_widen_the_scope() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|c, _| c.scopes = vec!["read".into(), "write".into()]);
+    let mut body = password();
+    body["scope"] = json!("read write");
+    let (_, first) = call(&store, &snap, body, None).await;
+    let refresh = |scope: &str, token: &Value| {
+        json!({"client_id": "clientid", "client_secret": "clientsecret", "grant_type": "refresh_token",
+               "refresh_token": token["refresh_token"], "scope": scope})
+    };
+    let (status, e) = call(&store, &snap, refresh("read admin", &first), None).await;
+    assert_eq!((status, e), (400, err("invalid_scope", "Scope mismatch")));
+    let (status, second) = call(&store, &snap, refresh("read", &first), None).await;
+    assert_eq!(status, 200);
+    let record = store
+        .find_access(
+            "default",
+            &TokenHash::of(second["access_token"].as_str().unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.scope, "read");
+}
+
+#[tokio::test]
+async fn reuse_refresh_token_keeps_the_token_and_the_id() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|c, _| c.reuse_refresh_token = true);
+    let (_, first) = call(&store, &snap, password(), None).await;
+    let old = store
+        .find_access(
+            "default",
+            &TokenHash::of(first["access_token"].as_str().unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let body = json!({"client_id": "clientid", "client_secret": "clientsecret",
+                      "grant_type": "refresh_token", "refresh_token": first["refresh_token"]});
+    let (status, second) = call(&store, &snap, body.clone(), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(second["refresh_token"], first["refresh_token"]);
+    assert_ne!(second["access_token"], first["access_token"]);
+    let new = store
+        .find_access(
+            "default",
+            &TokenHash::of(second["access_token"].as_str().unwrap()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(new.id, old.id);
+    let (status, _) = call(&store, &snap, body, None).await;
+    assert_eq!(status, 200, "the same refresh token works again");
+}
+
+#[tokio::test]
+async fn public_clients_may_not_send_a_secret() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|_, a| {
+        a.client_type = ClientType::Public;
+        a.client_secret = None;
+    });
+    let (status, body) = call(&store, &snap, password(), None).await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            err(
+                "invalid_request",
+                "client_secret is disallowed for public clients"
+            )
+        )
+    );
+}
+
+#[tokio::test]
+async fn allowed_grants_limit_an_application() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|_, a| a.allowed_grants = Some(vec![GrantType::ClientCredentials]));
+    let (status, body) = call(&store, &snap, password(), None).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "unauthorized_client");
+}
+
+#[tokio::test]
+async fn basic_credentials_and_a_bad_redirect_uri() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|_, _| {});
+    let mut body = password();
+    body.as_object_mut().unwrap().remove("client_id");
+    body.as_object_mut().unwrap().remove("client_secret");
+    // base64("clientid:clientsecret")
+    let basic = "Basic Y2xpZW50aWQ6Y2xpZW50c2VjcmV0";
+    let (status, _) = call(&store, &snap, body.clone(), Some(basic)).await;
+    assert_eq!(status, 200);
+    let (status, e) = call(&store, &snap, body.clone(), Some("Basic !!!")).await;
+    assert_eq!(
+        (status, e),
+        (401, err("invalid_client", "Invalid client authentication"))
+    );
+    body["redirect_uri"] = json!("https://evil.example/cb");
+    let (status, e) = call(&store, &snap, body, Some(basic)).await;
+    assert_eq!(status, 400);
+    assert_eq!(e["error"], "invalid_request");
+}
