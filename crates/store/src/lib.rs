@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 
 mod any;
+mod cursor;
+mod expiry;
 mod memory;
 mod redis;
 
@@ -88,6 +90,10 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Stores a newly issued token. The access token lives `record.expires_in` seconds (forever
     /// when 0, bounded by the record); the record and its refresh token live `record.ttl`
     /// seconds (forever when 0).
+    ///
+    /// Both lifetimes count from `record.created_at` (the issuer's clock), so an imported
+    /// token keeps its original deadlines; a part already expired is not stored at all.
+    /// Inserting a record whose `id` exists replaces it, with its old tokens.
     fn insert(
         &self,
         record: &TokenRecord,
@@ -115,7 +121,8 @@ pub trait TokenStore: Send + Sync + 'static {
     /// `old_refresh` is no longer live: of two concurrent refreshes only one wins.
     ///
     /// `new` may keep the old record's `id` and `refresh` may equal `old_refresh`
-    /// (Kong's `reuse_refresh_token`).
+    /// (Kong's `reuse_refresh_token`). `new` is stored in `namespace`: its own `namespace`
+    /// field should say the same.
     fn swap_refresh(
         &self,
         namespace: &str,
@@ -132,7 +139,10 @@ pub trait TokenStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
 
     /// Up to `size` records of `namespace` matching `filter`, starting at `offset` (a cursor
-    /// from a previous page).
+    /// from a previous page). Ordered by `created_at`, then `id`; the cursor names a position
+    /// in that order, so records deleted or added between pages never make a page skip or
+    /// repeat one. `size` 0 is taken as 1. An offset this store did not make is
+    /// [`StoreError::InvalidOffset`].
     fn list(
         &self,
         namespace: &str,
@@ -148,7 +158,8 @@ pub trait TokenStore: Send + Sync + 'static {
         id: Uuid,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Stores an authorization code's payload (opaque to the store) for `ttl_secs`.
+    /// Stores an authorization code's payload (opaque to the store) for `ttl_secs` (forever
+    /// when 0, as every other lifetime here).
     fn put_code(
         &self,
         namespace: &str,
@@ -163,6 +174,30 @@ pub trait TokenStore: Send + Sync + 'static {
         namespace: &str,
         code: &TokenHash,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// Checks that the store can serve requests (for `/readyz`): a round trip to Redis,
+    /// always fine in memory.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+// === impl ListFilter ===
+
+impl ListFilter {
+    /// Whether `record` passes every condition that is set.
+    pub fn matches(&self, record: &TokenRecord) -> bool {
+        self.authenticated_userid
+            .as_ref()
+            .is_none_or(|user| record.authenticated_userid.as_ref() == Some(user))
+            && self
+                .client_id
+                .as_ref()
+                .is_none_or(|client| &record.client_id == client)
+            && self
+                .service_id
+                .is_none_or(|service| record.service_id == Some(service))
+    }
 }
 
 // === impl TokenHash ===

@@ -1,2 +1,696 @@
-//! TODO(helper)
-pub struct RedisStore;
+//! The shared token store: Redis, so that every sidecar of every pod accepts a token any
+//! other issued. Works with plain `redis://`, `rediss://` (TLS, rustls with ring) and AUTH
+//! from the URL.
+//!
+//! # Key layout
+//!
+//! Every key of a namespace starts with the hash tag `{tg:<ns>}` (`<ns>` escaped, see
+//! [`Keys`]), so Redis Cluster puts all of them in one slot and the multi-key scripts below
+//! stay legal there. The trade-off: one namespace lives on one shard; a cluster spreads
+//! namespaces, not the tokens of a single namespace. Keys and values hold the hex SHA-256
+//! of tokens, never a token, so a dump of Redis yields no usable credential.
+//!
+//! | key                         | type   | value                                   | TTL                  |
+//! |-----------------------------|--------|-----------------------------------------|----------------------|
+//! | `{tg:<ns>}:at:<sha256>`     | string | record JSON (so `find_access` is 1 GET)   | access, ≤ record     |
+//! | `{tg:<ns>}:rt:<sha256>`     | string | record id                               | record               |
+//! | `{tg:<ns>}:tok:<id>`        | hash   | `record` JSON, `at`/`rt` hashes, `m`    | record               |
+//! | `{tg:<ns>}:idx`             | zset   | members `m` = `<created_at:020>:<id>`, all score 0 | none          |
+//! | `{tg:<ns>}:exp`             | zset   | members `m`, score = record deadline (Redis clock, ms) | none      |
+//! | `{tg:<ns>}:code:<sha256>`   | string | authorization code payload              | as given             |
+//!
+//! "None" TTL where the lifetime is 0 (forever). `idx` orders the listing lexicographically,
+//! which is exactly `(created_at, id)`. It cannot expire member by member, so `exp` tells
+//! which members belong to expired records: every write prunes a few of them, and listing
+//! drops any it meets, which keeps both sets bounded by the live records.
+//!
+//! Writes are Lua scripts (EVALSHA, loaded again automatically after a Redis restart), so
+//! each is atomic: of two concurrent refreshes with the same token exactly one wins.
+
+use std::fmt;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, RedisError, Script};
+use uuid::Uuid;
+
+use crate::expiry::{self, Remaining};
+use crate::{ListFilter, Page, StoreError, TokenHash, TokenRecord, TokenStore, cursor};
+
+/// Time to establish one connection. Short, so a request while Redis is down fails fast
+/// with 503 rather than holding the client; a reachable Redis answers in milliseconds.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time to wait for one reply.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Reconnect attempts made within one request, after the first. Few, for the same reason:
+/// the next request starts a new round anyway.
+const RECONNECT_RETRIES: usize = 1;
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+
+/// How many index members a listing reads per round trip.
+const LIST_BATCH: usize = 256;
+
+/// A Redis-backed [`TokenStore`]. Cloning shares the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    /// Multiplexed, and reconnects by itself after Redis restarts.
+    conn: ConnectionManager,
+    /// Where we are connected, without the password: for `Debug` and error messages.
+    target: String,
+}
+
+// === impl RedisStore ===
+
+impl RedisStore {
+    /// Connects to `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS, checked
+    /// against the system's root certificates). Fails when Redis cannot be reached now; later
+    /// outages are survived (requests fail with [`StoreError::Unavailable`] meanwhile).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_tls(url, None).await
+    }
+
+    /// Like [`RedisStore::connect`], trusting only `ca_pem` (a PEM bundle) for `rediss://`:
+    /// for a Redis whose certificate comes from a private CA, e.g. cert-manager's.
+    pub async fn connect_with_ca(url: &str, ca_pem: &[u8]) -> Result<Self, StoreError> {
+        Self::connect_tls(url, Some(ca_pem)).await
+    }
+
+    async fn connect_tls(url: &str, ca_pem: Option<&[u8]>) -> Result<Self, StoreError> {
+        // Error messages of the redis crate do not echo URLs, but a malformed URL must not
+        // leak its password through some future version's message either.
+        let scrub = |message: String| scrub_password(url, message);
+        if url.starts_with("rediss://") {
+            // The redis crate builds its TLS config from the process-wide default provider.
+            // Ring is the one provider of this tree; installing it explicitly keeps TLS
+            // working even if another dependency ever compiles in a second provider.
+            // An error means one is installed already, which is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = match ca_pem {
+            None => Client::open(url),
+            Some(pem) => Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            ),
+        }
+        .map_err(|e| StoreError::Unavailable(scrub(format!("invalid Redis URL: {e}"))))?;
+        let target = describe(&client);
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(RECONNECT_RETRIES)
+            .set_min_delay(RECONNECT_MIN_DELAY)
+            .set_max_delay(RECONNECT_MAX_DELAY);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| StoreError::Unavailable(scrub(format!("{target}: {e}"))))?;
+        tracing::debug!(%target, "connected to Redis");
+        Ok(Self { conn, target })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        // A handle on the same multiplexed connection: cheap, and needed because commands
+        // take `&mut`.
+        self.conn.clone()
+    }
+
+    fn unavailable(&self, error: RedisError) -> StoreError {
+        StoreError::Unavailable(format!("{}: {error}", self.target))
+    }
+
+    /// Runs the insert-like scripts: `KEYS[1]` as given, ARGV as [`store_args`] builds them.
+    async fn run_store_script(
+        &self,
+        script: &Script,
+        key: String,
+        keys: &Keys,
+        record: &TokenRecord,
+        access: &TokenHash,
+        refresh: Option<&TokenHash>,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(record)
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode a record: {e}")))?;
+        let lifetimes = expiry::lifetimes(record, expiry::now_ms());
+        let mut invocation = script.key(key);
+        invocation
+            .arg(&keys.prefix)
+            .arg(record.id.to_string())
+            .arg(member(record.created_at, record.id))
+            .arg(json)
+            .arg(access.to_hex())
+            .arg(refresh.map(TokenHash::to_hex).unwrap_or_default())
+            .arg(ttl_arg(lifetimes.access))
+            .arg(ttl_arg(lifetimes.record));
+        let done: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(done == 1)
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenStore for RedisStore {
+    async fn insert(
+        &self,
+        record: &TokenRecord,
+        access: &TokenHash,
+        refresh: Option<&TokenHash>,
+    ) -> Result<(), StoreError> {
+        let keys = Keys::new(&record.namespace);
+        self.run_store_script(
+            &SCRIPTS.insert,
+            keys.record(record.id),
+            &keys,
+            record,
+            access,
+            refresh,
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn find_access(
+        &self,
+        namespace: &str,
+        access: &TokenHash,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        // One GET: the access key holds the record itself, and expires by itself.
+        let json: Option<String> = self
+            .conn()
+            .get(Keys::new(namespace).access(access))
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        json.as_deref().map(decode).transpose()
+    }
+
+    async fn find_refresh(
+        &self,
+        namespace: &str,
+        refresh: &TokenHash,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let keys = Keys::new(namespace);
+        let json: Option<String> = SCRIPTS
+            .find_refresh
+            .key(keys.refresh(refresh))
+            .arg(&keys.prefix)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        json.as_deref().map(decode).transpose()
+    }
+
+    async fn swap_refresh(
+        &self,
+        namespace: &str,
+        old_refresh: &TokenHash,
+        new: &TokenRecord,
+        access: &TokenHash,
+        refresh: Option<&TokenHash>,
+    ) -> Result<bool, StoreError> {
+        let keys = Keys::new(namespace);
+        self.run_store_script(
+            &SCRIPTS.swap,
+            keys.refresh(old_refresh),
+            &keys,
+            new,
+            access,
+            refresh,
+        )
+        .await
+    }
+
+    async fn get(&self, namespace: &str, id: Uuid) -> Result<Option<TokenRecord>, StoreError> {
+        let json: Option<String> = self
+            .conn()
+            .hget(Keys::new(namespace).record(id), "record")
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        json.as_deref().map(decode).transpose()
+    }
+
+    async fn list(
+        &self,
+        namespace: &str,
+        filter: &ListFilter,
+        size: usize,
+        offset: Option<&str>,
+    ) -> Result<Page, StoreError> {
+        let start = offset.map(cursor::decode).transpose()?;
+        let size = size.max(1);
+        let keys = Keys::new(namespace);
+        let mut conn = self.conn();
+        // Exclusive lower bound in ZRANGEBYLEX syntax: after the cursor, or from the start.
+        let mut lower = match start {
+            Some((created_at, id)) => format!("({}", member(created_at, id)),
+            None => "-".to_owned(),
+        };
+        let mut records = Vec::with_capacity(size);
+        let mut more = false;
+        'scan: loop {
+            let members: Vec<String> = redis::cmd("ZRANGEBYLEX")
+                .arg(keys.index())
+                .arg(&lower)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(LIST_BATCH)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            let Some(last) = members.last() else {
+                break;
+            };
+            lower = format!("({last}");
+
+            let mut pipe = redis::pipe();
+            for m in &members {
+                pipe.hget(keys.record(member_id(m)?), "record");
+            }
+            let found: Vec<Option<String>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.unavailable(e))?;
+
+            let mut dead = Vec::new();
+            for (m, json) in members.iter().zip(found) {
+                let Some(json) = json else {
+                    dead.push(m.as_str());
+                    continue;
+                };
+                let record = decode(&json)?;
+                if !filter.matches(&record) {
+                    continue;
+                }
+                if records.len() == size {
+                    // One more match exists: the page is not the last.
+                    more = true;
+                    break;
+                }
+                records.push(record);
+            }
+            if !dead.is_empty() {
+                // Members of expired records: drop them now rather than wait for a write's
+                // pruning. Only if their record is still gone, checked atomically.
+                let _: i64 = SCRIPTS
+                    .prune_index
+                    .key(keys.index())
+                    .arg(&keys.prefix)
+                    .arg(&dead)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| self.unavailable(e))?;
+            }
+            if more || members.len() < LIST_BATCH {
+                break 'scan;
+            }
+        }
+        let next_offset = match records.last() {
+            Some(last) if more => Some(cursor::encode(last.created_at, last.id)),
+            _ => None,
+        };
+        Ok(Page {
+            records,
+            next_offset,
+        })
+    }
+
+    async fn delete(&self, namespace: &str, id: Uuid) -> Result<bool, StoreError> {
+        let keys = Keys::new(namespace);
+        let deleted: i64 = SCRIPTS
+            .delete
+            .key(keys.record(id))
+            .arg(&keys.prefix)
+            .arg(id.to_string())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(deleted == 1)
+    }
+
+    async fn put_code(
+        &self,
+        namespace: &str,
+        code: &TokenHash,
+        payload: &[u8],
+        ttl_secs: u32,
+    ) -> Result<(), StoreError> {
+        let key = Keys::new(namespace).code(code);
+        let mut conn = self.conn();
+        let result = if ttl_secs == 0 {
+            conn.set::<_, _, ()>(key, payload).await
+        } else {
+            conn.set_ex::<_, _, ()>(key, payload, u64::from(ttl_secs))
+                .await
+        };
+        result.map_err(|e| self.unavailable(e))
+    }
+
+    async fn take_code(
+        &self,
+        namespace: &str,
+        code: &TokenHash,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        // A script rather than GETDEL, which needs Redis 6.2; equally atomic.
+        SCRIPTS
+            .take_code
+            .key(Keys::new(namespace).code(code))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.conn())
+            .await
+            .map(drop)
+            .map_err(|e| self.unavailable(e))
+    }
+}
+
+// === keys ===
+
+/// The names of one namespace's keys.
+struct Keys {
+    /// `{tg:<ns>}:`, also passed to scripts, which build the keys they discover.
+    prefix: String,
+}
+
+impl Keys {
+    fn new(namespace: &str) -> Self {
+        // Kubernetes namespaces are DNS labels and come out unchanged. Anything else is
+        // percent-escaped so that no namespace can close the hash tag early (`}`) or make
+        // its keys collide with another namespace's (`:`); escaping `%` keeps it one-to-one.
+        let mut escaped = String::with_capacity(namespace.len());
+        for byte in namespace.bytes() {
+            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') {
+                escaped.push(char::from(byte));
+            } else {
+                escaped.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        Self {
+            prefix: format!("{{tg:{escaped}}}:"),
+        }
+    }
+
+    fn access(&self, hash: &TokenHash) -> String {
+        format!("{}at:{}", self.prefix, hash.to_hex())
+    }
+
+    fn refresh(&self, hash: &TokenHash) -> String {
+        format!("{}rt:{}", self.prefix, hash.to_hex())
+    }
+
+    fn record(&self, id: Uuid) -> String {
+        format!("{}tok:{id}", self.prefix)
+    }
+
+    fn index(&self) -> String {
+        format!("{}idx", self.prefix)
+    }
+
+    fn code(&self, hash: &TokenHash) -> String {
+        format!("{}code:{}", self.prefix, hash.to_hex())
+    }
+}
+
+/// A record's member in `idx`/`exp`: zero-padded so that byte order is `(created_at, id)`
+/// order (a hyphenated lowercase UUID sorts like its bytes).
+fn member(created_at: u64, id: Uuid) -> String {
+    format!("{created_at:020}:{id}")
+}
+
+/// The id in a member; the scripts read it the same way (`string.sub(m, 22)`).
+fn member_id(member: &str) -> Result<Uuid, StoreError> {
+    member
+        .get(21..)
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("index member {member:?}")))
+}
+
+/// A lifetime as the scripts take it: milliseconds, 0 for forever, -1 for already expired.
+fn ttl_arg(remaining: Remaining) -> i64 {
+    match remaining {
+        Remaining::Forever => 0,
+        Remaining::Expired => -1,
+        Remaining::For(left) => i64::try_from(left.as_millis()).unwrap_or(i64::MAX).max(1),
+    }
+}
+
+fn decode(json: &str) -> Result<TokenRecord, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("token record: {e}")))
+}
+
+/// `scheme://[user@]host:port/db`: enough to tell which Redis, never the password.
+fn describe(client: &Client) -> String {
+    let info = client.get_connection_info();
+    let scheme = match info.addr() {
+        redis::ConnectionAddr::TcpTls { .. } => "rediss",
+        redis::ConnectionAddr::Unix(_) => "redis+unix",
+        _ => "redis",
+    };
+    let settings = info.redis_settings();
+    let user = settings
+        .username()
+        .map(|user| format!("{user}@"))
+        .unwrap_or_default();
+    format!("{scheme}://{user}{}/{}", info.addr(), settings.db())
+}
+
+/// Replaces the URL's password, should it appear in `message`.
+fn scrub_password(url: &str, message: String) -> String {
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split(['/', '?', '#']).next())
+        .and_then(|authority| authority.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|password| !password.is_empty());
+    match password {
+        Some(password) => message.replace(password, "***"),
+        None => message,
+    }
+}
+
+// === scripts ===
+
+/// Definitions shared by the writing scripts. `ARGV[1]` is always the key prefix
+/// (`{tg:<ns>}:`); the scripts build from it the keys they learn of while running. Those
+/// keys are undeclared but share the declared key's slot, which Redis Cluster allows.
+const PRELUDE: &str = r#"
+local p = ARGV[1]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Removes record `id` with its access key, refresh key and index members. 1 if it existed.
+local function retire(id)
+  local tok = p .. 'tok:' .. id
+  local f = redis.call('HMGET', tok, 'at', 'rt', 'm')
+  if f[1] then redis.call('DEL', p .. 'at:' .. f[1]) end
+  if f[2] then redis.call('DEL', p .. 'rt:' .. f[2]) end
+  if f[3] then
+    redis.call('ZREM', p .. 'idx', f[3])
+    redis.call('ZREM', p .. 'exp', f[3])
+  end
+  return redis.call('DEL', tok)
+end
+
+-- Stores the record of ARGV[2..8]: id, member, JSON, access hash, refresh hash ('' for
+-- none), access TTL, record TTL (ms; 0 = forever, -1 = already expired: not stored).
+local function store(now)
+  local id, m, json, at, rt = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  local at_ms, rec_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
+  if rec_ms < 0 then return end
+  local tok = p .. 'tok:' .. id
+  redis.call('HSET', tok, 'record', json, 'm', m)
+  if at_ms >= 0 then
+    redis.call('HSET', tok, 'at', at)
+    if at_ms > 0 then
+      redis.call('SET', p .. 'at:' .. at, json, 'PX', at_ms)
+    else
+      redis.call('SET', p .. 'at:' .. at, json)
+    end
+  end
+  if rt ~= '' then
+    redis.call('HSET', tok, 'rt', rt)
+    if rec_ms > 0 then
+      redis.call('SET', p .. 'rt:' .. rt, id, 'PX', rec_ms)
+    else
+      redis.call('SET', p .. 'rt:' .. rt, id)
+    end
+  end
+  redis.call('ZADD', p .. 'idx', 0, m)
+  if rec_ms > 0 then
+    redis.call('PEXPIRE', tok, rec_ms)
+    redis.call('ZADD', p .. 'exp', now + rec_ms, m)
+  end
+end
+
+-- Drops index members of a few records that expired, so the index stays bounded even when
+-- nobody lists. A member whose record lives on (its deadline moved) is rescheduled.
+local function prune(now)
+  local due = redis.call('ZRANGEBYSCORE', p .. 'exp', '-inf', now, 'LIMIT', 0, 16)
+  for _, m in ipairs(due) do
+    local left = redis.call('PTTL', p .. 'tok:' .. string.sub(m, 22))
+    if left == -2 then
+      redis.call('ZREM', p .. 'idx', m)
+      redis.call('ZREM', p .. 'exp', m)
+    elseif left == -1 then
+      redis.call('ZREM', p .. 'exp', m)
+    else
+      redis.call('ZADD', p .. 'exp', now + left, m)
+    end
+  end
+end
+"#;
+
+struct Scripts {
+    insert: Script,
+    swap: Script,
+    find_refresh: Script,
+    delete: Script,
+    take_code: Script,
+    prune_index: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    // KEYS[1] = tok:<id>. Replaces a record with the same id, old tokens included.
+    insert: Script::new(&format!(
+        r#"{PRELUDE}
+local now = now_ms()
+retire(ARGV[2])
+store(now)
+prune(now)
+return 1
+"#
+    )),
+    // KEYS[1] = rt:<old refresh hash>. Changes nothing and returns 0 unless it is live.
+    swap: Script::new(&format!(
+        r#"{PRELUDE}
+local old = redis.call('GET', KEYS[1])
+if not old then return 0 end
+if redis.call('EXISTS', p .. 'tok:' .. old) == 0 then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+local now = now_ms()
+retire(old)
+retire(ARGV[2])
+store(now)
+prune(now)
+return 1
+"#
+    )),
+    // KEYS[1] = rt:<hash>; one round trip instead of GET then HGET.
+    find_refresh: Script::new(
+        r#"
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+return redis.call('HGET', ARGV[1] .. 'tok:' .. id, 'record')
+"#,
+    ),
+    // KEYS[1] = tok:<id>, ARGV[2] = id.
+    delete: Script::new(&format!(
+        r#"{PRELUDE}
+return retire(ARGV[2])
+"#
+    )),
+    // KEYS[1] = code:<hash>.
+    take_code: Script::new(
+        r#"
+local v = redis.call('GET', KEYS[1])
+if v then redis.call('DEL', KEYS[1]) end
+return v
+"#,
+    ),
+    // KEYS[1] = idx, ARGV[2..] = members seen without a record.
+    prune_index: Script::new(
+        r#"
+local p = ARGV[1]
+local n = 0
+for i = 2, #ARGV do
+  local m = ARGV[i]
+  if redis.call('EXISTS', p .. 'tok:' .. string.sub(m, 22)) == 0 then
+    n = n + redis.call('ZREM', KEYS[1], m)
+    redis.call('ZREM', p .. 'exp', m)
+  end
+end
+return n
+"#,
+    ),
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_escaped_one_to_one() {
+        assert_eq!(Keys::new("default").prefix, "{tg:default}:");
+        assert_eq!(Keys::new("team-a.b_c").prefix, "{tg:team-a.b_c}:");
+        assert_eq!(Keys::new("a}b").prefix, "{tg:a%7Db}:");
+        assert_eq!(Keys::new("a:b").prefix, "{tg:a%3Ab}:");
+        assert_ne!(Keys::new("a%3Ab").prefix, Keys::new("a:b").prefix);
+    }
+
+    #[test]
+    fn members_sort_like_created_at_then_id() {
+        let low = Uuid::from_u128(1);
+        let high = Uuid::from_u128(u128::MAX);
+        let mut members = [
+            member(10, high),
+            member(9, high),
+            member(10, low),
+            member(1_700_000_000_000, low),
+        ];
+        members.sort();
+        assert_eq!(
+            members,
+            [
+                member(9, high),
+                member(10, low),
+                member(10, high),
+                member(1_700_000_000_000, low)
+            ]
+        );
+        assert_eq!(member_id(&member(10, high)).ok(), Some(high));
+        assert!(member_id("garbage").is_err());
+    }
+
+    #[test]
+    fn passwords_are_scrubbed() {
+        let url = "redis://user:hunter2@redis:6379/0";
+        assert_eq!(
+            scrub_password(url, "bad hunter2 thing".into()),
+            "bad *** thing"
+        );
+        assert_eq!(scrub_password("redis://redis", "x".into()), "x");
+        assert_eq!(
+            scrub_password("rediss://:p%40ss@h/", "p%40ss".into()),
+            "***"
+        );
+    }
+
+    #[test]
+    fn describe_hides_the_password() {
+        let client = Client::open("redis://user:hunter2@localhost:6390/2").unwrap();
+        assert_eq!(describe(&client), "redis://user@localhost:6390/2");
+    }
+}
