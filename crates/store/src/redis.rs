@@ -1,6 +1,7 @@
 //! The shared token store: Redis, so that every sidecar of every pod accepts a token any
-//! other issued. Works with plain `redis://`, `rediss://` (TLS, rustls with ring) and AUTH
-//! from the URL.
+//! other issued. Works with plain `redis://`, `rediss://` (TLS, rustls with ring), AUTH
+//! from the URL, and Redis Cluster: the URL then names any node, and the store notices at
+//! connect time that it speaks to a cluster and follows its topology from there.
 //!
 //! # Key layout
 //!
@@ -10,14 +11,14 @@
 //! namespaces, not the tokens of a single namespace. Keys and values hold the hex SHA-256
 //! of tokens, never a token, so a dump of Redis yields no usable credential.
 //!
-//! | key                         | type   | value                                   | TTL                  |
-//! |-----------------------------|--------|-----------------------------------------|----------------------|
-//! | `{tg:<ns>}:at:<sha256>`     | string | record JSON (so `find_access` is 1 GET)   | access, ≤ record     |
-//! | `{tg:<ns>}:rt:<sha256>`     | string | record id                               | record               |
-//! | `{tg:<ns>}:tok:<id>`        | hash   | `record` JSON, `at`/`rt` hashes, `m`    | record               |
-//! | `{tg:<ns>}:idx`             | zset   | members `m` = `<created_at:020>:<id>`, all score 0 | none          |
-//! | `{tg:<ns>}:exp`             | zset   | members `m`, score = record deadline (Redis clock, ms) | none      |
-//! | `{tg:<ns>}:code:<sha256>`   | string | authorization code payload              | as given             |
+//! | key                       | type   | holds                                            | TTL             |
+//! |---------------------------|--------|--------------------------------------------------|-----------------|
+//! | `{tg:<ns>}:at:<sha256>`   | string | record JSON, so `find_access` is one GET         | access, ≤ record |
+//! | `{tg:<ns>}:rt:<sha256>`   | string | record id                                        | record          |
+//! | `{tg:<ns>}:tok:<id>`      | hash   | `record` JSON, `at` and `rt` hashes, member `m`  | record          |
+//! | `{tg:<ns>}:idx`           | zset   | members `m` = `<created_at, 20 digits>:<id>`, score 0 | none       |
+//! | `{tg:<ns>}:exp`           | zset   | members `m`, score = record deadline (Redis clock, ms) | none      |
+//! | `{tg:<ns>}:code:<sha256>` | string | authorization code payload                       | as given        |
 //!
 //! "None" TTL where the lifetime is 0 (forever). `idx` orders the listing lexicographically,
 //! which is exactly `(created_at, id)`. It cannot expire member by member, so `exp` tells
@@ -25,14 +26,17 @@
 //! drops any it meets, which keeps both sets bounded by the live records.
 //!
 //! Writes are Lua scripts (EVALSHA, loaded again automatically after a Redis restart), so
-//! each is atomic: of two concurrent refreshes with the same token exactly one wins.
+//! each is atomic: of two concurrent refreshes with the same token exactly one wins. They
+//! call TIME before writing, which needs effect replication: Redis 5 or later.
 
 use std::fmt;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Client, RedisError, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, Client, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use uuid::Uuid;
 
 use crate::expiry::{self, Remaining};
@@ -55,10 +59,17 @@ const LIST_BATCH: usize = 256;
 /// A Redis-backed [`TokenStore`]. Cloning shares the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    /// Multiplexed, and reconnects by itself after Redis restarts.
-    conn: ConnectionManager,
+    conn: Conn,
     /// Where we are connected, without the password: for `Debug` and error messages.
     target: String,
+}
+
+/// The connection to a single Redis or to a cluster. Both are multiplexed and reconnect by
+/// themselves after Redis restarts; cloning one is cheap and shares it.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
 }
 
 // === impl RedisStore ===
@@ -106,14 +117,50 @@ impl RedisStore {
             .set_number_of_retries(RECONNECT_RETRIES)
             .set_min_delay(RECONNECT_MIN_DELAY)
             .set_max_delay(RECONNECT_MAX_DELAY);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let mut single = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| StoreError::Unavailable(scrub(format!("{target}: {e}"))))?;
-        tracing::debug!(%target, "connected to Redis");
-        Ok(Self { conn, target })
+
+        // A cluster node answers a plain connection too, but would answer MOVED for every
+        // namespace whose slot lives elsewhere: detect it, and follow the cluster instead.
+        // Where INFO is disabled (some managed offerings), assume a single Redis.
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut single)
+            .await
+            .unwrap_or_default();
+        if !info.contains("cluster_enabled:1") {
+            tracing::debug!(%target, "connected to Redis");
+            return Ok(Self {
+                conn: Conn::Single(single),
+                target,
+            });
+        }
+        let mut builder = ClusterClientBuilder::new([url])
+            .connection_timeout(CONNECTION_TIMEOUT)
+            // Also bounds a whole request, redirections and retries included.
+            .response_timeout(RESPONSE_TIMEOUT);
+        if let Some(pem) = ca_pem {
+            builder = builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            });
+        }
+        let target = format!("{target} (cluster)");
+        let cluster = builder
+            .build()
+            .map_err(|e| StoreError::Unavailable(scrub(format!("{target}: {e}"))))?
+            .get_async_connection()
+            .await
+            .map_err(|e| StoreError::Unavailable(scrub(format!("{target}: {e}"))))?;
+        tracing::debug!(%target, "connected to Redis Cluster");
+        Ok(Self {
+            conn: Conn::Cluster(cluster),
+            target,
+        })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         // A handle on the same multiplexed connection: cheap, and needed because commands
         // take `&mut`.
         self.conn.clone()
@@ -378,6 +425,36 @@ impl TokenStore for RedisStore {
             .await
             .map(drop)
             .map_err(|e| self.unavailable(e))
+    }
+}
+
+// === impl Conn ===
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
     }
 }
 

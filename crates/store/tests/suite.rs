@@ -1341,3 +1341,119 @@ fn memory_store_debug() {
     let shown = format!("{:?}", AnyTokenStore::from(MemoryStore::new()));
     assert!(shown.starts_with("Memory("), "{shown}");
 }
+
+// === Redis only: Redis Cluster ===
+
+/// Three `redis-server`s joined into one cluster, the slots split evenly between them.
+async fn cluster() -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::start_with_args(&[
+                "--cluster-enabled",
+                "yes",
+                // Relative to the node's own working directory.
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+        })
+        .collect();
+    let ranges = [("0", "5460"), ("5461", "10922"), ("10923", "16383")];
+    for (node, (low, high)) in nodes.iter().zip(ranges) {
+        let reply = node.command(&["CLUSTER", "ADDSLOTSRANGE", low, high]);
+        assert_eq!(reply.to_string(), "OK", "{reply:?}");
+    }
+    for node in &nodes[1..] {
+        let reply = nodes[0].command(&["CLUSTER", "MEET", "127.0.0.1", &node.port().to_string()]);
+        assert_eq!(reply.to_string(), "OK", "{reply:?}");
+    }
+    eventually("the cluster forms", || async {
+        nodes.iter().all(|node| {
+            let info = node.command(&["CLUSTER", "INFO"]).to_string();
+            // Every node must also know every other's address, its own included.
+            let slots = node.command(&["CLUSTER", "SLOTS"]).to_string();
+            info.contains("cluster_state:ok")
+                && info.contains("cluster_known_nodes:3")
+                && slots.matches("127.0.0.1").count() == 3
+        })
+    })
+    .await;
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster() {
+    let nodes = cluster().await;
+    let store = RedisStore::connect(&nodes[1].url()).await.unwrap();
+    assert!(format!("{store:?}").contains("(cluster)"), "{store:?}");
+
+    // Namespaces land on different nodes, and each works there, scripts included.
+    let mut owners = std::collections::BTreeSet::new();
+    for i in 0..12 {
+        let namespace = format!("ns-{i}");
+        let tag = format!("{{tg:{namespace}}}");
+        let slot = nodes[0]
+            .command(&["CLUSTER", "KEYSLOT", &tag])
+            .as_integer()
+            .unwrap();
+        owners.insert(slot * 3 / 16384);
+
+        let issued = issue(&store, record(&namespace)).await;
+        let found = store
+            .find_access(&namespace, &issued.access())
+            .await
+            .unwrap();
+        assert_eq!(found.as_ref(), Some(&issued.record));
+        let new = record(&namespace);
+        let new_access = TokenHash::of(&token());
+        let swapped = store
+            .swap_refresh(&namespace, &issued.refresh(), &new, &new_access, None)
+            .await
+            .unwrap();
+        assert!(swapped);
+        assert_eq!(
+            store
+                .find_refresh(&namespace, &issued.refresh())
+                .await
+                .unwrap(),
+            None
+        );
+        let page = store
+            .list(&namespace, &ListFilter::default(), 10, None)
+            .await
+            .unwrap();
+        assert_eq!(page.records, std::slice::from_ref(&new));
+        assert!(store.delete(&namespace, new.id).await.unwrap());
+        let code = TokenHash::of(&token());
+        store.put_code(&namespace, &code, b"c", 300).await.unwrap();
+        assert_eq!(
+            store.take_code(&namespace, &code).await.unwrap(),
+            Some(b"c".to_vec())
+        );
+    }
+    assert!(owners.len() >= 2, "all namespaces on one node: {owners:?}");
+
+    // The shared cases, each on an empty cluster.
+    macro_rules! cases {
+        ($($case:ident),* $(,)?) => {$(
+            tokio::time::timeout(CASE_TIMEOUT, $case(&store)).await.expect(stringify!($case));
+            for node in &nodes {
+                node.command(&["FLUSHALL"]);
+            }
+        )*};
+    }
+    cases!(
+        insert_then_find,
+        unknown_tokens,
+        swap_refresh_replaces,
+        concurrent_swaps_one_winner,
+        swap_reusing_id_and_refresh,
+        list_pages,
+        list_pages_with_deletes_between,
+        list_filters,
+        delete_by_id,
+        insert_same_id_replaces,
+        codes_single_use,
+        namespaces_isolated,
+        ping,
+    );
+}
