@@ -8,6 +8,7 @@ pub mod manifests;
 pub mod resources;
 pub mod secret;
 pub mod snapshot;
+pub mod stream;
 
 pub use compile::{CompileError, compile};
 pub use secret::{SecretDigest, SecretString};

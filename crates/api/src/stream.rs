@@ -1,0 +1,80 @@
+//! The snapshot stream between the controller and its sidecars, as plain data.
+//!
+//! A sidecar sends `GET /v1/snapshots/{namespace}/{pod}` with its pod's service-account token
+//! and reads newline-delimited JSON [`Frame`]s for as long as the connection lives: the pod's
+//! full snapshot at once, another one on every change, and heartbeats in between so that a
+//! silently dead connection is noticed.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Snapshot;
+
+/// Prefix of the stream's path: `/v1/snapshots/{namespace}/{pod}`.
+pub const SNAPSHOTS_PATH: &str = "/v1/snapshots";
+/// Audience of the projected service-account token a sidecar presents.
+pub const TOKEN_AUDIENCE: &str = "tollgate";
+/// The controller sends a heartbeat this often when nothing else is sent.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+/// A sidecar that hears nothing for this long (three heartbeats) reconnects.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(45);
+/// Content type of the stream's body.
+pub const CONTENT_TYPE: &str = "application/x-ndjson";
+
+/// One line of the stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Frame {
+    /// The pod's whole configuration, replacing the previous one.
+    Snapshot { snapshot: Snapshot },
+    /// Nothing changed; the connection is alive.
+    Heartbeat,
+}
+
+/// `/v1/snapshots/{namespace}/{pod}`.
+pub fn snapshots_path(namespace: &str, pod: &str) -> String {
+    format!("{SNAPSHOTS_PATH}/{namespace}/{pod}")
+}
+
+// === impl Frame ===
+
+impl Frame {
+    /// The frame as one line of JSON, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        // Serializing plain data with string keys cannot fail; an empty object would be
+        // skipped by the reader rather than end the stream.
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec());
+        line.push(b'\n');
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_tagged_lines() {
+        let heartbeat = Frame::Heartbeat.to_line();
+        assert_eq!(heartbeat, b"{\"type\":\"heartbeat\"}\n");
+        let frame = Frame::Snapshot {
+            snapshot: Snapshot {
+                version: 7,
+                ..Default::default()
+            },
+        };
+        let line = frame.to_line();
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        let back: Frame = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, frame);
+    }
+
+    #[test]
+    fn path_names_namespace_and_pod() {
+        assert_eq!(
+            snapshots_path("default", "iris-0"),
+            "/v1/snapshots/default/iris-0"
+        );
+    }
+}

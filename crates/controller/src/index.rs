@@ -1,0 +1,657 @@
+//! The index: every object the controller knows, turned into one snapshot per pod.
+//!
+//! Sources (kube watches or manifest files) `apply` and `delete` objects; the index never
+//! fails. After every change it recompiles the namespace that changed with the one compiler
+//! standalone mode uses, [`tollgate_api::compile`], and sends each pod whose snapshot changed
+//! a new version on that pod's `watch` channel. A pod's snapshot holds the OAuthServices of
+//! its namespace whose `podSelector` matches its labels, and every Consumer, OAuthApplication
+//! and Secret of its namespace.
+//!
+//! The index also keeps what each object's status should say, for the status writer, and
+//! which version each pod's sidecar was last handed, to count up-to-date pods.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use tokio::sync::watch;
+use tollgate_api::Snapshot;
+use tollgate_api::compile::{CompileError, Reason};
+use tollgate_api::manifests::{DEFAULT_NAMESPACE, Resources};
+use tollgate_api::resources::{Consumer, OAuthApplication, OAuthService};
+
+/// The kinds that get a status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    OAuthService,
+    Consumer,
+    OAuthApplication,
+}
+
+/// A namespaced object's identity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What a pod's channel carries: its snapshot, and when the index made it (push latency).
+#[derive(Clone, Debug)]
+pub struct Published {
+    pub snapshot: Arc<Snapshot>,
+    pub made_at: Instant,
+}
+
+/// The receiving end of one pod's snapshots. Closed when the pod is deleted.
+pub type SnapshotRx = watch::Receiver<Published>;
+
+/// What an object's `Ready` condition should say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectStatus {
+    pub kind: Kind,
+    pub object: ObjectRef,
+    /// `metadata.generation` of the object these findings describe.
+    pub generation: Option<i64>,
+    pub ready: bool,
+    /// CamelCase, from a fixed set: [`Reason::as_str`] or [`ACCEPTED`].
+    pub reason: &'static str,
+    pub message: String,
+    /// OAuthServices only.
+    pub pods: Option<PodCounts>,
+}
+
+/// How many pods an OAuthService selects, and how many of their sidecars hold the latest
+/// snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodCounts {
+    pub selected: i32,
+    pub up_to_date: i32,
+}
+
+/// The reason of a `Ready: True` condition.
+pub const ACCEPTED: &str = "Accepted";
+
+/// Every object, by namespace. Not `Debug`: it holds Secrets.
+pub struct Index {
+    namespaces: BTreeMap<String, Namespace>,
+    /// The last version handed out; versions increase across all pods.
+    version: u64,
+    /// Added to SecretNotFound messages: where the controller looks for Secrets.
+    secret_hint: Option<String>,
+    /// Bumped on every change, for the status writer.
+    changes: watch::Sender<u64>,
+}
+
+/// An [`Index`] shared between the sources, the stream server and the status writer.
+#[derive(Clone)]
+pub struct SharedIndex(Arc<Mutex<Index>>);
+
+#[derive(Default)]
+struct Namespace {
+    services: BTreeMap<String, OAuthService>,
+    consumers: BTreeMap<String, Consumer>,
+    applications: BTreeMap<String, OAuthApplication>,
+    secrets: BTreeMap<String, Secret>,
+    pods: BTreeMap<String, PodEntry>,
+    /// Findings of the last compilation, by (kind, name); absent means accepted.
+    errors: BTreeMap<(Kind, String), CompileError>,
+}
+
+struct PodEntry {
+    labels: BTreeMap<String, String>,
+    /// Selected OAuthServices, by name.
+    selected: Vec<String>,
+    /// The snapshot last sent, with version 0, to tell whether anything changed.
+    content: Snapshot,
+    version: u64,
+    /// The version last written to this pod's stream.
+    delivered: Option<u64>,
+    tx: watch::Sender<Published>,
+}
+
+/// The kinds stored as they are, by name, in their namespace.
+trait Stored: Sized {
+    fn metadata(&self) -> &ObjectMeta;
+    fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self>;
+}
+
+// === impl Index ===
+
+impl Index {
+    /// An empty index whose first snapshot will have version `first_version`. Starting from
+    /// the wall clock keeps versions increasing across controller restarts.
+    pub fn new(first_version: u64) -> Self {
+        Self {
+            namespaces: BTreeMap::new(),
+            version: first_version.saturating_sub(1),
+            secret_hint: None,
+            changes: watch::channel(0).0,
+        }
+    }
+
+    /// Adds `hint` to every SecretNotFound message (for example which label Secrets need).
+    pub fn with_secret_hint(mut self, hint: impl Into<String>) -> Self {
+        self.secret_hint = Some(hint.into());
+        self
+    }
+
+    pub fn apply_service(&mut self, service: OAuthService) {
+        self.apply(service);
+    }
+
+    pub fn delete_service(&mut self, namespace: &str, name: &str) {
+        self.delete::<OAuthService>(namespace, name);
+    }
+
+    pub fn apply_consumer(&mut self, consumer: Consumer) {
+        self.apply(consumer);
+    }
+
+    pub fn delete_consumer(&mut self, namespace: &str, name: &str) {
+        self.delete::<Consumer>(namespace, name);
+    }
+
+    pub fn apply_application(&mut self, application: OAuthApplication) {
+        self.apply(application);
+    }
+
+    pub fn delete_application(&mut self, namespace: &str, name: &str) {
+        self.delete::<OAuthApplication>(namespace, name);
+    }
+
+    pub fn apply_secret(&mut self, secret: Secret) {
+        self.apply(secret);
+    }
+
+    pub fn delete_secret(&mut self, namespace: &str, name: &str) {
+        self.delete::<Secret>(namespace, name);
+    }
+
+    /// Adds a pod or updates its labels. A new pod gets its channel, holding its snapshot.
+    pub fn apply_pod(&mut self, pod: &Pod) {
+        let Some(object) = object_ref(&pod.metadata) else {
+            tracing::warn!("ignored a Pod without a name");
+            return;
+        };
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let namespace = self.namespaces.entry(object.namespace.clone()).or_default();
+        match namespace.pods.get_mut(&object.name) {
+            Some(entry) if entry.labels == labels => return,
+            Some(entry) => entry.labels = labels,
+            None => {
+                let (tx, _) = watch::channel(Published {
+                    snapshot: Arc::default(),
+                    made_at: Instant::now(),
+                });
+                namespace.pods.insert(
+                    object.name.clone(),
+                    PodEntry {
+                        labels,
+                        selected: Vec::new(),
+                        content: Snapshot::default(),
+                        // 0: never sent, so the first compilation always sends.
+                        version: 0,
+                        delivered: None,
+                        tx,
+                    },
+                );
+            }
+        }
+        self.reindex(&object.namespace);
+    }
+
+    /// Forgets a pod. Its channel closes, which ends its sidecar's stream.
+    pub fn delete_pod(&mut self, namespace: &str, name: &str) {
+        let removed = self
+            .namespaces
+            .get_mut(namespace)
+            .and_then(|ns| ns.pods.remove(name));
+        if removed.is_some() {
+            self.reindex(namespace);
+        }
+    }
+
+    /// Replaces every OAuthService with `services` (a watch restarted, or files re-read).
+    pub fn reset_services(&mut self, services: Vec<OAuthService>) {
+        self.reset(services);
+    }
+
+    pub fn reset_consumers(&mut self, consumers: Vec<Consumer>) {
+        self.reset(consumers);
+    }
+
+    pub fn reset_applications(&mut self, applications: Vec<OAuthApplication>) {
+        self.reset(applications);
+    }
+
+    pub fn reset_secrets(&mut self, secrets: Vec<Secret>) {
+        self.reset(secrets);
+    }
+
+    /// Replaces every pod with `pods`. Pods that stay keep their channel.
+    pub fn reset_pods(&mut self, pods: &[Pod]) {
+        let keep: BTreeSet<ObjectRef> = pods
+            .iter()
+            .filter_map(|p| object_ref(&p.metadata))
+            .collect();
+        let mut gone = Vec::new();
+        for (namespace, ns) in &self.namespaces {
+            for name in ns.pods.keys() {
+                let object = ObjectRef::new(namespace, name);
+                if !keep.contains(&object) {
+                    gone.push(object);
+                }
+            }
+        }
+        for object in gone {
+            self.delete_pod(&object.namespace, &object.name);
+        }
+        for pod in pods {
+            self.apply_pod(pod);
+        }
+    }
+
+    /// The pod's snapshots, from the current one on; `None` for a pod the index does not know.
+    pub fn subscribe(&self, namespace: &str, pod: &str) -> Option<SnapshotRx> {
+        let entry = self.namespaces.get(namespace)?.pods.get(pod)?;
+        Some(entry.tx.subscribe())
+    }
+
+    /// Records that the pod's sidecar was handed `version`.
+    pub fn delivered(&mut self, namespace: &str, pod: &str, version: u64) {
+        let Some(entry) = self
+            .namespaces
+            .get_mut(namespace)
+            .and_then(|ns| ns.pods.get_mut(pod))
+        else {
+            return;
+        };
+        if entry.delivered != Some(version) {
+            entry.delivered = Some(version);
+            self.changes.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// A counter bumped on every change of snapshots, findings or deliveries.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The highest snapshot version handed out so far.
+    pub fn latest_version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn pod_count(&self) -> usize {
+        self.namespaces.values().map(|ns| ns.pods.len()).sum()
+    }
+
+    /// What every object's status should say, in a stable order.
+    pub fn statuses(&self) -> Vec<ObjectStatus> {
+        let mut out = Vec::new();
+        for (namespace, ns) in &self.namespaces {
+            for (name, service) in &ns.services {
+                let mut counts = PodCounts::default();
+                for pod in ns.pods.values() {
+                    if pod.selected.iter().any(|s| s == name) {
+                        counts.selected += 1;
+                        if pod.delivered == Some(pod.version) {
+                            counts.up_to_date += 1;
+                        }
+                    }
+                }
+                let mut status = ns.status(Kind::OAuthService, namespace, name, &service.metadata);
+                if status.ready {
+                    status.message = format!(
+                        "configuration accepted; {} of {} selected pods serve it",
+                        counts.up_to_date, counts.selected
+                    );
+                }
+                status.pods = Some(counts);
+                out.push(status);
+            }
+            for (name, consumer) in &ns.consumers {
+                out.push(ns.status(Kind::Consumer, namespace, name, &consumer.metadata));
+            }
+            for (name, application) in &ns.applications {
+                out.push(ns.status(
+                    Kind::OAuthApplication,
+                    namespace,
+                    name,
+                    &application.metadata,
+                ));
+            }
+        }
+        out
+    }
+
+    /// The current object of `kind` named `object`, as the sources last gave it (its status
+    /// included).
+    pub fn status_of(&self, kind: Kind, object: &ObjectRef) -> Option<serde_json::Value> {
+        let ns = self.namespaces.get(&object.namespace)?;
+        let status = match kind {
+            Kind::OAuthService => serde_json::to_value(&ns.services.get(&object.name)?.status),
+            Kind::Consumer => serde_json::to_value(&ns.consumers.get(&object.name)?.status),
+            Kind::OAuthApplication => {
+                serde_json::to_value(&ns.applications.get(&object.name)?.status)
+            }
+        };
+        status.ok()
+    }
+
+    fn apply<K: Stored>(&mut self, object: K) {
+        let Some(key) = object_ref(object.metadata()) else {
+            tracing::warn!("ignored an object without a name");
+            return;
+        };
+        let namespace = self.namespaces.entry(key.namespace.clone()).or_default();
+        K::map(namespace).insert(key.name, object);
+        self.reindex(&key.namespace);
+    }
+
+    fn delete<K: Stored>(&mut self, namespace: &str, name: &str) {
+        let removed = self
+            .namespaces
+            .get_mut(namespace)
+            .and_then(|ns| K::map(ns).remove(name));
+        if removed.is_some() {
+            self.reindex(namespace);
+        }
+    }
+
+    fn reset<K: Stored>(&mut self, objects: Vec<K>) {
+        let mut touched = BTreeSet::new();
+        for ns in self.namespaces.values_mut() {
+            if !K::map(ns).is_empty() {
+                K::map(ns).clear();
+            }
+        }
+        touched.extend(self.namespaces.keys().cloned());
+        for object in objects {
+            let Some(key) = object_ref(object.metadata()) else {
+                continue;
+            };
+            touched.insert(key.namespace.clone());
+            let namespace = self.namespaces.entry(key.namespace).or_default();
+            K::map(namespace).insert(key.name, object);
+        }
+        for namespace in touched {
+            self.reindex(&namespace);
+        }
+    }
+
+    /// Recompiles one namespace: new snapshots to the pods whose snapshot changed, and new
+    /// findings for its objects.
+    fn reindex(&mut self, namespace: &str) {
+        let Some(ns) = self.namespaces.get_mut(namespace) else {
+            return;
+        };
+        if ns.is_empty() {
+            self.namespaces.remove(namespace);
+            self.changes.send_modify(|n| *n += 1);
+            return;
+        }
+
+        // Pods that select the same services get the same snapshot: compile it once.
+        let selections: Vec<(String, Vec<String>)> = ns
+            .pods
+            .iter()
+            .map(|(name, pod)| {
+                let selected = ns
+                    .services
+                    .iter()
+                    .filter(|(_, s)| selects(s.spec.pod_selector.as_ref(), &pod.labels))
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                (name.clone(), selected)
+            })
+            .collect();
+        let mut compiled: HashMap<&[String], tollgate_api::compile::Compiled> = HashMap::new();
+        for (_, selected) in &selections {
+            if !compiled.contains_key(selected.as_slice()) {
+                compiled.insert(
+                    selected,
+                    tollgate_api::compile(&ns.resources(Some(selected))),
+                );
+            }
+        }
+        let mut route_conflicts: BTreeMap<String, CompileError> = BTreeMap::new();
+        for result in compiled.values() {
+            for error in &result.errors {
+                if error.kind == Kind::OAuthService.as_str()
+                    && error.reason == Reason::RouteConflict
+                {
+                    route_conflicts
+                        .entry(error.name.clone())
+                        .or_insert_with(|| error.clone());
+                }
+            }
+        }
+        let now = Instant::now();
+        for (name, selected) in &selections {
+            let (Some(pod), Some(result)) =
+                (ns.pods.get_mut(name), compiled.get(selected.as_slice()))
+            else {
+                continue;
+            };
+            pod.selected.clone_from(selected);
+            if pod.version == 0 || pod.content != result.snapshot {
+                self.version += 1;
+                pod.version = self.version;
+                pod.content = result.snapshot.clone();
+                let snapshot = Snapshot {
+                    version: self.version,
+                    ..result.snapshot.clone()
+                };
+                pod.tx.send_replace(Published {
+                    snapshot: Arc::new(snapshot),
+                    made_at: now,
+                });
+            }
+        }
+
+        // Findings that do not depend on pods come from the whole namespace. A route conflict
+        // does depend on them: two services on one route conflict only when a pod selects
+        // both, so those come from the pods' compilations above.
+        let whole = tollgate_api::compile(&ns.resources(None));
+        let mut errors = BTreeMap::new();
+        for mut error in whole.errors {
+            let Some(kind) = Kind::from_name(error.kind) else {
+                continue;
+            };
+            if kind == Kind::OAuthService && error.reason == Reason::RouteConflict {
+                continue;
+            }
+            if error.reason == Reason::SecretNotFound {
+                if let Some(hint) = &self.secret_hint {
+                    error.message = format!("{} ({hint})", error.message);
+                }
+            }
+            errors.insert((kind, error.name.clone()), error);
+        }
+        for (name, error) in route_conflicts {
+            errors.entry((Kind::OAuthService, name)).or_insert(error);
+        }
+        ns.errors = errors;
+        self.changes.send_modify(|n| *n += 1);
+    }
+}
+
+// === impl SharedIndex ===
+
+impl SharedIndex {
+    pub fn new(index: Index) -> Self {
+        Self(Arc::new(Mutex::new(index)))
+    }
+
+    /// The index, for one short, synchronous step. Never held across an await.
+    pub fn lock(&self) -> MutexGuard<'_, Index> {
+        // A panic while holding the lock leaves an index that is still consistent enough to
+        // serve: every step either completed or left the maps as they were.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+// === impl Namespace ===
+
+impl Namespace {
+    fn is_empty(&self) -> bool {
+        self.services.is_empty()
+            && self.consumers.is_empty()
+            && self.applications.is_empty()
+            && self.secrets.is_empty()
+            && self.pods.is_empty()
+    }
+
+    /// The compiler's input: the `selected` services (all of them when `None`), and every
+    /// other object of the namespace.
+    fn resources(&self, selected: Option<&[String]>) -> Resources {
+        Resources {
+            services: self
+                .services
+                .iter()
+                .filter(|(name, _)| selected.is_none_or(|s| s.contains(name)))
+                .map(|(_, s)| s.clone())
+                .collect(),
+            consumers: self.consumers.values().cloned().collect(),
+            applications: self.applications.values().cloned().collect(),
+            secrets: self.secrets.values().cloned().collect(),
+        }
+    }
+
+    fn status(&self, kind: Kind, namespace: &str, name: &str, meta: &ObjectMeta) -> ObjectStatus {
+        let (ready, reason, message) = match self.errors.get(&(kind, name.to_owned())) {
+            Some(error) => (false, error.reason.as_str(), error.message.clone()),
+            None => (true, ACCEPTED, "configuration accepted".to_owned()),
+        };
+        ObjectStatus {
+            kind,
+            object: ObjectRef::new(namespace, name),
+            generation: meta.generation,
+            ready,
+            reason,
+            message,
+            pods: None,
+        }
+    }
+}
+
+// === impl Stored ===
+
+impl Stored for OAuthService {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
+        &mut namespace.services
+    }
+}
+
+impl Stored for Consumer {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
+        &mut namespace.consumers
+    }
+}
+
+impl Stored for OAuthApplication {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
+        &mut namespace.applications
+    }
+}
+
+impl Stored for Secret {
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
+        &mut namespace.secrets
+    }
+}
+
+// === impl Kind ===
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OAuthService => "OAuthService",
+            Self::Consumer => "Consumer",
+            Self::OAuthApplication => "OAuthApplication",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "OAuthService" => Some(Self::OAuthService),
+            "Consumer" => Some(Self::Consumer),
+            "OAuthApplication" => Some(Self::OAuthApplication),
+            _ => None,
+        }
+    }
+}
+
+// === impl ObjectRef ===
+
+impl ObjectRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The object's namespace (as `kubectl apply` defaults it) and name; `None` without a name.
+fn object_ref(meta: &ObjectMeta) -> Option<ObjectRef> {
+    let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
+    let namespace = meta
+        .namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or(DEFAULT_NAMESPACE);
+    Some(ObjectRef::new(namespace, name))
+}
+
+/// Whether a `podSelector` selects a pod with `labels`. Absent or empty selects every pod,
+/// as a NetworkPolicy's `podSelector` does. An unknown operator selects nothing, so a typo
+/// never widens what a service reaches.
+pub fn selects(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+    let Some(selector) = selector else {
+        return true;
+    };
+    let labels_match = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(key, value)| labels.get(key) == Some(value));
+    let expressions_match = selector.match_expressions.iter().flatten().all(|req| {
+        let values = req.values.as_deref().unwrap_or_default();
+        let value = labels.get(&req.key);
+        match req.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    labels_match && expressions_match
+}
+
+#[cfg(test)]
+mod tests;

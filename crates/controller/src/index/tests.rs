@@ -1,0 +1,620 @@
+//! Index tests, Linkerd style: fake objects in, snapshots per pod out. No API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, Time,
+};
+use k8s_openapi::jiff::Timestamp;
+use tollgate_api::resources::{
+    ClientSecretRef, Consumer, ConsumerRef, ConsumerSpec, OAuth2Config, OAuthApplication,
+    OAuthApplicationSpec, OAuthService, OAuthServiceSpec, RouteSpec, UpstreamSpec,
+};
+use tollgate_api::snapshot::ClientType;
+
+use super::*;
+
+// --- fake objects ---
+
+fn meta(ns: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        namespace: Some(ns.to_owned()),
+        name: Some(name.to_owned()),
+        generation: Some(1),
+        ..Default::default()
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn mk_pod(ns: &str, name: &str, pod_labels: &[(&str, &str)]) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            labels: Some(labels(pod_labels)),
+            ..meta(ns, name)
+        },
+        ..Default::default()
+    }
+}
+
+fn match_labels(pairs: &[(&str, &str)]) -> Option<LabelSelector> {
+    Some(LabelSelector {
+        match_labels: Some(labels(pairs)),
+        match_expressions: None,
+    })
+}
+
+/// An OAuthService on `route` with the password grant, whose provision key is in Secret
+/// `<name>-pk`.
+fn mk_service(ns: &str, name: &str, route: &str, selector: Option<LabelSelector>) -> OAuthService {
+    let oauth2: OAuth2Config = serde_json::from_value(serde_json::json!({
+        "provisionKeySecretRef": {"name": format!("{name}-pk")},
+        "enablePasswordGrant": true,
+    }))
+    .unwrap();
+    OAuthService {
+        metadata: meta(ns, name),
+        spec: OAuthServiceSpec {
+            pod_selector: selector,
+            upstream: UpstreamSpec {
+                port: 52773,
+                path: None,
+            },
+            routes: vec![RouteSpec {
+                path_prefix: route.to_owned(),
+                strip_path: false,
+            }],
+            oauth2,
+        },
+        status: None,
+    }
+}
+
+fn mk_consumer(ns: &str, name: &str) -> Consumer {
+    Consumer {
+        metadata: meta(ns, name),
+        spec: ConsumerSpec::default(),
+        status: None,
+    }
+}
+
+/// An application of `consumer` whose secret is in Secret `<name>-secret`.
+fn mk_app(ns: &str, name: &str, consumer: &str, client_id: &str) -> OAuthApplication {
+    OAuthApplication {
+        metadata: meta(ns, name),
+        spec: OAuthApplicationSpec {
+            consumer_ref: ConsumerRef {
+                name: consumer.to_owned(),
+            },
+            name: None,
+            client_id: client_id.to_owned(),
+            client_secret_ref: Some(ClientSecretRef {
+                name: format!("{name}-secret"),
+                key: "clientSecret".to_owned(),
+            }),
+            redirect_uris: vec![],
+            client_type: ClientType::Confidential,
+            hash_secret: false,
+            allowed_scopes: None,
+            allowed_grants: None,
+        },
+        status: None,
+    }
+}
+
+fn mk_secret(ns: &str, name: &str, key: &str, value: &str) -> Secret {
+    Secret {
+        metadata: meta(ns, name),
+        string_data: Some(labels(&[(key, value)])),
+        ..Default::default()
+    }
+}
+
+fn created_at<T>(mut object: T, seconds: i64, meta: impl Fn(&mut T) -> &mut ObjectMeta) -> T {
+    meta(&mut object).creation_timestamp = Some(Time(Timestamp::from_second(seconds).unwrap()));
+    object
+}
+
+/// The article's objects in `ns`, with a service selecting `app=iris`.
+fn article(index: &mut Index, ns: &str) {
+    index.apply_secret(mk_secret(ns, "svc-pk", "provisionKey", "provisionkey"));
+    index.apply_secret(mk_secret(ns, "app-secret", "clientSecret", "clientsecret"));
+    index.apply_consumer(mk_consumer(ns, "clientapp"));
+    index.apply_application(mk_app(ns, "app", "clientapp", "clientid"));
+    index.apply_service(mk_service(
+        ns,
+        "svc",
+        "/event",
+        match_labels(&[("app", "iris")]),
+    ));
+}
+
+fn current(rx: &mut SnapshotRx) -> Arc<Snapshot> {
+    rx.borrow_and_update().snapshot.clone()
+}
+
+fn service_names(snapshot: &Snapshot) -> Vec<&str> {
+    snapshot.services.iter().map(|s| s.name.as_str()).collect()
+}
+
+fn status_of<'a>(statuses: &'a [ObjectStatus], kind: Kind, name: &str) -> &'a ObjectStatus {
+    statuses
+        .iter()
+        .find(|s| s.kind == kind && s.object.name == name)
+        .unwrap_or_else(|| panic!("no status for {kind:?} {name}: {statuses:#?}"))
+}
+
+// --- selection ---
+
+#[test]
+fn a_pod_gets_the_services_whose_selector_matches_it() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    index.apply_pod(&mk_pod("default", "iris-0", &[("app", "iris")]));
+    index.apply_pod(&mk_pod("default", "web-0", &[("app", "web")]));
+
+    let mut iris = index.subscribe("default", "iris-0").unwrap();
+    let snapshot = current(&mut iris);
+    assert_eq!(service_names(&snapshot), ["svc"]);
+    assert!(
+        snapshot.services[0]
+            .oauth2
+            .provision_key
+            .matches("provisionkey")
+    );
+    let app = snapshot
+        .application_by_client_id("default", "clientid")
+        .unwrap();
+    assert!(app.client_secret.as_ref().unwrap().matches("clientsecret"));
+
+    // Not selected: consumers and applications, but no service to serve them on.
+    let mut web = index.subscribe("default", "web-0").unwrap();
+    let snapshot = current(&mut web);
+    assert!(snapshot.services.is_empty());
+    assert_eq!(snapshot.applications.len(), 1);
+
+    assert!(index.subscribe("default", "unknown").is_none());
+    assert!(index.subscribe("other", "iris-0").is_none());
+}
+
+#[test]
+fn an_absent_or_empty_selector_selects_every_pod_of_its_namespace_only() {
+    let mut index = Index::new(1);
+    index.apply_secret(mk_secret("a", "all-pk", "provisionKey", "k"));
+    index.apply_service(mk_service("a", "all", "/all", None));
+    index.apply_secret(mk_secret("a", "empty-pk", "provisionKey", "k"));
+    index.apply_service(mk_service(
+        "a",
+        "empty",
+        "/empty",
+        Some(LabelSelector::default()),
+    ));
+    index.apply_pod(&mk_pod("a", "p", &[("whatever", "x")]));
+    index.apply_pod(&mk_pod("b", "p", &[]));
+
+    let mut a = index.subscribe("a", "p").unwrap();
+    assert_eq!(service_names(&current(&mut a)), ["all", "empty"]);
+    let mut b = index.subscribe("b", "p").unwrap();
+    assert!(current(&mut b).services.is_empty());
+}
+
+#[test]
+fn match_expressions_are_honoured() {
+    let selector = LabelSelector {
+        match_labels: None,
+        match_expressions: Some(vec![
+            LabelSelectorRequirement {
+                key: "tier".into(),
+                operator: "In".into(),
+                values: Some(vec!["api".into(), "web".into()]),
+            },
+            LabelSelectorRequirement {
+                key: "canary".into(),
+                operator: "DoesNotExist".into(),
+                values: None,
+            },
+        ]),
+    };
+    assert!(selects(Some(&selector), &labels(&[("tier", "api")])));
+    assert!(!selects(Some(&selector), &labels(&[("tier", "db")])));
+    assert!(!selects(
+        Some(&selector),
+        &labels(&[("tier", "api"), ("canary", "1")])
+    ));
+    let not_in = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "tier".into(),
+            operator: "NotIn".into(),
+            values: Some(vec!["db".into()]),
+        }]),
+        ..Default::default()
+    };
+    assert!(selects(Some(&not_in), &labels(&[])));
+    assert!(!selects(Some(&not_in), &labels(&[("tier", "db")])));
+    let typo = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "tier".into(),
+            operator: "in".into(),
+            values: Some(vec!["api".into()]),
+        }]),
+        ..Default::default()
+    };
+    assert!(!selects(Some(&typo), &labels(&[("tier", "api")])));
+}
+
+#[test]
+fn relabelling_a_pod_moves_it_between_services() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    index.apply_pod(&mk_pod("default", "p", &[("app", "web")]));
+    let mut rx = index.subscribe("default", "p").unwrap();
+    assert!(current(&mut rx).services.is_empty());
+
+    index.apply_pod(&mk_pod("default", "p", &[("app", "iris")]));
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(service_names(&current(&mut rx)), ["svc"]);
+}
+
+#[test]
+fn one_pod_selected_by_two_services_serves_both() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    index.apply_secret(mk_secret("default", "admin-pk", "provisionKey", "k2"));
+    index.apply_service(mk_service(
+        "default",
+        "admin",
+        "/admin",
+        match_labels(&[("role", "backend")]),
+    ));
+    index.apply_pod(&mk_pod(
+        "default",
+        "p",
+        &[("app", "iris"), ("role", "backend")],
+    ));
+    let mut rx = index.subscribe("default", "p").unwrap();
+    assert_eq!(service_names(&current(&mut rx)), ["admin", "svc"]);
+
+    let statuses = index.statuses();
+    for name in ["svc", "admin"] {
+        let status = status_of(&statuses, Kind::OAuthService, name);
+        assert!(status.ready, "{status:?}");
+        assert_eq!(status.pods.unwrap().selected, 1);
+    }
+}
+
+// --- changes and versions ---
+
+#[test]
+fn versions_increase_and_only_changes_are_sent() {
+    let mut index = Index::new(100);
+    article(&mut index, "default");
+    index.apply_pod(&mk_pod("default", "p", &[("app", "iris")]));
+    let mut rx = index.subscribe("default", "p").unwrap();
+    let first = current(&mut rx);
+    assert!(first.version >= 100);
+
+    // The same objects again, another namespace, an unrelated Secret: nothing new for p.
+    article(&mut index, "default");
+    index.apply_pod(&mk_pod("default", "p", &[("app", "iris")]));
+    article(&mut index, "other");
+    index.apply_pod(&mk_pod("other", "q", &[("app", "iris")]));
+    index.apply_secret(mk_secret("default", "unrelated", "k", "v"));
+    assert!(!rx.has_changed().unwrap());
+
+    index.apply_consumer(Consumer {
+        spec: ConsumerSpec {
+            username: Some("ClientApp".into()),
+            ..Default::default()
+        },
+        ..mk_consumer("default", "clientapp")
+    });
+    assert!(rx.has_changed().unwrap());
+    let second = current(&mut rx);
+    assert!(second.version > first.version);
+    assert_eq!(second.consumers[0].username, "ClientApp");
+    assert!(index.latest_version() >= second.version);
+}
+
+#[test]
+fn a_changed_secret_reaches_the_pod() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    index.apply_pod(&mk_pod("default", "p", &[("app", "iris")]));
+    let mut rx = index.subscribe("default", "p").unwrap();
+    current(&mut rx);
+
+    index.apply_secret(mk_secret(
+        "default",
+        "app-secret",
+        "clientSecret",
+        "rotated",
+    ));
+    assert!(rx.has_changed().unwrap());
+    let snapshot = current(&mut rx);
+    let secret = snapshot.applications[0].client_secret.clone().unwrap();
+    assert!(secret.matches("rotated"));
+    assert!(!secret.matches("clientsecret"));
+}
+
+#[test]
+fn a_deleted_secret_takes_its_objects_out_and_says_why() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    index.apply_pod(&mk_pod("default", "p", &[("app", "iris")]));
+    let mut rx = index.subscribe("default", "p").unwrap();
+    current(&mut rx);
+
+    index.delete_secret("default", "svc-pk");
+    let snapshot = current(&mut rx);
+    assert!(snapshot.services.is_empty());
+    assert_eq!(snapshot.applications.len(), 1);
+    let statuses = index.statuses();
+    let status = status_of(&statuses, Kind::OAuthService, "svc");
+    assert!(!status.ready);
+    assert_eq!(status.reason, "SecretNotFound");
+    assert!(status.message.contains("`svc-pk`"), "{}", status.message);
+
+    index.apply_secret(mk_secret("default", "svc-pk", "provisionKey", "back"));
+    assert_eq!(service_names(&current(&mut rx)), ["svc"]);
+    assert!(status_of(&index.statuses(), Kind::OAuthService, "svc").ready);
+}
+
+#[test]
+fn the_secret_hint_says_where_secrets_are_looked_for() {
+    let mut index = Index::new(1).with_secret_hint("label it oauth.tollgate.dev/watch=true");
+    index.apply_consumer(mk_consumer("default", "clientapp"));
+    index.apply_application(mk_app("default", "app", "clientapp", "clientid"));
+    let statuses = index.statuses();
+    let status = status_of(&statuses, Kind::OAuthApplication, "app");
+    assert_eq!(status.reason, "SecretNotFound");
+    assert!(
+        status
+            .message
+            .ends_with("(label it oauth.tollgate.dev/watch=true)"),
+        "{}",
+        status.message
+    );
+}
+
+// --- conflicts and findings ---
+
+#[test]
+fn a_duplicate_client_id_goes_to_the_younger_application() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    let older = created_at(
+        mk_app("default", "zeta", "clientapp", "clientid"),
+        10,
+        |a| &mut a.metadata,
+    );
+    let younger = created_at(
+        mk_app("default", "alpha", "clientapp", "clientid"),
+        20,
+        |a| &mut a.metadata,
+    );
+    index.delete_application("default", "app");
+    index.apply_secret(mk_secret("default", "zeta-secret", "clientSecret", "z"));
+    index.apply_secret(mk_secret("default", "alpha-secret", "clientSecret", "a"));
+    index.apply_application(younger);
+    index.apply_application(older);
+    index.apply_pod(&mk_pod("default", "p", &[("app", "iris")]));
+
+    let mut rx = index.subscribe("default", "p").unwrap();
+    let snapshot = current(&mut rx);
+    let names: Vec<_> = snapshot
+        .applications
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(names, ["zeta"]);
+
+    let statuses = index.statuses();
+    assert!(status_of(&statuses, Kind::OAuthApplication, "zeta").ready);
+    let alpha = status_of(&statuses, Kind::OAuthApplication, "alpha");
+    assert!(!alpha.ready);
+    assert_eq!(alpha.reason, "DuplicateClientId");
+    assert!(
+        alpha
+            .message
+            .contains("already used by OAuthApplication `zeta`"),
+        "{}",
+        alpha.message
+    );
+}
+
+#[test]
+fn a_route_conflict_needs_a_pod_selected_by_both_services() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    index.apply_secret(mk_secret("default", "svc2-pk", "provisionKey", "k"));
+    let younger = created_at(
+        mk_service(
+            "default",
+            "svc2",
+            "/event",
+            match_labels(&[("app", "other")]),
+        ),
+        20,
+        |s| &mut s.metadata,
+    );
+    index.apply_service(younger);
+    index.apply_pod(&mk_pod("default", "iris", &[("app", "iris")]));
+    index.apply_pod(&mk_pod("default", "other", &[("app", "other")]));
+
+    // Different pods: the same route is no conflict.
+    let statuses = index.statuses();
+    assert!(status_of(&statuses, Kind::OAuthService, "svc").ready);
+    assert!(status_of(&statuses, Kind::OAuthService, "svc2").ready);
+    let mut other = index.subscribe("default", "other").unwrap();
+    assert_eq!(service_names(&current(&mut other)), ["svc2"]);
+
+    // One pod selected by both: the older service keeps the route.
+    let mut both = mk_pod("default", "both", &[("app", "iris")]);
+    index.apply_pod(&both);
+    let mut svc = index.get_service("default", "svc");
+    svc.metadata.creation_timestamp = Some(Time(Timestamp::from_second(10).unwrap()));
+    svc.spec.pod_selector = None;
+    index.apply_service(svc);
+    both.metadata.labels = Some(labels(&[("app", "other")]));
+    index.apply_pod(&both);
+
+    let mut rx = index.subscribe("default", "both").unwrap();
+    assert_eq!(service_names(&current(&mut rx)), ["svc"]);
+    let statuses = index.statuses();
+    assert!(status_of(&statuses, Kind::OAuthService, "svc").ready);
+    let svc2 = status_of(&statuses, Kind::OAuthService, "svc2");
+    assert!(!svc2.ready);
+    assert_eq!(svc2.reason, "RouteConflict");
+    assert!(
+        svc2.message
+            .contains("conflicts with OAuthService `default/svc`"),
+        "{}",
+        svc2.message
+    );
+}
+
+#[test]
+fn a_missing_consumer_and_no_grant_are_reported() {
+    let mut index = Index::new(1);
+    index.apply_secret(mk_secret("default", "app-secret", "clientSecret", "s"));
+    index.apply_application(mk_app("default", "app", "nobody", "clientid"));
+    let mut service = mk_service("default", "svc", "/event", None);
+    service.spec.oauth2.enable_password_grant = false;
+    index.apply_secret(mk_secret("default", "svc-pk", "provisionKey", "k"));
+    index.apply_service(service);
+
+    let statuses = index.statuses();
+    let app = status_of(&statuses, Kind::OAuthApplication, "app");
+    assert_eq!(app.reason, "ConsumerNotFound");
+    assert!(
+        app.message.contains("consumer `nobody` was not found"),
+        "{}",
+        app.message
+    );
+    assert_eq!(
+        status_of(&statuses, Kind::OAuthService, "svc").reason,
+        "NoGrantEnabled"
+    );
+}
+
+#[test]
+fn statuses_carry_generation_and_pod_counts() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    let mut svc = index.get_service("default", "svc");
+    svc.metadata.generation = Some(7);
+    index.apply_service(svc);
+    index.apply_pod(&mk_pod("default", "a", &[("app", "iris")]));
+    index.apply_pod(&mk_pod("default", "b", &[("app", "iris")]));
+    index.apply_pod(&mk_pod("default", "c", &[("app", "web")]));
+
+    let status = status_of(&index.statuses(), Kind::OAuthService, "svc").clone();
+    assert_eq!(status.generation, Some(7));
+    assert_eq!(status.reason, ACCEPTED);
+    assert_eq!(
+        status.pods,
+        Some(PodCounts {
+            selected: 2,
+            up_to_date: 0
+        })
+    );
+    assert_eq!(
+        status.message,
+        "configuration accepted; 0 of 2 selected pods serve it"
+    );
+
+    let mut changes = index.changes();
+    changes.borrow_and_update();
+    let version = index
+        .subscribe("default", "a")
+        .unwrap()
+        .borrow()
+        .snapshot
+        .version;
+    index.delivered("default", "a", version);
+    assert!(changes.has_changed().unwrap());
+    let counts = status_of(&index.statuses(), Kind::OAuthService, "svc")
+        .pods
+        .unwrap();
+    assert_eq!(counts.up_to_date, 1);
+
+    // A new configuration: the pod is behind until it is handed the new version.
+    index.apply_secret(mk_secret("default", "svc-pk", "provisionKey", "new"));
+    let counts = status_of(&index.statuses(), Kind::OAuthService, "svc")
+        .pods
+        .unwrap();
+    assert_eq!(counts.up_to_date, 0);
+}
+
+// --- pods coming and going ---
+
+#[test]
+fn deleting_a_pod_closes_its_channel() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    index.apply_pod(&mk_pod("default", "p", &[("app", "iris")]));
+    let rx = index.subscribe("default", "p").unwrap();
+    index.delete_pod("default", "p");
+    assert!(rx.has_changed().is_err(), "the channel should be closed");
+    assert!(index.subscribe("default", "p").is_none());
+    assert_eq!(index.pod_count(), 0);
+    let status = status_of(&index.statuses(), Kind::OAuthService, "svc").clone();
+    assert_eq!(status.pods.unwrap().selected, 0);
+}
+
+#[test]
+fn resets_replace_a_kind_and_keep_surviving_pods_channels() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    index.apply_pod(&mk_pod("default", "keep", &[("app", "iris")]));
+    index.apply_pod(&mk_pod("default", "gone", &[("app", "iris")]));
+    let mut keep = index.subscribe("default", "keep").unwrap();
+    let gone = index.subscribe("default", "gone").unwrap();
+    current(&mut keep);
+
+    index.reset_pods(&[mk_pod("default", "keep", &[("app", "iris")])]);
+    assert!(gone.has_changed().is_err());
+    assert!(!keep.has_changed().unwrap());
+
+    index.reset_services(vec![]);
+    assert!(current(&mut keep).services.is_empty());
+    index.reset_services(vec![mk_service(
+        "default",
+        "svc",
+        "/event",
+        match_labels(&[("app", "iris")]),
+    )]);
+    assert_eq!(service_names(&current(&mut keep)), ["svc"]);
+
+    index.reset_secrets(vec![]);
+    index.reset_applications(vec![]);
+    index.reset_consumers(vec![]);
+    let snapshot = current(&mut keep);
+    assert!(snapshot.services.is_empty() && snapshot.applications.is_empty());
+    assert!(snapshot.consumers.is_empty());
+}
+
+#[test]
+fn objects_without_names_are_ignored_and_no_namespace_means_default() {
+    let mut index = Index::new(1);
+    let mut nameless = mk_consumer("default", "x");
+    nameless.metadata.name = None;
+    index.apply_consumer(nameless);
+    let mut pod = mk_pod("default", "p", &[]);
+    pod.metadata.namespace = None;
+    index.apply_pod(&pod);
+    assert!(index.subscribe("default", "p").is_some());
+    assert!(index.statuses().is_empty());
+}
+
+impl Index {
+    fn get_service(&self, namespace: &str, name: &str) -> OAuthService {
+        self.namespaces[namespace].services[name].clone()
+    }
+}
