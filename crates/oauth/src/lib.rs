@@ -5,12 +5,16 @@
 //! a plain function.
 #![forbid(unsafe_code)]
 
+pub mod authorize;
 pub mod bearer;
 pub mod params;
 pub mod random;
+pub mod redirect;
 pub mod response;
+pub mod standard;
 pub mod token_endpoint;
 
+pub use authorize::{AuthorizeRequest, authorize};
 pub use bearer::{Authenticated, authenticate};
 pub use params::{ParamValue, Params};
 pub use response::OAuthResponse;
@@ -18,3 +22,26 @@ pub use token_endpoint::{TokenRequest, issue_token};
 
 /// Milliseconds since the Unix epoch: the clock every rule takes as an argument.
 pub type EpochMillis = u64;
+
+/// How a request to the OAuth endpoints arrived. OAuth 2.0 requires TLS for them; Kong also
+/// accepts plain HTTP from a trusted proxy that terminated TLS, when the service allows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Over the sidecar's own TLS listener.
+    Tls,
+    /// Plain HTTP carrying exactly one `X-Forwarded-Proto: https` from a trusted address, on a
+    /// service with `acceptHttpIfAlreadyTerminated`.
+    TerminatedUpstream,
+    /// Plain HTTP, refused with this description.
+    Plain(&'static str),
+}
+
+impl Transport {
+    /// Kong's description of why the request is not HTTPS, if it is not.
+    pub fn https_error(self) -> Option<&'static str> {
+        match self {
+            Self::Tls | Self::TerminatedUpstream => None,
+            Self::Plain(reason) => Some(reason),
+        }
+    }
+}

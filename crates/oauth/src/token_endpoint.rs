@@ -14,8 +14,9 @@ use tollgate_api::snapshot::{Application, ClientType, GrantType, Service};
 use tollgate_store::{StoreError, TokenHash, TokenRecord, TokenStore};
 use uuid::Uuid;
 
+use crate::authorize::{CodeGrant, verify_code_verifier};
 use crate::response::{OAuthError, OAuthResponse};
-use crate::{EpochMillis, Params, random};
+use crate::{EpochMillis, Params, Transport, random};
 
 /// What the token endpoint needs from the HTTP request.
 #[derive(Debug)]
@@ -23,17 +24,16 @@ pub struct TokenRequest<'a> {
     pub params: &'a Params,
     /// The value of the service's `authHeaderName` header, which may carry Basic credentials.
     pub auth_header: Option<&'a str>,
-    /// Whether the request arrived over TLS (or, where allowed, was terminated upstream).
-    pub is_https: bool,
+    pub transport: Transport,
 }
 
 /// Client credentials as Kong finds them: both parameters, else Basic in the auth header,
 /// else a lone `client_id` (a public client).
 #[derive(Debug, Default)]
-struct ClientCredentials<'a> {
-    client_id: Option<Cow<'a, str>>,
-    client_secret: Option<Cow<'a, str>>,
-    from_header: bool,
+pub(crate) struct ClientCredentials<'a> {
+    pub client_id: Option<Cow<'a, str>>,
+    pub client_secret: Option<Cow<'a, str>>,
+    pub from_header: bool,
 }
 
 /// The success body. Field order is the article's: `refresh_token`, `token_type`,
@@ -87,8 +87,8 @@ async fn token_grant<S: TokenStore>(
 ) -> Result<Minted, Failure> {
     let params = request.params;
     let conf = &service.oauth2;
-    if !request.is_https {
-        return Err(OAuthError::bad_request("access_denied", "You must use HTTPS").into());
+    if let Some(reason) = request.transport.https_error() {
+        return Err(OAuthError::bad_request("access_denied", reason).into());
     }
 
     // Kong's checks run in sequence and a later failure replaces an earlier one.
@@ -172,10 +172,58 @@ async fn token_grant<S: TokenStore>(
             Ok(minted)
         }
         GrantType::RefreshToken => refresh(store, service, client, params, now).await,
-        GrantType::AuthorizationCode | GrantType::Implicit => {
-            Err(OAuthError::bad_request("invalid_request", "Invalid code").into())
+        GrantType::AuthorizationCode => exchange_code(store, service, client, params, now).await,
+        // `implicit` is a response type of the authorize endpoint, never a grant_type here.
+        GrantType::Implicit => {
+            Err(OAuthError::bad_request("unsupported_grant_type", "Invalid grant_type").into())
         }
     }
+}
+
+/// The authorization code grant: the code is taken from the store in one step, so it works
+/// once even when two requests race with it, then checked against this service, this client
+/// and its PKCE challenge.
+async fn exchange_code<S: TokenStore>(
+    store: &S,
+    service: &Service,
+    client: &Application,
+    params: &Params,
+    now: EpochMillis,
+) -> Result<Minted, Failure> {
+    let invalid = || OAuthError::bad_request("invalid_request", "Invalid code");
+    let Some(code) = params.text("code") else {
+        return Err(invalid().into());
+    };
+    let Some(payload) = store
+        .take_code(&service.namespace, &TokenHash::of(code))
+        .await
+        .map_err(Failure::Store)?
+    else {
+        return Err(invalid().into());
+    };
+    let grant: CodeGrant = match serde_json::from_slice(&payload) {
+        Ok(grant) => grant,
+        Err(error) => {
+            tracing::warn!(%error, "an authorization code's record could not be read");
+            return Err(invalid().into());
+        }
+    };
+    let bound_elsewhere =
+        !service.oauth2.global_credentials && grant.service_id != Some(service.id);
+    if bound_elsewhere || grant.credential_id != client.id {
+        return Err(invalid().into());
+    }
+    verify_code_verifier(service.oauth2.pkce, client, &grant, params)?;
+    let minted = mint(
+        service,
+        client,
+        Some(grant.authenticated_userid),
+        grant.scope,
+        now,
+        false,
+    );
+    insert(store, &minted).await?;
+    Ok(minted)
 }
 
 async fn refresh<S: TokenStore>(
@@ -360,7 +408,7 @@ pub(crate) fn authenticated_userid(params: &Params) -> Result<&str, OAuthError> 
     }
 }
 
-fn check_client_secret(
+pub(crate) fn check_client_secret(
     client: &Application,
     credentials: &ClientCredentials<'_>,
 ) -> Option<OAuthError> {
@@ -403,7 +451,7 @@ pub(crate) fn store_failure(error: &StoreError) -> OAuthResponse {
 // === impl ClientCredentials ===
 
 impl<'a> ClientCredentials<'a> {
-    fn find(params: &'a Params, auth_header: Option<&'a str>) -> Self {
+    pub(crate) fn find(params: &'a Params, auth_header: Option<&'a str>) -> Self {
         if let (Some(id), Some(secret)) = (params.text("client_id"), params.text("client_secret")) {
             return Self {
                 client_id: Some(Cow::Borrowed(id)),

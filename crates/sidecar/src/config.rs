@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use tollgate_api::Snapshot;
 
 use crate::tls::TlsSource;
+use crate::trusted::TrustedIps;
 
 /// Kong's proxy TLS port, the article's port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
@@ -37,6 +38,22 @@ pub struct SidecarArgs {
     /// Address of the proxy and OAuth endpoints (TLS).
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+
+    /// Plain-HTTP address for traffic whose TLS a trusted proxy in front already terminated.
+    /// Off by default. The OAuth endpoints accept it only on services with
+    /// `acceptHttpIfAlreadyTerminated`, from --trusted-ips, with one `X-Forwarded-Proto: https`.
+    #[arg(long, env = "TOLLGATE_LISTEN_HTTP")]
+    pub listen_http: Option<SocketAddr>,
+
+    /// Addresses (CIDR blocks, comma-separated) trusted to have terminated TLS in front of
+    /// --listen-http. Loopback by default: a proxy in the same pod.
+    #[arg(
+        long,
+        env = "TOLLGATE_TRUSTED_IPS",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub trusted_ips: Vec<String>,
 
     /// Address of the admin API, `/{namespace}/oauth2_tokens` (TLS).
     #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
@@ -80,6 +97,8 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub tls: TlsSource,
     pub redis_url: Option<RedisUrl>,
+    pub listen_http: Option<SocketAddr>,
+    pub trusted_ips: TrustedIps,
 }
 
 /// All configuration problems found, one line each.
@@ -128,6 +147,13 @@ impl Config {
             ("--admin-listen", args.admin_listen),
             ("--metrics-listen", args.metrics_listen),
         ];
+        if let Some(http) = args.listen_http {
+            addresses.push(("--listen-http", http));
+        }
+        let trusted_ips = TrustedIps::parse(&args.trusted_ips).unwrap_or_else(|e| {
+            errors.push(format!("--trusted-ips: {e}"));
+            TrustedIps::default()
+        });
         addresses.sort_by_key(|(_, addr)| *addr);
         for pair in addresses.windows(2) {
             if pair[0].1 == pair[1].1 && pair[0].1.port() != 0 {
@@ -155,6 +181,8 @@ impl Config {
                 metrics_listen: args.metrics_listen,
                 tls,
                 redis_url,
+                listen_http: args.listen_http,
+                trusted_ips,
             }),
             _ => Err(ConfigErrors(errors)),
         }

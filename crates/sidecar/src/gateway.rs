@@ -14,14 +14,16 @@ use tollgate_api::Snapshot;
 use tollgate_api::snapshot::Service;
 use tollgate_oauth::bearer::{self, IDENTITY_HEADERS};
 use tollgate_oauth::params::BodyKind;
-use tollgate_oauth::{OAuthResponse, Params, TokenRequest};
+use tollgate_oauth::standard::{self, ClientRequest};
+use tollgate_oauth::{AuthorizeRequest, OAuthResponse, Params, TokenRequest, Transport};
 use tollgate_store::TokenStore;
 
 use crate::body::{self, ResponseBody};
 use crate::forward::Upstream;
 use crate::metrics::Metrics;
-use crate::routes::{Endpoint, Matched, RouteTable, upstream_path};
+use crate::routes::{Endpoint, METADATA_PATH, Matched, RouteTable, upstream_path};
 use crate::serve::ConnInfo;
+use crate::trusted::TrustedIps;
 
 /// The snapshot being served, with the structures derived from it. Swapped whole, so no
 /// request ever sees half of a new configuration.
@@ -36,6 +38,7 @@ pub struct Gateway<S> {
     store: S,
     upstream: Upstream,
     metrics: Arc<Metrics>,
+    trusted_ips: TrustedIps,
 }
 
 /// Where the access token of a request was found; `hideCredentials` removes it from there.
@@ -59,7 +62,12 @@ impl Served {
 // === impl Gateway ===
 
 impl<S: TokenStore> Gateway<S> {
-    pub fn new(snapshot: Snapshot, store: S, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        snapshot: Snapshot,
+        store: S,
+        metrics: Arc<Metrics>,
+        trusted_ips: TrustedIps,
+    ) -> Self {
         metrics.snapshot_version.set(snapshot.version as i64);
         metrics.services.set(snapshot.services.len() as i64);
         Self {
@@ -67,6 +75,7 @@ impl<S: TokenStore> Gateway<S> {
             store,
             upstream: Upstream::new(),
             metrics,
+            trusted_ips,
         }
     }
 
@@ -91,84 +100,119 @@ impl<S: TokenStore> Gateway<S> {
         conn: ConnInfo,
     ) -> Response<ResponseBody> {
         let served = self.served.load_full();
-        let Some(matched) = served.routes.find(request.uri().path()) else {
+        let path = request.uri().path();
+        // RFC 8414's own form puts the route after the well-known path.
+        let (route_path, root_metadata) = match path.strip_prefix(METADATA_PATH) {
+            Some(route) if route.starts_with('/') => (route, true),
+            _ => (path, false),
+        };
+        let Some(matched) = served.routes.find(route_path) else {
             self.metrics.count("no_route");
             return body::message(StatusCode::NOT_FOUND, "no Route matched with those values");
         };
+        let endpoint = if root_metadata {
+            Endpoint::Metadata
+        } else {
+            matched.endpoint
+        };
         let service = &served.snapshot.services[matched.service];
-        match matched.endpoint {
-            Endpoint::Token => {
-                self.metrics.count("token_endpoint");
-                self.token_endpoint(request, &served.snapshot, service, conn)
-                    .await
-            }
-            Endpoint::Authorize => {
-                self.metrics.count("authorize_endpoint");
-                self.authorize_endpoint(request, service).await
-            }
-            Endpoint::Proxy => {
-                self.proxy(request, &served.snapshot, service, &matched, conn)
-                    .await
-            }
+        if endpoint == Endpoint::Proxy {
+            return self
+                .proxy(request, &served.snapshot, service, &matched, conn)
+                .await;
         }
-    }
-
-    async fn token_endpoint(
-        &self,
-        request: Request<Incoming>,
-        snapshot: &Snapshot,
-        service: &Service,
-        conn: ConnInfo,
-    ) -> Response<ResponseBody> {
+        self.metrics.count(endpoint.metric());
         let realm = service.oauth2.realm.as_deref();
+        if endpoint == Endpoint::Metadata {
+            if !matches!(*request.method(), Method::GET | Method::HEAD) {
+                return body::message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+            }
+            let base = route_base(&request, &conn, matched.prefix);
+            return body::oauth(standard::metadata(service, &base));
+        }
         if request.method() != Method::POST {
             return body::oauth(OAuthResponse::invalid_method(
                 request.method(),
-                "token endpoint",
+                endpoint.kong_name(),
                 realm,
             ));
         }
+        let transport = self.transport(&request, service, &conn);
         let (parts, incoming) = request.into_parts();
         let params = match read_params(&parts, incoming).await {
             Ok(params) => params,
             Err(response) => return response,
         };
         let auth_header = header_str(&parts.headers, &service.oauth2.auth_header_name);
-        let response = tollgate_oauth::issue_token(
-            &self.store,
-            snapshot,
-            service,
-            TokenRequest {
-                params: &params,
-                auth_header,
-                is_https: conn.tls,
-            },
-            now_millis(),
-        )
-        .await;
+        let snapshot = &served.snapshot;
+        let store = &self.store;
+        let response = match endpoint {
+            Endpoint::Token => {
+                let request = TokenRequest {
+                    params: &params,
+                    auth_header,
+                    transport,
+                };
+                tollgate_oauth::issue_token(store, snapshot, service, request, now_millis()).await
+            }
+            Endpoint::Authorize => {
+                let request = AuthorizeRequest {
+                    params: &params,
+                    transport,
+                };
+                tollgate_oauth::authorize(store, snapshot, service, request, now_millis()).await
+            }
+            Endpoint::Introspect => {
+                let request = ClientRequest {
+                    params: &params,
+                    auth_header,
+                    transport,
+                };
+                standard::introspect(store, snapshot, service, request, now_millis()).await
+            }
+            Endpoint::Revoke => {
+                let request = ClientRequest {
+                    params: &params,
+                    auth_header,
+                    transport,
+                };
+                standard::revoke(store, snapshot, service, request).await
+            }
+            Endpoint::Metadata | Endpoint::Proxy => unreachable!("answered above"),
+        };
         body::oauth(response)
     }
 
-    async fn authorize_endpoint(
+    /// Whether a request to the OAuth endpoints counts as HTTPS: always on the TLS listener;
+    /// on the plain one only as Kong's `check_https` allows.
+    fn transport(
         &self,
-        request: Request<Incoming>,
+        request: &Request<Incoming>,
         service: &Service,
-    ) -> Response<ResponseBody> {
-        let realm = service.oauth2.realm.as_deref();
-        if request.method() != Method::POST {
-            return body::oauth(OAuthResponse::invalid_method(
-                request.method(),
-                "authorization endpoint",
-                realm,
-            ));
+        conn: &ConnInfo,
+    ) -> Transport {
+        const NOT_HTTPS: Transport = Transport::Plain("You must use HTTPS");
+        if conn.tls {
+            return Transport::Tls;
         }
-        body::oauth(
-            tollgate_oauth::response::OAuthError::bad_request(
-                "unsupported_response_type",
-                "Invalid response_type",
-            )
-            .into_response(None),
-        )
+        if !service.oauth2.accept_http_if_already_terminated
+            || !self.trusted_ips.contains(conn.remote.ip())
+        {
+            return NOT_HTTPS;
+        }
+        let values: Vec<&str> = request
+            .headers()
+            .get_all("x-forwarded-proto")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        match values.as_slice() {
+            [one] if one.eq_ignore_ascii_case("https") => Transport::TerminatedUpstream,
+            [_, _, ..] => Transport::Plain("Only one X-Forwarded-Proto header allowed"),
+            _ => NOT_HTTPS,
+        }
     }
 
     async fn proxy(
@@ -302,6 +346,19 @@ impl<S: TokenStore> Gateway<S> {
             }
         }
     }
+}
+
+/// `https://host[:port]/route`: the issuer and endpoint base a client reached this route at.
+fn route_base(request: &Request<Incoming>, conn: &ConnInfo, prefix: &str) -> String {
+    let host = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| header_str(request.headers(), header::HOST.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| conn.local.to_string());
+    let scheme = if conn.tls { "https" } else { "http" };
+    let prefix = if prefix == "/" { "" } else { prefix };
+    format!("{scheme}://{host}{prefix}")
 }
 
 /// Reads the OAuth parameters of an endpoint request: query string and body.

@@ -11,6 +11,7 @@ mod metrics;
 pub mod routes;
 mod serve;
 pub mod tls;
+mod trusted;
 
 use std::sync::Arc;
 
@@ -50,9 +51,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let proxy_listener = bind("--listen", config.listen).await?;
     let admin_listener = bind("--admin-listen", config.admin_listen).await?;
     let metrics_listener = bind("--metrics-listen", config.metrics_listen).await?;
+    let http_listener = match config.listen_http {
+        Some(addr) => Some(bind("--listen-http", addr).await?),
+        None => None,
+    };
 
     let metrics = Metrics::new();
-    let gateway = Arc::new(Gateway::new(config.snapshot, store, metrics.clone()));
+    let gateway = Arc::new(Gateway::new(
+        config.snapshot,
+        store,
+        metrics.clone(),
+        config.trusted_ips,
+    ));
     let (stop, stopped) = watch::channel(false);
 
     let proxy = {
@@ -67,6 +77,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
         ))
     };
+    let plain = http_listener.map(|listener| {
+        let gateway = gateway.clone();
+        tokio::spawn(serve::serve(
+            listener,
+            None,
+            stopped.clone(),
+            move |request, conn| {
+                let gateway = gateway.clone();
+                async move { gateway.handle(request, conn).await }
+            },
+        ))
+    });
     let admin = {
         let gateway = gateway.clone();
         tokio::spawn(serve::serve(
@@ -108,6 +130,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = stop.send(true);
     reload.abort();
     let _ = tokio::join!(proxy, admin, metrics_server);
+    if let Some(plain) = plain {
+        let _ = plain.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -31,9 +31,19 @@ pub struct Matched<'p> {
 pub enum Endpoint {
     Token,
     Authorize,
+    /// (beyond Kong) RFC 7662.
+    Introspect,
+    /// (beyond Kong) RFC 7009.
+    Revoke,
+    /// (beyond Kong) RFC 8414.
+    Metadata,
     /// Everything else: check the token, then forward.
     Proxy,
 }
+
+/// RFC 8414's well-known path. Served under each route, and also in the RFC's own form with
+/// the route appended (`/.well-known/oauth-authorization-server/event`).
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 
 // === impl RouteTable ===
 
@@ -84,16 +94,49 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 // === impl Endpoint ===
 
 impl Endpoint {
-    /// Any path ending in `/oauth2/token` or `/oauth2/authorize`, with or without a trailing
-    /// slash, is the gateway's own endpoint and never forwarded.
+    /// Any path ending in `/oauth2/token` or `/oauth2/authorize` (and tollgate's own
+    /// endpoints), with or without a trailing slash, is answered by the gateway and never
+    /// forwarded.
     fn of(path: &str) -> Self {
         let path = path.strip_suffix('/').unwrap_or(path);
         if path.ends_with("/oauth2/token") {
             Self::Token
         } else if path.ends_with("/oauth2/authorize") {
             Self::Authorize
+        } else if path.ends_with("/oauth2/introspect") {
+            Self::Introspect
+        } else if path.ends_with("/oauth2/revoke") {
+            Self::Revoke
+        } else if path.ends_with(METADATA_PATH) {
+            Self::Metadata
         } else {
             Self::Proxy
+        }
+    }
+}
+
+impl Endpoint {
+    /// Kong's name for the endpoint in its `invalid_method` description.
+    pub fn kong_name(self) -> &'static str {
+        match self {
+            Self::Token => "token endpoint",
+            Self::Authorize => "authorization endpoint",
+            Self::Introspect => "introspection endpoint",
+            Self::Revoke => "revocation endpoint",
+            Self::Metadata => "metadata endpoint",
+            Self::Proxy => "proxy",
+        }
+    }
+
+    /// The `outcome` label of requests answered by this endpoint.
+    pub fn metric(self) -> &'static str {
+        match self {
+            Self::Token => "token_endpoint",
+            Self::Authorize => "authorize_endpoint",
+            Self::Introspect => "introspect_endpoint",
+            Self::Revoke => "revoke_endpoint",
+            Self::Metadata => "metadata_endpoint",
+            Self::Proxy => "forwarded",
         }
     }
 }

@@ -8,6 +8,7 @@ use tollgate_store::{MemoryStore, TokenHash, TokenStore};
 use uuid::Uuid;
 
 use super::*;
+use crate::Transport;
 
 /// The store expires records from their creation time, so the rules' clock must be the
 /// real one here.
@@ -112,7 +113,7 @@ async fn call(
         TokenRequest {
             params: &p,
             auth_header: auth,
-            is_https: true,
+            transport: Transport::Tls,
         },
         now(),
     )
@@ -139,7 +140,7 @@ async fn plain_http_is_refused_before_anything_else() {
         TokenRequest {
             params: &p,
             auth_header: None,
-            is_https: false,
+            transport: Transport::Plain("You must use HTTPS"),
         },
         now(),
     )

@@ -1,0 +1,352 @@
+//! `POST …/oauth2/authorize`: called by the application's backend once it has logged the user
+//! in. Answers with the `redirect_uri` to send the user's browser to, carrying an
+//! authorization code (in the query) or, for the implicit grant, a token (in the fragment).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tollgate_api::Snapshot;
+use tollgate_api::snapshot::{Application, ClientType, GrantType, Pkce, Service};
+use tollgate_store::{TokenHash, TokenStore};
+use uuid::Uuid;
+
+use crate::redirect::{self, Part};
+use crate::response::{OAuthError, OAuthResponse};
+use crate::token_endpoint::{
+    Failure, authenticated_userid, check_provision_key, insert, mint, requested_scope,
+    store_failure,
+};
+use crate::{EpochMillis, Params, Transport, random};
+
+/// Codes live five minutes, as Kong's do.
+pub const CODE_TTL_SECS: u32 = 300;
+
+/// What an authorization code stands for, kept in the store under the code's hash.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct CodeGrant {
+    pub credential_id: Uuid,
+    pub service_id: Option<Uuid>,
+    pub authenticated_userid: String,
+    pub scope: String,
+    /// The S256 `code_challenge`, when the client sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct AuthorizeRequest<'a> {
+    pub params: &'a Params,
+    pub transport: Transport,
+}
+
+#[derive(Serialize)]
+struct RedirectBody<'a> {
+    redirect_uri: &'a str,
+}
+
+/// Handles a request to `…/oauth2/authorize` of `service`.
+pub async fn authorize<S: TokenStore>(
+    store: &S,
+    snapshot: &Snapshot,
+    service: &Service,
+    request: AuthorizeRequest<'_>,
+    now: EpochMillis,
+) -> OAuthResponse {
+    let params = request.params;
+    let conf = &service.oauth2;
+    let state = params.text("state");
+
+    // Until the client is known there is nowhere to redirect to: these errors are plain JSON.
+    if let Some(reason) = request.transport.https_error() {
+        return OAuthError::bad_request("access_denied", reason).into_response(state);
+    }
+    if let Err(error) = check_provision_key(service, params) {
+        return error.into_response(state);
+    }
+    let userid = match authenticated_userid(params) {
+        Ok(userid) => userid,
+        Err(error) => return error.into_response(state),
+    };
+
+    // Kong's checks run in sequence and a later failure replaces an earlier one.
+    let mut error = None;
+    let implicit = match params.text("response_type") {
+        Some("code") if conf.enable_authorization_code => false,
+        Some("token") if conf.enable_implicit_grant => true,
+        _ => {
+            error = Some(OAuthError::bad_request(
+                "unsupported_response_type",
+                "Invalid response_type",
+            ));
+            false
+        }
+    };
+    // An unknown client (or one without redirect URIs) replaces every error before it, and
+    // leaves nowhere to redirect to.
+    let Some(client) = params
+        .text("client_id")
+        .and_then(|id| snapshot.application_by_client_id(&service.namespace, id))
+        .filter(|client| !client.redirect_uris.is_empty())
+    else {
+        return OAuthError::bad_request("invalid_client", "Invalid client authentication")
+            .into_response(state);
+    };
+    let scope = requested_scope(service, client, params).unwrap_or_else(|e| {
+        error = Some(e);
+        String::new()
+    });
+    let mut redirect_uri = params
+        .text("redirect_uri")
+        .unwrap_or(&client.redirect_uris[0]);
+    if !client.redirect_uris.iter().any(|r| r == redirect_uri) {
+        error = Some(OAuthError::bad_request(
+            "invalid_request",
+            "Invalid redirect_uri that does not match with any redirect_uri created with the application",
+        ));
+        // Never send the user to an unregistered URI, even with an error.
+        redirect_uri = &client.redirect_uris[0];
+    }
+    if error.is_none() {
+        let grant = if implicit {
+            GrantType::Implicit
+        } else {
+            GrantType::AuthorizationCode
+        };
+        if let Some(allowed) = &client.allowed_grants {
+            if !allowed.contains(&grant) {
+                error = Some(OAuthError::bad_request(
+                    "unauthorized_client",
+                    format!(
+                        "The client is not allowed to use the {} grant",
+                        grant.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    let challenge = if error.is_none() && !implicit {
+        match check_challenge(conf.pkce, client, params) {
+            Ok(challenge) => challenge,
+            Err(e) => {
+                error = Some(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    if let Some(error) = error {
+        let mut query = vec![
+            ("error", error.code),
+            ("error_description", error.description.as_ref()),
+        ];
+        if let Some(state) = state {
+            query.push(("state", state));
+        }
+        let uri = redirect::with_params(redirect_uri, Part::Query, &query);
+        return OAuthResponse::json(
+            http::StatusCode::BAD_REQUEST,
+            &RedirectBody { redirect_uri: &uri },
+        );
+    }
+
+    let result = if implicit {
+        issue_implicit(
+            store,
+            service,
+            client,
+            userid,
+            scope,
+            state,
+            redirect_uri,
+            now,
+        )
+        .await
+    } else {
+        issue_code(
+            store,
+            service,
+            client,
+            userid,
+            scope,
+            challenge,
+            state,
+            redirect_uri,
+        )
+        .await
+    };
+    match result {
+        Ok(uri) => OAuthResponse::ok_json(&RedirectBody { redirect_uri: &uri }),
+        Err(Failure::OAuth(error)) => error.into_response(state),
+        Err(Failure::Store(error)) => store_failure(&error),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn issue_code<S: TokenStore>(
+    store: &S,
+    service: &Service,
+    client: &Application,
+    userid: &str,
+    scope: String,
+    challenge: Option<String>,
+    state: Option<&str>,
+    redirect_uri: &str,
+) -> Result<String, Failure> {
+    let code = random::token();
+    let grant = CodeGrant {
+        credential_id: client.id,
+        service_id: (!service.oauth2.global_credentials).then_some(service.id),
+        authenticated_userid: userid.to_owned(),
+        scope,
+        challenge,
+    };
+    let payload = serde_json::to_vec(&grant)
+        .map_err(|e| Failure::Store(tollgate_store::StoreError::Corrupt(e.to_string())))?;
+    store
+        .put_code(
+            &service.namespace,
+            &TokenHash::of(&code),
+            &payload,
+            CODE_TTL_SECS,
+        )
+        .await
+        .map_err(Failure::Store)?;
+    let mut query = vec![("code", code.as_str())];
+    if let Some(state) = state {
+        query.push(("state", state));
+    }
+    Ok(redirect::with_params(redirect_uri, Part::Query, &query))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn issue_implicit<S: TokenStore>(
+    store: &S,
+    service: &Service,
+    client: &Application,
+    userid: &str,
+    scope: String,
+    state: Option<&str>,
+    redirect_uri: &str,
+    now: EpochMillis,
+) -> Result<String, Failure> {
+    // The implicit grant never gets a refresh token: it would end up in browser history.
+    let minted = mint(service, client, Some(userid.to_owned()), scope, now, true);
+    insert(store, &minted).await?;
+    let expires_in = minted.record.expires_in.to_string();
+    let mut fragment = vec![
+        ("access_token", minted.access_token.as_str()),
+        ("token_type", "bearer"),
+    ];
+    if minted.record.expires_in > 0 {
+        fragment.push(("expires_in", &expires_in));
+    }
+    if let Some(state) = state {
+        fragment.push(("state", state));
+    }
+    Ok(redirect::with_params(
+        redirect_uri,
+        Part::Fragment,
+        &fragment,
+    ))
+}
+
+/// PKCE at the authorize step: only S256, and a challenge is required from public clients
+/// (unless `pkce: none`) and from everyone with `pkce: strict`.
+fn check_challenge(
+    pkce: Pkce,
+    client: &Application,
+    params: &Params,
+) -> Result<Option<String>, OAuthError> {
+    if let Some(method) = params.text("code_challenge_method") {
+        if method != "S256" {
+            return Err(OAuthError::bad_request(
+                "invalid_request",
+                "code_challenge_method is not supported, must be S256",
+            ));
+        }
+    }
+    match params.text("code_challenge").filter(|c| !c.is_empty()) {
+        Some(challenge) => Ok(Some(challenge.to_owned())),
+        None if client.client_type == ClientType::Public && pkce != Pkce::None => {
+            Err(OAuthError::bad_request(
+                "invalid_request",
+                "code_challenge is required for public clients",
+            ))
+        }
+        None if pkce == Pkce::Strict => Err(OAuthError::bad_request(
+            "invalid_request",
+            "code_challenge is required for confidential clients",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// PKCE at the token step (RFC 7636 §4.6). A verifier is needed when the code carries a
+/// challenge, for public clients unless `pkce: none`, and always with `pkce: strict`.
+pub(crate) fn verify_code_verifier(
+    pkce: Pkce,
+    client: &Application,
+    grant: &CodeGrant,
+    params: &Params,
+) -> Result<(), OAuthError> {
+    let needed = grant.challenge.is_some()
+        || pkce == Pkce::Strict
+        || (client.client_type == ClientType::Public && pkce != Pkce::None);
+    if !needed {
+        return Ok(());
+    }
+    let Some(verifier) = params.text("code_verifier").filter(|v| !v.is_empty()) else {
+        return Err(OAuthError::bad_request(
+            "invalid_request",
+            "code_verifier is required for PKCE authorization requests",
+        ));
+    };
+    if !(43..=128).contains(&verifier.len()) {
+        return Err(OAuthError::bad_request(
+            "invalid_request",
+            "code_verifier must be between 43 and 128 characters",
+        ));
+    }
+    if !verifier
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    {
+        return Err(OAuthError::bad_request(
+            "invalid_request",
+            "code_verifier contains characters RFC 7636 does not allow",
+        ));
+    }
+    let computed = s256(verifier);
+    match &grant.challenge {
+        Some(challenge) if subtle_eq(challenge, &computed) => Ok(()),
+        _ => Err(OAuthError::bad_request("invalid_grant", "Invalid code")),
+    }
+}
+
+/// `BASE64URL(SHA256(verifier))`, without padding.
+pub fn s256(verifier: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+fn subtle_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s256_matches_rfc_7636_appendix_b() {
+        assert_eq!(
+            s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+}

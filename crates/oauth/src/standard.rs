@@ -1,0 +1,262 @@
+//! (beyond Kong) The standard endpoints Kong never had, under every route:
+//! token introspection (RFC 7662), token revocation (RFC 7009) and authorization server
+//! metadata (RFC 8414).
+
+use http::StatusCode;
+use serde::Serialize;
+use tollgate_api::Snapshot;
+use tollgate_api::snapshot::{Application, Service};
+use tollgate_store::{TokenHash, TokenRecord, TokenStore};
+
+use crate::bearer::check_record;
+use crate::response::{OAuthError, OAuthResponse};
+use crate::token_endpoint::{ClientCredentials, check_client_secret, store_failure};
+use crate::{EpochMillis, Params, Transport};
+
+/// A request to introspect or revoke a token: the client authenticates as at the token
+/// endpoint.
+#[derive(Debug)]
+pub struct ClientRequest<'a> {
+    pub params: &'a Params,
+    pub auth_header: Option<&'a str>,
+    pub transport: Transport,
+}
+
+/// RFC 7662 §2.2. Only `active` when the token is not.
+#[derive(Serialize, Default)]
+struct Introspection<'a> {
+    active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+}
+
+/// `POST …/oauth2/introspect`: whether `token` is an active access or refresh token for this
+/// service, and what it grants. Any authenticated client of the namespace may ask: resource
+/// servers introspect tokens issued to other clients.
+pub async fn introspect<S: TokenStore>(
+    store: &S,
+    snapshot: &Snapshot,
+    service: &Service,
+    request: ClientRequest<'_>,
+    now: EpochMillis,
+) -> OAuthResponse {
+    if let Err(error) = authenticate_client(snapshot, service, &request) {
+        return error.into_response(None);
+    }
+    let Some(token) = request.params.text("token").filter(|t| !t.is_empty()) else {
+        return OAuthError::bad_request("invalid_request", "The token parameter is missing")
+            .into_response(None);
+    };
+    let hash = TokenHash::of(token);
+    let hint = request.params.text("token_type_hint");
+    let lookups: [bool; 2] = if hint == Some("refresh_token") {
+        [true, false]
+    } else {
+        [false, true]
+    };
+    for is_refresh in lookups {
+        let found = if is_refresh {
+            store.find_refresh(&service.namespace, &hash).await
+        } else {
+            store.find_access(&service.namespace, &hash).await
+        };
+        match found {
+            Err(error) => return store_failure(&error),
+            Ok(None) => continue,
+            Ok(Some(record)) => {
+                // A refresh token outlives its access token: only the binding and the
+                // application are checked for it.
+                let mut checked = record.clone();
+                if is_refresh {
+                    checked.expires_in = 0;
+                }
+                let Ok(identity) = check_record(snapshot, service, checked, now) else {
+                    break;
+                };
+                return OAuthResponse::ok_json(&describe(
+                    &record,
+                    identity.consumer.username.as_str(),
+                    identity.application,
+                    is_refresh,
+                ));
+            }
+        }
+    }
+    OAuthResponse::ok_json(&Introspection::default())
+}
+
+fn describe<'a>(
+    record: &'a TokenRecord,
+    username: &'a str,
+    application: &'a Application,
+    is_refresh: bool,
+) -> Introspection<'a> {
+    let iat = record.created_at / 1000;
+    let lifetime = if is_refresh {
+        record.ttl
+    } else {
+        record.expires_in
+    };
+    Introspection {
+        active: true,
+        scope: Some(record.scope.as_str()).filter(|s| !s.is_empty()),
+        client_id: Some(application.client_id.as_str()),
+        username: Some(username),
+        token_type: Some(if is_refresh {
+            "refresh_token"
+        } else {
+            "bearer"
+        }),
+        exp: (lifetime > 0).then(|| iat + u64::from(lifetime)),
+        iat: Some(iat),
+        sub: record.authenticated_userid.as_deref(),
+        aud: record.service_id.map(|id| id.to_string()),
+        jti: Some(record.id.to_string()),
+    }
+}
+
+/// `POST …/oauth2/revoke`: revokes an access or refresh token of the calling client, with
+/// the whole record, so revoking a refresh token revokes its access token too. Unknown tokens
+/// and other clients' tokens get 200 as well, as RFC 7009 §2.2 asks, so the endpoint reveals
+/// nothing.
+pub async fn revoke<S: TokenStore>(
+    store: &S,
+    snapshot: &Snapshot,
+    service: &Service,
+    request: ClientRequest<'_>,
+) -> OAuthResponse {
+    let client = match authenticate_client(snapshot, service, &request) {
+        Ok(client) => client,
+        Err(error) => return error.into_response(None),
+    };
+    let Some(token) = request.params.text("token").filter(|t| !t.is_empty()) else {
+        return OAuthError::bad_request("invalid_request", "The token parameter is missing")
+            .into_response(None);
+    };
+    let hash = TokenHash::of(token);
+    let namespace = &service.namespace;
+    let record = match store.find_access(namespace, &hash).await {
+        Ok(Some(record)) => Some(record),
+        Ok(None) => match store.find_refresh(namespace, &hash).await {
+            Ok(found) => found,
+            Err(error) => return store_failure(&error),
+        },
+        Err(error) => return store_failure(&error),
+    };
+    if let Some(record) = record.filter(|r| r.credential_id == client.id) {
+        if let Err(error) = store.delete(namespace, record.id).await {
+            return store_failure(&error);
+        }
+        tracing::info!(namespace, id = %record.id, client = %client.client_id, "token revoked by its client");
+    }
+    OAuthResponse {
+        status: StatusCode::OK,
+        body: bytes::Bytes::new(),
+        www_authenticate: None,
+        no_store: true,
+    }
+}
+
+/// The client credentials of an introspection or revocation request, checked as the token
+/// endpoint checks them.
+fn authenticate_client<'s>(
+    snapshot: &'s Snapshot,
+    service: &Service,
+    request: &ClientRequest<'_>,
+) -> Result<&'s Application, OAuthError> {
+    if let Some(reason) = request.transport.https_error() {
+        return Err(OAuthError::bad_request("access_denied", reason));
+    }
+    let credentials = ClientCredentials::find(request.params, request.auth_header);
+    let client = credentials
+        .client_id
+        .as_deref()
+        .and_then(|id| snapshot.application_by_client_id(&service.namespace, id))
+        .ok_or_else(|| OAuthError::invalid_client(credentials.from_header))?;
+    match check_client_secret(client, &credentials) {
+        Some(error) => Err(error),
+        None => Ok(client),
+    }
+}
+
+/// RFC 8414 metadata for one route: where its endpoints are and what they support.
+#[derive(Serialize)]
+struct Metadata {
+    issuer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorization_endpoint: Option<String>,
+    token_endpoint: String,
+    introspection_endpoint: String,
+    revocation_endpoint: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    scopes_supported: Vec<String>,
+    response_types_supported: Vec<&'static str>,
+    grant_types_supported: Vec<&'static str>,
+    token_endpoint_auth_methods_supported: [&'static str; 3],
+    introspection_endpoint_auth_methods_supported: [&'static str; 3],
+    revocation_endpoint_auth_methods_supported: [&'static str; 3],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code_challenge_methods_supported: Option<[&'static str; 1]>,
+}
+
+const AUTH_METHODS: [&str; 3] = ["client_secret_basic", "client_secret_post", "none"];
+
+/// `GET …/.well-known/oauth-authorization-server`. `base` is the route as the client reached
+/// it, e.g. `https://iamhost:8443/event`.
+pub fn metadata(service: &Service, base: &str) -> OAuthResponse {
+    let conf = &service.oauth2;
+    let mut response_types = Vec::new();
+    let mut grants = Vec::new();
+    if conf.enable_authorization_code {
+        response_types.push("code");
+        grants.push("authorization_code");
+    }
+    if conf.enable_implicit_grant {
+        response_types.push("token");
+        grants.push("implicit");
+    }
+    if conf.enable_client_credentials {
+        grants.push("client_credentials");
+    }
+    if conf.enable_password_grant {
+        grants.push("password");
+    }
+    if conf.token_expiration > 0 && (conf.enable_authorization_code || conf.enable_password_grant) {
+        grants.push("refresh_token");
+    }
+    let authorize = !response_types.is_empty();
+    let body = Metadata {
+        issuer: base.to_owned(),
+        authorization_endpoint: authorize.then(|| format!("{base}/oauth2/authorize")),
+        token_endpoint: format!("{base}/oauth2/token"),
+        introspection_endpoint: format!("{base}/oauth2/introspect"),
+        revocation_endpoint: format!("{base}/oauth2/revoke"),
+        scopes_supported: conf.scopes.clone(),
+        response_types_supported: response_types,
+        grant_types_supported: grants,
+        token_endpoint_auth_methods_supported: AUTH_METHODS,
+        introspection_endpoint_auth_methods_supported: AUTH_METHODS,
+        revocation_endpoint_auth_methods_supported: AUTH_METHODS,
+        code_challenge_methods_supported: conf.enable_authorization_code.then_some(["S256"]),
+    };
+    let mut response = OAuthResponse::ok_json(&body);
+    // Metadata is public and changes only with configuration: let clients cache it briefly.
+    response.no_store = false;
+    response
+}
