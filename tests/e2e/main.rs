@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod article;
 mod cli;
+mod grants;
 mod proxy;
 mod redis_faults;
 mod secrets;
