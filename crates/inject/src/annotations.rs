@@ -1,0 +1,317 @@
+//! The pod annotations that tune the injected sidecar, validated into [`Overrides`]. Every
+//! refusal names the annotation and says what a good value looks like, because the person
+//! reading it sees only that line in `kubectl` (or in a ReplicaSet's events).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::quantity::{self, Resource};
+use crate::{
+    ANNOTATION_CONTROLLER_CA, ANNOTATION_INJECT, ANNOTATION_NATIVE_SIDECAR, ANNOTATION_PROXY_CPU,
+    ANNOTATION_PROXY_CPU_LIMIT, ANNOTATION_PROXY_MEMORY, ANNOTATION_PROXY_MEMORY_LIMIT,
+    ANNOTATION_TLS_SECRET, ANNOTATION_UPSTREAM_PORT, INJECT_DISABLED, INJECT_ENABLED, InjectConfig,
+    InjectError,
+};
+
+/// IRIS's web server port, the upstream of the article.
+pub const DEFAULT_UPSTREAM_PORT: u16 = 52773;
+/// Enough for the proxy at rest; the scheduler reserves it on the node.
+pub const DEFAULT_CPU_REQUEST: &str = "50m";
+/// A sidecar with a few hundred applications in its snapshot stays well below this.
+pub const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
+/// A leak or a flood ends in an OOM kill of the sidecar, not of the node.
+pub const DEFAULT_MEMORY_LIMIT: &str = "128Mi";
+
+/// The ports the sidecar binds inside the pod's network namespace (proxy, metrics/probes).
+pub(crate) const SIDECAR_PORTS: &[(u16, &str)] = &[(8443, "proxy"), (9090, "metrics and probes")];
+
+/// Every annotation of ours a pod may carry; any other `tollgate.dev/…` key draws a warning.
+const KNOWN: &[&str] = &[
+    ANNOTATION_INJECT,
+    ANNOTATION_TLS_SECRET,
+    ANNOTATION_UPSTREAM_PORT,
+    ANNOTATION_PROXY_CPU,
+    ANNOTATION_PROXY_MEMORY,
+    ANNOTATION_PROXY_CPU_LIMIT,
+    ANNOTATION_PROXY_MEMORY_LIMIT,
+    ANNOTATION_NATIVE_SIDECAR,
+    ANNOTATION_CONTROLLER_CA,
+];
+
+/// The sidecar's requests and limits, as Kubernetes quantities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyResources {
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub cpu_limit: Option<String>,
+    pub memory_limit: Option<String>,
+}
+
+/// What one pod's annotations make of the [`InjectConfig`] defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overrides {
+    pub native_sidecar: bool,
+    /// The Secret to serve :8443 with; `None` means self-signed.
+    pub tls_secret: Option<String>,
+    /// Where the application listens on 127.0.0.1 (see `ANNOTATION_UPSTREAM_PORT`).
+    pub upstream_port: u16,
+    pub resources: ProxyResources,
+    /// Not refusals: unknown `tollgate.dev/` annotations, probably typos.
+    pub warnings: Vec<String>,
+}
+
+// === impl ProxyResources ===
+
+impl Default for ProxyResources {
+    fn default() -> Self {
+        ProxyResources {
+            cpu_request: DEFAULT_CPU_REQUEST.to_owned(),
+            memory_request: DEFAULT_MEMORY_REQUEST.to_owned(),
+            cpu_limit: None,
+            memory_limit: Some(DEFAULT_MEMORY_LIMIT.to_owned()),
+        }
+    }
+}
+
+// === impl Overrides ===
+
+impl Overrides {
+    /// Reads and checks every annotation of ours on `pod`, starting from `config`'s defaults.
+    pub fn from_pod(pod: &Pod, config: &InjectConfig) -> Result<Self, InjectError> {
+        let empty = BTreeMap::new();
+        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+        let get = |key: &str| annotations.get(key).map(|v| v.trim());
+
+        let native_sidecar = match get(ANNOTATION_NATIVE_SIDECAR) {
+            None => config.native_sidecar,
+            Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(bad(
+                    ANNOTATION_NATIVE_SIDECAR,
+                    other,
+                    "must be \"true\" or \"false\"",
+                ));
+            }
+        };
+
+        let tls_secret = match get(ANNOTATION_TLS_SECRET) {
+            None => None,
+            Some(name) if is_dns_subdomain(name) => Some(name.to_owned()),
+            Some(name) => {
+                return Err(bad(
+                    ANNOTATION_TLS_SECRET,
+                    name,
+                    "is not a Secret name (lowercase letters, digits, '-' and '.', \
+                     at most 253 characters)",
+                ));
+            }
+        };
+
+        let upstream_port = match get(ANNOTATION_UPSTREAM_PORT) {
+            None => DEFAULT_UPSTREAM_PORT,
+            Some(text) => parse_upstream_port(text)?,
+        };
+
+        let resources = resources(&get, &config.resources)?;
+
+        let warnings = annotations
+            .keys()
+            .filter(|key| key.starts_with("tollgate.dev/") && !KNOWN.contains(&key.as_str()))
+            .map(|key| {
+                format!(
+                    "tollgate: unknown annotation {key} is ignored (known: {})",
+                    KNOWN.join(", ")
+                )
+            })
+            .collect();
+
+        Ok(Overrides {
+            native_sidecar,
+            tls_secret,
+            upstream_port,
+            resources,
+            warnings,
+        })
+    }
+}
+
+/// `Some(true)` for `enabled`, `Some(false)` for `disabled`, `None` when the pod says nothing.
+pub(crate) fn inject_request(pod: &Pod) -> Result<Option<bool>, InjectError> {
+    let value = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_INJECT))
+        .map(|v| v.trim());
+    match value {
+        None => Ok(None),
+        Some(INJECT_ENABLED) => Ok(Some(true)),
+        Some(INJECT_DISABLED) => Ok(Some(false)),
+        Some(other) => Err(bad(
+            ANNOTATION_INJECT,
+            other,
+            "must be \"enabled\" or \"disabled\"",
+        )),
+    }
+}
+
+fn parse_upstream_port(text: &str) -> Result<u16, InjectError> {
+    let port = match text.parse::<u16>() {
+        Ok(port) if port > 0 => port,
+        _ => {
+            return Err(bad(
+                ANNOTATION_UPSTREAM_PORT,
+                text,
+                "is not a TCP port (1 to 65535)",
+            ));
+        }
+    };
+    if let Some((_, what)) = SIDECAR_PORTS.iter().find(|(p, _)| *p == port) {
+        return Err(bad(
+            ANNOTATION_UPSTREAM_PORT,
+            text,
+            &format!(
+                "is the tollgate sidecar's own {what} port; the application must listen elsewhere"
+            ),
+        ));
+    }
+    Ok(port)
+}
+
+/// Requests and limits from the annotations over `defaults`. A memory request above the
+/// default limit raises that limit with it; a limit *annotated* below its request is refused.
+fn resources<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    defaults: &ProxyResources,
+) -> Result<ProxyResources, InjectError> {
+    let read = |annotation: &'static str,
+                resource: Resource|
+     -> Result<Option<(String, f64)>, InjectError> {
+        match get(annotation) {
+            None => Ok(None),
+            Some(text) => quantity::parse(text, resource)
+                .map(|amount| Some((text.to_owned(), amount)))
+                .map_err(|problem| bad(annotation, text, &problem)),
+        }
+    };
+    // Defaults were validated with the flags; an unparsable one counts as absent.
+    let default = |text: &str, resource| {
+        quantity::parse(text, resource)
+            .ok()
+            .map(|amount| (text.to_owned(), amount))
+    };
+
+    let cpu_request = read(ANNOTATION_PROXY_CPU, Resource::Cpu)?;
+    let memory_request = read(ANNOTATION_PROXY_MEMORY, Resource::Memory)?;
+    let cpu_limit = read(ANNOTATION_PROXY_CPU_LIMIT, Resource::Cpu)?;
+    let memory_limit = read(ANNOTATION_PROXY_MEMORY_LIMIT, Resource::Memory)?;
+
+    let pick = |request: Option<(String, f64)>,
+                limit: Option<(String, f64)>,
+                default_request: &str,
+                default_limit: Option<&str>,
+                resource: Resource,
+                (request_annotation, limit_annotation): (&'static str, &'static str)|
+     -> Result<(String, Option<String>), InjectError> {
+        let request_from_pod = request.is_some();
+        let request = request
+            .or_else(|| default(default_request, resource))
+            .unwrap_or_else(|| (default_request.to_owned(), 0.0));
+        match limit {
+            // Only a limit was annotated: the request follows it down, as Kubernetes does
+            // for a container that sets only a limit.
+            Some((text, amount)) if amount < request.1 && !request_from_pod => {
+                Ok((text.clone(), Some(text)))
+            }
+            Some((text, amount)) if amount < request.1 => Err(bad(
+                limit_annotation,
+                &text,
+                &format!("is below the request {request_annotation} ({})", request.0),
+            )),
+            Some((text, _)) => Ok((request.0, Some(text))),
+            None => {
+                let limit = default_limit.and_then(|d| default(d, resource));
+                let limit = match limit {
+                    Some((_, amount)) if amount < request.1 => Some(request.0.clone()),
+                    other => other.map(|(text, _)| text),
+                };
+                Ok((request.0, limit))
+            }
+        }
+    };
+
+    let (cpu_request, cpu_limit) = pick(
+        cpu_request,
+        cpu_limit,
+        &defaults.cpu_request,
+        defaults.cpu_limit.as_deref(),
+        Resource::Cpu,
+        (ANNOTATION_PROXY_CPU, ANNOTATION_PROXY_CPU_LIMIT),
+    )?;
+    let (memory_request, memory_limit) = pick(
+        memory_request,
+        memory_limit,
+        &defaults.memory_request,
+        defaults.memory_limit.as_deref(),
+        Resource::Memory,
+        (ANNOTATION_PROXY_MEMORY, ANNOTATION_PROXY_MEMORY_LIMIT),
+    )?;
+    Ok(ProxyResources {
+        cpu_request,
+        memory_request,
+        cpu_limit,
+        memory_limit,
+    })
+}
+
+fn bad(annotation: &'static str, value: &str, problem: &str) -> InjectError {
+    InjectError::BadAnnotation {
+        annotation,
+        value: value.to_owned(),
+        problem: problem.to_owned(),
+    }
+}
+
+/// RFC 1123 subdomain, the rule for Secret names.
+pub(crate) fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names() {
+        for good in ["iris-tls", "a", "tls.example.com", "0abc"] {
+            assert!(is_dns_subdomain(good), "{good}");
+        }
+        for bad in ["", "Iris", "-a", "a-", "a..b", "a_b", &"a".repeat(254)] {
+            assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upstream_ports() {
+        assert_eq!(parse_upstream_port("52773"), Ok(52773));
+        assert_eq!(parse_upstream_port("1"), Ok(1));
+        for bad in ["0", "65536", "-1", "http", "", "8443", "9090"] {
+            let error = parse_upstream_port(bad).unwrap_err().to_string();
+            assert!(
+                error.starts_with("annotation tollgate.dev/upstream-port: "),
+                "{error}"
+            );
+        }
+    }
+}

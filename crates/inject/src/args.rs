@@ -1,0 +1,321 @@
+//! The injection flags, shared by `tollgate inject` and `tollgate controller` (which flattens
+//! [`InjectArgs`] into its own flags), and their validation into an [`InjectConfig`].
+
+use std::path::PathBuf;
+
+use crate::annotations::{DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST};
+use crate::quantity::{self, Resource};
+use crate::{ControllerCa, InjectConfig, ProxyResources, RedisUrlSource};
+
+/// The image this binary was released as; the chart overrides it with the image it deploys.
+pub const DEFAULT_IMAGE: &str = concat!("tollgate:", env!("CARGO_PKG_VERSION"));
+/// Images are pinned by tag; `Always` would make every pod start depend on the registry.
+pub const DEFAULT_IMAGE_PULL_POLICY: &str = "IfNotPresent";
+/// The chart's controller Service in the namespace the README installs into.
+pub const DEFAULT_CONTROLLER_URL: &str = "https://tollgate-controller.tollgate-system.svc:8090";
+/// A ConfigMap with `ca.crt`, for manifests injected ahead of time with no `--sidecar-ca-file`.
+pub const DEFAULT_CA_CONFIGMAP: &str = "tollgate-ca";
+/// The cluster's own namespaces: a broken webhook must never stand between them and their pods.
+pub const DEFAULT_EXCLUDED_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+/// The key of `--sidecar-redis-secret` when none is named.
+const DEFAULT_REDIS_SECRET_KEY: &str = "url";
+
+/// How injected sidecars look. Each flag can also be set as the environment variable shown.
+#[derive(Clone, Debug, clap::Args)]
+pub struct InjectArgs {
+    /// Image of the injected sidecar: the controller's own image.
+    #[arg(long, env = "TOLLGATE_SIDECAR_IMAGE", default_value = DEFAULT_IMAGE)]
+    pub sidecar_image: String,
+
+    /// imagePullPolicy of the injected sidecar.
+    #[arg(long, env = "TOLLGATE_SIDECAR_IMAGE_PULL_POLICY", default_value = DEFAULT_IMAGE_PULL_POLICY,
+          value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub sidecar_image_pull_policy: String,
+
+    /// The controller's snapshot stream, as injected sidecars reach it (https://…:8090).
+    #[arg(long, env = "TOLLGATE_SIDECAR_CONTROLLER_URL", default_value = DEFAULT_CONTROLLER_URL)]
+    pub sidecar_controller_url: String,
+
+    /// PEM file of the controller's CA, embedded in each injected pod. Without it (and
+    /// unless the controller supplies its own CA), sidecars read `ca.crt` from the ConfigMap
+    /// --sidecar-ca-configmap of their namespace.
+    #[arg(long, env = "TOLLGATE_SIDECAR_CA_FILE")]
+    pub sidecar_ca_file: Option<PathBuf>,
+
+    /// ConfigMap (in each pod's namespace) holding the controller's CA as `ca.crt`.
+    #[arg(long, env = "TOLLGATE_SIDECAR_CA_CONFIGMAP", default_value = DEFAULT_CA_CONFIGMAP)]
+    pub sidecar_ca_configmap: String,
+
+    /// Inject native sidecars (init containers with restartPolicy Always, Kubernetes 1.29+)
+    /// unless a pod's `tollgate.dev/native-sidecar` annotation says otherwise.
+    #[arg(long, env = "TOLLGATE_NATIVE_SIDECAR")]
+    pub native_sidecar: bool,
+
+    /// CPU request of injected sidecars (annotation `tollgate.dev/proxy-cpu`).
+    #[arg(long, env = "TOLLGATE_SIDECAR_CPU", default_value = DEFAULT_CPU_REQUEST)]
+    pub sidecar_cpu: String,
+
+    /// Memory request of injected sidecars (annotation `tollgate.dev/proxy-memory`).
+    #[arg(long, env = "TOLLGATE_SIDECAR_MEMORY", default_value = DEFAULT_MEMORY_REQUEST)]
+    pub sidecar_memory: String,
+
+    /// CPU limit of injected sidecars; none unless given (annotation
+    /// `tollgate.dev/proxy-cpu-limit`).
+    #[arg(long, env = "TOLLGATE_SIDECAR_CPU_LIMIT")]
+    pub sidecar_cpu_limit: Option<String>,
+
+    /// Memory limit of injected sidecars (annotation `tollgate.dev/proxy-memory-limit`).
+    #[arg(long, env = "TOLLGATE_SIDECAR_MEMORY_LIMIT", default_value = DEFAULT_MEMORY_LIMIT)]
+    pub sidecar_memory_limit: String,
+
+    /// Redis URL for injected sidecars, without credentials (it is written into pod specs).
+    #[arg(
+        long,
+        env = "TOLLGATE_SIDECAR_REDIS_URL",
+        conflicts_with = "sidecar_redis_secret"
+    )]
+    pub sidecar_redis_url: Option<String>,
+
+    /// `NAME[:KEY]` of a Secret in each injected pod's namespace holding the Redis URL
+    /// (key `url` by default), for a Redis that needs a password.
+    #[arg(long, env = "TOLLGATE_SIDECAR_REDIS_SECRET")]
+    pub sidecar_redis_secret: Option<String>,
+
+    /// Namespaces whose pods are never injected, whatever they ask.
+    #[arg(long, env = "TOLLGATE_INJECTION_EXCLUDED_NAMESPACES", value_delimiter = ',',
+          default_values_t = DEFAULT_EXCLUDED_NAMESPACES.iter().map(|ns| (*ns).to_owned()))]
+    pub injection_excluded_namespaces: Vec<String>,
+}
+
+// === impl InjectArgs ===
+
+impl InjectArgs {
+    /// Validates every flag, reporting each problem with the flag's name.
+    pub fn to_config(&self) -> Result<InjectConfig, Vec<String>> {
+        let mut errors = Vec::new();
+
+        if self.sidecar_image.trim().is_empty() || self.sidecar_image.contains(char::is_whitespace)
+        {
+            errors.push(format!(
+                "--sidecar-image: {:?} is not an image reference",
+                self.sidecar_image
+            ));
+        }
+
+        match url::Url::parse(&self.sidecar_controller_url) {
+            Ok(url) if url.scheme() == "https" && url.host_str().is_some() => {}
+            _ => errors.push(format!(
+                "--sidecar-controller-url: {:?} is not an https:// URL",
+                self.sidecar_controller_url
+            )),
+        }
+
+        let controller_ca = match &self.sidecar_ca_file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => ControllerCa::Pem(pem),
+                Ok(_) => {
+                    errors.push(format!(
+                        "--sidecar-ca-file: {} holds no PEM certificate",
+                        path.display()
+                    ));
+                    ControllerCa::ConfigMap(self.sidecar_ca_configmap.clone())
+                }
+                Err(error) => {
+                    errors.push(format!("--sidecar-ca-file: {}: {error}", path.display()));
+                    ControllerCa::ConfigMap(self.sidecar_ca_configmap.clone())
+                }
+            },
+            None => ControllerCa::ConfigMap(self.sidecar_ca_configmap.clone()),
+        };
+        if !crate::annotations::is_dns_subdomain(&self.sidecar_ca_configmap) {
+            errors.push(format!(
+                "--sidecar-ca-configmap: {:?} is not a ConfigMap name",
+                self.sidecar_ca_configmap
+            ));
+        }
+
+        let resources = ProxyResources {
+            cpu_request: self.sidecar_cpu.clone(),
+            memory_request: self.sidecar_memory.clone(),
+            cpu_limit: self.sidecar_cpu_limit.clone(),
+            memory_limit: Some(self.sidecar_memory_limit.clone()),
+        };
+        let quantities = [
+            ("--sidecar-cpu", Some(&self.sidecar_cpu), Resource::Cpu),
+            (
+                "--sidecar-memory",
+                Some(&self.sidecar_memory),
+                Resource::Memory,
+            ),
+            (
+                "--sidecar-cpu-limit",
+                self.sidecar_cpu_limit.as_ref(),
+                Resource::Cpu,
+            ),
+            (
+                "--sidecar-memory-limit",
+                Some(&self.sidecar_memory_limit),
+                Resource::Memory,
+            ),
+        ];
+        for (flag, value, resource) in quantities {
+            let Some(value) = value else { continue };
+            if let Err(problem) = quantity::parse(value, resource) {
+                errors.push(format!("{flag}: {value:?} {problem}"));
+            }
+        }
+
+        let redis = match (&self.sidecar_redis_url, &self.sidecar_redis_secret) {
+            (Some(url), _) => match url::Url::parse(url) {
+                Ok(parsed) if parsed.password().is_some() => {
+                    // Never echo it: the point is that it holds a password.
+                    errors.push(
+                        "--sidecar-redis-url: the URL holds a password, which would be written \
+                         into every pod spec; put it in a Secret and use --sidecar-redis-secret"
+                            .to_owned(),
+                    );
+                    None
+                }
+                Ok(parsed) if matches!(parsed.scheme(), "redis" | "rediss") => {
+                    Some(RedisUrlSource::Url(url.clone()))
+                }
+                _ => {
+                    errors.push(
+                        "--sidecar-redis-url: expected a redis:// or rediss:// URL".to_owned(),
+                    );
+                    None
+                }
+            },
+            (None, Some(secret)) => {
+                let (name, key) = secret
+                    .split_once(':')
+                    .unwrap_or((secret.as_str(), DEFAULT_REDIS_SECRET_KEY));
+                if crate::annotations::is_dns_subdomain(name) && !key.is_empty() {
+                    Some(RedisUrlSource::Secret {
+                        name: name.to_owned(),
+                        key: key.to_owned(),
+                    })
+                } else {
+                    errors.push(format!(
+                        "--sidecar-redis-secret: {secret:?} is not NAME or NAME:KEY of a Secret"
+                    ));
+                    None
+                }
+            }
+            (None, None) => None,
+        };
+
+        let excluded_namespaces: Vec<String> = self
+            .injection_excluded_namespaces
+            .iter()
+            .map(|ns| ns.trim().to_owned())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(InjectConfig {
+            image: self.sidecar_image.clone(),
+            image_pull_policy: Some(self.sidecar_image_pull_policy.clone()),
+            controller_url: self.sidecar_controller_url.clone(),
+            controller_ca,
+            native_sidecar: self.native_sidecar,
+            resources,
+            redis,
+            excluded_namespaces,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        inject: InjectArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<InjectConfig, Vec<String>> {
+        let cli = Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .map_err(|e| vec![e.to_string()])?;
+        cli.inject.to_config()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config, InjectConfig::new(DEFAULT_IMAGE));
+        assert!(config.image.starts_with("tollgate:0."));
+    }
+
+    #[test]
+    fn every_bad_flag_is_named() {
+        let errors = parse(&[
+            "--sidecar-image",
+            "",
+            "--sidecar-controller-url",
+            "http://x:8090",
+            "--sidecar-cpu",
+            "lots",
+            "--sidecar-memory-limit",
+            "64m",
+            "--sidecar-redis-url",
+            "redis://:hunter2@redis:6379",
+            "--sidecar-ca-configmap",
+            "Bad_Name",
+        ])
+        .unwrap_err();
+        let joined = errors.join("\n");
+        for flag in [
+            "--sidecar-image:",
+            "--sidecar-controller-url:",
+            "--sidecar-cpu:",
+            "--sidecar-memory-limit:",
+            "--sidecar-redis-url:",
+            "--sidecar-ca-configmap:",
+        ] {
+            assert!(joined.contains(flag), "{flag} missing from:\n{joined}");
+        }
+        assert!(!joined.contains("hunter2"), "{joined}");
+    }
+
+    #[test]
+    fn redis_secret_with_and_without_key() {
+        let config = parse(&["--sidecar-redis-secret", "tollgate-redis"]).unwrap();
+        assert_eq!(
+            config.redis,
+            Some(RedisUrlSource::Secret {
+                name: "tollgate-redis".into(),
+                key: "url".into()
+            })
+        );
+        let config = parse(&["--sidecar-redis-secret", "redis:connection"]).unwrap();
+        assert_eq!(
+            config.redis,
+            Some(RedisUrlSource::Secret {
+                name: "redis".into(),
+                key: "connection".into()
+            })
+        );
+    }
+
+    #[test]
+    fn ca_file_is_embedded() {
+        let dir = std::env::temp_dir().join(format!("tollgate-inject-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ca.crt");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let config = parse(&["--sidecar-ca-file", path.to_str().unwrap()]).unwrap();
+        assert!(matches!(config.controller_ca, ControllerCa::Pem(pem) if pem.contains("MIIB")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,97 @@
+//! The JSON Patch that adds the sidecar. Only `add` operations, aimed at the exact places
+//! they change, so the API server keeps every field of the pod this crate does not know.
+
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    ANNOTATION_CONTROLLER_CA, ControllerCa, InjectConfig, LABEL_INJECTED, Overrides, sidecar,
+};
+
+pub(crate) fn build(
+    pod: &Pod,
+    spec: &PodSpec,
+    config: &InjectConfig,
+    overrides: &Overrides,
+) -> Patch {
+    let mut ops = Vec::new();
+    let container = to_value(&sidecar::container(config, overrides));
+    if overrides.native_sidecar {
+        // First of the init containers: it is up before any other one runs, and kept running.
+        match &spec.init_containers {
+            Some(_) => add(&mut ops, &["spec", "initContainers", "0"], container),
+            None => add(
+                &mut ops,
+                &["spec", "initContainers"],
+                Value::Array(vec![container]),
+            ),
+        }
+    } else {
+        // Last of the containers: `kubectl logs` and `exec` keep choosing the application.
+        add(&mut ops, &["spec", "containers", "-"], container);
+    }
+
+    let volumes = sidecar::volumes(config, overrides);
+    match &spec.volumes {
+        Some(_) => {
+            for volume in &volumes {
+                add(&mut ops, &["spec", "volumes", "-"], to_value(volume));
+            }
+        }
+        None => add(&mut ops, &["spec", "volumes"], to_value(&volumes)),
+    }
+
+    add_to_map(
+        &mut ops,
+        "labels",
+        pod.metadata.labels.as_ref(),
+        LABEL_INJECTED,
+        "true",
+    );
+    if let ControllerCa::Pem(pem) = &config.controller_ca {
+        add_to_map(
+            &mut ops,
+            "annotations",
+            pod.metadata.annotations.as_ref(),
+            ANNOTATION_CONTROLLER_CA,
+            pem,
+        );
+    }
+    Patch(ops)
+}
+
+/// Sets `metadata.<map>.<key>`, creating the map when the pod has none (`add` on an existing
+/// key replaces its value, RFC 6902 §4.1).
+fn add_to_map(
+    ops: &mut Vec<PatchOperation>,
+    map: &str,
+    current: Option<&BTreeMap<String, String>>,
+    key: &str,
+    value: &str,
+) {
+    match current {
+        Some(_) => add(ops, &["metadata", map, key], Value::from(value)),
+        None => {
+            let mut object = serde_json::Map::new();
+            object.insert(key.to_owned(), Value::from(value));
+            add(ops, &["metadata", map], Value::Object(object));
+        }
+    }
+}
+
+fn add(ops: &mut Vec<PatchOperation>, path: &[&str], value: Value) {
+    ops.push(PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(path.iter().copied()),
+        value,
+    }));
+}
+
+/// k8s-openapi's types serialize infallibly (plain structs of strings, numbers and maps).
+fn to_value(object: &impl Serialize) -> Value {
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}

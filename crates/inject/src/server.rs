@@ -1,0 +1,185 @@
+//! The mutating webhook's HTTPS listener (:9443), for the controller to mount.
+//!
+//! Two paths, one per webhook of the chart's MutatingWebhookConfiguration, because the API
+//! server does not tell a webhook the labels of the pod's namespace:
+//! - `POST /mutate`: namespaces not labelled `tollgate.dev/inject`; only pods annotated
+//!   `tollgate.dev/inject: enabled` are injected ([`Scope::PodAnnotation`]);
+//! - `POST /mutate/namespace`: namespaces labelled `tollgate.dev/inject=enabled`; every pod is
+//!   injected unless annotated `disabled` ([`Scope::Namespace`]).
+//!
+//! [`handle`] is the whole HTTP behaviour as a function of a buffered request, so it is
+//! tested without a socket; [`serve_webhook`] adds TLS, HTTP/1.1 and HTTP/2, a body limit
+//! and a graceful drain.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::review::{Outcome, review_with_outcome};
+use crate::{InjectConfig, Scope};
+
+/// The webhook for pods that opt in by annotation.
+pub const MUTATE_PATH: &str = "/mutate";
+/// The webhook for namespaces that opt in by label.
+pub const MUTATE_NAMESPACE_PATH: &str = "/mutate/namespace";
+/// The webhook's port (DESIGN.md).
+pub const DEFAULT_WEBHOOK_LISTEN: &str = "0.0.0.0:9443";
+/// The API server caps objects at 1.5 MiB; an AdmissionReview holds one (twice for UPDATE,
+/// which we do not register for) plus a little. Anything larger is not from the API server.
+pub const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
+
+/// A client that never finishes its handshake must not hold a task and a socket for ever.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The API server gives up on a webhook after its timeoutSeconds (the chart sets 5 s); a
+/// request still unread after this is not from it.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// In-flight reviews get this long after a stop signal: one review takes microseconds.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers one buffered HTTP request. This is the one place HTTP errors are made.
+pub fn handle(request: Request<Bytes>, config: &InjectConfig) -> Response<Bytes> {
+    let scope = match request.uri().path() {
+        MUTATE_PATH => Scope::PodAnnotation,
+        MUTATE_NAMESPACE_PATH => Scope::Namespace,
+        _ => return plain(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    if request.method() != Method::POST {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
+        return response;
+    }
+    match review_with_outcome(request.body(), config, scope) {
+        Ok(reviewed) => {
+            match &reviewed.outcome {
+                Outcome::Injected => tracing::info!(pod = %reviewed.pod, "sidecar injected"),
+                Outcome::Refused(reason) => {
+                    tracing::info!(pod = %reviewed.pod, %reason, "pod refused")
+                }
+                Outcome::Skipped(reason) => {
+                    tracing::debug!(pod = %reviewed.pod, reason = %reason.describe(), "not injected")
+                }
+                Outcome::Ignored => {}
+            }
+            let mut response = Response::new(Bytes::from(reviewed.body));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(error) => {
+            tracing::warn!(%error, "bad webhook request");
+            plain(StatusCode::BAD_REQUEST, &format!("{error}\n"))
+        }
+    }
+}
+
+/// Serves the webhook on `listener` with `tls` until `shutdown` turns true, then drains.
+///
+/// `tls` is the controller's: its certificate resolver may rotate the serving certificate;
+/// ALPN should offer `h2` and `http/1.1` (the API server speaks both).
+pub async fn serve_webhook(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    config: Arc<InjectConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (stream, remote) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(%error, "webhook accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let config = config.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%remote, %error, "webhook TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%remote, "webhook TLS handshake timed out");
+                        return;
+                    }
+                };
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let config = config.clone();
+                async move {
+                    let response = match buffer(request).await {
+                        Ok(request) => handle(request, &config),
+                        Err(response) => response,
+                    };
+                    Ok::<_, Infallible>(response.map(Full::new))
+                }
+            });
+            let connection = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .into_owned();
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::debug!(%remote, %error, "webhook connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("webhook connections still open after the drain period were closed");
+    }
+}
+
+/// Reads the whole body, at most [`MAX_REVIEW_BYTES`], within [`BODY_READ_TIMEOUT`].
+async fn buffer(
+    request: Request<hyper::body::Incoming>,
+) -> Result<Request<Bytes>, Response<Bytes>> {
+    let (parts, body) = request.into_parts();
+    let read = Limited::new(body, MAX_REVIEW_BYTES).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(collected)) => Ok(Request::from_parts(parts, collected.to_bytes())),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "AdmissionReview too large\n",
+        )),
+        Ok(Err(_)) => Err(plain(StatusCode::BAD_REQUEST, "cannot read the body\n")),
+        Err(_) => Err(plain(StatusCode::REQUEST_TIMEOUT, "body read timed out\n")),
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(text.to_owned()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
