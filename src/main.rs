@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tollgate_controller::ControllerArgs;
 use tollgate_sidecar::{Config, SidecarArgs};
 
 /// sysexits.h EX_USAGE: the command was used incorrectly (bad flag, file or manifest).
@@ -22,6 +23,9 @@ struct Cli {
 enum Command {
     /// Serve the proxy, the OAuth endpoints and the admin API for one pod.
     Sidecar(SidecarArgs),
+    /// Watch the resources, stream each pod's snapshot to its sidecar, write status, and serve
+    /// the admin API.
+    Controller(ControllerArgs),
     /// Print the CustomResourceDefinitions as multi-document YAML (the files under crds/).
     Crdgen,
 }
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Sidecar(args) => sidecar(&args),
+        Command::Controller(args) => controller(&args),
     }
 }
 
@@ -71,6 +76,35 @@ fn sidecar(args: &SidecarArgs) -> ExitCode {
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("tollgate sidecar: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn controller(args: &ControllerArgs) -> ExitCode {
+    init_tracing();
+    let config = match tollgate_controller::Config::load(args) {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("tollgate controller: {error}");
+            }
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads)
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(tollgate_controller::run(config)),
+        Err(error) => Err(anyhow::Error::new(error).context("cannot start the async runtime")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("tollgate controller: {error:#}");
             ExitCode::FAILURE
         }
     }

@@ -37,6 +37,23 @@ pub fn snapshots_path(namespace: &str, pod: &str) -> String {
     format!("{SNAPSHOTS_PATH}/{namespace}/{pod}")
 }
 
+/// `Frame::Snapshot { snapshot }.to_line()`, without cloning the snapshot.
+pub fn snapshot_line(snapshot: &Snapshot) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct SnapshotFrame<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        snapshot: &'a Snapshot,
+    }
+    let frame = SnapshotFrame {
+        kind: "snapshot",
+        snapshot,
+    };
+    let mut line = serde_json::to_vec(&frame).unwrap_or_else(|_| b"{}".to_vec());
+    line.push(b'\n');
+    line
+}
+
 // === impl Frame ===
 
 impl Frame {
@@ -68,6 +85,10 @@ mod tests {
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
         let back: Frame = serde_json::from_slice(&line).unwrap();
         assert_eq!(back, frame);
+        let Frame::Snapshot { snapshot } = &frame else {
+            unreachable!()
+        };
+        assert_eq!(snapshot_line(snapshot), line);
     }
 
     #[test]

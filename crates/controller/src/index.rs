@@ -171,35 +171,9 @@ impl Index {
 
     /// Adds a pod or updates its labels. A new pod gets its channel, holding its snapshot.
     pub fn apply_pod(&mut self, pod: &Pod) {
-        let Some(object) = object_ref(&pod.metadata) else {
-            tracing::warn!("ignored a Pod without a name");
-            return;
-        };
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
-        let namespace = self.namespaces.entry(object.namespace.clone()).or_default();
-        match namespace.pods.get_mut(&object.name) {
-            Some(entry) if entry.labels == labels => return,
-            Some(entry) => entry.labels = labels,
-            None => {
-                let (tx, _) = watch::channel(Published {
-                    snapshot: Arc::default(),
-                    made_at: Instant::now(),
-                });
-                namespace.pods.insert(
-                    object.name.clone(),
-                    PodEntry {
-                        labels,
-                        selected: Vec::new(),
-                        content: Snapshot::default(),
-                        // 0: never sent, so the first compilation always sends.
-                        version: 0,
-                        delivered: None,
-                        tx,
-                    },
-                );
-            }
+        if let Some(namespace) = self.insert_pod(pod) {
+            self.reindex(&namespace);
         }
-        self.reindex(&object.namespace);
     }
 
     /// Forgets a pod. Its channel closes, which ends its sidecar's stream.
@@ -250,6 +224,39 @@ impl Index {
         }
         for pod in pods {
             self.apply_pod(pod);
+        }
+    }
+
+    /// Replaces everything with `resources` and `pods` at once (manifest files re-read), so
+    /// that no pod is ever sent a snapshot made of half the old and half the new objects.
+    pub fn replace_all(&mut self, resources: Resources, pods: &[Pod]) {
+        let mut touched: BTreeSet<String> = self.namespaces.keys().cloned().collect();
+        let keep: BTreeSet<ObjectRef> = pods
+            .iter()
+            .filter_map(|p| object_ref(&p.metadata))
+            .collect();
+        for (namespace, ns) in &mut self.namespaces {
+            ns.services.clear();
+            ns.consumers.clear();
+            ns.applications.clear();
+            ns.secrets.clear();
+            ns.pods.retain(|name, _| {
+                keep.contains(&ObjectRef::new(namespace.as_str(), name.as_str()))
+            });
+        }
+        let Resources {
+            services,
+            consumers,
+            applications,
+            secrets,
+        } = resources;
+        touched.extend(services.into_iter().filter_map(|o| self.insert(o)));
+        touched.extend(consumers.into_iter().filter_map(|o| self.insert(o)));
+        touched.extend(applications.into_iter().filter_map(|o| self.insert(o)));
+        touched.extend(secrets.into_iter().filter_map(|o| self.insert(o)));
+        touched.extend(pods.iter().filter_map(|p| self.insert_pod(p)));
+        for namespace in touched {
+            self.reindex(&namespace);
         }
     }
 
@@ -342,13 +349,53 @@ impl Index {
     }
 
     fn apply<K: Stored>(&mut self, object: K) {
+        if let Some(namespace) = self.insert(object) {
+            self.reindex(&namespace);
+        }
+    }
+
+    /// Stores `object` without recompiling; returns its namespace.
+    fn insert<K: Stored>(&mut self, object: K) -> Option<String> {
         let Some(key) = object_ref(object.metadata()) else {
             tracing::warn!("ignored an object without a name");
-            return;
+            return None;
         };
         let namespace = self.namespaces.entry(key.namespace.clone()).or_default();
         K::map(namespace).insert(key.name, object);
-        self.reindex(&key.namespace);
+        Some(key.namespace)
+    }
+
+    /// Stores a pod without recompiling; returns its namespace when anything changed.
+    fn insert_pod(&mut self, pod: &Pod) -> Option<String> {
+        let Some(object) = object_ref(&pod.metadata) else {
+            tracing::warn!("ignored a Pod without a name");
+            return None;
+        };
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let namespace = self.namespaces.entry(object.namespace.clone()).or_default();
+        match namespace.pods.get_mut(&object.name) {
+            Some(entry) if entry.labels == labels => return None,
+            Some(entry) => entry.labels = labels,
+            None => {
+                let (tx, _) = watch::channel(Published {
+                    snapshot: Arc::default(),
+                    made_at: Instant::now(),
+                });
+                namespace.pods.insert(
+                    object.name.clone(),
+                    PodEntry {
+                        labels,
+                        selected: Vec::new(),
+                        content: Snapshot::default(),
+                        // 0: never sent, so the first compilation always sends.
+                        version: 0,
+                        delivered: None,
+                        tx,
+                    },
+                );
+            }
+        }
+        Some(object.namespace)
     }
 
     fn delete<K: Stored>(&mut self, namespace: &str, name: &str) {
@@ -464,10 +511,10 @@ impl Index {
             if kind == Kind::OAuthService && error.reason == Reason::RouteConflict {
                 continue;
             }
-            if error.reason == Reason::SecretNotFound {
-                if let Some(hint) = &self.secret_hint {
-                    error.message = format!("{} ({hint})", error.message);
-                }
+            if error.reason == Reason::SecretNotFound
+                && let Some(hint) = &self.secret_hint
+            {
+                error.message = format!("{} ({hint})", error.message);
             }
             errors.insert((kind, error.name.clone()), error);
         }

@@ -1,5 +1,258 @@
-//! The control plane: resources (from the API server or manifest files) in, one snapshot per
-//! pod out, streamed to sidecars; status on every resource; the admin API.
+//! The control plane: resources (from the API server, or from manifest files) go into an
+//! [`index::Index`], which makes one snapshot per pod; the [`stream`] server pushes each pod's
+//! snapshot to its sidecar; status is written on every resource; and the [`admin`] API lists
+//! and deletes tokens.
+//!
+//! Only this crate talks to the API server, and only [`kube_source`] and [`auth`]'s
+//! `KubeReviewer` do: everything else is plain data in, plain data out.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod auth;
+pub mod ca;
+pub mod config;
+pub mod file_source;
 pub mod index;
+pub mod kube_source;
+pub mod metrics;
+pub mod server;
+pub mod status;
+pub mod stream;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tollgate_store::{AnyTokenStore, MemoryStore, RedisStore};
+
+use crate::admin::AdminServer;
+use crate::auth::{AccessReviewer, KubeReviewer, TokenReviewer};
+use crate::ca::Ca;
+pub use crate::config::{Config, ConfigErrors, ControllerArgs, Source};
+use crate::index::{Index, SharedIndex};
+use crate::metrics::Metrics;
+use crate::stream::StreamServer;
+
+/// Runs the controller until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = Metrics::new();
+    let (stop, stopped) = watch::channel(false);
+    // Versions start from the wall clock (milliseconds), so that they keep increasing across
+    // restarts of the controller.
+    let first_version = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let mut tasks = Vec::new();
+
+    let (index, reviewer, access, ca): (
+        SharedIndex,
+        Arc<dyn TokenReviewer>,
+        Arc<dyn AccessReviewer>,
+        Ca,
+    ) = match config.source {
+        Source::Files {
+            paths,
+            manifests,
+            fingerprint,
+            tokens,
+        } => {
+            tracing::warn!(
+                "reading resources from --manifests and sidecar tokens from --static-tokens: a test and development mode"
+            );
+            let index = SharedIndex::new(Index::new(first_version));
+            file_source::feed(&mut index.lock(), manifests);
+            tasks.push(tokio::spawn(file_source::watch(
+                paths,
+                index.clone(),
+                metrics.clone(),
+                fingerprint,
+                stopped.clone(),
+            )));
+            let tokens = Arc::new(tokens);
+            let ca = Ca::generate().context("cannot make the controller's CA")?;
+            metrics.set_ready(true);
+            (index, tokens.clone(), tokens, ca)
+        }
+        Source::Kube(settings) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("cannot reach the API server (kubeconfig or in-cluster configuration)")?;
+            let index = SharedIndex::new(Index::new(first_version).with_secret_hint(format!(
+                "the controller only reads Secrets labelled {}",
+                settings.secret_label_selector
+            )));
+            let ca = match &settings.ca_secret {
+                Some(secret) => kube_source::load_or_create_ca(&client, secret).await?,
+                None => Ca::generate().context("cannot make the controller's CA")?,
+            };
+            tasks.extend(kube_source::spawn(
+                client.clone(),
+                settings,
+                index.clone(),
+                metrics.clone(),
+                stopped.clone(),
+            ));
+            let reviewer = Arc::new(KubeReviewer::new(client));
+            (index, reviewer.clone(), reviewer, ca)
+        }
+    };
+    tasks.push(tokio::spawn(report_findings(
+        index.clone(),
+        metrics.clone(),
+        stopped.clone(),
+    )));
+
+    if let Some(path) = &config.ca_out {
+        write_atomically(path, ca.cert_pem().as_bytes())
+            .with_context(|| format!("--ca-out {}: cannot write the CA", path.display()))?;
+    }
+    let tls = ca
+        .server_config(&config.tls_sans)
+        .context("cannot make the serving certificate")?;
+
+    let store = match &config.redis_url {
+        Some(url) => {
+            let store = RedisStore::connect(url.expose())
+                .await
+                .with_context(|| format!("--redis-url {url}: cannot use the token store"))?;
+            AnyTokenStore::Redis(store)
+        }
+        None => {
+            tracing::warn!(
+                "no --redis-url given: the admin API sees an empty in-memory token store, not the sidecars' tokens"
+            );
+            AnyTokenStore::Memory(MemoryStore::new())
+        }
+    };
+
+    let bind = |flag: &'static str, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("{flag} {addr}: cannot listen"))
+    };
+    let stream_listener = bind("--stream-listen", config.stream_listen).await?;
+    let admin_listener = bind("--admin-listen", config.admin_listen).await?;
+    let metrics_listener = bind("--metrics-listen", config.metrics_listen).await?;
+
+    let streams = Arc::new(StreamServer::new(
+        index.clone(),
+        reviewer.clone(),
+        metrics.clone(),
+        stopped.clone(),
+    ));
+    let admin = Arc::new(AdminServer::new(store, reviewer, access));
+    let mut servers = Vec::new();
+    servers.push(tokio::spawn(server::serve(
+        stream_listener,
+        Some(tls.clone()),
+        stopped.clone(),
+        move |request| {
+            let streams = streams.clone();
+            async move { streams.handle(request).await }
+        },
+    )));
+    servers.push(tokio::spawn(server::serve(
+        admin_listener,
+        Some(tls),
+        stopped.clone(),
+        move |request| {
+            let admin = admin.clone();
+            async move { admin.handle(request).await }
+        },
+    )));
+    {
+        let metrics = metrics.clone();
+        let index = index.clone();
+        servers.push(tokio::spawn(server::serve(
+            metrics_listener,
+            None,
+            stopped.clone(),
+            move |request| {
+                let metrics = metrics.clone();
+                {
+                    let index = index.lock();
+                    metrics.pods.set(index.pod_count() as i64);
+                    metrics.snapshot_version.set(index.latest_version() as i64);
+                }
+                async move { metrics.handle(&request) }
+            },
+        )));
+    }
+    tracing::info!(
+        stream = %config.stream_listen,
+        admin = %config.admin_listen,
+        metrics = %config.metrics_listen,
+        "tollgate controller started"
+    );
+
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    metrics.set_ready(false);
+    let _ = stop.send(true);
+    for server in servers {
+        let _ = server.await;
+    }
+    for task in tasks {
+        task.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Logs objects that become ready or not, and counts new problems by reason.
+async fn report_findings(
+    index: SharedIndex,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut changes = index.lock().changes();
+    let mut findings = status::Findings::default();
+    loop {
+        let statuses = index.lock().statuses();
+        status::report(&findings.update(&statuses), &metrics);
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        // Let a burst of changes (a `kubectl apply -f` of a folder) settle into one report.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
+/// reader never sees half a file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{file_name}.tmp"));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

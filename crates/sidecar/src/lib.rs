@@ -2,7 +2,7 @@
 //! other request, forwarding to the application on 127.0.0.1, the admin API, and metrics.
 #![forbid(unsafe_code)]
 
-mod admin;
+pub mod admin;
 mod body;
 pub mod config;
 mod forward;

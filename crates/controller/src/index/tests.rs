@@ -618,3 +618,43 @@ impl Index {
         self.namespaces[namespace].services[name].clone()
     }
 }
+
+#[test]
+fn replacing_everything_sends_one_consistent_snapshot() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    index.apply_pod(&mk_pod("default", "p", &[("app", "iris")]));
+    index.apply_pod(&mk_pod("default", "gone", &[("app", "iris")]));
+    let mut rx = index.subscribe("default", "p").unwrap();
+    let gone = index.subscribe("default", "gone").unwrap();
+    let before = current(&mut rx);
+    let latest = index.latest_version();
+
+    // The service moves to a new route and a new provision key Secret in one change.
+    let mut service = mk_service(
+        "default",
+        "svc",
+        "/events",
+        match_labels(&[("app", "iris")]),
+    );
+    service.spec.oauth2.provision_key_secret_ref.name = "new-pk".into();
+    let resources = Resources {
+        services: vec![service],
+        consumers: vec![mk_consumer("default", "clientapp")],
+        applications: vec![mk_app("default", "app", "clientapp", "clientid")],
+        secrets: vec![
+            mk_secret("default", "new-pk", "provisionKey", "k"),
+            mk_secret("default", "app-secret", "clientSecret", "s"),
+        ],
+    };
+    index.replace_all(resources, &[mk_pod("default", "p", &[("app", "iris")])]);
+    let after = current(&mut rx);
+    assert!(after.version > before.version);
+    assert_eq!(
+        index.latest_version(),
+        latest + 1,
+        "exactly one new version"
+    );
+    assert_eq!(after.services[0].routes[0].path_prefix, "/events");
+    assert!(gone.has_changed().is_err());
+}

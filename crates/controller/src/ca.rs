@@ -1,0 +1,134 @@
+//! The controller's own certificate authority, and the serving certificate it signs for the
+//! snapshot stream and the admin API.
+//!
+//! Sidecars trust the CA through `--controller-ca`; the CA lives as long as its Secret (or,
+//! without one, as the process), while the serving certificate is made anew at every start.
+
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
+};
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tollgate_api::SecretString;
+
+/// The CA certificate's common name.
+const CA_COMMON_NAME: &str = "tollgate controller CA";
+
+/// A CA that can sign serving certificates. Not `Debug`-printable beyond its certificate.
+pub struct Ca {
+    cert_pem: String,
+    key_pem: SecretString,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("cannot make a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("the CA key or certificate is not valid PEM")]
+    Pem,
+}
+
+// === impl Ca ===
+
+impl Ca {
+    /// A new CA with a fresh key.
+    pub fn generate() -> Result<Self, CaError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = distinguished_name();
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem: SecretString::new(key.serialize_pem()),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// A CA read back from its PEM files (a Secret written by [`Ca::generate`], or one made by
+    /// another tool).
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(key_pem).map_err(|_| CaError::Pem)?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).map_err(|_| CaError::Pem)?;
+        Ok(Self {
+            cert_pem: cert_pem.to_owned(),
+            key_pem: SecretString::new(key_pem),
+            issuer,
+        })
+    }
+
+    /// The CA certificate, which sidecars are given as `--controller-ca`.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The CA key, to store the CA in a Secret.
+    pub fn key_pem(&self) -> &SecretString {
+        &self.key_pem
+    }
+
+    /// A TLS server configuration with a fresh certificate for `names` (DNS names or IP
+    /// addresses), signed by this CA, offering h2 and http/1.1.
+    pub fn server_config(&self, names: &[String]) -> Result<Arc<ServerConfig>, CaError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "tollgate controller");
+        params.distinguished_name = name;
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let ca_der = rustls_pki_types::pem::PemObject::from_pem_slice(self.cert_pem.as_bytes())
+            .map_err(|_| CaError::Pem)?;
+        let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone(), ca_der];
+        let private_key = PrivateKeyDer::try_from(key.serialize_der()).map_err(|_| CaError::Pem)?;
+        let mut config = ServerConfig::builder_with_provider(tollgate_sidecar::tls::provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, private_key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+fn distinguished_name() -> DistinguishedName {
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, CA_COMMON_NAME);
+    name.push(DnType::OrganizationName, "tollgate");
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_read_back_signs_certificates_its_pem_verifies() {
+        let ca = Ca::generate().unwrap();
+        let again = Ca::from_pem(ca.cert_pem(), ca.key_pem().expose()).unwrap();
+        assert_eq!(again.cert_pem(), ca.cert_pem());
+        again
+            .server_config(&["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        assert!(!format!("{ca:?}").contains("PRIVATE"));
+        assert!(Ca::from_pem("garbage", "garbage").is_err());
+    }
+}

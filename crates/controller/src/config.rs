@@ -1,0 +1,297 @@
+//! The controller's flags, and their validation into a [`Config`] before any port is bound.
+//!
+//! Every problem is collected and reported together, one line each, naming its flag or file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tollgate_sidecar::config::RedisUrl;
+
+use crate::auth::StaticTokens;
+use crate::file_source::{self, Manifests};
+use crate::index::ObjectRef;
+
+/// The snapshot stream's port (DESIGN.md's port table).
+pub const DEFAULT_STREAM_LISTEN: &str = "0.0.0.0:8090";
+/// Kong's admin port. Unlike the sidecar's, open to the cluster: every request is checked
+/// with a TokenReview and a SubjectAccessReview.
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:8444";
+/// The kubelet probes it from outside the pod, and Prometheus scrapes it.
+pub const DEFAULT_METRICS_LISTEN: &str = "0.0.0.0:9090";
+/// Secrets the controller reads must carry this label, as Kong's ingress controller only reads
+/// Secrets labelled `konghq.com/credential`: the controller never holds every Secret of the
+/// cluster in memory, and reading one is an explicit decision of its owner.
+pub const DEFAULT_SECRET_LABEL_SELECTOR: &str = "oauth.tollgate.dev/watch=true";
+/// The label the injection webhook puts on the pods it injects.
+pub const DEFAULT_POD_LABEL_SELECTOR: &str = "oauth.tollgate.dev/injected=true";
+/// The Lease whose holder writes status.
+pub const DEFAULT_LEASE_NAME: &str = "tollgate-controller";
+/// Names the chart's Service answers to in the README's namespace, plus loopback for
+/// port-forwards and tests.
+pub const DEFAULT_TLS_SANS: &str = "tollgate-controller,tollgate-controller.tollgate-system,tollgate-controller.tollgate-system.svc,tollgate-controller.tollgate-system.svc.cluster.local,localhost,127.0.0.1";
+/// The controller waits on the API server, not on CPU: two threads are plenty.
+pub const DEFAULT_WORKER_THREADS: usize = 2;
+
+/// `tollgate controller`: watches OAuthServices, Consumers, OAuthApplications, Secrets and
+/// injected Pods, streams each pod's snapshot to its sidecar, writes status and serves the
+/// admin API.
+// No `Debug`: the Redis URL may carry a password.
+#[derive(Clone, clap::Args)]
+pub struct ControllerArgs {
+    /// Read resources (and Pods, which stand for injected pods) from manifest files instead of
+    /// the API server: a YAML file or folder, re-read on change. May be repeated. A test and
+    /// development mode; sidecars then authenticate with --static-tokens.
+    #[arg(
+        long,
+        env = "TOLLGATE_MANIFESTS",
+        value_delimiter = ',',
+        requires = "static_tokens"
+    )]
+    pub manifests: Vec<PathBuf>,
+
+    /// With --manifests: a file of lines `TOKEN NAMESPACE/POD`. Each token authenticates the
+    /// sidecar of that pod, and grants the admin API in that namespace. A test and development
+    /// mode: the tokens never expire.
+    #[arg(long, env = "TOLLGATE_STATIC_TOKENS", requires = "manifests")]
+    pub static_tokens: Option<PathBuf>,
+
+    /// Address of the snapshot stream sidecars connect to (HTTP/2 over TLS).
+    #[arg(long, env = "TOLLGATE_STREAM_LISTEN", default_value = DEFAULT_STREAM_LISTEN)]
+    pub stream_listen: SocketAddr,
+
+    /// Address of the admin API, `/{namespace}/oauth2_tokens` (TLS).
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
+    pub admin_listen: SocketAddr,
+
+    /// Address of `/metrics`, `/healthz` and `/readyz` (plain HTTP).
+    #[arg(long, env = "TOLLGATE_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: SocketAddr,
+
+    /// The token store the sidecars share, for the admin API: `redis://` or `rediss://`.
+    /// Without it the admin API sees an empty in-memory store.
+    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Secret (NAMESPACE/NAME) holding the controller's CA as `ca.crt` and `ca.key`; created
+    /// when missing, so that every replica and every restart serves under the same CA.
+    /// Without it a new CA is made at each start.
+    #[arg(long, env = "TOLLGATE_CA_SECRET", conflicts_with = "manifests")]
+    pub ca_secret: Option<String>,
+
+    /// Write the CA certificate (PEM) to this file, for sidecars' --controller-ca.
+    #[arg(long, env = "TOLLGATE_CA_OUT")]
+    pub ca_out: Option<PathBuf>,
+
+    /// DNS names and IP addresses of the serving certificate (comma-separated).
+    #[arg(long = "tls-san", env = "TOLLGATE_TLS_SANS", value_delimiter = ',', default_value = DEFAULT_TLS_SANS)]
+    pub tls_sans: Vec<String>,
+
+    /// Only Secrets matching this label selector are read.
+    #[arg(long, env = "TOLLGATE_SECRET_LABEL_SELECTOR", default_value = DEFAULT_SECRET_LABEL_SELECTOR)]
+    pub secret_label_selector: String,
+
+    /// Only Pods matching this label selector get a snapshot.
+    #[arg(long, env = "TOLLGATE_POD_LABEL_SELECTOR", default_value = DEFAULT_POD_LABEL_SELECTOR)]
+    pub pod_label_selector: String,
+
+    /// The coordination.k8s.io Lease whose holder writes status.
+    #[arg(long, env = "TOLLGATE_LEASE_NAME", default_value = DEFAULT_LEASE_NAME)]
+    pub lease_name: String,
+
+    /// The controller's own namespace, where its Lease lives (the downward API's
+    /// metadata.namespace). Defaults to the kubeconfig's namespace.
+    #[arg(long = "namespace", env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// This replica's name in the Lease (the downward API's metadata.name). Defaults to the
+    /// host name.
+    #[arg(long = "identity", env = "POD_NAME")]
+    pub identity: Option<String>,
+
+    /// Threads serving streams and requests.
+    #[arg(long, env = "TOLLGATE_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS)]
+    pub worker_threads: usize,
+}
+
+/// Everything the controller runs with, validated.
+pub struct Config {
+    pub source: Source,
+    pub stream_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+    pub redis_url: Option<RedisUrl>,
+    pub ca_out: Option<PathBuf>,
+    pub tls_sans: Vec<String>,
+}
+
+/// Where the index's objects come from.
+pub enum Source {
+    /// Manifest files, read once already (a bad file is a start-up error).
+    Files {
+        paths: Vec<PathBuf>,
+        manifests: Manifests,
+        fingerprint: u64,
+        tokens: StaticTokens,
+    },
+    /// The API server of the kubeconfig or the pod's service account.
+    Kube(KubeSettings),
+}
+
+#[derive(Clone, Debug)]
+pub struct KubeSettings {
+    pub ca_secret: Option<ObjectRef>,
+    pub secret_label_selector: String,
+    pub pod_label_selector: String,
+    pub lease_name: String,
+    pub namespace: Option<String>,
+    pub identity: String,
+}
+
+/// All configuration problems found, one line each.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+// === impl Config ===
+
+impl Config {
+    pub fn load(args: &ControllerArgs) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+
+        let source = if args.manifests.is_empty() {
+            let ca_secret = match args.ca_secret.as_deref().map(parse_object_ref) {
+                None => None,
+                Some(Ok(secret)) => Some(secret),
+                Some(Err(e)) => {
+                    errors.push(format!("--ca-secret: {e}"));
+                    None
+                }
+            };
+            for (flag, selector) in [
+                ("--secret-label-selector", &args.secret_label_selector),
+                ("--pod-label-selector", &args.pod_label_selector),
+            ] {
+                if selector.trim().is_empty() {
+                    errors.push(format!(
+                        "{flag}: empty; an empty selector would read every object of the cluster"
+                    ));
+                }
+            }
+            if args.lease_name.is_empty() {
+                errors.push("--lease-name: empty".to_owned());
+            }
+            let identity = args
+                .identity
+                .clone()
+                .filter(|i| !i.is_empty())
+                .or_else(host_name)
+                .unwrap_or_else(|| "tollgate-controller".to_owned());
+            Some(Source::Kube(KubeSettings {
+                ca_secret,
+                secret_label_selector: args.secret_label_selector.clone(),
+                pod_label_selector: args.pod_label_selector.clone(),
+                lease_name: args.lease_name.clone(),
+                namespace: args.namespace.clone().filter(|ns| !ns.is_empty()),
+                identity,
+            }))
+        } else {
+            let manifests = file_source::load(&args.manifests)
+                .map_err(|e| errors.push(format!("--manifests: {e}")))
+                .ok();
+            let tokens = match &args.static_tokens {
+                Some(path) => StaticTokens::load(path).map_err(|e| errors.push(e)).ok(),
+                None => {
+                    errors.push("--static-tokens: required with --manifests".to_owned());
+                    None
+                }
+            };
+            match (manifests, tokens) {
+                (Some(manifests), Some(tokens)) => Some(Source::Files {
+                    fingerprint: file_source::fingerprint(&args.manifests),
+                    paths: args.manifests.clone(),
+                    manifests,
+                    tokens,
+                }),
+                _ => None,
+            }
+        };
+
+        let mut addresses = [
+            ("--stream-listen", args.stream_listen),
+            ("--admin-listen", args.admin_listen),
+            ("--metrics-listen", args.metrics_listen),
+        ];
+        addresses.sort_by_key(|(_, addr)| *addr);
+        for pair in addresses.windows(2) {
+            if pair[0].1 == pair[1].1 && pair[0].1.port() != 0 {
+                errors.push(format!(
+                    "{} and {} are both {}",
+                    pair[0].0, pair[1].0, pair[0].1
+                ));
+            }
+        }
+
+        let redis_url = match args.redis_url.as_deref().map(str::parse::<RedisUrl>) {
+            Some(Ok(url)) => Some(url),
+            Some(Err(e)) => {
+                errors.push(format!("--redis-url: {e}"));
+                None
+            }
+            None => None,
+        };
+
+        let tls_sans: Vec<String> = args
+            .tls_sans
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if tls_sans.is_empty() {
+            errors.push("--tls-san: at least one name is needed".to_owned());
+        } else if let Err(e) = rcgen::CertificateParams::new(tls_sans.clone()) {
+            errors.push(format!("--tls-san: {e}"));
+        }
+
+        if !(1..=256).contains(&args.worker_threads) {
+            errors.push(format!(
+                "--worker-threads: `{}` is not a number of threads from 1 to 256",
+                args.worker_threads
+            ));
+        }
+
+        match (source, errors.is_empty()) {
+            (Some(source), true) => Ok(Self {
+                source,
+                stream_listen: args.stream_listen,
+                admin_listen: args.admin_listen,
+                metrics_listen: args.metrics_listen,
+                redis_url,
+                ca_out: args.ca_out.clone(),
+                tls_sans,
+            }),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+}
+
+fn parse_object_ref(value: &str) -> Result<ObjectRef, String> {
+    match value.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(ObjectRef::new(ns, name))
+        }
+        _ => Err(format!("`{value}` is not NAMESPACE/NAME")),
+    }
+}
+
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
