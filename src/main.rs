@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tollgate_controller::ControllerArgs;
+use tollgate_inject::cli::InjectCommand;
 use tollgate_sidecar::{Config, SidecarArgs};
 
 /// sysexits.h EX_USAGE: the command was used incorrectly (bad flag, file or manifest).
@@ -28,6 +29,8 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the CustomResourceDefinitions as multi-document YAML (the files under crds/).
     Crdgen,
+    /// Print a manifest with the sidecar injected into its pods and pod templates.
+    Inject(InjectCommand),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Sidecar(args) => sidecar(&args),
+        Command::Inject(args) => inject(&args),
         Command::Controller(args) => controller(&args),
     }
 }
@@ -106,6 +110,28 @@ fn controller(args: &ControllerArgs) -> ExitCode {
             tracing::error!("{error:#}");
             eprintln!("tollgate controller: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The injected manifest on stdout, notes (pods left alone, warnings) on stderr.
+fn inject(args: &InjectCommand) -> ExitCode {
+    use std::io::Write;
+    match tollgate_inject::cli::run(args) {
+        Ok(injected) => {
+            for note in &injected.notes {
+                eprintln!("tollgate inject: {note}");
+            }
+            match std::io::stdout().write_all(injected.yaml.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
+            }
+        }
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("tollgate inject: {error}");
+            }
+            ExitCode::from(EX_USAGE)
         }
     }
 }

@@ -12,6 +12,7 @@
 
 mod annotations;
 mod args;
+pub mod cli;
 pub mod manifest;
 mod patch;
 mod quantity;

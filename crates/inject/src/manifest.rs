@@ -121,13 +121,11 @@ fn inject_value(
         .and_then(|m| m.get("name").or_else(|| m.get("generateName")))
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let object = format!(
-        "{kind} {}{name}",
-        namespace
-            .as_deref()
-            .map(|ns| format!("{ns}/"))
-            .unwrap_or_default()
-    );
+    let object = match (namespace.as_deref(), name) {
+        (_, "") => kind.clone(),
+        (Some(ns), name) => format!("{kind} {ns}/{name}"),
+        (None, name) => format!("{kind} {name}"),
+    };
     let fail = |message: String| (Some(object.clone()), message);
 
     let Some(template) = walk(value, path) else {
@@ -182,7 +180,8 @@ fn apply(target: &mut Value, ops: &[PatchOperation]) -> Result<(), String> {
         let PatchOperation::Add(add) = op else {
             return Err(format!("unexpected patch operation {op}"));
         };
-        let value = serde_yaml::to_value(&add.value).map_err(|e| e.to_string())?;
+        let mut value = serde_yaml::to_value(&add.value).map_err(|e| e.to_string())?;
+        name_first(&mut value);
         add_at(target, &add.path, value)
             .ok_or_else(|| format!("cannot add at {} in the pod template", add.path))?;
     }
@@ -211,6 +210,23 @@ fn add_at(target: &mut Value, path: &Pointer, value: Value) -> Option<()> {
         _ => return None,
     }
     Some(())
+}
+
+/// Puts `name` first in every mapping, as people write Kubernetes YAML (the patch's JSON
+/// comes with its keys sorted).
+fn name_first(value: &mut Value) {
+    match value {
+        Value::Mapping(map) => {
+            if let Some(name) = map.shift_remove("name") {
+                let rest = std::mem::take(map);
+                map.insert("name".into(), name);
+                map.extend(rest);
+            }
+            map.values_mut().for_each(name_first);
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(name_first),
+        _ => {}
+    }
 }
 
 /// One document of a multi-document file: its text, and the `---` line before it.

@@ -2,9 +2,10 @@
 //! with the patch as base64 JSONPatch. Everything but an unreadable review is an answer to
 //! the API server; only a body that is not an AdmissionReview is an error (HTTP 400).
 
+use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::{DynamicObject, Status};
 
 use crate::{Decision, InjectConfig, Scope, SkipReason, decide};
 
@@ -79,7 +80,11 @@ pub fn review_with_outcome(
         Ok(pod) => pod,
         Err(error) => {
             let message = format!("tollgate: cannot read the pod: {error}");
-            return finish(response.deny(&message), Outcome::Refused(message), pod_name);
+            return finish(
+                refuse(response, &message),
+                Outcome::Refused(message),
+                pod_name,
+            );
         }
     };
     // A pod being created may not carry its namespace yet; the request does.
@@ -100,7 +105,7 @@ pub fn review_with_outcome(
                 Err(error) => {
                     let message = format!("tollgate: {error}");
                     return finish(
-                        AdmissionResponse::from(&request).deny(&message),
+                        refuse(AdmissionResponse::from(&request), &message),
                         Outcome::Refused(message),
                         pod_name,
                     );
@@ -118,7 +123,7 @@ pub fn review_with_outcome(
         Err(error) => {
             let message = error.to_string();
             (
-                response.deny(&message),
+                refuse(response, &message),
                 Outcome::Refused(message),
                 "refused".to_owned(),
             )
@@ -131,12 +136,29 @@ pub fn review_with_outcome(
     finish(response, outcome, pod_name)
 }
 
+/// A refusal the API server passes on to the pod's creator as `400 Bad Request`: the pod
+/// (its annotations) is what is wrong, not the creator's rights.
+fn refuse(mut response: AdmissionResponse, message: &str) -> AdmissionResponse {
+    response.allowed = false;
+    response.result = Status::failure(message, "BadRequest").with_code(400);
+    response
+}
+
+/// Serializes the answer. kube writes `patch` as an array of byte values; the API documents
+/// it as base64 (Go's `[]byte`), so it is written that way.
 fn finish(
     response: AdmissionResponse,
     outcome: Outcome,
     pod: String,
 ) -> Result<Reviewed, ReviewError> {
-    let body = serde_json::to_vec(&response.into_review())?;
+    let mut review = serde_json::to_value(response.into_review())?;
+    if let Some(patch) = review.pointer_mut("/response/patch") {
+        let bytes: Vec<u8> = serde_json::from_value(patch.take())?;
+        *patch = base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into();
+    }
+    let body = serde_json::to_vec(&review)?;
     Ok(Reviewed { body, outcome, pod })
 }
 
