@@ -20,6 +20,7 @@ mod review;
 #[cfg(feature = "server")]
 pub mod server;
 mod sidecar;
+pub mod webhook;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -28,6 +29,7 @@ pub use args::InjectArgs;
 pub use json_patch::Patch;
 pub use manifest::{Injected, ManifestError, inject_manifest};
 pub use review::{Outcome, ReviewError, Reviewed, review, review_with_outcome};
+pub use webhook::WebhookArgs;
 
 /// The annotation that asks for a sidecar (`enabled`) or refuses one (`disabled`). The same
 /// key, as a namespace *label*, opts a whole namespace in or out.
