@@ -12,6 +12,8 @@ crate::both_stores!(
     delete_twice_is_404_the_second_time,
     listing_filters_by_user_and_client,
     other_namespaces_are_empty,
+    an_exported_iam_token_is_imported_and_works,
+    imports_are_checked,
 );
 
 async fn get_json(sidecar: &Sidecar, path: &str) -> (u16, Value) {
@@ -170,4 +172,110 @@ async fn other_namespaces_are_empty(store: Store) {
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
     let (status, _) = get_json(&env.sidecar, "/default/consumers").await;
     assert_eq!(status, 404);
+}
+
+async fn an_exported_iam_token_is_imported_and_works(store: Store) {
+    let env = env(store, "").await;
+    // A token as Kong's admin API exports it: seconds, foreign keys as objects, its values.
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let response = env
+        .sidecar
+        .client
+        .post(env.sidecar.admin_url("/default/oauth2_tokens"))
+        .json(&serde_json::json!({
+            "id": "41156679-33b8-43b5-a4a2-f0c9a5f45b7e",
+            "access_token": "15dKBDdqNH3RCoSNOQvZGAM6JKUundXy",
+            "refresh_token": "MpnwawpGLx8B8z4cFvTctNqTYj8hCD",
+            "client_id": "clientid",
+            "service_name": "sampleirisservice",
+            "authenticated_userid": "1",
+            "scope": "",
+            "token_type": "bearer",
+            "expires_in": 7200,
+            "created_at": created,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let text = response.text().await.unwrap();
+    assert!(
+        !text.contains("15dKBDdqNH3RCoSNOQvZGAM6JKUundXy"),
+        "values are never shown"
+    );
+    let entry: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(entry["id"], "41156679-33b8-43b5-a4a2-f0c9a5f45b7e");
+    assert_eq!(entry["created_at"].as_u64(), Some(created * 1000));
+
+    let response = env
+        .sidecar
+        .get_with_token("/event/1", "15dKBDdqNH3RCoSNOQvZGAM6JKUundXy")
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        env.upstream.last().header("x-authenticated-userid"),
+        Some("1")
+    );
+    // Its refresh token works too, and replaces it.
+    let response = env
+        .sidecar
+        .client
+        .post(env.sidecar.url("/event/oauth2/token"))
+        .json(
+            &serde_json::json!({"client_id": "clientid", "client_secret": "clientsecret",
+            "grant_type": "refresh_token", "refresh_token": "MpnwawpGLx8B8z4cFvTctNqTYj8hCD"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    if let Some(redis) = &env.redis {
+        for key in redis.keys() {
+            assert!(
+                !key.contains("15dKBDdqNH3RCoSNOQvZGAM6JKUundXy"),
+                "stored hashed"
+            );
+            let value = format!("{:?}", redis.command(&["GET", &key]));
+            assert!(
+                !value.contains("15dKBDdqNH3RCoSNOQvZGAM6JKUundXy"),
+                "stored hashed"
+            );
+        }
+    }
+}
+
+async fn imports_are_checked(store: Store) {
+    let env = env(store, "").await;
+    let import = |body: Value| {
+        env.sidecar
+            .client
+            .post(env.sidecar.admin_url("/default/oauth2_tokens"))
+            .json(&body)
+            .send()
+    };
+    for (body, needle) in [
+        (
+            serde_json::json!({"access_token": "x", "client_id": "nobody"}),
+            "no OAuthApplication",
+        ),
+        (serde_json::json!({"access_token": "x"}), "client_id"),
+        (
+            serde_json::json!({"access_token": "x", "client_id": "clientid", "service_name": "nope"}),
+            "no OAuthService nope",
+        ),
+        (serde_json::json!({"client_id": "clientid"}), "access_token"),
+        (
+            serde_json::json!({"access_token": "x", "client_id": "clientid", "colour": 1}),
+            "colour",
+        ),
+    ] {
+        let response = import(body).await.unwrap();
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["message"].as_str().unwrap().contains(needle), "{body}");
+    }
 }

@@ -874,9 +874,7 @@ async fn hide_credentials_leaves_multipart_bodies_intact(store: Store) {
     let env = env(store, "enablePasswordGrant: true\nhideCredentials: true").await;
     let token = env.sidecar.password_grant().await;
     let access = token["access_token"].as_str().unwrap();
-    let body = format!(
-        "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello\r\n--b--\r\n"
-    );
+    let body = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello\r\n--b--\r\n".to_string();
     let response = env
         .sidecar
         .client

@@ -281,11 +281,11 @@ pub struct SidecarBuilder {
 
 pub struct Sidecar {
     child: Child,
-    pub dir: TempDir,
+    /// Holds the certificates, manifests and logs until the sidecar is dropped.
+    _dir: TempDir,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub metrics: SocketAddr,
-    pub certs: Certs,
     pub client: reqwest::Client,
     log: PathBuf,
 }
@@ -316,10 +316,6 @@ impl SidecarBuilder {
         self
     }
 
-    pub fn env(mut self, key: &str, value: &str) -> Self {
-        self.env.push((key.to_owned(), value.to_owned()));
-        self
-    }
 
     pub async fn start(self) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
@@ -360,11 +356,10 @@ impl SidecarBuilder {
         let client = certs.client();
         let mut sidecar = Sidecar {
             child,
-            dir,
+            _dir: dir,
             proxy,
             admin,
             metrics,
-            certs,
             client,
             log,
         };
@@ -390,10 +385,10 @@ impl Sidecar {
                     self.logs()
                 );
             }
-            if let Ok(r) = plain.get(&url).send().await {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = plain.get(&url).send().await
+                && r.status() == 200
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,

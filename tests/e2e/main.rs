@@ -7,6 +7,7 @@ mod admin;
 mod article;
 mod cli;
 mod grants;
+mod oauth_client;
 mod proxy;
 mod redis_faults;
 mod secrets;

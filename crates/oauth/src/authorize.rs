@@ -111,16 +111,16 @@ pub async fn authorize<S: TokenStore>(
         } else {
             GrantType::AuthorizationCode
         };
-        if let Some(allowed) = &client.allowed_grants {
-            if !allowed.contains(&grant) {
-                error = Some(OAuthError::bad_request(
-                    "unauthorized_client",
-                    format!(
-                        "The client is not allowed to use the {} grant",
-                        grant.as_str()
-                    ),
-                ));
-            }
+        if let Some(allowed) = &client.allowed_grants
+            && !allowed.contains(&grant)
+        {
+            error = Some(OAuthError::bad_request(
+                "unauthorized_client",
+                format!(
+                    "The client is not allowed to use the {} grant",
+                    grant.as_str()
+                ),
+            ));
         }
     }
     let challenge = if error.is_none() && !implicit {
@@ -258,13 +258,13 @@ fn check_challenge(
     client: &Application,
     params: &Params,
 ) -> Result<Option<String>, OAuthError> {
-    if let Some(method) = params.text("code_challenge_method") {
-        if method != "S256" {
-            return Err(OAuthError::bad_request(
-                "invalid_request",
-                "code_challenge_method is not supported, must be S256",
-            ));
-        }
+    if let Some(method) = params.text("code_challenge_method")
+        && method != "S256"
+    {
+        return Err(OAuthError::bad_request(
+            "invalid_request",
+            "code_challenge_method is not supported, must be S256",
+        ));
     }
     match params.text("code_challenge").filter(|c| !c.is_empty()) {
         Some(challenge) => Ok(Some(challenge.to_owned())),

@@ -117,12 +117,11 @@ async fn token_grant<S: TokenStore>(
     match client {
         None => error = Some(OAuthError::invalid_client(credentials.from_header)),
         Some(client) => {
-            if grant != Some(GrantType::ClientCredentials) {
-                if let Some(uri) = params.text("redirect_uri") {
-                    if !client.redirect_uris.iter().any(|r| r == uri) {
-                        error = Some(invalid_redirect_uri());
-                    }
-                }
+            if grant != Some(GrantType::ClientCredentials)
+                && let Some(uri) = params.text("redirect_uri")
+                && !client.redirect_uris.iter().any(|r| r == uri)
+            {
+                error = Some(invalid_redirect_uri());
             }
             if let Some(e) = check_client_secret(client, &credentials) {
                 error = Some(e);
@@ -138,17 +137,17 @@ async fn token_grant<S: TokenStore>(
     };
 
     // (beyond Kong) an application may be limited to some grants.
-    if let Some(allowed) = &client.allowed_grants {
-        if !allowed.contains(&grant) {
-            return Err(OAuthError::bad_request(
-                "unauthorized_client",
-                format!(
-                    "The client is not allowed to use the {} grant",
-                    grant.as_str()
-                ),
-            )
-            .into());
-        }
+    if let Some(allowed) = &client.allowed_grants
+        && !allowed.contains(&grant)
+    {
+        return Err(OAuthError::bad_request(
+            "unauthorized_client",
+            format!(
+                "The client is not allowed to use the {} grant",
+                grant.as_str()
+            ),
+        )
+        .into());
     }
 
     match grant {

@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use serde::Serialize;
-use tollgate_store::{ListFilter, StoreError, TokenRecord, TokenStore};
+use serde::{Deserialize, Serialize};
+use tollgate_api::Snapshot;
+use tollgate_store::{ListFilter, StoreError, TokenHash, TokenRecord, TokenStore};
 use uuid::Uuid;
 
 /// Kong's default page size, and its maximum.
@@ -39,6 +40,188 @@ enum AdminError {
     MethodNotAllowed,
     BadRequest(String),
     Store(StoreError),
+}
+
+/// (beyond Kong) A token exported from IAM (Kong's `oauth2_tokens` entity), to import.
+/// The application is named by `client_id` (or tollgate's `credential_id`), the service by
+/// `service_id` or `service_name`; without either, the token is global, as in Kong.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Import {
+    #[serde(default)]
+    id: Option<Uuid>,
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    credential_id: Option<Uuid>,
+    #[serde(default)]
+    credential: Option<IdRef>,
+    #[serde(default)]
+    service_id: Option<Uuid>,
+    #[serde(default)]
+    service: Option<IdRef>,
+    #[serde(default)]
+    service_name: Option<String>,
+    #[serde(default)]
+    authenticated_userid: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u32>,
+    /// Kong exports seconds; milliseconds are accepted too.
+    #[serde(default)]
+    created_at: Option<u64>,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    ttl: Option<u32>,
+}
+
+/// Kong writes foreign keys as `{"id": …}`.
+#[derive(Deserialize)]
+struct IdRef {
+    id: Uuid,
+}
+
+/// Serves one admin request whose body has been read, with the configuration imports are
+/// checked against.
+pub async fn handle_with_config<S: TokenStore>(
+    store: &S,
+    snapshot: &Snapshot,
+    request: &Request<Bytes>,
+    now_ms: u64,
+) -> Response<Bytes> {
+    if request.method() == Method::POST
+        && let Some(namespace) = collection_namespace(request.uri().path())
+    {
+        return match import(store, snapshot, namespace, request.body(), now_ms).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+    }
+    handle(store, request).await
+}
+
+/// `/{ns}/oauth2_tokens` (or `/oauth2_tokens`): the namespace of the collection path.
+fn collection_namespace(path: &str) -> Option<&str> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["oauth2_tokens"] => Some("default"),
+        [namespace, "oauth2_tokens"] => Some(namespace),
+        _ => None,
+    }
+}
+
+async fn import<S: TokenStore>(
+    store: &S,
+    snapshot: &Snapshot,
+    namespace: &str,
+    body: &Bytes,
+    now_ms: u64,
+) -> Result<Response<Bytes>, AdminError> {
+    let token: Import = serde_json::from_slice(body)
+        .map_err(|e| AdminError::BadRequest(format!("invalid token to import: {e}")))?;
+    if token.access_token.is_empty() {
+        return Err(AdminError::BadRequest(
+            "access_token must not be empty".into(),
+        ));
+    }
+    if token
+        .token_type
+        .as_deref()
+        .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+    {
+        return Err(AdminError::BadRequest("token_type must be bearer".into()));
+    }
+    let application = match (
+        &token.client_id,
+        token
+            .credential_id
+            .or(token.credential.as_ref().map(|c| c.id)),
+    ) {
+        (Some(client_id), _) => snapshot.application_by_client_id(namespace, client_id),
+        (None, Some(id)) => snapshot
+            .application_by_id(id)
+            .filter(|a| a.namespace == namespace),
+        (None, None) => {
+            return Err(AdminError::BadRequest(
+                "client_id (or credential_id) is required".into(),
+            ));
+        }
+    }
+    .ok_or_else(|| {
+        AdminError::BadRequest(format!(
+            "no OAuthApplication matches in namespace {namespace}"
+        ))
+    })?;
+    let service = match (
+        token.service_id.or(token.service.as_ref().map(|s| s.id)),
+        &token.service_name,
+    ) {
+        (Some(id), _) => Some(
+            snapshot
+                .service_by_id(id)
+                .filter(|s| s.namespace == namespace)
+                .ok_or_else(|| {
+                    AdminError::BadRequest(format!("no OAuthService {id} in namespace {namespace}"))
+                })?,
+        ),
+        (None, Some(name)) => Some(
+            snapshot
+                .services
+                .iter()
+                .find(|s| s.namespace == namespace && &s.name == name)
+                .ok_or_else(|| {
+                    AdminError::BadRequest(format!(
+                        "no OAuthService {name} in namespace {namespace}"
+                    ))
+                })?,
+        ),
+        (None, None) => None,
+    };
+    let defaults = service.map(|s| (s.oauth2.token_expiration, s.oauth2.refresh_token_ttl));
+    let expires_in = token
+        .expires_in
+        .unwrap_or(defaults.map_or(tollgate_api::snapshot::DEFAULT_TOKEN_EXPIRATION, |d| d.0));
+    let refresh_ttl = defaults.map_or(tollgate_api::snapshot::DEFAULT_REFRESH_TOKEN_TTL, |d| d.1);
+    let created_at = match token.created_at {
+        // Before 1973 in milliseconds is after 5138 in seconds: the unit is unambiguous.
+        Some(at) if at < 100_000_000_000 => at * 1000,
+        Some(at) => at,
+        None => now_ms,
+    };
+    let record = TokenRecord {
+        id: token.id.unwrap_or_else(Uuid::new_v4),
+        namespace: namespace.to_owned(),
+        credential_id: application.id,
+        client_id: application.client_id.clone(),
+        service_id: service.map(|s| s.id),
+        authenticated_userid: token.authenticated_userid,
+        scope: token.scope.unwrap_or_default(),
+        expires_in,
+        created_at,
+        ttl: token
+            .ttl
+            .unwrap_or(if expires_in > 0 { refresh_ttl } else { 0 }),
+    };
+    let refresh = token
+        .refresh_token
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .map(TokenHash::of);
+    store
+        .insert(
+            &record,
+            &TokenHash::of(&token.access_token),
+            refresh.as_ref(),
+        )
+        .await
+        .map_err(AdminError::Store)?;
+    tracing::info!(namespace, id = %record.id, client = %record.client_id, "token imported through the admin API");
+    Ok(json(StatusCode::CREATED, &entry(&record)))
 }
 
 /// Serves one admin request.

@@ -428,7 +428,7 @@ fn pair_has_key(pair: &str, name: &str) -> bool {
         .is_some_and(|(k, _)| k == name)
 }
 
-pub(crate) fn now_millis() -> u64 {
+pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -97,7 +97,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stopped.clone(),
             move |request, _conn| {
                 let gateway = gateway.clone();
-                async move { body::full(admin::handle(gateway.store(), &request).await) }
+                async move {
+                    let (parts, incoming) = request.into_parts();
+                    let bytes = match body::read_bounded(incoming).await {
+                        Ok(bytes) => bytes,
+                        Err(error) => return body::read_error(error),
+                    };
+                    let request = http::Request::from_parts(parts, bytes);
+                    let served = gateway.snapshot();
+                    let now = gateway::now_millis();
+                    let store = gateway.store();
+                    body::full(
+                        admin::handle_with_config(store, &served.snapshot, &request, now).await,
+                    )
+                }
             },
         ))
     };

@@ -61,7 +61,7 @@ impl RouteTable {
                 })
             })
             .collect();
-        entries.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         Self { entries }
     }
 
@@ -173,7 +173,7 @@ mod tests {
                 service: i,
             })
             .collect();
-        entries.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         RouteTable { entries }
     }
 
