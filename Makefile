@@ -18,6 +18,7 @@ build:
 test: test-deps lint
 	$(CARGO) test --workspace --all-targets --locked
 	$(CARGO) test --workspace --doc --locked
+	$(MAKE) chart-test
 
 test-deps:
 	@command -v redis-server >/dev/null 2>&1 || { \
@@ -37,6 +38,34 @@ fmt:
 ## crds: regenerate crds/ from the Rust types
 crds:
 	$(CARGO) run -q --locked -- crdgen > crds/tollgate.yaml
+
+## image: the container image $(IMAGE) (needs a Docker engine with BuildKit)
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+IMAGE ?= tollgate:$(VERSION)
+DOCKER ?= docker
+.PHONY: image chart-test chart-deps deploy
+image:
+	DOCKER_BUILDKIT=1 $(DOCKER) build --tag $(IMAGE) .
+
+## chart-test: helm lint, schema and render tests of charts/tollgate (Helm v4 as a library)
+CHART_VENV := target/chart-venv
+chart-test: chart-deps
+	cd charts/tests && ../../$(CHART_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+chart-deps: $(CHART_VENV)/.installed
+$(CHART_VENV)/.installed: charts/tests/requirements.txt
+	@python3 -c 'import ensurepip' 2>/dev/null || { \
+	  echo "installing python3-venv (the chart tests run in a virtualenv)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv >/dev/null; }
+	python3 -m venv $(CHART_VENV)
+	$(CHART_VENV)/bin/pip install -q -r charts/tests/requirements.txt
+	touch $@
+
+## deploy: copy crds/ into the chart and render deploy/tollgate.yaml from it
+deploy: chart-deps
+	cp crds/tollgate.yaml charts/tollgate/crds/tollgate.yaml
+	$(CHART_VENV)/bin/python charts/tests/render.py > deploy/tollgate.yaml.tmp
+	mv deploy/tollgate.yaml.tmp deploy/tollgate.yaml
 
 clean:
 	$(CARGO) clean

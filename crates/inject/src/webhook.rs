@@ -6,6 +6,7 @@
 //! [`ANNOTATED_WEBHOOK`] → `/mutate`, [`NAMESPACE_WEBHOOK`] → `/mutate/namespace`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use base64::Engine;
 use json_patch::jsonptr::PointerBuf;
@@ -43,6 +44,15 @@ pub struct WebhookArgs {
     /// /mutate/namespace. The URL's host must be among the controller's --tls-san names.
     #[arg(long, env = "TOLLGATE_WEBHOOK_URL", requires = "webhook_configuration")]
     pub webhook_url: Option<String>,
+
+    /// Serve the webhook with this PEM certificate (re-read when it changes, as cert-manager
+    /// rotates it) instead of one signed by the controller's own CA.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_TLS_CERT", requires = "webhook_tls_key")]
+    pub webhook_tls_cert: Option<PathBuf>,
+
+    /// The private key of --webhook-tls-cert.
+    #[arg(long, env = "TOLLGATE_WEBHOOK_TLS_KEY", requires = "webhook_tls_cert")]
+    pub webhook_tls_key: Option<PathBuf>,
 }
 
 // === impl WebhookArgs ===
@@ -259,6 +269,8 @@ mod tests {
             webhook_listen: None,
             webhook_configuration: Some("Not A Name".into()),
             webhook_url: Some("http://127.0.0.1:9443/mutate".into()),
+            webhook_tls_cert: None,
+            webhook_tls_key: None,
         };
         let errors = args.validate();
         assert!(

@@ -1,0 +1,455 @@
+"""Tests of charts/tollgate with real Helm v4 (helm-python-sdk): lint, schema, and the objects
+rendered with the default values and with every option on. Run by `make chart-test`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import helm_python as helm
+import pytest
+import yaml
+
+import render
+
+ROOT = render.ROOT
+CHART = render.CHART
+NS = render.NAMESPACE
+EXCLUDED = {"kube-system", "kube-public", "kube-node-lease", NS}
+
+# Every option on (the bundled Redis; an external one is EXTERNAL_REDIS below).
+ALL_ON = {
+    "image": {"repository": "registry.example.com/tollgate", "tag": "0.1.0-rc1", "pullPolicy": "Always"},
+    "imagePullSecrets": [{"name": "regcred"}],
+    "controller": {
+        "replicas": 3,
+        "logLevel": "debug",
+        "logFormat": "text",
+        "extraTlsSans": ["tollgate.example.com", "10.0.0.7"],
+        "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {}},
+        "priorityClassName": "system-cluster-critical",
+        "podLabels": {"team": "platform"},
+        "podAnnotations": {"prometheus.io/scrape": "true"},
+    },
+    "injection": {
+        "nativeSidecar": True,
+        "resources": {"cpu": "100m", "memory": "96Mi", "cpuLimit": "1", "memoryLimit": "256Mi"},
+        "excludedNamespaces": ["monitoring", "kube-system"],
+    },
+    "webhook": {
+        "failurePolicy": "Ignore",
+        "timeoutSeconds": 10,
+        "url": "https://127.0.0.1:9443/mutate",
+        "certManager": {"enabled": True, "duration": "720h"},
+    },
+    "networkPolicy": {
+        "namespaces": ["default", "shop"],
+        "proxyFrom": [{"namespaceSelector": {"matchLabels": {"team": "shop"}}}],
+        "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+    },
+    "redis": {"bundled": {"enabled": True}},
+    "tokenRoles": {"enabled": True, "aggregateToBuiltInRoles": True},
+}
+
+EXTERNAL_REDIS = {
+    "redis": {
+        "url": "rediss://redis.example.com:6380",
+        "username": "tollgate",
+        "passwordSecret": {"name": "redis-auth", "key": "password"},
+    },
+    "injection": {"redisSecret": "tollgate-redis:url"},
+}
+
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
+
+
+def objects(values: dict | None = None) -> list[dict]:
+    return render.render(values)
+
+
+def find(objs: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+def one(objs: list[dict], kind: str, name: str | None = None) -> dict:
+    found = find(objs, kind, name)
+    assert len(found) == 1, f"{kind} {name}: {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def env(deployment: dict) -> dict[str, dict]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e for e in container["env"]}
+
+
+def source(path: str) -> str:
+    return (ROOT / path).read_text()
+
+
+# === lint and schema ===
+
+
+@pytest.mark.parametrize("values", [None, ALL_ON, EXTERNAL_REDIS], ids=["defaults", "all-on", "external-redis"])
+def test_lint_is_clean(values):
+    report = helm.lint(CHART, values, strict=True, namespace=NS, kube_version="v1.28.0")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"webhook": {"failurePolicy": "Maybe"}}, "at '/webhook/failurePolicy'"),
+        ({"webhook": {"timeoutSeconds": 60}}, "at '/webhook/timeoutSeconds'"),
+        ({"webhook": {"url": "http://127.0.0.1:9443/mutate"}}, "at '/webhook/url'"),
+        ({"controller": {"replicas": 0}}, "at '/controller/replicas'"),
+        ({"controler": {"replicas": 2}}, "'controler' not allowed"),
+        ({"injection": {"resources": {"memory": "64m"}}}, "at '/injection/resources/memory'"),
+        ({"injection": {"resources": {"cpu": "lots"}}}, "at '/injection/resources/cpu'"),
+        ({"injection": {"excludedNamespaces": ["Bad_Name"]}}, "at '/injection/excludedNamespaces/0'"),
+        ({"redis": {"url": "redis://:hunter2@redis:6379"}}, "at '/redis/url'"),
+        ({"redis": {"url": "http://redis:6379"}}, "at '/redis/url'"),
+        ({"redis": {"passwordSecret": {"name": "redis-auth"}}}, "'key' required"),
+        ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy'"),
+        ({"networkPolicy": {"proxyFrom": [{"namespaceSelectr": {}}]}}, "at '/networkPolicy/proxyFrom/0'"),
+    ],
+)
+def test_the_schema_refuses_bad_values_naming_them(bad, message):
+    with helm.Chart.load(CHART) as chart:
+        with pytest.raises(helm.HelmError) as refused:
+            chart.validate_schema(chart.merge_values(bad))
+    assert message in str(refused.value)
+
+
+def test_the_schema_accepts_the_defaults_and_every_option():
+    with helm.Chart.load(CHART) as chart:
+        for values in ({}, ALL_ON, EXTERNAL_REDIS):
+            chart.validate_schema(chart.merge_values(values))
+
+
+def test_every_value_has_a_comment():
+    """values.yaml: each key has a comment line above it, or opens a block whose keys do. The
+    contents of Kubernetes `resources` maps are described by their parent's comment."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    parents: list[tuple[int, str]] = []  # (indent, key) of the enclosing blocks
+    for number, line in enumerate(lines):
+        key = re.match(r"^(\s*)([A-Za-z][A-Za-z0-9]*):", line)
+        if not key:
+            continue
+        indent = len(key.group(1))
+        parents = [(i, k) for i, k in parents if i < indent]
+        above = lines[number - 1].strip() if number else ""
+        below = lines[number + 1] if number + 1 < len(lines) else ""
+        opens_block = line.rstrip().endswith(":") and len(below) - len(below.lstrip()) > indent
+        in_resources = any(k == "resources" for _, k in parents)
+        assert above.startswith("#") or opens_block or in_resources, \
+            f"values.yaml:{number + 1}: {line.strip()} has no comment"
+        parents.append((indent, key.group(2)))
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"redis": {"url": "redis://r:6379", "bundled": {"enabled": True}}}, "set either redis.url"),
+        ({"redis": {"url": "rediss://r:6380", "passwordSecret": {"name": "a", "key": "b"}}}, "injection.redisSecret"),
+    ],
+)
+def test_contradictions_fail_with_a_message(values, message):
+    with pytest.raises(helm.HelmError) as failed:
+        objects(values)
+    assert message in str(failed.value)
+
+
+# === what gets installed ===
+
+
+def test_defaults_render_the_issue_s_contents():
+    objs = objects()
+    kinds = sorted({o["kind"] for o in objs})
+    assert kinds == sorted({
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "MutatingWebhookConfiguration",
+        "NetworkPolicy", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount",
+    })
+    # No bundled Redis and no cert-manager objects unless asked for.
+    assert not find(objs, "Deployment", "tollgate-redis")
+    assert not [o for o in objs if o["apiVersion"].startswith("cert-manager.io/")]
+    names = {o["metadata"]["name"] for o in find(objs, "ClusterRole")}
+    assert names == {"tollgate-controller", "tollgate-token-admin", "tollgate-token-viewer"}
+
+
+def test_every_option_on_renders_everything():
+    objs = objects(ALL_ON)
+    assert one(objs, "Deployment", "tollgate-redis")
+    assert one(objs, "Service", "tollgate-redis")
+    assert one(objs, "NetworkPolicy", "tollgate-redis")
+    assert {o["kind"] for o in objs if o["apiVersion"] == "cert-manager.io/v1"} == {"Issuer", "Certificate"}
+    cert = one(objs, "Certificate", "tollgate-webhook")
+    assert cert["spec"]["dnsNames"] == [
+        "tollgate-controller.tollgate-system.svc",
+        "tollgate-controller.tollgate-system.svc.cluster.local",
+        "tollgate.example.com",
+    ]
+    assert cert["spec"]["ipAddresses"] == ["10.0.0.7"]
+    assert {o["metadata"]["namespace"] for o in find(objs, "NetworkPolicy") if o["metadata"]["name"] == "tollgate-injected-pods"} == {"default", "shop"}
+    admin = one(objs, "ClusterRole", "tollgate-token-admin")
+    assert admin["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+
+
+def test_the_controller_deployment():
+    deployment = one(objects(), "Deployment", "tollgate-controller")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == "tollgate-controller"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    container = pod["containers"][0]
+    assert container["image"] == "tollgate:0.1.0"
+    assert container["args"] == ["controller"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"stream": 8090, "admin": 8444, "webhook": 9443, "metrics": 9090}
+
+    variables = env(deployment)
+    assert variables["TOLLGATE_SIDECAR_IMAGE"]["value"] == container["image"], "sidecars run the controller's image"
+    assert variables["TOLLGATE_SIDECAR_CONTROLLER_URL"]["value"] == "https://tollgate-controller.tollgate-system.svc:8090"
+    assert "tollgate-controller.tollgate-system.svc" in variables["TOLLGATE_TLS_SANS"]["value"].split(",")
+    assert variables["TOLLGATE_WEBHOOK_LISTEN"]["value"] == "0.0.0.0:9443"
+    assert variables["TOLLGATE_WEBHOOK_CONFIGURATION"]["value"] == "tollgate"
+    assert set(variables["TOLLGATE_INJECTION_EXCLUDED_NAMESPACES"]["value"].split(",")) == EXCLUDED
+    assert variables["TOLLGATE_CA_SECRET"]["value"] == "tollgate-system/tollgate-ca"
+    assert "TOLLGATE_REDIS_URL" not in variables
+
+    pdb = one(objects(), "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+
+
+def test_every_environment_variable_is_a_real_flag():
+    """The controller's flags are read from the environment: each variable the chart sets must
+    be one the binary reads, or the setting is silently lost."""
+    declared = set()
+    for path in ["crates/controller/src/config.rs", "crates/inject/src/args.rs", "crates/inject/src/webhook.rs"]:
+        declared |= set(re.findall(r'env = "([A-Z0-9_]+)"', source(path)))
+    read_elsewhere = {"TOLLGATE_LOG", "TOLLGATE_LOG_FORMAT"}  # src/main.rs, for logging
+    assert all(f'"{name}"' in source("src/main.rs") for name in read_elsewhere)
+    substitution_only = {"TOLLGATE_REDIS_PASSWORD"}  # $(TOLLGATE_REDIS_PASSWORD) in the URL
+    for values in (None, ALL_ON, EXTERNAL_REDIS):
+        for deployment in find(objects(values), "Deployment", "tollgate-controller"):
+            for name in env(deployment):
+                assert name in declared | read_elsewhere | substitution_only | {"POD_NAME", "POD_NAMESPACE"}, name
+
+
+def test_redis_settings_reach_the_controller_and_the_sidecars():
+    bundled = env(one(objects({"redis": {"bundled": {"enabled": True}}}), "Deployment", "tollgate-controller"))
+    url = "redis://tollgate-redis.tollgate-system.svc:6379"
+    assert bundled["TOLLGATE_REDIS_URL"]["value"] == url
+    assert bundled["TOLLGATE_SIDECAR_REDIS_URL"]["value"] == url
+
+    external = env(one(objects(EXTERNAL_REDIS), "Deployment", "tollgate-controller"))
+    assert external["TOLLGATE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "password"}
+    assert external["TOLLGATE_REDIS_URL"]["value"] == "rediss://tollgate:$(TOLLGATE_REDIS_PASSWORD)@redis.example.com:6380"
+    assert external["TOLLGATE_SIDECAR_REDIS_SECRET"]["value"] == "tollgate-redis:url"
+    assert "TOLLGATE_SIDECAR_REDIS_URL" not in external
+    names = list(external)
+    assert names.index("TOLLGATE_REDIS_PASSWORD") < names.index("TOLLGATE_REDIS_URL"), "substitution needs order"
+
+    redis_policy = one(objects({"redis": {"bundled": {"enabled": True}}}), "NetworkPolicy", "tollgate-redis")
+    sources = redis_policy["spec"]["ingress"][0]["from"]
+    assert {"namespaceSelector": {}, "podSelector": {"matchLabels": {"oauth.tollgate.dev/injected": "true"}}} in sources
+
+
+# === RBAC: least privilege ===
+
+
+def rules(objs: list[dict], kind: str, name: str) -> list[dict]:
+    return one(objs, kind, name)["rules"]
+
+
+@pytest.mark.parametrize("values", [None, ALL_ON], ids=["defaults", "all-on"])
+def test_rbac_writes_only_what_tollgate_owns(values):
+    objs = objects(values)
+    for role in find(objs, "ClusterRole") + find(objs, "Role"):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], f"{role['metadata']['name']}: wildcard {field}"
+
+    allowed_writes = {
+        # (kind, group, resource) -> (verbs, resourceNames or None)
+        ("ClusterRole", "oauth.tollgate.dev", "oauthservices/status"): ({"patch"}, None),
+        ("ClusterRole", "oauth.tollgate.dev", "consumers/status"): ({"patch"}, None),
+        ("ClusterRole", "oauth.tollgate.dev", "oauthapplications/status"): ({"patch"}, None),
+        ("ClusterRole", "authentication.k8s.io", "tokenreviews"): ({"create"}, None),
+        ("ClusterRole", "authorization.k8s.io", "subjectaccessreviews"): ({"create"}, None),
+        ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"): ({"patch"}, ["tollgate"]),
+        ("Role", "coordination.k8s.io", "leases"): ({"create", "update"}, None),
+        ("Role", "", "secrets"): ({"create"}, None),
+    }
+    for kind in ("ClusterRole", "Role"):
+        for rule in rules(objs, kind, "tollgate-controller"):
+            writes = set(rule["verbs"]) & WRITE_VERBS
+            if not writes:
+                continue
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    key = (kind, group, resource)
+                    assert key in allowed_writes, f"{kind} may {sorted(writes)} {group}/{resource}"
+                    verbs, names = allowed_writes[key]
+                    assert writes <= verbs, f"{key}: {sorted(writes)}"
+                    if names is not None:
+                        assert rule.get("resourceNames") == names, f"{key} must name its object"
+                    # `update` of a Lease is only of the controller's own.
+                    if resource == "leases" and "update" in writes:
+                        assert rule.get("resourceNames") == ["tollgate-controller"]
+
+    # The Role's writes stay in the release namespace.
+    assert one(objs, "Role", "tollgate-controller")["metadata"]["namespace"] == NS
+    # Reads: the three kinds, pods and Secrets, and nothing written outside the list above.
+    cluster = rules(objs, "ClusterRole", "tollgate-controller")
+    reads = {(g, r) for rule in cluster for g in rule["apiGroups"] for r in rule["resources"] if "watch" in rule["verbs"]}
+    assert reads == {
+        ("oauth.tollgate.dev", "oauthservices"), ("oauth.tollgate.dev", "consumers"),
+        ("oauth.tollgate.dev", "oauthapplications"), ("", "pods"), ("", "secrets"),
+    }
+
+
+def test_with_cert_manager_the_controller_cannot_touch_webhook_configurations():
+    cluster = rules(objects(ALL_ON), "ClusterRole", "tollgate-controller")
+    assert not [r for r in cluster if "admissionregistration.k8s.io" in r["apiGroups"]]
+
+
+def test_token_roles_grant_only_the_admin_api():
+    objs = objects()
+    assert rules(objs, "ClusterRole", "tollgate-token-admin") == [
+        {"apiGroups": ["oauth.tollgate.dev"], "resources": ["oauth2tokens"], "verbs": ["get", "list", "delete"]}
+    ]
+    assert rules(objs, "ClusterRole", "tollgate-token-viewer") == [
+        {"apiGroups": ["oauth.tollgate.dev"], "resources": ["oauth2tokens"], "verbs": ["get", "list"]}
+    ]
+    binding = one(objs, "ClusterRoleBinding", "tollgate-controller")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tollgate-controller", "namespace": NS}]
+
+
+# === the webhook ===
+
+
+def webhooks(values=None) -> dict[str, dict]:
+    config = one(objects(values), "MutatingWebhookConfiguration", "tollgate")
+    return {w["name"]: w for w in config["webhooks"]}
+
+
+def selector(webhook: dict) -> dict[str, tuple[str, set]]:
+    return {e["key"]: (e["operator"], set(e["values"])) for e in webhook["namespaceSelector"]["matchExpressions"]}
+
+
+def test_webhooks_see_pod_creation_only_and_never_the_cluster_s_own_namespaces():
+    hooks = webhooks()
+    # The names and paths the controller serves (crates/inject/src/webhook.rs).
+    code = source("crates/inject/src/webhook.rs")
+    names = dict(re.findall(r'pub const (\w+_WEBHOOK): &str = "([^"]+)"', code))
+    paths = {names[const]: path for const, path in re.findall(r'\((\w+_WEBHOOK), "([^"]+)"\)', code)}
+    assert paths == {"annotated.inject.tollgate.dev": "/mutate", "namespace.inject.tollgate.dev": "/mutate/namespace"}
+    assert set(hooks) == set(paths)
+    for name, webhook in hooks.items():
+        assert webhook["rules"] == [{
+            "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+            "resources": ["pods"], "scope": "Namespaced",
+        }]
+        assert webhook["sideEffects"] == "None"
+        assert webhook["admissionReviewVersions"] == ["v1"]
+        assert webhook["failurePolicy"] == "Fail"
+        assert webhook["timeoutSeconds"] == 5
+        assert webhook["clientConfig"] == {"service": {
+            "name": "tollgate-controller", "namespace": NS, "path": paths[name], "port": 9443}}
+        operator, names = selector(webhook)["kubernetes.io/metadata.name"]
+        assert operator == "NotIn" and names == EXCLUDED
+    assert selector(hooks["annotated.inject.tollgate.dev"])["tollgate.dev/inject"] == ("NotIn", {"enabled", "disabled"})
+    assert selector(hooks["namespace.inject.tollgate.dev"])["tollgate.dev/inject"] == ("In", {"enabled"})
+    # Only pods that carry a tollgate.dev/ annotation reach the annotation webhook.
+    [condition] = hooks["annotated.inject.tollgate.dev"]["matchConditions"]
+    assert "startsWith('tollgate.dev/')" in condition["expression"]
+    assert "matchConditions" not in hooks["namespace.inject.tollgate.dev"]
+
+
+def test_without_match_conditions_unrelated_pods_are_never_blocked():
+    hooks = webhooks({"webhook": {"matchConditions": False}})
+    assert hooks["annotated.inject.tollgate.dev"]["failurePolicy"] == "Ignore"
+    assert "matchConditions" not in hooks["annotated.inject.tollgate.dev"]
+    assert hooks["namespace.inject.tollgate.dev"]["failurePolicy"] == "Fail"
+
+
+def test_a_webhook_url_for_clusters_without_kube_proxy():
+    hooks = webhooks({"webhook": {"url": "https://127.0.0.1:9443/mutate"}})
+    assert hooks["annotated.inject.tollgate.dev"]["clientConfig"] == {"url": "https://127.0.0.1:9443/mutate"}
+    assert hooks["namespace.inject.tollgate.dev"]["clientConfig"] == {"url": "https://127.0.0.1:9443/mutate/namespace"}
+    variables = env(one(objects({"webhook": {"url": "https://127.0.0.1:9443/mutate"}}), "Deployment", "tollgate-controller"))
+    assert variables["TOLLGATE_WEBHOOK_URL"]["value"] == "https://127.0.0.1:9443/mutate"
+
+
+def test_cert_manager_injects_the_ca_and_serves_the_certificate():
+    objs = objects(ALL_ON)
+    config = one(objs, "MutatingWebhookConfiguration", "tollgate")
+    assert config["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": f"{NS}/tollgate-webhook"}
+    variables = env(one(objs, "Deployment", "tollgate-controller"))
+    assert variables["TOLLGATE_WEBHOOK_TLS_CERT"]["value"] == "/var/run/tollgate/webhook-tls/tls.crt"
+    assert "TOLLGATE_WEBHOOK_CONFIGURATION" not in variables
+    pod = one(objs, "Deployment", "tollgate-controller")["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "webhook-tls", "secret": {"secretName": "tollgate-webhook-tls"}}]
+    assert one(objs, "Certificate", "tollgate-webhook")["spec"]["secretName"] == "tollgate-webhook-tls"
+
+
+def test_the_webhook_can_be_turned_off():
+    objs = objects({"webhook": {"enabled": False}})
+    assert not find(objs, "MutatingWebhookConfiguration")
+    assert "TOLLGATE_WEBHOOK_LISTEN" not in env(one(objs, "Deployment", "tollgate-controller"))
+
+
+# === the NetworkPolicy ===
+
+
+def test_the_network_policy_admits_only_8443_to_injected_pods():
+    label = re.search(r'pub const LABEL_INJECTED: &str = "([^"]+)"', source("crates/inject/src/lib.rs")).group(1)
+    policy = one(objects(), "NetworkPolicy", "tollgate-injected-pods")
+    assert policy["metadata"]["namespace"] == "default"
+    assert policy["spec"]["podSelector"] == {"matchLabels": {label: "true"}}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
+
+    policy = find(objects(ALL_ON), "NetworkPolicy", "tollgate-injected-pods")[0]
+    ingress = policy["spec"]["ingress"]
+    assert ingress[0]["ports"] == [{"port": 8443, "protocol": "TCP"}]
+    assert ingress[0]["from"] == ALL_ON["networkPolicy"]["proxyFrom"]
+    assert ingress[1] == {"ports": [{"port": 9090, "protocol": "TCP"}], "from": ALL_ON["networkPolicy"]["metricsFrom"]}
+
+    assert not find(objects({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+
+
+# === generated files kept in step ===
+
+
+def test_the_chart_crds_are_the_generated_ones():
+    assert (CHART / "crds" / "tollgate.yaml").read_text() == (ROOT / "crds" / "tollgate.yaml").read_text(), \
+        "charts/tollgate/crds/ differs from crds/: run `make deploy`"
+    with helm.Chart.load(CHART) as chart:
+        names = sorted(d["metadata"]["name"] for c in chart.crds for d in yaml.safe_load_all(c["data"]) if d)
+    assert names == ["consumers.oauth.tollgate.dev", "oauthapplications.oauth.tollgate.dev", "oauthservices.oauth.tollgate.dev"]
+
+
+def test_deploy_manifest_is_the_rendered_chart():
+    committed = (ROOT / "deploy" / "tollgate.yaml").read_text()
+    assert committed == render.deploy_manifest(), "deploy/tollgate.yaml is out of date: run `make deploy`"
+    kinds = [d["kind"] for d in yaml.safe_load_all(committed) if d]
+    assert kinds[0] == "Namespace" and kinds.count("CustomResourceDefinition") == 3
+    assert kinds[-1] == "MutatingWebhookConfiguration"
+
+
+def test_chart_version_follows_the_workspace():
+    version = re.search(r'^version = "([^"]+)"', source("Cargo.toml"), re.M).group(1)
+    with helm.Chart.load(CHART) as chart:
+        assert chart.metadata["appVersion"] == version

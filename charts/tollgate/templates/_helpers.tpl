@@ -1,0 +1,68 @@
+{{/* The prefix of every resource name: the release name, or fullnameOverride. */}}
+{{- define "tollgate.fullname" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tollgate.controller" -}}
+{{- include "tollgate.fullname" . }}-controller
+{{- end -}}
+
+{{/* Labels every object carries. */}}
+{{- define "tollgate.labels" -}}
+app.kubernetes.io/name: tollgate
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* The controller pods' selector. */}}
+{{- define "tollgate.controllerSelector" -}}
+app.kubernetes.io/name: tollgate
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: controller
+{{- end -}}
+
+{{- define "tollgate.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The namespaces never injected: the cluster's own, this release's, and the user's. */}}
+{{- define "tollgate.excludedNamespaces" -}}
+{{- $namespaces := list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace -}}
+{{- range .Values.injection.excludedNamespaces -}}
+{{- $namespaces = append $namespaces . -}}
+{{- end -}}
+{{- $namespaces | uniq | toJson -}}
+{{- end -}}
+
+{{/* The Service names the controller's certificate must hold. */}}
+{{- define "tollgate.tlsSans" -}}
+{{- $svc := include "tollgate.controller" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) "localhost" "127.0.0.1" -}}
+{{- range .Values.controller.extraTlsSans -}}
+{{- $names = append $names . -}}
+{{- end -}}
+{{- $names | uniq | join "," -}}
+{{- end -}}
+
+{{/* The URL the API server calls for one webhook path ("/mutate" or "/mutate/namespace"). */}}
+{{- define "tollgate.webhookClientConfig" -}}
+{{- $root := index . 0 -}}
+{{- $path := index . 1 -}}
+{{- if $root.Values.webhook.url }}
+url: {{ printf "%s%s" ($root.Values.webhook.url | trimSuffix "/" | trimSuffix "/mutate") $path | quote }}
+{{- else }}
+service:
+  name: {{ include "tollgate.controller" $root }}
+  namespace: {{ $root.Release.Namespace }}
+  path: {{ $path }}
+  port: 9443
+{{- end }}
+{{- end -}}
+
+{{/* The Redis URL of the bundled Redis. */}}
+{{- define "tollgate.bundledRedisUrl" -}}
+{{- printf "redis://%s-redis.%s.svc:6379" (include "tollgate.fullname" .) .Release.Namespace -}}
+{{- end -}}
