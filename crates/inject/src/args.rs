@@ -13,8 +13,6 @@ pub const DEFAULT_IMAGE: &str = concat!("tollgate:", env!("CARGO_PKG_VERSION"));
 pub const DEFAULT_IMAGE_PULL_POLICY: &str = "IfNotPresent";
 /// The chart's controller Service in the namespace the README installs into.
 pub const DEFAULT_CONTROLLER_URL: &str = "https://tollgate-controller.tollgate-system.svc:8090";
-/// A ConfigMap with `ca.crt`, for manifests injected ahead of time with no `--sidecar-ca-file`.
-pub const DEFAULT_CA_CONFIGMAP: &str = "tollgate-ca";
 /// The cluster's own namespaces: a broken webhook must never stand between them and their pods.
 pub const DEFAULT_EXCLUDED_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 /// The key of `--sidecar-redis-secret` when none is named.
@@ -36,15 +34,21 @@ pub struct InjectArgs {
     #[arg(long, env = "TOLLGATE_SIDECAR_CONTROLLER_URL", default_value = DEFAULT_CONTROLLER_URL)]
     pub sidecar_controller_url: String,
 
-    /// PEM file of the controller's CA, embedded in each injected pod. Without it (and
-    /// unless the controller supplies its own CA), sidecars read `ca.crt` from the ConfigMap
-    /// --sidecar-ca-configmap of their namespace.
-    #[arg(long, env = "TOLLGATE_SIDECAR_CA_FILE")]
+    /// PEM file of the controller's CA, written into each injected pod. Without it and
+    /// without --sidecar-ca-configmap, the controller's webhook writes its own CA (and
+    /// `tollgate inject -f` leaves the pod's CA annotation empty for the webhook to fill in
+    /// when the pod is created).
+    #[arg(
+        long,
+        env = "TOLLGATE_SIDECAR_CA_FILE",
+        conflicts_with = "sidecar_ca_configmap"
+    )]
     pub sidecar_ca_file: Option<PathBuf>,
 
-    /// ConfigMap (in each pod's namespace) holding the controller's CA as `ca.crt`.
-    #[arg(long, env = "TOLLGATE_SIDECAR_CA_CONFIGMAP", default_value = DEFAULT_CA_CONFIGMAP)]
-    pub sidecar_ca_configmap: String,
+    /// A ConfigMap in each injected pod's namespace holding the controller's CA as `ca.crt`
+    /// (e.g. distributed by trust-manager), instead of the webhook's CA annotation.
+    #[arg(long, env = "TOLLGATE_SIDECAR_CA_CONFIGMAP")]
+    pub sidecar_ca_configmap: Option<String>,
 
     /// Inject native sidecars (init containers with restartPolicy Always, Kubernetes 1.29+)
     /// unless a pod's `tollgate.dev/native-sidecar` annotation says otherwise.
@@ -110,29 +114,32 @@ impl InjectArgs {
             )),
         }
 
-        let controller_ca = match &self.sidecar_ca_file {
-            Some(path) => match std::fs::read_to_string(path) {
+        let controller_ca = match (&self.sidecar_ca_file, &self.sidecar_ca_configmap) {
+            (Some(path), _) => match std::fs::read_to_string(path) {
                 Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => ControllerCa::Pem(pem),
                 Ok(_) => {
                     errors.push(format!(
                         "--sidecar-ca-file: {} holds no PEM certificate",
                         path.display()
                     ));
-                    ControllerCa::ConfigMap(self.sidecar_ca_configmap.clone())
+                    ControllerCa::FromWebhook
                 }
                 Err(error) => {
                     errors.push(format!("--sidecar-ca-file: {}: {error}", path.display()));
-                    ControllerCa::ConfigMap(self.sidecar_ca_configmap.clone())
+                    ControllerCa::FromWebhook
                 }
             },
-            None => ControllerCa::ConfigMap(self.sidecar_ca_configmap.clone()),
+            (None, Some(name)) if crate::annotations::is_dns_subdomain(name) => {
+                ControllerCa::ConfigMap(name.clone())
+            }
+            (None, Some(name)) => {
+                errors.push(format!(
+                    "--sidecar-ca-configmap: {name:?} is not a ConfigMap name"
+                ));
+                ControllerCa::FromWebhook
+            }
+            (None, None) => ControllerCa::FromWebhook,
         };
-        if !crate::annotations::is_dns_subdomain(&self.sidecar_ca_configmap) {
-            errors.push(format!(
-                "--sidecar-ca-configmap: {:?} is not a ConfigMap name",
-                self.sidecar_ca_configmap
-            ));
-        }
 
         let resources = ProxyResources {
             cpu_request: self.sidecar_cpu.clone(),

@@ -99,8 +99,12 @@ pub enum ControllerCa {
     /// projected as a file by the downward API. What the webhook uses: it needs nothing in
     /// the pod's namespace.
     Pem(String),
-    /// A ConfigMap of the pod's namespace with a `ca.crt` key (for manifests injected ahead
-    /// of time, or CAs distributed by a tool such as cert-manager's trust-manager).
+    /// Projected from the annotation like [`ControllerCa::Pem`], which is left empty for the
+    /// webhook to fill in when the pod is created: `tollgate inject -f` without a CA file, so
+    /// manifests injected ahead of time work with whatever CA the cluster's controller has.
+    FromWebhook,
+    /// A ConfigMap of the pod's namespace with a `ca.crt` key (for CAs distributed by a tool
+    /// such as cert-manager's trust-manager).
     ConfigMap(String),
 }
 
@@ -178,7 +182,7 @@ impl InjectConfig {
             image: image.into(),
             image_pull_policy: Some(args::DEFAULT_IMAGE_PULL_POLICY.to_owned()),
             controller_url: args::DEFAULT_CONTROLLER_URL.to_owned(),
-            controller_ca: ControllerCa::ConfigMap(args::DEFAULT_CA_CONFIGMAP.to_owned()),
+            controller_ca: ControllerCa::FromWebhook,
             native_sidecar: false,
             resources: ProxyResources::default(),
             redis: None,
@@ -193,6 +197,15 @@ impl InjectConfig {
     pub fn with_controller_ca_pem(mut self, pem: impl Into<String>) -> Self {
         self.controller_ca = ControllerCa::Pem(pem.into());
         self
+    }
+
+    /// For the controller: its own CA, unless the flags chose a CA source explicitly
+    /// (`--sidecar-ca-file` or `--sidecar-ca-configmap`).
+    pub fn with_default_controller_ca_pem(self, pem: impl Into<String>) -> Self {
+        match self.controller_ca {
+            ControllerCa::FromWebhook => self.with_controller_ca_pem(pem),
+            _ => self,
+        }
     }
 }
 
@@ -220,7 +233,14 @@ pub fn decide(pod: &Pod, config: &InjectConfig, scope: Scope) -> Result<Decision
         .chain(spec.init_containers.iter().flatten())
         .any(|c| c.name == CONTAINER_NAME);
     if already {
-        return Ok(Decision::Skip(SkipReason::AlreadyInjected));
+        // Injected ahead of time (`tollgate inject -f`): the CA is the one thing left to add.
+        return Ok(match patch::fill_controller_ca(pod, config) {
+            Some(patch) => Decision::Inject {
+                patch,
+                warnings: Vec::new(),
+            },
+            None => Decision::Skip(SkipReason::AlreadyInjected),
+        });
     }
     if let Some(namespace) = pod.metadata.namespace.as_deref()
         && config.excluded_namespaces.iter().any(|ns| ns == namespace)

@@ -53,16 +53,45 @@ pub(crate) fn build(
         LABEL_INJECTED,
         "true",
     );
-    if let ControllerCa::Pem(pem) = &config.controller_ca {
+    let ca = match &config.controller_ca {
+        ControllerCa::Pem(pem) => Some(pem.as_str()),
+        // Left for the webhook to fill in (see `fill_controller_ca`).
+        ControllerCa::FromWebhook => Some(""),
+        ControllerCa::ConfigMap(_) => None,
+    };
+    if let Some(ca) = ca {
         add_to_map(
             &mut ops,
             "annotations",
             pod.metadata.annotations.as_ref(),
             ANNOTATION_CONTROLLER_CA,
-            pem,
+            ca,
         );
     }
     Patch(ops)
+}
+
+/// For a pod injected ahead of time with an empty CA annotation: the patch that fills it in
+/// with the webhook's CA. `None` when there is nothing to fill or nothing to fill it with.
+pub(crate) fn fill_controller_ca(pod: &Pod, config: &InjectConfig) -> Option<Patch> {
+    let ControllerCa::Pem(pem) = &config.controller_ca else {
+        return None;
+    };
+    let current = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_CONTROLLER_CA)?;
+    if !current.trim().is_empty() {
+        return None;
+    }
+    let mut ops = Vec::new();
+    add(
+        &mut ops,
+        &["metadata", "annotations", ANNOTATION_CONTROLLER_CA],
+        Value::from(pem.as_str()),
+    );
+    Some(Patch(ops))
 }
 
 /// Sets `metadata.<map>.<key>`, creating the map when the pod has none (`add` on an existing

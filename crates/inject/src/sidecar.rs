@@ -214,7 +214,7 @@ pub(crate) fn volumes(config: &InjectConfig, overrides: &Overrides) -> Vec<Volum
         ..Volume::default()
     };
     let ca_source = match &config.controller_ca {
-        ControllerCa::Pem(_) => VolumeProjection {
+        ControllerCa::Pem(_) | ControllerCa::FromWebhook => VolumeProjection {
             downward_api: Some(DownwardAPIProjection {
                 items: Some(vec![DownwardAPIVolumeFile {
                     path: "ca.crt".to_owned(),

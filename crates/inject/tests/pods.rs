@@ -161,10 +161,17 @@ fn an_annotated_pod_gets_the_sidecar_the_issue_describes() {
         json!({"name": "tollgate-token", "projected": {"sources": [{"serviceAccountToken":
             {"audience": "tollgate", "expirationSeconds": 3600, "path": "token"}}]}})
     );
+    // The controller's CA: an annotation the webhook fills in, projected as a file.
     assert_eq!(
         volumes[1],
-        json!({"name": "tollgate-ca", "projected": {"sources": [{"configMap":
-            {"name": "tollgate-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}], "optional": false}}]}})
+        json!({"name": "tollgate-ca", "projected": {"sources": [{"downwardAPI": {"items": [{
+            "path": "ca.crt",
+            "fieldRef": {"fieldPath": "metadata.annotations['tollgate.dev/controller-ca']"}
+        }]}}]}})
+    );
+    assert_eq!(
+        after["metadata"]["annotations"]["tollgate.dev/controller-ca"],
+        ""
     );
     assert_eq!(
         volumes[2],
@@ -516,6 +523,64 @@ fn the_controller_ca_travels_in_an_annotation() {
         CA_PEM
     );
     assert!(matches!(c.controller_ca, ControllerCa::Pem(_)));
+}
+
+#[test]
+fn a_pod_injected_ahead_of_time_gets_the_webhook_s_ca_and_nothing_else() {
+    // `tollgate inject -f` without a CA file: the annotation is left empty...
+    let ahead = inject_ok(&enabled("shop", "p"));
+    assert_eq!(
+        ahead["metadata"]["annotations"]["tollgate.dev/controller-ca"],
+        ""
+    );
+    // ...and the webhook fills it in, touching nothing else.
+    let webhook = config().with_controller_ca_pem(CA_PEM);
+    let Decision::Inject { patch, warnings } =
+        decide(&typed(&ahead), &webhook, Scope::PodAnnotation).unwrap()
+    else {
+        panic!("the CA is filled in")
+    };
+    assert!(warnings.is_empty());
+    assert_eq!(
+        serde_json::to_value(&patch).unwrap(),
+        json!([{"op": "add", "path": "/metadata/annotations/tollgate.dev~1controller-ca", "value": CA_PEM}])
+    );
+    let mut filled = ahead.clone();
+    json_patch::patch(&mut filled, &patch.0).unwrap();
+    assert_eq!(
+        decide(&typed(&filled), &webhook, Scope::PodAnnotation).unwrap(),
+        Decision::Skip(SkipReason::AlreadyInjected)
+    );
+    // A webhook without a CA of its own has nothing to fill it with.
+    assert_eq!(
+        decide(&typed(&ahead), &config(), Scope::Namespace).unwrap(),
+        Decision::Skip(SkipReason::AlreadyInjected)
+    );
+}
+
+#[test]
+fn the_ca_can_come_from_a_config_map_instead() {
+    let mut c = config();
+    c.controller_ca = ControllerCa::ConfigMap("trust-bundle".into());
+    let after = injected(&enabled("shop", "p"), &c, Scope::PodAnnotation).unwrap();
+    assert_eq!(
+        after["spec"]["volumes"][1],
+        json!({"name": "tollgate-ca", "projected": {"sources": [{"configMap":
+            {"name": "trust-bundle", "items": [{"key": "ca.crt", "path": "ca.crt"}], "optional": false}}]}})
+    );
+    assert!(
+        after["metadata"]["annotations"]
+            .get("tollgate.dev/controller-ca")
+            .is_none()
+    );
+    // The controller's own CA does not override a choice made by flags.
+    let c = c.with_default_controller_ca_pem(CA_PEM);
+    assert_eq!(
+        c.controller_ca,
+        ControllerCa::ConfigMap("trust-bundle".into())
+    );
+    let c = config().with_default_controller_ca_pem(CA_PEM);
+    assert_eq!(c.controller_ca, ControllerCa::Pem(CA_PEM.into()));
 }
 
 #[test]

@@ -205,6 +205,33 @@ fn a_dry_run_is_answered_the_same_and_the_namespace_comes_from_the_request() {
 }
 
 #[test]
+fn a_pod_injected_by_inject_f_gets_the_controller_s_ca() {
+    // The pod template as `tollgate inject -f` wrote it: sidecar in, CA annotation empty.
+    let mut request: Value = serde_json::from_slice(&fixture("pod-annotated.json")).unwrap();
+    let pod: k8s_openapi::api::core::v1::Pod =
+        serde_json::from_value(request["request"]["object"].clone()).unwrap();
+    let ahead = tollgate_inject::inject(&pod, &InjectConfig::new("tollgate:0.1.0")).unwrap();
+    json_patch::patch(&mut request["request"]["object"], &ahead.0).unwrap();
+
+    let body = review(
+        &serde_json::to_vec(&request).unwrap(),
+        &config(),
+        Scope::PodAnnotation,
+    )
+    .unwrap();
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(answer["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: Value = serde_json::from_slice(&patch).unwrap();
+    assert_eq!(
+        patch,
+        json!([{"op": "add", "path": "/metadata/annotations/tollgate.dev~1controller-ca", "value": CA_PEM}])
+    );
+}
+
+#[test]
 fn what_is_not_an_admission_review_is_an_error() {
     for body in [
         &b"{}"[..],
