@@ -4,7 +4,8 @@
 use uuid::Uuid;
 
 use crate::{
-    ListFilter, MemoryStore, Page, RedisStore, StoreError, TokenHash, TokenRecord, TokenStore,
+    ListFilter, MemoryStore, Page, RedisStore, Reuse, Revocations, StoreError, TokenHash,
+    TokenRecord, TokenStore,
 };
 
 /// Either store, delegating every call. Cloning shares the underlying store.
@@ -100,6 +101,27 @@ impl TokenStore for AnyTokenStore {
 
     async fn delete(&self, namespace: &str, id: Uuid) -> Result<bool, StoreError> {
         delegate!(self, s => s.delete(namespace, id))
+    }
+
+    async fn delete_matching(
+        &self,
+        namespace: &str,
+        filter: &ListFilter,
+    ) -> Result<usize, StoreError> {
+        delegate!(self, s => s.delete_matching(namespace, filter))
+    }
+
+    async fn revoke_on_reuse(
+        &self,
+        namespace: &str,
+        refresh: &TokenHash,
+        grace_secs: u32,
+    ) -> Result<Reuse, StoreError> {
+        delegate!(self, s => s.revoke_on_reuse(namespace, refresh, grace_secs))
+    }
+
+    async fn subscribe(&self) -> Result<Revocations, StoreError> {
+        delegate!(self, s => s.subscribe())
     }
 
     async fn put_code(

@@ -4,6 +4,10 @@
 //!
 //! Neither implementation ever holds a token in the clear: callers pass [`TokenHash`]es,
 //! and the admin API names tokens by their record `id`.
+//!
+//! Besides storing tokens, a store tells whoever listens which access tokens stopped being
+//! valid before their time ([`TokenStore::subscribe`]), so that sidecars can cache
+//! validations and still see a revocation at once.
 #![forbid(unsafe_code)]
 
 mod any;
@@ -11,6 +15,7 @@ mod cursor;
 mod expiry;
 mod memory;
 mod redis;
+mod revocations;
 
 use std::future::Future;
 
@@ -20,7 +25,8 @@ use uuid::Uuid;
 
 pub use crate::any::AnyTokenStore;
 pub use crate::memory::MemoryStore;
-pub use crate::redis::RedisStore;
+pub use crate::redis::{REVOCATION_CHANNEL, RedisStore};
+pub use crate::revocations::{RevocationEvent, Revocations};
 
 /// SHA-256 of a token (access, refresh or authorization code). The only form in which a
 /// token reaches a store.
@@ -66,6 +72,21 @@ pub struct Page {
     pub records: Vec<TokenRecord>,
     /// Opaque cursor for the next page; `None` on the last page.
     pub next_offset: Option<String>,
+}
+
+/// What [`TokenStore::revoke_on_reuse`] found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// Not a refresh token this store retired: unknown, still live, or retired so long ago
+    /// that its own lifetime is over. Nothing changed.
+    NotRetired,
+    /// Retired by a refresh less than the grace window ago (a client that retried, or two
+    /// tabs refreshing at once). Nothing changed.
+    WithinGrace,
+    /// Retired before the grace window: every record that succeeded it, directly or through
+    /// further refreshes, was deleted with its tokens. `records` counts those still alive; 0
+    /// when the chain was already gone (expired, deleted, or revoked by an earlier reuse).
+    Revoked { records: usize },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +144,10 @@ pub trait TokenStore: Send + Sync + 'static {
     /// `new` may keep the old record's `id` and `refresh` may equal `old_refresh`
     /// (Kong's `reuse_refresh_token`). `new` is stored in `namespace`: its own `namespace`
     /// field should say the same.
+    ///
+    /// When `refresh` differs from `old_refresh`, the store remembers, for as long as the old
+    /// record would have lived, that `old_refresh` was retired and which record succeeded it:
+    /// see [`TokenStore::revoke_on_reuse`]. The old access token is published as revoked.
     fn swap_refresh(
         &self,
         namespace: &str,
@@ -157,6 +182,42 @@ pub trait TokenStore: Send + Sync + 'static {
         namespace: &str,
         id: Uuid,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes every record of `namespace` matching `filter` (every record, when the filter
+    /// is empty) with its tokens, and returns how many there were. Works through the
+    /// namespace in bounded batches, each atomic on its own: a record issued while this runs
+    /// may or may not be deleted.
+    fn delete_matching(
+        &self,
+        namespace: &str,
+        filter: &ListFilter,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Refresh-token reuse detection (OAuth 2.0 Security BCP, section 4.14). Call it with a
+    /// refresh token that did not refresh: if this store retired it in a
+    /// [`TokenStore::swap_refresh`] more than `grace_secs` ago, someone replayed an old
+    /// token, so the whole chain of records that succeeded it is deleted, atomically, and
+    /// their access tokens are published as revoked. Within the grace window (never, when 0)
+    /// nothing changes. A refresh token that is still live is [`Reuse::NotRetired`].
+    fn revoke_on_reuse(
+        &self,
+        namespace: &str,
+        refresh: &TokenHash,
+        grace_secs: u32,
+    ) -> impl Future<Output = Result<Reuse, StoreError>> + Send;
+
+    /// Listens for access tokens that stop being valid before their time: by
+    /// [`TokenStore::delete`], [`TokenStore::delete_matching`], [`TokenStore::swap_refresh`]
+    /// (the old access token), [`TokenStore::revoke_on_reuse`], and an insert that replaces
+    /// a record. Expiry is not announced. With Redis, this hears every sidecar sharing it.
+    ///
+    /// Returns once the subscription is in place (an error if Redis cannot be reached now,
+    /// or is older than 6, which subscribing needs); its first event is
+    /// [`RevocationEvent::Subscribed`]. After that, whenever the
+    /// subscription is lost, [`RevocationEvent::Lost`] comes first, and
+    /// [`RevocationEvent::Subscribed`] once it is back: whatever was cached in between may
+    /// be stale. Dropping the [`Revocations`] ends the subscription.
+    fn subscribe(&self) -> impl Future<Output = Result<Revocations, StoreError>> + Send;
 
     /// Stores an authorization code's payload (opaque to the store) for `ttl_secs` (forever
     /// when 0, as every other lifetime here).
@@ -213,6 +274,13 @@ impl TokenHash {
 
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// The hash whose [`TokenHash::to_hex`] is `hex` (either case); `None` for anything else.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(hex, &mut bytes).ok()?;
+        Some(Self(bytes))
     }
 }
 

@@ -1,18 +1,23 @@
 //! The in-memory token store of a standalone sidecar (no `--redis-url`): one process, nothing
 //! shared, nothing persisted. A product feature, not a test double: it keeps exactly the
 //! semantics of [`crate::RedisStore`] (expiry, atomic refresh swap, single-use codes,
-//! paging), so behaviour never depends on which store a deployment picked.
+//! paging, reuse detection, revocation events), so behaviour never depends on which store
+//! a deployment picked.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::{Future, ready};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::expiry::{self, Remaining};
-use crate::{ListFilter, Page, StoreError, TokenHash, TokenRecord, TokenStore, cursor};
+use crate::{
+    ListFilter, Page, Reuse, RevocationEvent, Revocations, StoreError, TokenHash, TokenRecord,
+    TokenStore, cursor,
+};
 
 /// A full sweep of expired entries runs after this many writes at least, and otherwise after
 /// as many writes as there were live entries at the previous sweep. Sweep cost is linear in
@@ -20,10 +25,20 @@ use crate::{ListFilter, Page, StoreError, TokenHash, TokenRecord, TokenStore, cu
 /// nobody looks up again can never outnumber live ones by much: memory stays bounded.
 const SWEEP_MIN_WRITES: usize = 1024;
 
+/// Records [`TokenStore::delete_matching`] examines under one hold of the lock, so that a
+/// bulk delete of a huge namespace never blocks every other request for long.
+const DELETE_BATCH: usize = 1024;
+
+/// Revocations a subscriber may fall behind by before it is told it lost some.
+const REVOCATION_BUFFER: usize = 4096;
+
 /// Tokens in a `Mutex`ed set of maps. Cloning shares the same store.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    /// Revoked access tokens, for [`TokenStore::subscribe`]. Sent while the lock is held, so
+    /// subscribers see revocations in the order they happened.
+    revocations: broadcast::Sender<RevocationEvent>,
 }
 
 #[derive(Default)]
@@ -41,6 +56,8 @@ struct Namespace {
     /// Listing order: `(created_at, id)`, as in Redis.
     index: BTreeSet<(u64, Uuid)>,
     codes: HashMap<TokenHash, Code>,
+    /// Refresh tokens retired by a swap, for reuse detection.
+    retired: HashMap<TokenHash, Retired>,
 }
 
 struct Entry {
@@ -58,11 +75,36 @@ struct Code {
     deadline: Option<Instant>,
 }
 
+/// What became of a refresh token that a swap retired.
+struct Retired {
+    /// The record that replaced the one the token belonged to.
+    successor: Uuid,
+    /// The successor's refresh token, which may have been retired in turn.
+    successor_refresh: Option<TokenHash>,
+    retired_at: Instant,
+    /// When the retired token would have expired: the old record's deadline.
+    deadline: Option<Instant>,
+}
+
 // === impl MemoryStore ===
 
 impl MemoryStore {
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            inner: Arc::default(),
+            revocations: broadcast::channel(REVOCATION_BUFFER).0,
+        }
+    }
+
+    /// Tells subscribers that these access tokens of `namespace` no longer hold.
+    fn publish(&self, namespace: &str, revoked: Vec<TokenHash>) {
+        for access in revoked {
+            // An error only means nobody subscribes.
+            let _ = self.revocations.send(RevocationEvent::Revoked {
+                namespace: namespace.to_owned(),
+                access,
+            });
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -71,6 +113,12 @@ impl MemoryStore {
         // panic midway), so a poisoned lock is still safe to use; refusing every request
         // for the rest of the process would be worse.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -93,13 +141,16 @@ impl TokenStore for MemoryStore {
         refresh: Option<&TokenHash>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         let mut inner = self.lock();
+        let now = Instant::now();
         let ns = inner
             .namespaces
             .entry(record.namespace.clone())
             .or_default();
-        ns.retire(record.id);
-        ns.store(record, access, refresh, Instant::now());
+        let mut revoked = Vec::new();
+        ns.revoke(record.id, Some(access), now, &mut revoked);
+        ns.store(record, access, refresh, now);
         inner.wrote();
+        self.publish(&record.namespace, revoked);
         ready(Ok(()))
     }
 
@@ -139,14 +190,29 @@ impl TokenStore for MemoryStore {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let mut inner = self.lock();
         let now = Instant::now();
+        let mut revoked = Vec::new();
         let swapped = match inner.namespaces.get_mut(namespace) {
             Some(ns) => match ns.live_refresh(old_refresh, now) {
                 Some(old_id) => {
                     // Under one lock, so no other call sees the state in between, and a
                     // second swap with the same old token finds it gone.
-                    ns.retire(old_id);
-                    ns.retire(new.id);
+                    let old = ns.revoke(old_id, Some(access), now, &mut revoked);
+                    ns.revoke(new.id, Some(access), now, &mut revoked);
                     ns.store(new, access, refresh, now);
+                    // Kong's reuse_refresh_token keeps the refresh token: nothing retired.
+                    if refresh != Some(old_refresh)
+                        && let Some(old) = old
+                    {
+                        ns.retired.insert(
+                            *old_refresh,
+                            Retired {
+                                successor: new.id,
+                                successor_refresh: refresh.copied(),
+                                retired_at: now,
+                                deadline: old.deadline,
+                            },
+                        );
+                    }
                     true
                 }
                 None => false,
@@ -156,6 +222,7 @@ impl TokenStore for MemoryStore {
         if swapped {
             inner.wrote();
         }
+        self.publish(namespace, revoked);
         ready(Ok(swapped))
     }
 
@@ -190,12 +257,45 @@ impl TokenStore for MemoryStore {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let mut inner = self.lock();
         let now = Instant::now();
+        let mut revoked = Vec::new();
         let deleted = inner
             .namespaces
             .get_mut(namespace)
-            .and_then(|ns| ns.retire(id))
-            .is_some_and(|entry| alive(entry.deadline, now));
+            .and_then(|ns| ns.revoke(id, None, now, &mut revoked))
+            .is_some();
+        self.publish(namespace, revoked);
         ready(Ok(deleted))
+    }
+
+    fn delete_matching(
+        &self,
+        namespace: &str,
+        filter: &ListFilter,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        ready(Ok(self.delete_matching_sync(namespace, filter)))
+    }
+
+    fn revoke_on_reuse(
+        &self,
+        namespace: &str,
+        refresh: &TokenHash,
+        grace_secs: u32,
+    ) -> impl Future<Output = Result<Reuse, StoreError>> + Send {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let mut revoked = Vec::new();
+        let reuse = match inner.namespaces.get_mut(namespace) {
+            Some(ns) => ns.revoke_on_reuse(refresh, grace_secs, now, &mut revoked),
+            None => Reuse::NotRetired,
+        };
+        self.publish(namespace, revoked);
+        ready(Ok(reuse))
+    }
+
+    fn subscribe(&self) -> impl Future<Output = Result<Revocations, StoreError>> + Send {
+        ready(Ok(Revocations::from_broadcast(
+            self.revocations.subscribe(),
+        )))
     }
 
     fn put_code(
@@ -242,6 +342,47 @@ impl TokenStore for MemoryStore {
 }
 
 impl MemoryStore {
+    fn delete_matching_sync(&self, namespace: &str, filter: &ListFilter) -> usize {
+        let mut deleted = 0;
+        let mut lower = Bound::Unbounded;
+        loop {
+            let mut inner = self.lock();
+            let Some(ns) = inner.namespaces.get_mut(namespace) else {
+                break;
+            };
+            let now = Instant::now();
+            let batch: Vec<(u64, Uuid)> = ns
+                .index
+                .range((lower, Bound::Unbounded))
+                .take(DELETE_BATCH)
+                .copied()
+                .collect();
+            let Some(&last) = batch.last() else {
+                break;
+            };
+            lower = Bound::Excluded(last);
+            let mut revoked = Vec::new();
+            for (_, id) in &batch {
+                let Some(entry) = ns.records.get(id) else {
+                    continue;
+                };
+                if !alive(entry.deadline, now) {
+                    ns.retire(*id);
+                } else if filter.matches(&entry.record) {
+                    ns.revoke(*id, None, now, &mut revoked);
+                    deleted += 1;
+                }
+            }
+            self.publish(namespace, revoked);
+            // Let other requests in between batches.
+            drop(inner);
+            if batch.len() < DELETE_BATCH {
+                break;
+            }
+        }
+        deleted
+    }
+
     fn list_sync(
         &self,
         namespace: &str,
@@ -345,6 +486,70 @@ impl Namespace {
         );
     }
 
+    /// Removes record `id` as [`Namespace::retire`] does, and adds its access token to
+    /// `revoked` if it was still valid (unless it is `keep`, which stays valid). `None` when
+    /// there was no live record `id`.
+    fn revoke(
+        &mut self,
+        id: Uuid,
+        keep: Option<&TokenHash>,
+        now: Instant,
+        revoked: &mut Vec<TokenHash>,
+    ) -> Option<Entry> {
+        let entry = self.retire(id)?;
+        if !alive(entry.deadline, now) {
+            return None;
+        }
+        if let Some((hash, deadline)) = entry.access
+            && alive(deadline, now)
+            && keep != Some(&hash)
+        {
+            revoked.push(hash);
+        }
+        Some(entry)
+    }
+
+    /// See [`TokenStore::revoke_on_reuse`].
+    fn revoke_on_reuse(
+        &mut self,
+        refresh: &TokenHash,
+        grace_secs: u32,
+        now: Instant,
+        revoked: &mut Vec<TokenHash>,
+    ) -> Reuse {
+        if self.live_refresh(refresh, now).is_some() {
+            return Reuse::NotRetired;
+        }
+        let Some(retired) = self.retired.get(refresh) else {
+            return Reuse::NotRetired;
+        };
+        if !alive(retired.deadline, now) {
+            self.retired.remove(refresh);
+            return Reuse::NotRetired;
+        }
+        if grace_secs > 0
+            && now.saturating_duration_since(retired.retired_at)
+                < Duration::from_secs(grace_secs.into())
+        {
+            return Reuse::WithinGrace;
+        }
+        // Follow the chain of successors to its end, deleting every record on the way.
+        let mut records = 0;
+        let mut seen = HashSet::from([*refresh]);
+        let mut next = Some((retired.successor, retired.successor_refresh));
+        while let Some((id, successor_refresh)) = next.take() {
+            if self.revoke(id, None, now, revoked).is_some() {
+                records += 1;
+            }
+            next = successor_refresh
+                .filter(|hash| seen.insert(*hash))
+                .and_then(|hash| self.retired.get(&hash))
+                .filter(|retired| alive(retired.deadline, now))
+                .map(|retired| (retired.successor, retired.successor_refresh));
+        }
+        Reuse::Revoked { records }
+    }
+
     /// Removes a record with everything that points at it, live or not.
     fn retire(&mut self, id: Uuid) -> Option<Entry> {
         let entry = self.records.remove(&id)?;
@@ -435,11 +640,13 @@ impl Namespace {
             }
         }
         self.codes.retain(|_, code| alive(code.deadline, now));
-        self.records.len() + self.codes.len()
+        self.retired
+            .retain(|_, retired| alive(retired.deadline, now));
+        self.records.len() + self.codes.len() + self.retired.len()
     }
 
     fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.codes.is_empty()
+        self.records.is_empty() && self.codes.is_empty() && self.retired.is_empty()
     }
 }
 

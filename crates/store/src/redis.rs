@@ -19,18 +19,38 @@
 //! | `{tg:<ns>}:idx`           | zset   | members `m` = `<created_at, 20 digits>:<id>`, score 0 | none       |
 //! | `{tg:<ns>}:exp`           | zset   | members `m`, score = record deadline (Redis clock, ms) | none      |
 //! | `{tg:<ns>}:code:<sha256>` | string | authorization code payload                       | as given        |
+//! | `{tg:<ns>}:retired:<sha256>` | string | `<old id>\|<successor id>\|<retired at, ms>\|<successor's refresh sha256 or empty>` | old record's remainder |
 //!
 //! "None" TTL where the lifetime is 0 (forever). `idx` orders the listing lexicographically,
 //! which is exactly `(created_at, id)`. It cannot expire member by member, so `exp` tells
 //! which members belong to expired records: every write prunes a few of them, and listing
 //! drops any it meets, which keeps both sets bounded by the live records.
 //!
+//! `retired` keys are written by a refresh that replaces the refresh token, and read by reuse
+//! detection: from a replayed refresh token they lead to its successor, from the
+//! successor's refresh token to the next one, and so on to the end of the chain. They live
+//! as long as the retired token would have (so forever when the record's lifetime is 0).
+//!
 //! Writes are Lua scripts (EVALSHA, loaded again automatically after a Redis restart), so
 //! each is atomic: of two concurrent refreshes with the same token exactly one wins. They
 //! call TIME before writing, which needs effect replication: Redis 5 or later.
+//!
+//! # Revocations
+//!
+//! Every script that ends an access token's validity early also publishes its hash on the
+//! channel [`REVOCATION_CHANNEL`] (`tollgate:revoked`), in the same atomic step. The payload
+//! is `<ns> <sha256>`: the namespace escaped as in the keys (so it never holds a space) and
+//! the access token's lowercase hex SHA-256. On Redis Cluster, PUBLISH reaches subscribers of
+//! every node. Pub/sub ignores the database number: deployments sharing one Redis see each
+//! other's revocations, which costs them nothing but a few evictions.
+//!
+//! [`TokenStore::subscribe`] listens on a connection of its own that speaks RESP3 (so that
+//! one needs Redis 6 or later; everything else works from Redis 5): it ends visibly when the
+//! connection drops, which is exactly the moment a cache must hear `Lost`. See the
+//! `subscriber` module for why this kind of connection.
 
 use std::fmt;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -40,7 +60,23 @@ use redis::{AsyncCommands, Client, Cmd, Pipeline, RedisError, RedisFuture, Scrip
 use uuid::Uuid;
 
 use crate::expiry::{self, Remaining};
-use crate::{ListFilter, Page, StoreError, TokenHash, TokenRecord, TokenStore, cursor};
+use crate::{
+    ListFilter, Page, Reuse, Revocations, StoreError, TokenHash, TokenRecord, TokenStore, cursor,
+};
+
+mod subscriber;
+
+/// The channel name, as a literal so that the scripts can embed it.
+macro_rules! revocation_channel {
+    () => {
+        "tollgate:revoked"
+    };
+}
+
+/// The Redis pub/sub channel on which the scripts publish revoked access tokens: one channel
+/// for every namespace. Payload: `<escaped namespace> <lowercase hex SHA-256>`; see the
+/// module documentation.
+pub const REVOCATION_CHANNEL: &str = revocation_channel!();
 
 /// Time to establish one connection. Short, so a request while Redis is down fails fast
 /// with 503 rather than holding the client; a reachable Redis answers in milliseconds.
@@ -62,6 +98,10 @@ pub struct RedisStore {
     conn: Conn,
     /// Where we are connected, without the password: for `Debug` and error messages.
     target: String,
+    /// Opens the dedicated connections of [`TokenStore::subscribe`]: the node the URL names.
+    /// Holds the password, so it must never be shown (`Client`'s own `Debug` would).
+    /// Shared: it is large, and the store is cloned often.
+    pubsub: Arc<Client>,
 }
 
 /// The connection to a single Redis or to a cluster. Both are multiplexed and reconnect by
@@ -117,7 +157,7 @@ impl RedisStore {
             .set_number_of_retries(RECONNECT_RETRIES)
             .set_min_delay(RECONNECT_MIN_DELAY)
             .set_max_delay(RECONNECT_MAX_DELAY);
-        let mut single = ConnectionManager::new_with_config(client, config)
+        let mut single = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(|e| StoreError::Unavailable(scrub(format!("{target}: {e}"))))?;
 
@@ -134,6 +174,7 @@ impl RedisStore {
             return Ok(Self {
                 conn: Conn::Single(single),
                 target,
+                pubsub: Arc::new(client),
             });
         }
         let mut builder = ClusterClientBuilder::new([url])
@@ -157,6 +198,7 @@ impl RedisStore {
         Ok(Self {
             conn: Conn::Cluster(cluster),
             target,
+            pubsub: Arc::new(client),
         })
     }
 
@@ -170,7 +212,9 @@ impl RedisStore {
         StoreError::Unavailable(format!("{}: {error}", self.target))
     }
 
-    /// Runs the insert-like scripts: `KEYS[1]` as given, ARGV as [`store_args`] builds them.
+    /// Runs the insert-like scripts: `KEYS[1]` as given, ARGV as the prelude's `store`
+    /// reads them, then the refresh token being swapped (`''` for an insert).
+    #[allow(clippy::too_many_arguments)]
     async fn run_store_script(
         &self,
         script: &Script,
@@ -179,6 +223,7 @@ impl RedisStore {
         record: &TokenRecord,
         access: &TokenHash,
         refresh: Option<&TokenHash>,
+        old_refresh: Option<&TokenHash>,
     ) -> Result<bool, StoreError> {
         let json = serde_json::to_string(record)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode a record: {e}")))?;
@@ -192,7 +237,8 @@ impl RedisStore {
             .arg(access.to_hex())
             .arg(refresh.map(TokenHash::to_hex).unwrap_or_default())
             .arg(ttl_arg(lifetimes.access))
-            .arg(ttl_arg(lifetimes.record));
+            .arg(ttl_arg(lifetimes.record))
+            .arg(old_refresh.map(TokenHash::to_hex).unwrap_or_default());
         let done: i64 = invocation
             .invoke_async(&mut self.conn())
             .await
@@ -224,6 +270,7 @@ impl TokenStore for RedisStore {
             record,
             access,
             refresh,
+            None,
         )
         .await
         .map(drop)
@@ -275,6 +322,7 @@ impl TokenStore for RedisStore {
             new,
             access,
             refresh,
+            Some(old_refresh),
         )
         .await
     }
@@ -387,6 +435,75 @@ impl TokenStore for RedisStore {
         Ok(deleted == 1)
     }
 
+    async fn delete_matching(
+        &self,
+        namespace: &str,
+        filter: &ListFilter,
+    ) -> Result<usize, StoreError> {
+        let keys = Keys::new(namespace);
+        let mut conn = self.conn();
+        // Filter conditions as the script takes them: '' for any, '=' then the value.
+        let condition = |value: Option<&str>| value.map(|v| format!("={v}")).unwrap_or_default();
+        let service = filter.service_id.map(|id| id.to_string());
+        let mut lower = "-".to_owned();
+        let mut total = 0;
+        loop {
+            let (deleted, scanned, last): (usize, usize, String) = SCRIPTS
+                .delete_matching
+                .key(keys.index())
+                .arg(&keys.prefix)
+                .arg(&lower)
+                .arg(LIST_BATCH)
+                .arg(condition(filter.authenticated_userid.as_deref()))
+                .arg(condition(filter.client_id.as_deref()))
+                .arg(condition(service.as_deref()))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            total += deleted;
+            if scanned < LIST_BATCH {
+                return Ok(total);
+            }
+            lower = format!("({last}");
+        }
+    }
+
+    async fn revoke_on_reuse(
+        &self,
+        namespace: &str,
+        refresh: &TokenHash,
+        grace_secs: u32,
+    ) -> Result<Reuse, StoreError> {
+        let keys = Keys::new(namespace);
+        let reply: Vec<i64> = SCRIPTS
+            .revoke_on_reuse
+            .key(keys.retired(refresh))
+            .arg(&keys.prefix)
+            .arg(refresh.to_hex())
+            .arg(u64::from(grace_secs) * 1000)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        match reply.as_slice() {
+            [0] => Ok(Reuse::NotRetired),
+            [1] => Ok(Reuse::WithinGrace),
+            [2, records] => Ok(Reuse::Revoked {
+                records: usize::try_from(*records).unwrap_or(0),
+            }),
+            other => Err(StoreError::Corrupt(format!(
+                "unexpected reply {other:?} from reuse detection"
+            ))),
+        }
+    }
+
+    async fn subscribe(&self) -> Result<Revocations, StoreError> {
+        let cluster = match &self.conn {
+            Conn::Single(_) => None,
+            Conn::Cluster(cluster) => Some(cluster.clone()),
+        };
+        subscriber::subscribe(Client::clone(&self.pubsub), cluster, self.target.clone()).await
+    }
+
     async fn put_code(
         &self,
         namespace: &str,
@@ -471,16 +588,8 @@ impl Keys {
         // Kubernetes namespaces are DNS labels and come out unchanged. Anything else is
         // percent-escaped so that no namespace can close the hash tag early (`}`) or make
         // its keys collide with another namespace's (`:`); escaping `%` keeps it one-to-one.
-        let mut escaped = String::with_capacity(namespace.len());
-        for byte in namespace.bytes() {
-            if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') {
-                escaped.push(char::from(byte));
-            } else {
-                escaped.push_str(&format!("%{byte:02X}"));
-            }
-        }
         Self {
-            prefix: format!("{{tg:{escaped}}}:"),
+            prefix: format!("{{tg:{}}}:", escape_namespace(namespace)),
         }
     }
 
@@ -503,6 +612,63 @@ impl Keys {
     fn code(&self, hash: &TokenHash) -> String {
         format!("{}code:{}", self.prefix, hash.to_hex())
     }
+
+    fn retired(&self, hash: &TokenHash) -> String {
+        format!("{}retired:{}", self.prefix, hash.to_hex())
+    }
+}
+
+/// A namespace as it appears in keys and revocation payloads.
+///
+/// Kubernetes namespaces are DNS labels and come out unchanged. Anything else is
+/// percent-escaped so that no namespace can close the hash tag early (`}`), make its keys
+/// collide with another namespace's (`:`) or split a revocation payload (space); escaping `%`
+/// keeps it one-to-one.
+fn escape_namespace(namespace: &str) -> String {
+    let mut escaped = String::with_capacity(namespace.len());
+    for byte in namespace.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.') {
+            escaped.push(char::from(byte));
+        } else {
+            escaped.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    escaped
+}
+
+/// The inverse of [`escape_namespace`]; `None` for text it cannot have made.
+fn unescape_namespace(escaped: &str) -> Option<String> {
+    let mut bytes = Vec::with_capacity(escaped.len());
+    let mut rest = escaped.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'%' {
+            let hex = tail.get(..2)?;
+            let mut byte = [0u8];
+            hex::decode_to_slice(hex, &mut byte).ok()?;
+            bytes.push(byte[0]);
+            rest = tail.get(2..)?;
+        } else if first.is_ascii_alphanumeric() || matches!(first, b'-' | b'_' | b'.') {
+            bytes.push(first);
+            rest = tail;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// The payload published on [`REVOCATION_CHANNEL`] when the access token `access` of
+/// `namespace` is revoked. The scripts build the same (see `revoked` in [`PRELUDE`]).
+#[cfg(test)]
+fn revocation_payload(namespace: &str, access: &TokenHash) -> String {
+    format!("{} {}", escape_namespace(namespace), access.to_hex())
+}
+
+/// Reads a payload of [`REVOCATION_CHANNEL`]; `None` for anything else.
+fn parse_revocation(payload: &[u8]) -> Option<(String, TokenHash)> {
+    let payload = std::str::from_utf8(payload).ok()?;
+    let (namespace, access) = payload.split_once(' ')?;
+    Some((unescape_namespace(namespace)?, TokenHash::from_hex(access)?))
 }
 
 /// A record's member in `idx`/`exp`: zero-padded so that byte order is `(created_at, id)`
@@ -568,19 +734,34 @@ fn scrub_password(url: &str, message: String) -> String {
 /// Definitions shared by the writing scripts. `ARGV[1]` is always the key prefix
 /// (`{tg:<ns>}:`); the scripts build from it the keys they learn of while running. Those
 /// keys are undeclared but share the declared key's slot, which Redis Cluster allows.
-const PRELUDE: &str = r#"
+const PRELUDE: &str = concat!(
+    r#"
 local p = ARGV[1]
+-- The escaped namespace: what lies between '{tg:' and '}:'.
+local ns = string.sub(p, 5, -3)
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Removes record `id` with its access key, refresh key and index members. 1 if it existed.
-local function retire(id)
+-- Tells every subscriber that access token `at` (its hash) no longer holds. The one place
+-- that writes a revocation payload: `<ns> <hash>`.
+local function revoked(at)
+  redis.call('PUBLISH', '"#,
+    revocation_channel!(),
+    r#"', ns .. ' ' .. at)
+end
+
+-- Removes record `id` with its access key, refresh key and index members, and publishes its
+-- access token if that was still valid, unless it is `keep` (stored again right after).
+-- 1 if the record existed.
+local function retire(id, keep)
   local tok = p .. 'tok:' .. id
   local f = redis.call('HMGET', tok, 'at', 'rt', 'm')
-  if f[1] then redis.call('DEL', p .. 'at:' .. f[1]) end
+  if f[1] and redis.call('DEL', p .. 'at:' .. f[1]) == 1 and f[1] ~= keep then
+    revoked(f[1])
+  end
   if f[2] then redis.call('DEL', p .. 'rt:' .. f[2]) end
   if f[3] then
     redis.call('ZREM', p .. 'idx', f[3])
@@ -636,13 +817,21 @@ local function prune(now)
     end
   end
 end
-"#;
+
+-- A `retired` value: old id, successor id, retired at (ms), successor's refresh hash or ''.
+local function parse_retired(v)
+  return string.match(v, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+end
+"#
+);
 
 struct Scripts {
     insert: Script,
     swap: Script,
     find_refresh: Script,
     delete: Script,
+    delete_matching: Script,
+    revoke_on_reuse: Script,
     take_code: Script,
     prune_index: Script,
 }
@@ -652,25 +841,36 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     insert: Script::new(&format!(
         r#"{PRELUDE}
 local now = now_ms()
-retire(ARGV[2])
+retire(ARGV[2], ARGV[5])
 store(now)
 prune(now)
 return 1
 "#
     )),
-    // KEYS[1] = rt:<old refresh hash>. Changes nothing and returns 0 unless it is live.
+    // KEYS[1] = rt:<old refresh hash>, ARGV[9] = that hash. Changes nothing and returns 0
+    // unless it is live. Unless the refresh token stays (reuse_refresh_token), leaves a
+    // `retired` key behind for reuse detection, as long-lived as the old record would be.
     swap: Script::new(&format!(
         r#"{PRELUDE}
 local old = redis.call('GET', KEYS[1])
 if not old then return 0 end
-if redis.call('EXISTS', p .. 'tok:' .. old) == 0 then
+local left = redis.call('PTTL', p .. 'tok:' .. old)
+if left == -2 then
   redis.call('DEL', KEYS[1])
   return 0
 end
 local now = now_ms()
-retire(old)
-retire(ARGV[2])
+retire(old, ARGV[5])
+retire(ARGV[2], ARGV[5])
 store(now)
+if ARGV[6] ~= ARGV[9] then
+  local v = old .. '|' .. ARGV[2] .. '|' .. string.format('%.0f', now) .. '|' .. ARGV[6]
+  if left > 0 then
+    redis.call('SET', p .. 'retired:' .. ARGV[9], v, 'PX', left)
+  else
+    redis.call('SET', p .. 'retired:' .. ARGV[9], v)
+  end
+end
 prune(now)
 return 1
 "#
@@ -686,7 +886,60 @@ return redis.call('HGET', ARGV[1] .. 'tok:' .. id, 'record')
     // KEYS[1] = tok:<id>, ARGV[2] = id.
     delete: Script::new(&format!(
         r#"{PRELUDE}
-return retire(ARGV[2])
+return retire(ARGV[2], '')
+"#
+    )),
+    // KEYS[1] = idx. One batch of a bulk delete: the first ARGV[3] members after ARGV[2] (an
+    // exclusive ZRANGEBYLEX bound, or '-'), deleting the records that match ARGV[4..6]
+    // (authenticated_userid, client_id, service_id: '' for any, '=' then the value to match,
+    // as `ListFilter::matches` does). Returns deleted, members scanned, last member.
+    delete_matching: Script::new(&format!(
+        r#"{PRELUDE}
+local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], '+', 'LIMIT', 0, tonumber(ARGV[3]))
+local function want(value, condition)
+  if condition == '' then return true end
+  return type(value) == 'string' and value == string.sub(condition, 2)
+end
+local n = 0
+for _, m in ipairs(members) do
+  local id = string.sub(m, 22)
+  local json = redis.call('HGET', p .. 'tok:' .. id, 'record')
+  if not json then
+    redis.call('ZREM', KEYS[1], m)
+    redis.call('ZREM', p .. 'exp', m)
+  else
+    local ok, r = pcall(cjson.decode, json)
+    if ok and type(r) == 'table' and want(r.authenticated_userid, ARGV[4])
+        and want(r.client_id, ARGV[5]) and want(r.service_id, ARGV[6]) then
+      n = n + retire(id, '')
+    end
+  end
+end
+return {{n, #members, members[#members] or ''}}
+"#
+    )),
+    // KEYS[1] = retired:<hash>, ARGV[2] = hash, ARGV[3] = grace (ms). Returns {{0}}: not
+    // retired, {{1}}: within grace, {{2, n}}: the chain of successors deleted, n records.
+    revoke_on_reuse: Script::new(&format!(
+        r#"{PRELUDE}
+if redis.call('EXISTS', p .. 'rt:' .. ARGV[2]) == 1 then return {{0}} end
+local v = redis.call('GET', KEYS[1])
+if not v then return {{0}} end
+local _, id, at, rt = parse_retired(v)
+if not id then return redis.error_reply('corrupt retired entry') end
+local grace = tonumber(ARGV[3])
+if grace > 0 and now_ms() - tonumber(at) < grace then return {{1}} end
+local n = 0
+local seen = {{[ARGV[2]] = true}}
+while id do
+  n = n + retire(id, '')
+  if rt == '' or seen[rt] then break end
+  seen[rt] = true
+  v = redis.call('GET', p .. 'retired:' .. rt)
+  if not v then break end
+  _, id, at, rt = parse_retired(v)
+end
+return {{2, n}}
 "#
     )),
     // KEYS[1] = code:<hash>.
@@ -725,6 +978,36 @@ mod tests {
         assert_eq!(Keys::new("a}b").prefix, "{tg:a%7Db}:");
         assert_eq!(Keys::new("a:b").prefix, "{tg:a%3Ab}:");
         assert_ne!(Keys::new("a%3Ab").prefix, Keys::new("a:b").prefix);
+    }
+
+    #[test]
+    fn revocation_payloads_round_trip() {
+        let hash = TokenHash::of("token");
+        for namespace in ["default", "we}ird:ns", "a b", "100%", "é", ""] {
+            let payload = revocation_payload(namespace, &hash);
+            assert_eq!(payload.matches(' ').count(), 1, "{payload}");
+            assert_eq!(
+                parse_revocation(payload.as_bytes()),
+                Some((namespace.to_owned(), hash)),
+                "{payload}"
+            );
+        }
+        assert_eq!(
+            revocation_payload("shop", &hash),
+            format!("shop {}", hash.to_hex())
+        );
+        for garbage in [
+            "",
+            "shop",
+            "shop nothex",
+            "sh}op 00",
+            "%zz 00",
+            "%4",
+            &format!("shop {}00", hash.to_hex()),
+        ] {
+            assert_eq!(parse_revocation(garbage.as_bytes()), None, "{garbage}");
+        }
+        assert_eq!(parse_revocation(b"\xff abc"), None);
     }
 
     #[test]

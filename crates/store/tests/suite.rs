@@ -10,8 +10,8 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tollgate_store::{
-    AnyTokenStore, ListFilter, MemoryStore, RedisStore, StoreError, TokenHash, TokenRecord,
-    TokenStore,
+    AnyTokenStore, ListFilter, MemoryStore, REVOCATION_CHANNEL, RedisStore, Reuse, RevocationEvent,
+    Revocations, StoreError, TokenHash, TokenRecord, TokenStore,
 };
 use tollgate_test_support::RedisServer;
 use uuid::Uuid;
@@ -193,6 +193,14 @@ suite!(
     codes_expire,
     namespaces_isolated,
     ping,
+    reuse_detected_after_swap,
+    reuse_revokes_the_whole_chain,
+    reuse_within_grace_changes_nothing,
+    reuse_refresh_token_is_never_retired,
+    delete_matching_by_user_client_service,
+    delete_matching_in_many_batches,
+    revocations_published,
+    revocations_of_reuse_and_bulk_delete,
 );
 
 // === cases ===
@@ -844,6 +852,555 @@ async fn ping<S: TokenStore + Clone>(store: &S) {
     store.ping().await.unwrap();
 }
 
+/// A fresh pair of tokens for `record`, not yet stored.
+fn successor(record: TokenRecord) -> Issued {
+    Issued {
+        record,
+        access_token: token(),
+        refresh_token: Some(token()),
+    }
+}
+
+/// Refreshes `old` into `new`, which must win.
+async fn refresh<S: TokenStore>(store: &S, old: &Issued, new: &Issued) {
+    let refresh = new.refresh_token.as_ref().map(|_| new.refresh());
+    let swapped = store
+        .swap_refresh(
+            &old.record.namespace,
+            &old.refresh(),
+            &new.record,
+            &new.access(),
+            refresh.as_ref(),
+        )
+        .await
+        .unwrap();
+    assert!(swapped, "the refresh must win");
+}
+
+/// Whether `issued` is entirely gone: access, refresh token and record.
+async fn gone<S: TokenStore>(store: &S, issued: &Issued) -> bool {
+    let ns = &issued.record.namespace;
+    store
+        .find_access(ns, &issued.access())
+        .await
+        .unwrap()
+        .is_none()
+        && store.get(ns, issued.record.id).await.unwrap().is_none()
+        && match &issued.refresh_token {
+            Some(_) => store
+                .find_refresh(ns, &issued.refresh())
+                .await
+                .unwrap()
+                .is_none(),
+            None => true,
+        }
+}
+
+/// Whether `issued` is entirely there, as it was stored.
+async fn intact<S: TokenStore>(store: &S, issued: &Issued) -> bool {
+    let ns = &issued.record.namespace;
+    let record = Some(issued.record.clone());
+    store.find_access(ns, &issued.access()).await.unwrap() == record
+        && store.get(ns, issued.record.id).await.unwrap() == record
+        && match &issued.refresh_token {
+            Some(_) => store.find_refresh(ns, &issued.refresh()).await.unwrap() == record,
+            None => true,
+        }
+}
+
+async fn reuse_detected_after_swap<S: TokenStore + Clone>(store: &S) {
+    let old = issue(store, record(NS)).await;
+    let bystander = issue(store, record(NS)).await;
+    let new = successor(record(NS));
+    refresh(store, &old, &new).await;
+
+    // The live refresh token, a never-issued one, and one of another namespace: not reuse.
+    let unknown = TokenHash::of(&token());
+    for (ns, hash) in [(NS, new.refresh()), (NS, unknown), ("other", old.refresh())] {
+        assert_eq!(
+            store.revoke_on_reuse(ns, &hash, 0).await.unwrap(),
+            Reuse::NotRetired
+        );
+    }
+    assert!(intact(store, &new).await, "nothing changed");
+
+    // The retired one, replayed: its successor goes, with its tokens.
+    assert_eq!(
+        store.revoke_on_reuse(NS, &old.refresh(), 0).await.unwrap(),
+        Reuse::Revoked { records: 1 }
+    );
+    assert!(gone(store, &new).await);
+    assert!(gone(store, &old).await);
+    assert!(intact(store, &bystander).await);
+    assert_eq!(
+        all_pages(store, &ListFilter::default(), 10).await,
+        std::slice::from_ref(&bystander.record)
+    );
+    // Replayed again: still reuse, with nothing left to revoke.
+    assert_eq!(
+        store.revoke_on_reuse(NS, &old.refresh(), 0).await.unwrap(),
+        Reuse::Revoked { records: 0 }
+    );
+    // The successor's refresh token was deleted, not retired.
+    assert_eq!(
+        store.revoke_on_reuse(NS, &new.refresh(), 0).await.unwrap(),
+        Reuse::NotRetired
+    );
+    // And a refreshed token cannot refresh again, reuse or not.
+    let again = store
+        .swap_refresh(
+            NS,
+            &old.refresh(),
+            &record(NS),
+            &TokenHash::of(&token()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(!again);
+}
+
+async fn reuse_revokes_the_whole_chain<S: TokenStore + Clone>(store: &S) {
+    // first -> second -> third (same id, new refresh token) -> fourth, live.
+    let first = issue(store, record(NS)).await;
+    let second = successor(record(NS));
+    refresh(store, &first, &second).await;
+    let mut renewed = second.record.clone();
+    renewed.created_at += 1;
+    let third = successor(renewed);
+    refresh(store, &second, &third).await;
+    let fourth = successor(record(NS));
+    refresh(store, &third, &fourth).await;
+    let bystander = issue(store, record(NS)).await;
+    assert!(intact(store, &fourth).await);
+
+    // The first token, three generations back, reaches the end of the chain.
+    assert_eq!(
+        store
+            .revoke_on_reuse(NS, &first.refresh(), 0)
+            .await
+            .unwrap(),
+        Reuse::Revoked { records: 1 }
+    );
+    for issued in [&first, &second, &third, &fourth] {
+        assert!(gone(store, issued).await, "{:?}", issued.record.id);
+    }
+    assert!(intact(store, &bystander).await);
+    // Any token of the chain, replayed later, is still recognised.
+    for issued in [&second, &third] {
+        assert_eq!(
+            store
+                .revoke_on_reuse(NS, &issued.refresh(), 0)
+                .await
+                .unwrap(),
+            Reuse::Revoked { records: 0 }
+        );
+    }
+
+    // From the middle of a chain: what came after it goes, a chain ending in a token
+    // without a refresh token too (client credentials style).
+    let a = issue(store, record(NS)).await;
+    let b = successor(record(NS));
+    refresh(store, &a, &b).await;
+    let c = Issued {
+        record: record(NS),
+        access_token: token(),
+        refresh_token: None,
+    };
+    refresh(store, &b, &c).await;
+    assert!(intact(store, &c).await);
+    assert_eq!(
+        store.revoke_on_reuse(NS, &b.refresh(), 0).await.unwrap(),
+        Reuse::Revoked { records: 1 }
+    );
+    assert!(gone(store, &c).await);
+    assert_eq!(
+        all_pages(store, &ListFilter::default(), 10).await,
+        [bystander.record]
+    );
+}
+
+async fn reuse_within_grace_changes_nothing<S: TokenStore + Clone>(store: &S) {
+    let old = issue(store, record(NS)).await;
+    let new = successor(record(NS));
+    refresh(store, &old, &new).await;
+    let next = successor(record(NS));
+    refresh(store, &new, &next).await;
+    for replayed in [&old, &new] {
+        assert_eq!(
+            store
+                .revoke_on_reuse(NS, &replayed.refresh(), 3600)
+                .await
+                .unwrap(),
+            Reuse::WithinGrace
+        );
+    }
+    assert!(intact(store, &next).await, "within the grace window");
+    // Past the window (none at all): revoked.
+    assert_eq!(
+        store.revoke_on_reuse(NS, &new.refresh(), 0).await.unwrap(),
+        Reuse::Revoked { records: 1 }
+    );
+    assert!(gone(store, &next).await);
+}
+
+async fn reuse_refresh_token_is_never_retired<S: TokenStore + Clone>(store: &S) {
+    // Kong's reuse_refresh_token: same id, same refresh token, new access token.
+    let old = issue(store, record(NS)).await;
+    let mut kept = old.record.clone();
+    kept.created_at += 1;
+    let mut current = Issued {
+        record: kept,
+        access_token: token(),
+        refresh_token: old.refresh_token.clone(),
+    };
+    refresh(store, &old, &current).await;
+    for _ in 0..2 {
+        // Presenting the very token that keeps working is not reuse, whatever the grace.
+        for grace in [0, 3600] {
+            assert_eq!(
+                store
+                    .revoke_on_reuse(NS, &old.refresh(), grace)
+                    .await
+                    .unwrap(),
+                Reuse::NotRetired
+            );
+        }
+        assert!(intact(store, &current).await);
+        let mut again = current.record.clone();
+        again.created_at += 1;
+        let next = Issued {
+            record: again,
+            access_token: token(),
+            refresh_token: old.refresh_token.clone(),
+        };
+        refresh(store, &current, &next).await;
+        assert_eq!(
+            store.find_access(NS, &current.access()).await.unwrap(),
+            None
+        );
+        current = next;
+        assert!(intact(store, &current).await);
+    }
+    assert_eq!(
+        all_pages(store, &ListFilter::default(), 10).await,
+        [current.record.clone()]
+    );
+
+    // Same id with a new refresh token: the old refresh token is retired after all, and
+    // replaying it deletes the record that kept the id.
+    let mut renewed = current.record.clone();
+    renewed.created_at += 1;
+    let last = successor(renewed);
+    refresh(store, &current, &last).await;
+    assert_eq!(
+        store.revoke_on_reuse(NS, &old.refresh(), 0).await.unwrap(),
+        Reuse::Revoked { records: 1 }
+    );
+    assert!(gone(store, &last).await);
+}
+
+async fn delete_matching_by_user_client_service<S: TokenStore + Clone>(store: &S) {
+    let service = Uuid::new_v4();
+    let mut all = Vec::new();
+    for i in 0..12 {
+        let mut r = record(NS);
+        r.created_at -= 1000 - i;
+        if i % 2 == 0 {
+            r.authenticated_userid = Some("bob".into());
+        }
+        if i % 3 == 0 {
+            r.client_id = "client-b".into();
+        }
+        if i % 4 == 0 {
+            r.service_id = Some(service);
+        }
+        all.push(issue(store, r).await);
+    }
+    let elsewhere = issue(store, {
+        let mut r = record("other");
+        r.authenticated_userid = Some("bob".into());
+        r
+    })
+    .await;
+    let remaining = |deleted: &dyn Fn(usize) -> bool| -> Vec<TokenRecord> {
+        (0..12)
+            .filter(|i| !deleted(*i))
+            .map(|i| all[i].record.clone())
+            .collect()
+    };
+
+    // By service: 0, 4, 8.
+    let by_service = ListFilter {
+        service_id: Some(service),
+        ..ListFilter::default()
+    };
+    assert_eq!(store.delete_matching(NS, &by_service).await.unwrap(), 3);
+    assert_eq!(
+        all_pages(store, &ListFilter::default(), 100).await,
+        remaining(&|i| i % 4 == 0)
+    );
+    for i in [0, 4, 8] {
+        assert!(gone(store, &all[i]).await);
+    }
+    assert_eq!(store.delete_matching(NS, &by_service).await.unwrap(), 0);
+
+    // By client: 3, 6, 9 are left of 0, 3, 6, 9.
+    let by_client = ListFilter {
+        client_id: Some("client-b".into()),
+        ..ListFilter::default()
+    };
+    assert_eq!(store.delete_matching(NS, &by_client).await.unwrap(), 3);
+    assert_eq!(
+        all_pages(store, &ListFilter::default(), 100).await,
+        remaining(&|i| i % 4 == 0 || i % 3 == 0)
+    );
+
+    // By user and client together: nothing left matches both.
+    let both = ListFilter {
+        authenticated_userid: Some("bob".into()),
+        client_id: Some("client-b".into()),
+        service_id: None,
+    };
+    assert_eq!(store.delete_matching(NS, &both).await.unwrap(), 0);
+
+    // By user: 2, 10 are left of the even ones.
+    let by_user = ListFilter {
+        authenticated_userid: Some("bob".into()),
+        ..ListFilter::default()
+    };
+    assert_eq!(store.delete_matching(NS, &by_user).await.unwrap(), 2);
+    let left = remaining(&|i| i % 4 == 0 || i % 3 == 0 || i % 2 == 0);
+    assert_eq!(all_pages(store, &ListFilter::default(), 100).await, left);
+    assert_eq!(left.len(), 4);
+    for i in [1, 5, 7, 11] {
+        assert!(intact(store, &all[i]).await);
+    }
+    // Another namespace is another namespace.
+    assert!(intact(store, &elsewhere).await);
+
+    // Everything, with the empty filter; an empty namespace deletes nothing.
+    assert_eq!(
+        store
+            .delete_matching(NS, &ListFilter::default())
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(all_pages(store, &ListFilter::default(), 100).await, []);
+    assert_eq!(
+        store
+            .delete_matching("nobody", &ListFilter::default())
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(intact(store, &elsewhere).await);
+}
+
+async fn delete_matching_in_many_batches<S: TokenStore + Clone>(store: &S) {
+    // More than one batch of either store, half of them matching, interleaved.
+    let mut kept = Vec::new();
+    for i in 0..1100 {
+        let mut r = record(NS);
+        if i % 2 == 0 {
+            r.client_id = "bulk".into();
+        }
+        let access = TokenHash::of(&token());
+        store.insert(&r, &access, None).await.unwrap();
+        if i % 2 != 0 {
+            kept.push(r);
+        }
+    }
+    let filter = ListFilter {
+        client_id: Some("bulk".into()),
+        ..ListFilter::default()
+    };
+    assert_eq!(store.delete_matching(NS, &filter).await.unwrap(), 550);
+    assert_eq!(
+        all_pages(store, &ListFilter::default(), 1000).await,
+        sorted(kept)
+    );
+}
+
+/// The next event, failing the test when none comes within [`PATIENCE`].
+async fn next_event(events: &mut Revocations) -> RevocationEvent {
+    tokio::time::timeout(PATIENCE, events.next())
+        .await
+        .expect("no revocation event came")
+        .expect("the subscription ended")
+}
+
+/// A subscription, once it reports being subscribed.
+async fn subscribed<S: TokenStore>(store: &S) -> Revocations {
+    let mut events = store.subscribe().await.unwrap();
+    assert_eq!(next_event(&mut events).await, RevocationEvent::Subscribed);
+    events
+}
+
+/// The next events are revocations of exactly `expected` in `namespace`, in any order;
+/// then nothing else was published in between (proved by revoking a sentinel token, which
+/// must come next: within one namespace, events arrive in the order they happened).
+async fn expect_revoked<S: TokenStore>(
+    store: &S,
+    events: &mut Revocations,
+    namespace: &str,
+    expected: &[TokenHash],
+) {
+    let mut got = Vec::new();
+    for _ in expected {
+        match next_event(events).await {
+            RevocationEvent::Revoked {
+                namespace: ns,
+                access,
+            } => {
+                assert_eq!(ns, namespace);
+                got.push(access.to_hex());
+            }
+            other => panic!("expected a revocation, got {other:?}"),
+        }
+    }
+    let mut expected: Vec<String> = expected.iter().map(TokenHash::to_hex).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    let sentinel = issue(store, record(namespace)).await;
+    assert!(store.delete(namespace, sentinel.record.id).await.unwrap());
+    assert_eq!(
+        next_event(events).await,
+        RevocationEvent::Revoked {
+            namespace: namespace.to_owned(),
+            access: sentinel.access()
+        },
+        "something else was published"
+    );
+}
+
+async fn revocations_published<S: TokenStore + Clone>(store: &S) {
+    let mut events = subscribed(store).await;
+    // Issuing announces nothing.
+    let deleted = issue(store, record(NS)).await;
+    expect_revoked(store, &mut events, NS, &[]).await;
+
+    // delete.
+    assert!(store.delete(NS, deleted.record.id).await.unwrap());
+    expect_revoked(store, &mut events, NS, &[deleted.access()]).await;
+    // Deleting what is gone announces nothing.
+    assert!(!store.delete(NS, deleted.record.id).await.unwrap());
+    expect_revoked(store, &mut events, NS, &[]).await;
+
+    // A refresh: the old access token, not the new one.
+    let old = issue(store, record(NS)).await;
+    let new = successor(record(NS));
+    refresh(store, &old, &new).await;
+    expect_revoked(store, &mut events, NS, &[old.access()]).await;
+    // With reuse_refresh_token too.
+    let mut kept = new.record.clone();
+    kept.created_at += 1;
+    let renewed = Issued {
+        record: kept,
+        access_token: token(),
+        refresh_token: new.refresh_token.clone(),
+    };
+    refresh(store, &new, &renewed).await;
+    expect_revoked(store, &mut events, NS, &[new.access()]).await;
+
+    // An insert replacing a record: its old access token. Inserting the same again (an
+    // idempotent retry) revokes nothing.
+    let mut replacement = renewed.record.clone();
+    replacement.scope = "read".into();
+    let replaced = issue(store, replacement.clone()).await;
+    expect_revoked(store, &mut events, NS, &[renewed.access()]).await;
+    store
+        .insert(&replacement, &replaced.access(), Some(&replaced.refresh()))
+        .await
+        .unwrap();
+    expect_revoked(store, &mut events, NS, &[]).await;
+
+    // A record whose access token had expired already: deleting it revokes no token.
+    let mut r = record(NS);
+    r.expires_in = 60;
+    r.created_at = now_ms() - 3600 * 1000;
+    let stale = issue(store, r).await;
+    assert!(store.delete(NS, stale.record.id).await.unwrap());
+    expect_revoked(store, &mut events, NS, &[]).await;
+
+    // Other namespaces are told apart, odd names included.
+    for namespace in ["other", "we}ird:ns %", "é"] {
+        let theirs = issue(store, record(namespace)).await;
+        assert!(store.delete(namespace, theirs.record.id).await.unwrap());
+        expect_revoked(store, &mut events, namespace, &[theirs.access()]).await;
+    }
+
+    // Several subscribers each hear everything.
+    let mut second = subscribed(store).await;
+    let both = issue(store, record(NS)).await;
+    assert!(store.delete(NS, both.record.id).await.unwrap());
+    let expected = RevocationEvent::Revoked {
+        namespace: NS.to_owned(),
+        access: both.access(),
+    };
+    assert_eq!(next_event(&mut second).await, expected);
+    expect_revoked(store, &mut events, NS, &[both.access()]).await;
+}
+
+async fn revocations_of_reuse_and_bulk_delete<S: TokenStore + Clone>(store: &S) {
+    let mut events = subscribed(store).await;
+
+    // Reuse: every live access token of the chain.
+    let first = issue(store, record(NS)).await;
+    let second = successor(record(NS));
+    refresh(store, &first, &second).await;
+    let third = successor(record(NS));
+    refresh(store, &second, &third).await;
+    expect_revoked(store, &mut events, NS, &[first.access(), second.access()]).await;
+    assert_eq!(
+        store
+            .revoke_on_reuse(NS, &first.refresh(), 3600)
+            .await
+            .unwrap(),
+        Reuse::WithinGrace
+    );
+    expect_revoked(store, &mut events, NS, &[]).await;
+    assert_eq!(
+        store
+            .revoke_on_reuse(NS, &first.refresh(), 0)
+            .await
+            .unwrap(),
+        Reuse::Revoked { records: 1 }
+    );
+    expect_revoked(store, &mut events, NS, &[third.access()]).await;
+    assert_eq!(
+        store
+            .revoke_on_reuse(NS, &first.refresh(), 0)
+            .await
+            .unwrap(),
+        Reuse::Revoked { records: 0 }
+    );
+    expect_revoked(store, &mut events, NS, &[]).await;
+
+    // Bulk delete: each matching access token.
+    let mut matching = Vec::new();
+    for i in 0..5 {
+        let mut r = record(NS);
+        if i % 2 == 0 {
+            r.authenticated_userid = Some("mallory".into());
+        }
+        let issued = issue(store, r).await;
+        if i % 2 == 0 {
+            matching.push(issued.access());
+        }
+    }
+    let filter = ListFilter {
+        authenticated_userid: Some("mallory".into()),
+        ..ListFilter::default()
+    };
+    assert_eq!(store.delete_matching(NS, &filter).await.unwrap(), 3);
+    expect_revoked(store, &mut events, NS, &matching).await;
+    assert_eq!(store.delete_matching(NS, &filter).await.unwrap(), 0);
+    expect_revoked(store, &mut events, NS, &[]).await;
+}
+
 // === Redis only: what Redis holds ===
 
 /// Every key with its type and its whole value as text.
@@ -900,8 +1457,35 @@ async fn redis_holds_no_plaintext_tokens() {
             .await
             .unwrap()
     );
+    let old_refresh = old.refresh();
     secrets.extend([old.access_token, old.refresh_token.unwrap()]);
     secrets.extend([new.access_token.clone(), new.refresh_token.clone().unwrap()]);
+    // A chain revoked by reuse, and a bulk delete, leave only hashes behind too.
+    let first = issue(&store, record(NS)).await;
+    let second = successor(record(NS));
+    refresh(&store, &first, &second).await;
+    let third = successor(record(NS));
+    refresh(&store, &second, &third).await;
+    assert_eq!(
+        store
+            .revoke_on_reuse(NS, &first.refresh(), 0)
+            .await
+            .unwrap(),
+        Reuse::Revoked { records: 1 }
+    );
+    for issued in [first, second, third] {
+        secrets.push(issued.access_token);
+        secrets.extend(issued.refresh_token);
+    }
+    let mut r = record("other");
+    r.client_id = "bulk".into();
+    let bulk = issue(&store, r).await;
+    let filter = ListFilter {
+        client_id: Some("bulk".into()),
+        ..ListFilter::default()
+    };
+    assert_eq!(store.delete_matching("other", &filter).await.unwrap(), 1);
+    secrets.extend([bulk.access_token, bulk.refresh_token.unwrap()]);
 
     let dump = dump(&server);
     assert!(!dump.is_empty());
@@ -924,6 +1508,19 @@ async fn redis_holds_no_plaintext_tokens() {
         dump.iter()
             .any(|(key, _)| key.ends_with(&format!(":at:{hash}")))
     );
+    // The retired refresh token: its hash, leading to the ids of old and new record.
+    let retired = dump
+        .iter()
+        .find(|(key, _)| key == &format!("{{tg:shop}}:retired:{}", old_refresh.to_hex()))
+        .map(|(_, value)| value.clone());
+    let expected = format!("{}|{}|", old.record.id, new.record.id);
+    assert!(
+        retired
+            .as_ref()
+            .is_some_and(|v| v.starts_with(&expected)
+                && v.ends_with(&format!("|{}", new.refresh().to_hex()))),
+        "{retired:?}"
+    );
 }
 
 #[tokio::test]
@@ -935,8 +1532,33 @@ async fn redis_keys_carry_the_namespace_tag() {
             .put_code(namespace, &TokenHash::of(&token()), b"{}", 300)
             .await
             .unwrap();
-        // Expired index members are pruned by a later write: make sure `exp` exists too.
-        let _ = issued;
+        // A refresh leaves a `retired` key; reuse detection and bulk deletes write nothing
+        // new but must not write elsewhere either.
+        let new = successor(record(namespace));
+        refresh(&store, &issued, &new).await;
+        let next = successor(record(namespace));
+        refresh(&store, &new, &next).await;
+        assert_eq!(
+            store
+                .revoke_on_reuse(namespace, &new.refresh(), 0)
+                .await
+                .unwrap(),
+            Reuse::Revoked { records: 1 }
+        );
+        let kept = issue(&store, record(namespace)).await;
+        let doomed = issue(&store, {
+            let mut r = record(namespace);
+            r.client_id = "doomed".into();
+            r
+        })
+        .await;
+        let filter = ListFilter {
+            client_id: Some("doomed".into()),
+            ..ListFilter::default()
+        };
+        assert_eq!(store.delete_matching(namespace, &filter).await.unwrap(), 1);
+        assert!(gone(&store, &doomed).await);
+        assert!(intact(&store, &kept).await);
     }
     let keys = server.keys();
     let tags: std::collections::BTreeSet<&str> = keys
@@ -953,13 +1575,19 @@ async fn redis_keys_carry_the_namespace_tag() {
         tags.into_iter().collect::<Vec<_>>(),
         ["tg:other", "tg:shop", "tg:we%7Dird%3Ans"]
     );
-    for kind in ["at:", "rt:", "tok:", "code:"] {
+    for (kind, per_namespace) in [
+        ("at:", 1),
+        ("rt:", 1),
+        ("tok:", 1),
+        ("code:", 1),
+        ("retired:", 2),
+    ] {
         assert_eq!(
             keys.iter()
                 .filter(|k| k.contains(&format!("}}:{kind}")))
                 .count(),
-            3,
-            "one {kind} key per namespace in {keys:?}"
+            3 * per_namespace,
+            "{per_namespace} {kind} key(s) per namespace in {keys:?}"
         );
     }
     assert!(keys.contains(&"{tg:shop}:idx".to_string()), "{keys:?}");
@@ -1064,6 +1692,26 @@ async fn redis_ttls_as_specified() {
     let rt = pttl(&server, &key("rt", &new.refresh()));
     assert!(0 < at && at <= 50_000, "new access PTTL {at}");
     assert!(50_000 < rt && rt <= 500_000, "new refresh PTTL {rt}");
+    // The retired refresh token is remembered for as long as it would have lived.
+    let retired = pttl(&server, &key("retired", &issued.refresh()));
+    assert!(
+        500_000 < retired && retired <= 10_000_000,
+        "retired PTTL {retired}"
+    );
+    // Forever, for a record that lives forever.
+    let next = successor(record(NS));
+    refresh(&store, &forever, &next).await;
+    assert_eq!(pttl(&server, &key("retired", &forever.refresh())), -1);
+    // And nothing, when the refresh token stays.
+    let mut kept = next.record.clone();
+    kept.created_at += 1;
+    let same = Issued {
+        record: kept,
+        access_token: token(),
+        refresh_token: next.refresh_token.clone(),
+    };
+    refresh(&store, &next, &same).await;
+    assert_eq!(pttl(&server, &key("retired", &next.refresh())), -2);
 }
 
 #[tokio::test]
@@ -1149,6 +1797,188 @@ async fn redis_separate_connections_one_winner() {
         .filter(|won| *won)
         .count();
     assert_eq!(wins, 1);
+}
+
+// === Redis only: revocations ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_revocations_reach_every_sidecar() {
+    let (server, store) = redis().await;
+    let other = RedisStore::connect(&server.url()).await.unwrap();
+    let mut mine = subscribed(&store).await;
+    let mut theirs = subscribed(&other).await;
+    let mut wire = server.subscribe(REVOCATION_CHANNEL);
+    assert_eq!(REVOCATION_CHANNEL, "tollgate:revoked");
+
+    // Revoked through one sidecar, heard by both.
+    for namespace in [NS, "we}ird:ns %"] {
+        let issued = issue(&store, record(namespace)).await;
+        assert!(store.delete(namespace, issued.record.id).await.unwrap());
+        let expected = RevocationEvent::Revoked {
+            namespace: namespace.to_owned(),
+            access: issued.access(),
+        };
+        assert_eq!(next_event(&mut mine).await, expected);
+        assert_eq!(next_event(&mut theirs).await, expected);
+    }
+    // On the wire: `<escaped namespace> <hex SHA-256>`, no token.
+    let (channel, payload) = wire.next_message();
+    assert_eq!(channel, REVOCATION_CHANNEL);
+    let payload = String::from_utf8(payload).unwrap();
+    let (namespace, hash) = payload.split_once(' ').unwrap();
+    assert_eq!(namespace, NS);
+    assert!(TokenHash::from_hex(hash).is_some(), "{payload}");
+    let (_, payload) = wire.next_message();
+    assert!(
+        String::from_utf8(payload)
+            .unwrap()
+            .starts_with("we%7Dird%3Ans%20%25 "),
+    );
+
+    // Garbage on the channel, from someone else, is ignored.
+    for garbage in ["", "shop", "shop not-a-hash", "a b c"] {
+        server.command(&["PUBLISH", REVOCATION_CHANNEL, garbage]);
+    }
+    expect_revoked(&store, &mut mine, NS, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_revocations_lost_and_restored_after_a_restart() {
+    let (mut server, store) = redis().await;
+    let mut events = subscribed(&store).await;
+    for round in 0..2 {
+        server.kill();
+        assert_eq!(
+            next_event(&mut events).await,
+            RevocationEvent::Lost,
+            "round {round}"
+        );
+        server.restart();
+        assert_eq!(
+            next_event(&mut events).await,
+            RevocationEvent::Subscribed,
+            "round {round}"
+        );
+        eventually("the store reconnects", || async {
+            bounded("ping", store.ping()).await.is_ok()
+        })
+        .await;
+        let issued = issue(&store, record(NS)).await;
+        assert!(store.delete(NS, issued.record.id).await.unwrap());
+        expect_revoked(&store, &mut events, NS, &[issued.access()]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_revocations_lost_when_redis_stops_answering() {
+    // A connection that stays open but gets no answers (as in a network partition) is
+    // noticed by the subscription's health check.
+    let (server, store) = redis().await;
+    let mut events = subscribed(&store).await;
+    server.command(&["CLIENT", "PAUSE", "10000"]);
+    assert_eq!(next_event(&mut events).await, RevocationEvent::Lost);
+    server.command(&["CLIENT", "UNPAUSE"]);
+    assert_eq!(next_event(&mut events).await, RevocationEvent::Subscribed);
+    let issued = issue(&store, record(NS)).await;
+    assert!(store.delete(NS, issued.record.id).await.unwrap());
+    expect_revoked(&store, &mut events, NS, &[issued.access()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_revocations_a_slow_consumer_is_told_it_lost_some() {
+    let (server, store) = redis().await;
+    let mut events = subscribed(&store).await;
+    let numsub = || {
+        server
+            .command(&["PUBSUB", "NUMSUB", REVOCATION_CHANNEL])
+            .strings()
+            .get(1)
+            .cloned()
+    };
+    assert_eq!(numsub().as_deref(), Some("1"));
+    // Far more than the subscription buffers, while nobody reads.
+    let published = 3000;
+    server.command(&[
+        "EVAL",
+        "for i = 1, tonumber(ARGV[1]) do redis.call('PUBLISH', KEYS[1], ARGV[2]) end",
+        "1",
+        REVOCATION_CHANNEL,
+        &published.to_string(),
+        &format!("{NS} {}", TokenHash::of("x").to_hex()),
+    ]);
+    // Rather than buffer without bound, the subscription lets go of Redis…
+    eventually("the subscription drops its connection", || async {
+        numsub().as_deref() == Some("0")
+    })
+    .await;
+    // …and tells the consumer, after what it did buffer.
+    let mut revoked = 0;
+    loop {
+        match next_event(&mut events).await {
+            RevocationEvent::Revoked { .. } => revoked += 1,
+            RevocationEvent::Lost => break,
+            RevocationEvent::Subscribed => panic!("subscribed again before Lost"),
+        }
+    }
+    assert!(0 < revoked && revoked < published, "{revoked}");
+    assert_eq!(next_event(&mut events).await, RevocationEvent::Subscribed);
+    assert_eq!(numsub().as_deref(), Some("1"));
+    expect_revoked(&store, &mut events, NS, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_revocations_unsubscribe_when_dropped() {
+    let (server, store) = redis().await;
+    let numsub = || {
+        server
+            .command(&["PUBSUB", "NUMSUB", REVOCATION_CHANNEL])
+            .strings()
+            .get(1)
+            .cloned()
+    };
+    let events = subscribed(&store).await;
+    let any = subscribed(&AnyTokenStore::from(store.clone())).await;
+    assert_eq!(numsub().as_deref(), Some("2"));
+    drop(events);
+    drop(any);
+    eventually("the subscriptions end", || async {
+        numsub().as_deref() == Some("0")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_subscribe_while_down_is_an_error() {
+    let (mut server, store) = redis().await;
+    server.kill();
+    let result = bounded("subscribe", store.subscribe()).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_revocations_a_slow_consumer_is_told_it_lost_some() {
+    let store = MemoryStore::new();
+    let mut events = subscribed(&store).await;
+    for _ in 0..5000 {
+        issue(&store, record(NS)).await;
+    }
+    assert_eq!(
+        store
+            .delete_matching(NS, &ListFilter::default())
+            .await
+            .unwrap(),
+        5000
+    );
+    assert_eq!(next_event(&mut events).await, RevocationEvent::Lost);
+    assert_eq!(next_event(&mut events).await, RevocationEvent::Subscribed);
+    // Then what is still buffered.
+    assert!(matches!(
+        next_event(&mut events).await,
+        RevocationEvent::Revoked { .. }
+    ));
 }
 
 // === Redis only: outages, AUTH, TLS ===
@@ -1238,11 +2068,15 @@ async fn redis_auth_from_the_url_never_shown() {
     let server = RedisServer::start_with_args(&["--requirepass", password]);
     let url = format!("redis://:{password}@127.0.0.1:{}", server.port());
     let store = RedisStore::connect(&url).await.unwrap();
+    let mut events = subscribed(&store).await;
     let issued = issue(&store, record(NS)).await;
     assert_eq!(
         store.find_access(NS, &issued.access()).await.unwrap(),
-        Some(issued.record)
+        Some(issued.record.clone())
     );
+    expect_revoked(&store, &mut events, NS, &[]).await;
+    let shown = format!("{events:?}");
+    assert!(!shown.contains(password), "{shown}");
     for shown in [
         format!("{store:?}"),
         format!("{:?}", AnyTokenStore::from(store.clone())),
@@ -1320,11 +2154,14 @@ async fn redis_over_tls_with_a_private_ca() {
     let store = RedisStore::connect_with_ca(&url, ca.pem().as_bytes())
         .await
         .unwrap();
+    let mut events = subscribed(&store).await;
     let issued = issue(&store, record(NS)).await;
     assert_eq!(
         store.find_access(NS, &issued.access()).await.unwrap(),
-        Some(issued.record)
+        Some(issued.record.clone())
     );
+    assert!(store.delete(NS, issued.record.id).await.unwrap());
+    expect_revoked(&store, &mut events, NS, &[issued.access()]).await;
     assert!(format!("{store:?}").contains("rediss://"));
 
     // Not trusted without the CA.
@@ -1385,6 +2222,8 @@ async fn redis_cluster() {
     let nodes = cluster().await;
     let store = RedisStore::connect(&nodes[1].url()).await.unwrap();
     assert!(format!("{store:?}").contains("(cluster)"), "{store:?}");
+    // One subscription, on one node, hears the revocations of every node.
+    let mut events = subscribed(&store).await;
 
     // Namespaces land on different nodes, and each works there, scripts included.
     let mut owners = std::collections::BTreeSet::new();
@@ -1423,6 +2262,15 @@ async fn redis_cluster() {
             .unwrap();
         assert_eq!(page.records, std::slice::from_ref(&new));
         assert!(store.delete(&namespace, new.id).await.unwrap());
+        for access in [issued.access(), new_access] {
+            assert_eq!(
+                next_event(&mut events).await,
+                RevocationEvent::Revoked {
+                    namespace: namespace.clone(),
+                    access
+                }
+            );
+        }
         let code = TokenHash::of(&token());
         store.put_code(&namespace, &code, b"c", 300).await.unwrap();
         assert_eq!(
@@ -1455,5 +2303,75 @@ async fn redis_cluster() {
         codes_single_use,
         namespaces_isolated,
         ping,
+        reuse_detected_after_swap,
+        reuse_revokes_the_whole_chain,
+        reuse_within_grace_changes_nothing,
+        reuse_refresh_token_is_never_retired,
+        delete_matching_by_user_client_service,
+        delete_matching_in_many_batches,
+        revocations_published,
+        revocations_of_reuse_and_bulk_delete,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_subscription_moves_to_another_node() {
+    let mut nodes = cluster().await;
+    // The remaining nodes keep serving their slots once the third is marked failed.
+    for node in &nodes {
+        let reply = node.command(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
+        assert_eq!(reply.to_string(), "OK", "{reply:?}");
+    }
+    let store = RedisStore::connect(&nodes[1].url()).await.unwrap();
+    let mut events = subscribed(&store).await;
+    // The node the URL names goes away: the subscription is lost, and taken up again on a
+    // node that remains.
+    nodes[1].kill();
+    assert_eq!(next_event(&mut events).await, RevocationEvent::Lost);
+    assert_eq!(next_event(&mut events).await, RevocationEvent::Subscribed);
+    // A namespace served by a node that remains: its revocations still arrive.
+    let namespace = (0..)
+        .map(|i| format!("ns-{i}"))
+        .find(|namespace| {
+            let tag = format!("{{tg:{namespace}}}");
+            let slot = nodes[0]
+                .command(&["CLUSTER", "KEYSLOT", &tag])
+                .as_integer()
+                .unwrap();
+            !(5461..=10922).contains(&slot)
+        })
+        .unwrap();
+    // The store's own connection may fail a few requests while it learns the new topology.
+    let deadline = Instant::now() + PATIENCE;
+    let access = loop {
+        let r = record(&namespace);
+        let access = TokenHash::of(&token());
+        let attempt = async {
+            store.insert(&r, &access, None).await?;
+            store.delete(&namespace, r.id).await
+        };
+        if let Ok(true) = bounded("insert and delete", attempt).await {
+            break access;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the remaining nodes are still not served after {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A failed attempt may have revoked something before: skip that.
+    loop {
+        match next_event(&mut events).await {
+            RevocationEvent::Revoked {
+                namespace: ns,
+                access: revoked,
+            } => {
+                assert_eq!(ns, namespace);
+                if revoked == access {
+                    break;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

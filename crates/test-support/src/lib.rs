@@ -43,6 +43,39 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
 }
 
+/// A connection subscribed to one channel; see [`RedisServer::subscribe`].
+pub struct Subscriber {
+    /// Kept open for as long as the subscription should last.
+    _stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Subscriber {
+    /// The next message published on the channel: `(channel, payload)`. Panics when none
+    /// comes within a generous timeout.
+    pub fn next_message(&mut self) -> (String, Vec<u8>) {
+        let reply = read_reply(&mut self.reader)
+            .unwrap_or_else(|e| panic!("no message on the subscription: {e}"));
+        match reply {
+            RespValue::Array(Some(items)) => match items.as_slice() {
+                [kind, channel, RespValue::Bulk(Some(payload))]
+                    if kind.as_string().as_deref() == Some("message") =>
+                {
+                    (channel.as_string().unwrap_or_default(), payload.clone())
+                }
+                _ => panic!("not a message: {items:?}"),
+            },
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+}
+
+impl fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscriber").finish_non_exhaustive()
+    }
+}
+
 /// A RESP2 reply, as [`RedisServer::command`] reads it.
 #[derive(Clone, PartialEq, Eq)]
 pub enum RespValue {
@@ -180,6 +213,34 @@ impl RedisServer {
         send(&mut stream, args);
         read_reply(&mut reader)
             .unwrap_or_else(|e| panic!("bad reply from redis-server to {:?}: {e}", args.first()))
+    }
+
+    /// Subscribes to `channel` over a connection of its own (after AUTH when the server has
+    /// a password), to see exactly what is published there. Returns once Redis confirmed.
+    pub fn subscribe(&self, channel: &str) -> Subscriber {
+        let mut stream = TcpStream::connect(self.addr())
+            .unwrap_or_else(|e| panic!("cannot connect to redis-server on {}: {e}", self.port));
+        stream.set_read_timeout(Some(IO_TIMEOUT)).ok();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).ok();
+        let mut reader = BufReader::new(stream.try_clone().unwrap_or_else(|e| {
+            panic!("cannot clone a TCP stream: {e}");
+        }));
+        if let Some(password) = &self.password {
+            send(&mut stream, &["AUTH", password]);
+            match read_reply(&mut reader) {
+                Ok(RespValue::Simple(_)) => {}
+                other => panic!("AUTH failed: {other:?}"),
+            }
+        }
+        send(&mut stream, &["SUBSCRIBE", channel]);
+        match read_reply(&mut reader) {
+            Ok(reply) if reply.strings().first().map(String::as_str) == Some("subscribe") => {}
+            other => panic!("SUBSCRIBE {channel} failed: {other:?}"),
+        }
+        Subscriber {
+            _stream: stream,
+            reader,
+        }
     }
 
     /// Every key of the database (`KEYS *`), sorted.
@@ -477,6 +538,20 @@ mod tests {
         let redis = RedisServer::start_with_args(&["--requirepass", "s3cret"]);
         assert_eq!(redis.command(&["PING"]), RespValue::Simple("PONG".into()));
         assert!(redis.log().contains("Ready to accept connections"));
+    }
+
+    #[test]
+    fn subscribe_sees_what_is_published() {
+        let redis = RedisServer::start_with_args(&["--requirepass", "s3cret"]);
+        let mut subscriber = redis.subscribe("news");
+        assert_eq!(
+            redis.command(&["PUBLISH", "news", "hello world"]),
+            RespValue::Integer(1)
+        );
+        assert_eq!(
+            subscriber.next_message(),
+            ("news".to_owned(), b"hello world".to_vec())
+        );
     }
 
     #[test]
