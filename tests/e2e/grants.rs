@@ -55,6 +55,9 @@ crate::both_stores!(
     revocation_ignores_other_clients_tokens,
     metadata_describes_the_route,
     allowed_grants_and_scopes_limit_an_application,
+    a_reused_refresh_token_revokes_its_whole_chain,
+    a_reused_refresh_token_within_the_grace_window_revokes_nothing,
+    bulk_revocation_by_user_client_and_service,
 );
 
 async fn with(store: Store, oauth2: &str, extra: &str) -> Env {
@@ -1125,5 +1128,154 @@ async fn allowed_grants_and_scopes_limit_an_application(store: Store) {
             .await
             .0,
         200
+    );
+}
+
+async fn refresh_with(sidecar: &Sidecar, refresh: &Value) -> (u16, Value) {
+    post(
+        sidecar,
+        "/event/oauth2/token",
+        json!({"client_id": "clientid", "client_secret": "clientsecret",
+               "grant_type": "refresh_token", "refresh_token": refresh}),
+    )
+    .await
+}
+
+async fn a_reused_refresh_token_revokes_its_whole_chain(store: Store) {
+    let env = env(store, "enablePasswordGrant: true").await;
+    let first = env.sidecar.password_grant().await;
+    let (_, second) = refresh_with(&env.sidecar, &first["refresh_token"]).await;
+    let (status, third) = refresh_with(&env.sidecar, &second["refresh_token"]).await;
+    assert_eq!(status, 200);
+    let unrelated = env.sidecar.password_grant().await;
+    // The first refresh token again: a stolen copy, or a replay.
+    let (status, body) = refresh_with(&env.sidecar, &first["refresh_token"]).await;
+    assert_eq!(
+        (status, body),
+        (400, error("invalid_request", "Invalid refresh_token"))
+    );
+    let third_access = third["access_token"].as_str().unwrap();
+    assert_eq!(
+        env.sidecar
+            .get_with_token("/event/1", third_access)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        refresh_with(&env.sidecar, &third["refresh_token"]).await.0,
+        400
+    );
+    let unrelated_access = unrelated["access_token"].as_str().unwrap();
+    assert_eq!(
+        env.sidecar
+            .get_with_token("/event/1", unrelated_access)
+            .await
+            .status(),
+        200
+    );
+}
+
+async fn a_reused_refresh_token_within_the_grace_window_revokes_nothing(store: Store) {
+    let env = env(
+        store,
+        "enablePasswordGrant: true\nrefreshTokenReuseGrace: 300",
+    )
+    .await;
+    let first = env.sidecar.password_grant().await;
+    let (_, second) = refresh_with(&env.sidecar, &first["refresh_token"]).await;
+    let (status, _) = refresh_with(&env.sidecar, &first["refresh_token"]).await;
+    assert_eq!(status, 400, "still spent");
+    let access = second["access_token"].as_str().unwrap();
+    assert_eq!(
+        env.sidecar
+            .get_with_token("/event/1", access)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        refresh_with(&env.sidecar, &second["refresh_token"]).await.0,
+        200
+    );
+}
+
+async fn bulk_revocation_by_user_client_and_service(store: Store) {
+    let env = env(store, "enablePasswordGrant: true").await;
+    let grant = |user: &'static str| {
+        post(
+            &env.sidecar,
+            "/event/oauth2/token",
+            json!({"client_id": "clientid", "client_secret": "clientsecret", "grant_type": "password",
+                   "provision_key": "provisionkey", "authenticated_userid": user}),
+        )
+    };
+    let alice1 = grant("alice").await.1;
+    let alice2 = grant("alice").await.1;
+    let bob = grant("bob").await.1;
+    let delete = |query: &str| {
+        env.sidecar
+            .client
+            .delete(
+                env.sidecar
+                    .admin_url(&format!("/default/oauth2_tokens{query}")),
+            )
+            .send()
+    };
+
+    let response = delete("").await.unwrap();
+    assert_eq!(response.status(), 400, "a filter is required");
+    let response = delete("?authenticated_userid=alice").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"deleted": 2})
+    );
+    for token in [&alice1, &alice2] {
+        assert_eq!(
+            env.sidecar
+                .get_with_token("/event/1", token["access_token"].as_str().unwrap())
+                .await
+                .status(),
+            401
+        );
+    }
+    let bob_access = bob["access_token"].as_str().unwrap();
+    assert_eq!(
+        env.sidecar
+            .get_with_token("/event/1", bob_access)
+            .await
+            .status(),
+        200
+    );
+
+    let list: Value = env
+        .sidecar
+        .client
+        .get(env.sidecar.admin_url("/default/oauth2_tokens"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let service_id = list["data"][0]["service_id"].as_str().unwrap().to_owned();
+    let response = delete(&format!("?service_id={service_id}")).await.unwrap();
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"deleted": 1})
+    );
+    assert_eq!(
+        env.sidecar
+            .get_with_token("/event/1", bob_access)
+            .await
+            .status(),
+        401
+    );
+    grant("carol").await;
+    let response = delete("?client_id=clientid").await.unwrap();
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"deleted": 1})
     );
 }

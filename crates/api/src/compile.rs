@@ -263,6 +263,7 @@ fn compile_service(
             refresh_token_ttl: oauth2.refresh_token_ttl,
             reuse_refresh_token: oauth2.reuse_refresh_token,
             persistent_refresh_token: oauth2.persistent_refresh_token,
+            refresh_token_reuse_grace: oauth2.refresh_token_reuse_grace,
             pkce: oauth2.pkce,
             realm: oauth2.realm.clone(),
         },

@@ -552,7 +552,9 @@ spec:
     fn missing_path_and_empty_folder_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.yaml");
-        let err = load(std::slice::from_ref(&missing)).unwrap_err().to_string();
+        let err = load(std::slice::from_ref(&missing))
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             format!("{}: no such file or directory", missing.display())

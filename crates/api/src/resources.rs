@@ -142,6 +142,13 @@ pub struct OAuth2Config {
     /// Keep refresh tokens when the service's configuration changes.
     #[serde(default)]
     pub persistent_refresh_token: bool,
+    /// (beyond Kong) Seconds during which a refresh token that was already swapped may be
+    /// presented again without consequence, for clients that retry a lost response. After
+    /// that, presenting it is treated as theft: the whole chain of tokens issued from it is
+    /// revoked. 0 (the default) allows no grace at all.
+    #[serde(default)]
+    #[schemars(range(max = 300))]
+    pub refresh_token_reuse_grace: u32,
     /// PKCE enforcement: none, lax (required only when a challenge was sent) or strict
     /// (always required).
     #[serde(default)]

@@ -90,6 +90,10 @@ pub struct OAuth2Settings {
     pub refresh_token_ttl: u32,
     pub reuse_refresh_token: bool,
     pub persistent_refresh_token: bool,
+    /// (beyond Kong) Seconds a swapped refresh token may be presented again before reuse
+    /// revokes its chain; 0 = none.
+    #[serde(default)]
+    pub refresh_token_reuse_grace: u32,
     pub pkce: Pkce,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use tollgate_api::Snapshot;
 use tollgate_api::snapshot::{Application, ClientType, GrantType, Service};
-use tollgate_store::{StoreError, TokenHash, TokenRecord, TokenStore};
+use tollgate_store::{Reuse, StoreError, TokenHash, TokenRecord, TokenStore};
 use uuid::Uuid;
 
 use crate::authorize::{CodeGrant, verify_code_verifier};
@@ -242,6 +242,23 @@ async fn refresh<S: TokenStore>(
         .await
         .map_err(Failure::Store)?
     else {
+        // (beyond Kong) A refresh token that was already swapped is either a retry or a
+        // stolen copy; past the grace window the whole chain issued from it is revoked
+        // (OAuth 2.0 Security BCP §4.14). The client sees the same answer either way.
+        let grace = service.oauth2.refresh_token_reuse_grace;
+        match store
+            .revoke_on_reuse(&service.namespace, &old_hash, grace)
+            .await
+            .map_err(Failure::Store)?
+        {
+            Reuse::Revoked { records } => tracing::warn!(
+                namespace = %service.namespace,
+                client = %client.client_id,
+                records,
+                "a refresh token was used twice: revoked every token issued from it"
+            ),
+            Reuse::WithinGrace | Reuse::NotRetired => {}
+        }
         return Err(invalid().into());
     };
     if !service.oauth2.global_credentials && old.service_id != Some(service.id) {

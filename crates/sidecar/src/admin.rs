@@ -245,6 +245,7 @@ async fn route<S: TokenStore, B>(
     };
     match (request.method(), rest) {
         (&Method::GET, []) => list(store, namespace, request.uri().query()).await,
+        (&Method::DELETE, []) => bulk_delete(store, namespace, request.uri().query()).await,
         (&Method::GET, [id]) => {
             let id = parse_id(id)?;
             let record = store.get(namespace, id).await.map_err(AdminError::Store)?;
@@ -270,11 +271,42 @@ async fn route<S: TokenStore, B>(
     }
 }
 
-async fn list<S: TokenStore>(
+/// (beyond Kong) `DELETE /{ns}/oauth2_tokens?authenticated_userid=…` revokes every token of a
+/// user, an application (`client_id`) or a service (`service_id`). A filter is required, so a
+/// stray request cannot wipe a namespace.
+async fn bulk_delete<S: TokenStore>(
     store: &S,
     namespace: &str,
     query: Option<&str>,
 ) -> Result<Response<Bytes>, AdminError> {
+    let (filter, _, _) = parse_list_query(query)?;
+    if filter == ListFilter::default() {
+        return Err(AdminError::BadRequest(
+            "bulk deletion needs at least one of authenticated_userid, client_id or service_id"
+                .into(),
+        ));
+    }
+    let deleted = store
+        .delete_matching(namespace, &filter)
+        .await
+        .map_err(AdminError::Store)?;
+    tracing::info!(
+        namespace,
+        deleted,
+        ?filter,
+        "tokens deleted in bulk through the admin API"
+    );
+    #[derive(Serialize)]
+    struct Deleted {
+        deleted: usize,
+    }
+    Ok(json(StatusCode::OK, &Deleted { deleted }))
+}
+
+/// The filters, page size and offset of a listing's query string.
+fn parse_list_query(
+    query: Option<&str>,
+) -> Result<(ListFilter, usize, Option<String>), AdminError> {
     let mut size = DEFAULT_PAGE_SIZE;
     let mut offset = None;
     let mut filter = ListFilter::default();
@@ -298,6 +330,15 @@ async fn list<S: TokenStore>(
             _ => {}
         }
     }
+    Ok((filter, size, offset))
+}
+
+async fn list<S: TokenStore>(
+    store: &S,
+    namespace: &str,
+    query: Option<&str>,
+) -> Result<Response<Bytes>, AdminError> {
+    let (filter, size, offset) = parse_list_query(query)?;
     let page = store
         .list(namespace, &filter, size, offset.as_deref())
         .await

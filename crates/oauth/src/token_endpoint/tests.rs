@@ -37,6 +37,7 @@ fn settings() -> OAuth2Settings {
         refresh_token_ttl: 1_209_600,
         reuse_refresh_token: false,
         persistent_refresh_token: false,
+        refresh_token_reuse_grace: 0,
         pkce: Pkce::Lax,
         realm: None,
     }
