@@ -39,6 +39,12 @@ fmt:
 crds:
 	$(CARGO) run -q --locked -- crdgen > crds/tollgate.yaml
 
+## bench: tollgate, nginx and haproxy side by side on loopback (bench/run.sh); writes
+## bench/results/ and prints the table. Installs nginx-light, haproxy, wrk, redis-server.
+.PHONY: bench
+bench:
+	CARGO="$(CARGO)" ./bench/run.sh
+
 ## image: the container image $(IMAGE) (needs a Docker engine with BuildKit)
 VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
 IMAGE ?= tollgate:$(VERSION)

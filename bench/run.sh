@@ -1,0 +1,316 @@
+#!/usr/bin/env bash
+# `make bench`: tollgate, nginx and haproxy side by side on loopback, as issue 6 asks.
+#
+# Installs what is missing (nginx-light, haproxy, wrk, redis-server), builds the release
+# binary, makes one ECDSA P-256 certificate for every TLS target, starts every process on
+# free loopback ports, then alternates the targets (A B C … per kind of run, several rounds)
+# and writes bench/results/latest.{md,svg,json} plus a timestamped copy. See README.md,
+# section Performance, for what each figure means.
+#
+# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (4 s per c32/c256 run; the others
+# are derived from it), BENCH_REVOCATIONS (200), BENCH_PERF (1: profile the sidecar and nginx
+# with perf during an extra c32 run each, when perf works here), TOLLGATE_BIN (use this
+# binary, skip the build; BENCH_COMMIT names its commit in the report), BENCH_RESULTS (write
+# there instead of bench/results, for trial runs), BENCH_CACHE_OFF_ARGS (sidecar flags that
+# turn its validation cache off, when the harness does not recognise the build's flag).
+set -euo pipefail
+
+GIVEN_BIN=${TOLLGATE_BIN:+$(realpath "$TOLLGATE_BIN")}
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BENCH=$ROOT/bench
+CONF=$BENCH/conf
+WORK=$BENCH/work
+RESULTS=${BENCH_RESULTS:-$BENCH/results}
+export BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the source tree
+export BENCH_DURATION=${BENCH_DURATION:-4}
+REVOCATIONS=${BENCH_REVOCATIONS:-200}
+PERF=${BENCH_PERF:-1}
+START=$(date +%s)
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+note() { printf '%s\n' "$*" >>"$WORK/notes.txt"; log "note: $*"; }
+compilers() { ps -eo comm= | grep -cE '^(rustc|cargo|cc1|cc1plus|ld|ld.lld|clippy-driver)$' || true; }
+
+# --- every process this script starts is in PIDS; the trap ends exactly those ---------------
+PIDS=()
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+        local alive=0
+        for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Settings a user's shell may carry would change the sidecars under test.
+while read -r var; do unset "$var"; done < <(compgen -e | grep '^TOLLGATE_' || true)
+
+# --- tools --------------------------------------------------------------------------------
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+missing=()
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v python3 >/dev/null; then echo "bench: python3 is needed" >&2; exit 1; fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+rm -rf "$WORK"
+mkdir -p "$WORK" "$RESULTS"
+: >"$WORK/notes.txt"
+
+# --- the sidecar ------------------------------------------------------------------------------
+if [ -n "$GIVEN_BIN" ]; then
+    BIN=$GIVEN_BIN
+    note "sidecar binary given by TOLLGATE_BIN ($BIN); not built by this run"
+else
+    log "cargo build --release --locked --bin tollgate"
+    "${CARGO:-cargo}" build --release --locked --bin tollgate
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tollgate
+fi
+[ -x "$BIN" ] || { echo "bench: no sidecar binary at $BIN" >&2; exit 1; }
+{
+    echo "tollgate_version=$("$BIN" --version)"
+    dirty=""
+    if [ -n "$(git -C "$ROOT" status --porcelain -- src crates Cargo.toml Cargo.lock 2>/dev/null)" ]; then
+        dirty="+uncommitted changes"
+    fi
+    if [ -n "$GIVEN_BIN" ]; then
+        echo "commit=${BENCH_COMMIT:-unknown: binary given by TOLLGATE_BIN}"
+    else
+        echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$dirty"
+    fi
+} >>"$WORK/meta.txt"
+
+COMPILERS_START=$(compilers)
+{
+    echo "date=$(date -Iseconds)"
+    echo "stamp=$(date +%Y%m%d-%H%M%S)"
+    echo "loadavg_start=$(cut -d' ' -f1 /proc/loadavg)"
+    echo "compilers_start=$COMPILERS_START"
+} >>"$WORK/meta.txt"
+
+HELP=$("$BIN" sidecar --help)
+CACHE_OFF=()
+if [ -n "${BENCH_CACHE_OFF_ARGS:-}" ]; then
+    read -r -a CACHE_OFF <<<"$BENCH_CACHE_OFF_ARGS"
+elif grep -q -- '--no-validation-cache' <<<"$HELP"; then
+    CACHE_OFF=(--no-validation-cache)
+elif grep -A4 -- '--validation-cache-ttl' <<<"$HELP" \
+        | grep -qiE '(\b0\b.*(off|disabl|no cache))|((off|disabl).*\b0\b)'; then
+    CACHE_OFF=(--validation-cache-ttl 0)   # its help says 0 turns the cache off
+fi
+if ! grep -qE -- '--[a-z-]*cache' <<<"$HELP"; then
+    HAS_CACHE=0
+    note "this build has no validation cache (no cache flag in \`tollgate sidecar --help\`): every request makes one Redis round trip, so the sidecar's as-is run is also its cache-off case"
+else
+    HAS_CACHE=1
+    [ ${#CACHE_OFF[@]} -gt 0 ] || note "the build has a validation cache but no --no-validation-cache flag: the cache-off target is skipped (set BENCH_CACHE_OFF_ARGS to run it)"
+fi
+
+# --- certificate, ports, configuration ----------------------------------------------------
+log "ECDSA P-256 certificate"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+cat "$WORK/tls.crt" "$WORK/tls.key" >"$WORK/tls.pem"   # haproxy wants both in one file
+CERT=$WORK/tls.crt
+
+read -r P_UP P_AUTH P_NGINX P_AUTHREQ P_HAPROXY P_REDIS P_REDIS2 \
+    P_TG P_TG_ADMIN P_TG_METRICS P_NC P_NC_ADMIN P_NC_METRICS \
+    P_RA P_RA_ADMIN P_RA_METRICS P_RB P_RB_ADMIN P_RB_METRICS \
+    <<<"$(python3 "$BENCH/tools.py" ports 19)"
+
+render() { python3 "$BENCH/tools.py" render "$@"; }
+mkdir -p "$WORK/upstream" "$WORK/nginx" "$WORK/nginx-authreq" "$WORK/haproxy" \
+    "$WORK/redis" "$WORK/redis2"
+render "$CONF/upstream.nginx.conf" "$WORK/upstream/nginx.conf" WORK="$WORK" \
+    UPSTREAM_PORT="$P_UP" AUTH_PORT="$P_AUTH"
+render "$CONF/proxy.nginx.conf" "$WORK/nginx/nginx.conf" DIR="$WORK/nginx" PORT="$P_NGINX" \
+    UPSTREAM_PORT="$P_UP" AUTH_PORT="$P_AUTH" CERT="$CERT" KEY="$WORK/tls.key" \
+    AUTH_REQUEST_LINE=""
+render "$CONF/haproxy.cfg" "$WORK/haproxy/haproxy.cfg" WORK="$WORK" PORT="$P_HAPROXY" \
+    UPSTREAM_PORT="$P_UP" CERT_AND_KEY="$WORK/tls.pem"
+render "$CONF/manifests.yaml" "$WORK/manifests.yaml" UPSTREAM_PORT="$P_UP"
+AUTHREQ=0
+if nginx -V 2>&1 | grep -q -- '--with-http_auth_request_module'; then
+    AUTHREQ=1
+    render "$CONF/proxy.nginx.conf" "$WORK/nginx-authreq/nginx.conf" DIR="$WORK/nginx-authreq" \
+        PORT="$P_AUTHREQ" UPSTREAM_PORT="$P_UP" AUTH_PORT="$P_AUTH" CERT="$CERT" \
+        KEY="$WORK/tls.key" AUTH_REQUEST_LINE="auth_request /_auth;"
+else
+    note "this nginx has no auth_request module: the nginx+auth_request target is skipped"
+fi
+
+# --- processes ------------------------------------------------------------------------------
+start() {  # start NAME CMD...: in the background, logs in $WORK/NAME.log; sets LAST_PID
+    local name=$1
+    shift
+    "$@" >"$WORK/$name.log" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+start_redis() {  # start_redis NAME PORT DIR
+    start "$1" redis-server --port "$2" --bind 127.0.0.1 --save "" --appendonly no \
+        --protected-mode no --dir "$3"
+    local pid=$LAST_PID
+    for _ in $(seq 100); do
+        redis-cli -p "$2" ping >/dev/null 2>&1 && { LAST_PID=$pid; return; }
+        sleep 0.05
+    done
+    echo "bench: redis-server on $2 did not start" >&2
+    exit 1
+}
+start_nginx() {  # start_nginx DIR
+    start "$(basename "$1")" nginx -p "$1/" -c "$1/nginx.conf" -e stderr -g "daemon off;"
+}
+start_sidecar() {  # start_sidecar NAME PROXY ADMIN METRICS REDIS_PORT [FLAGS...]
+    local name=$1 proxy=$2 admin=$3 metrics=$4 redis=$5
+    shift 5
+    start "$name" env TOLLGATE_LOG=warn "$BIN" sidecar --manifests "$WORK/manifests.yaml" \
+        --listen "127.0.0.1:$proxy" --admin-listen "127.0.0.1:$admin" \
+        --metrics-listen "127.0.0.1:$metrics" --tls-cert "$CERT" --tls-key "$WORK/tls.key" \
+        --redis-url "redis://127.0.0.1:$redis" --worker-threads 1 "$@"
+}
+
+log "starting redis-server, nginx (upstream, TLS proxy, auth_request), haproxy, sidecars"
+start_redis redis "$P_REDIS" "$WORK/redis";  PID_REDIS=$LAST_PID
+start_redis redis2 "$P_REDIS2" "$WORK/redis2"
+start_nginx "$WORK/upstream"; PID_UP=$LAST_PID
+start_nginx "$WORK/nginx"; PID_NGINX=$LAST_PID
+if [ "$AUTHREQ" = 1 ]; then start_nginx "$WORK/nginx-authreq"; PID_AUTHREQ=$LAST_PID; fi
+start haproxy haproxy -db -f "$WORK/haproxy/haproxy.cfg"; PID_HAPROXY=$LAST_PID
+start_sidecar tollgate "$P_TG" "$P_TG_ADMIN" "$P_TG_METRICS" "$P_REDIS"; PID_TG=$LAST_PID
+if [ ${#CACHE_OFF[@]} -gt 0 ]; then
+    start_sidecar tollgate-nocache "$P_NC" "$P_NC_ADMIN" "$P_NC_METRICS" "$P_REDIS" \
+        "${CACHE_OFF[@]}"
+    PID_NC=$LAST_PID
+fi
+start_sidecar revocation-a "$P_RA" "$P_RA_ADMIN" "$P_RA_METRICS" "$P_REDIS2"
+start_sidecar revocation-b "$P_RB" "$P_RB_ADMIN" "$P_RB_METRICS" "$P_REDIS2"
+
+wait_http() { python3 "$BENCH/tools.py" wait "$1" 30 >/dev/null; }
+wait_http "http://127.0.0.1:$P_UP/"
+wait_http "https://127.0.0.1:$P_NGINX/"
+if [ "$AUTHREQ" = 1 ]; then wait_http "https://127.0.0.1:$P_AUTHREQ/"; fi
+wait_http "https://127.0.0.1:$P_HAPROXY/"
+for m in "$P_TG_METRICS" "$P_RA_METRICS" "$P_RB_METRICS" ${PID_NC:+"$P_NC_METRICS"}; do
+    wait_http "http://127.0.0.1:$m/readyz"
+done
+
+# One client_credentials token, sent by wrk to every target so every target sees the same bytes.
+CC_BODY='{"client_id":"benchclient","client_secret":"benchsecret","grant_type":"client_credentials"}'
+PW_BODY='{"client_id":"benchclient","client_secret":"benchsecret","grant_type":"password","provision_key":"benchprovisionkey","authenticated_userid":"1"}'
+TOKEN=$(python3 "$BENCH/tools.py" token "https://127.0.0.1:$P_TG/oauth2/token" "$CERT" "$CC_BODY")
+export BENCH_TOKEN=$TOKEN
+check() {  # check NAME URL: the target answers 200 to the benchmark's request
+    local status
+    status=$(python3 "$BENCH/tools.py" get "$2" "$CERT" "$TOKEN")
+    [ "$status" = 200 ] || { echo "bench: $1 answered $status to $2" >&2; exit 1; }
+}
+check direct "http://127.0.0.1:$P_UP/"
+check nginx "https://127.0.0.1:$P_NGINX/"
+check haproxy "https://127.0.0.1:$P_HAPROXY/"
+check tollgate "https://127.0.0.1:$P_TG/"
+if [ -n "${PID_NC:-}" ]; then check tollgate-nocache "https://127.0.0.1:$P_NC/"; fi
+if [ "$AUTHREQ" = 1 ]; then check nginx-authreq "https://127.0.0.1:$P_AUTHREQ/"; fi
+status=$(python3 "$BENCH/tools.py" get "https://127.0.0.1:$P_TG/" "$CERT")
+[ "$status" = 401 ] || { echo "bench: the sidecar answered $status without a token" >&2; exit 1; }
+{
+    echo "nginx: $(python3 "$BENCH/tools.py" tls-info 127.0.0.1 "$P_NGINX" "$CERT")"
+    echo "haproxy: $(python3 "$BENCH/tools.py" tls-info 127.0.0.1 "$P_HAPROXY" "$CERT")"
+    echo "tollgate: $(python3 "$BENCH/tools.py" tls-info 127.0.0.1 "$P_TG" "$CERT")"
+} >"$WORK/tls.txt"
+
+# --- the targets, alternated ------------------------------------------------------------------
+if [ "$HAS_CACHE" = 1 ]; then TG_LABEL="tollgate, cache on"; else TG_LABEL="tollgate (no cache in build)"; fi
+BACKENDS="$PID_UP,$PID_REDIS"
+{
+    printf 'direct\tupstream direct (HTTP)\thttp://127.0.0.1:%s/\t%s\t%s\n' "$P_UP" "$PID_UP" "$PID_REDIS"
+    printf 'nginx\tnginx TLS proxy\thttps://127.0.0.1:%s/\t%s\t%s\n' "$P_NGINX" "$PID_NGINX" "$BACKENDS"
+    printf 'haproxy\thaproxy TLS proxy\thttps://127.0.0.1:%s/\t%s\t%s\n' "$P_HAPROXY" "$PID_HAPROXY" "$BACKENDS"
+    printf 'tollgate\t%s\thttps://127.0.0.1:%s/\t%s\t%s\n' "$TG_LABEL" "$P_TG" "$PID_TG" "$BACKENDS"
+    if [ -n "${PID_NC:-}" ]; then
+        printf 'tollgate-nocache\ttollgate, cache off\thttps://127.0.0.1:%s/\t%s\t%s\n' "$P_NC" "$PID_NC" "$BACKENDS"
+    fi
+    if [ "$AUTHREQ" = 1 ]; then
+        printf 'nginx-authreq\tnginx + auth_request\thttps://127.0.0.1:%s/\t%s\t%s\n' "$P_AUTHREQ" "$PID_AUTHREQ" "$BACKENDS"
+    fi
+} >"$WORK/targets.tsv"
+log "targets: $(cut -f1 "$WORK/targets.tsv" | tr '\n' ' '); $BENCH_ROUNDS rounds of c32, c256, c1, new connections"
+python3 "$BENCH/measure.py" targets "$WORK/targets.tsv" "$WORK/targets.json"
+
+# --- where the CPU goes (perf, when it works on this machine) ---------------------------------
+profile() {  # profile NAME URL PIDS: perf record on PIDS during an extra c32 run against URL
+    local name=$1 url=$2 pids=$3
+    wrk -t2 -c32 -d"$((BENCH_DURATION + 1))s" -H "Authorization: Bearer $TOKEN" "$url" \
+        >"$WORK/perf-$name-wrk.txt" 2>&1 &
+    local wrk_pid=$!
+    PIDS+=("$wrk_pid")
+    sleep 0.5
+    perf record -q -e cpu-clock -F 1999 -p "$pids" -o "$WORK/perf-$name.data" \
+        -- sleep "$BENCH_DURATION" >/dev/null 2>&1 || true
+    wait "$wrk_pid" || true
+    perf report -i "$WORK/perf-$name.data" --stdio --no-children --sort dso,sym \
+        -F overhead,dso,sym --percent-limit 0 >"$WORK/perf-$name-flat.txt" 2>/dev/null || true
+    {
+        echo "# Where $name's CPU goes during a c32 keep-alive run (every request with a bearer"
+        echo "# token): perf record -e cpu-clock -F 1999 -p <its processes>. A software clock: this"
+        echo "# machine has no hardware counters; in a VM, time spent with interrupts off is charged"
+        echo "# to where they are turned back on (_raw_spin_unlock_irqrestore)."
+        echo "# wrk during the profile: $(grep -E 'Requests/sec' "$WORK/perf-$name-wrk.txt" || true)"
+        echo
+        python3 "$BENCH/tools.py" perf-summary "$WORK/perf-$name-flat.txt"
+    } >"$RESULTS/perf-$name.txt"
+}
+if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
+    if perf record -q -e cpu-clock -o "$WORK/perf-probe.data" -- true >/dev/null 2>&1; then
+        log "perf record on the sidecar, then on nginx, during an extra c32 run each"
+        profile tollgate "https://127.0.0.1:$P_TG/" "$PID_TG"
+        profile nginx "https://127.0.0.1:$P_NGINX/" \
+            "$(python3 "$BENCH/tools.py" descendants "$PID_NGINX" | tr ' ' ,)"
+        note "profiles during a c32 run: bench/results/perf-tollgate.txt and perf-nginx.txt"
+    else
+        note "perf record does not work on this machine: no profile"
+    fi
+fi
+
+# --- token issue rate, against the sidecar's own keep-alive GET rate -----------------------------
+log "token endpoint: client_credentials and password grants against GET"
+{
+    printf 'get\tGET\thttps://127.0.0.1:%s/\t%s\t%s\t\n' "$P_TG" "$PID_TG" "$BACKENDS"
+    printf 'client_credentials\tclient_credentials\thttps://127.0.0.1:%s/oauth2/token\t%s\t%s\t%s\n' "$P_TG" "$PID_TG" "$BACKENDS" "$CC_BODY"
+    printf 'password\tpassword\thttps://127.0.0.1:%s/oauth2/token\t%s\t%s\t%s\n' "$P_TG" "$PID_TG" "$BACKENDS" "$PW_BODY"
+} >"$WORK/issue.tsv"
+python3 "$BENCH/measure.py" issue "$WORK/issue.tsv" "$WORK/issue.json"
+
+# --- revocation latency across two sidecars sharing one Redis --------------------------------
+log "revocation: $REVOCATIONS tokens revoked on one sidecar, seen by both"
+python3 "$BENCH/revocation.py" "https://127.0.0.1:$P_RA/" "https://127.0.0.1:$P_RA_ADMIN/" \
+    "https://127.0.0.1:$P_RB/" "$CERT" "$WORK/revocation.json" "$REVOCATIONS"
+
+echo "compilers_end=$(compilers)" >>"$WORK/meta.txt"
+if [ "$(compilers)" -gt 0 ] || [ "$COMPILERS_START" -gt 0 ]; then note "other builds were running on this machine during the run: figures are noisier than on a quiet machine; ratios, taken in the same run with the targets alternated, hold up best"; fi
+log "done in $(($(date +%s) - START)) s; writing bench/results/"
+echo
+python3 "$BENCH/report.py" "$WORK" "$RESULTS"
