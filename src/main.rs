@@ -143,8 +143,10 @@ fn init_tracing() {
     let filter = std::env::var("TOLLGATE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".to_owned());
+    // Colours only for a person at a terminal: log collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("TOLLGATE_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();

@@ -316,7 +316,6 @@ impl SidecarBuilder {
         self
     }
 
-
     pub async fn start(self) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         let certs = Certs::new(dir.path());

@@ -94,7 +94,17 @@ async fn tokens_issued_by_one_sidecar_are_accepted_by_another() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(other.get_with_token("/event/1", &token).await.status(), 200);
+    // Both validate it, so both may hold it in their validation caches.
+    for _ in 0..3 {
+        assert_eq!(other.get_with_token("/event/1", &token).await.status(), 200);
+        assert_eq!(
+            env.sidecar
+                .get_with_token("/event/1", &token)
+                .await
+                .status(),
+            200
+        );
+    }
 
     // Revoked through one sidecar's admin API, refused by both.
     let list: Value = other
@@ -114,14 +124,22 @@ async fn tokens_issued_by_one_sidecar_are_accepted_by_another() {
         .await
         .unwrap();
     assert_eq!(response.status(), 204);
-    assert_eq!(
-        env.sidecar
-            .get_with_token("/event/1", &token)
-            .await
-            .status(),
-        401
-    );
+    // The sidecar that deleted it refuses it at once; the other hears of it through Redis.
     assert_eq!(other.get_with_token("/event/1", &token).await.status(), 401);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while env
+        .sidecar
+        .get_with_token("/event/1", &token)
+        .await
+        .status()
+        != 401
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the revocation never reached the other sidecar"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,4 +169,56 @@ async fn redis_holds_no_token_in_the_clear() {
     for secret in ["clientsecret", "provisionkey"] {
         assert!(!everything.contains(secret), "Redis holds {secret}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_validations_follow_revocations_and_the_cache_can_be_turned_off() {
+    let env = env(Store::Redis, "").await;
+    let redis = env.redis.as_ref().unwrap();
+    let token = env.sidecar.password_grant().await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..3 {
+        assert_eq!(
+            env.sidecar
+                .get_with_token("/event/1", &token)
+                .await
+                .status(),
+            200
+        );
+    }
+    // Revoked behind this sidecar's back, by another sidecar process running without a cache.
+    let other = crate::harness::SidecarBuilder::new(crate::harness::article_manifests(
+        env.upstream.port,
+        "",
+    ))
+    .redis(&redis.url())
+    .arg("--validation-cache-size")
+    .arg("0")
+    .start()
+    .await;
+    let response = other
+        .client
+        .delete(other.admin_url("/default/oauth2_tokens?client_id=clientid"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while env
+        .sidecar
+        .get_with_token("/event/1", &token)
+        .await
+        .status()
+        != 401
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cached validation outlived its revocation"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(env.sidecar.logs().contains("validation_cache=true"));
+    assert!(other.logs().contains("validation_cache=false"));
 }

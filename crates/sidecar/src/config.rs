@@ -17,6 +17,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8444";
 /// Loopback by default; a pod exposes it to the kubelet through its probes.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
+/// Enough for every active token of a busy pod, at about 300 bytes each.
+pub const DEFAULT_VALIDATION_CACHE_SIZE: u64 = 10_000;
+/// Short enough that a lost revocation message heals quickly, long enough to absorb bursts.
+pub const DEFAULT_VALIDATION_CACHE_TTL: u64 = 30;
 /// A sidecar shares its pod's CPU with the application, so one thread is the default.
 pub const DEFAULT_WORKER_THREADS: usize = 1;
 
@@ -78,6 +82,17 @@ pub struct SidecarArgs {
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Live tokens remembered per sidecar, so most requests need no Redis round trip. Revoked
+    /// tokens are evicted at once through Redis's revocation channel. 0 turns the cache off.
+    #[arg(long, env = "TOLLGATE_VALIDATION_CACHE_SIZE", default_value_t = DEFAULT_VALIDATION_CACHE_SIZE)]
+    pub validation_cache_size: u64,
+
+    /// Seconds a cached validation is trusted before Redis is asked again: the bound on how
+    /// stale a cached token can be should a revocation message ever be lost in transit.
+    #[arg(long, env = "TOLLGATE_VALIDATION_CACHE_TTL", default_value_t = DEFAULT_VALIDATION_CACHE_TTL,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub validation_cache_ttl: u64,
+
     /// Threads serving requests.
     #[arg(long, env = "TOLLGATE_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS,
           value_parser = parse_worker_threads)]
@@ -99,6 +114,8 @@ pub struct Config {
     pub redis_url: Option<RedisUrl>,
     pub listen_http: Option<SocketAddr>,
     pub trusted_ips: TrustedIps,
+    pub validation_cache_size: u64,
+    pub validation_cache_ttl: std::time::Duration,
 }
 
 /// All configuration problems found, one line each.
@@ -122,13 +139,14 @@ impl Config {
                 None
             }
         };
-        if let Some(snapshot) = &snapshot {
-            if snapshot.services.is_empty() && errors.is_empty() {
-                errors.push(format!(
-                    "--manifests: no OAuthService found in {}",
-                    display_paths(&args.manifests)
-                ));
-            }
+        if let Some(snapshot) = &snapshot
+            && snapshot.services.is_empty()
+            && errors.is_empty()
+        {
+            errors.push(format!(
+                "--manifests: no OAuthService found in {}",
+                display_paths(&args.manifests)
+            ));
         }
 
         let tls = match (&args.tls_cert, &args.tls_key) {
@@ -183,6 +201,8 @@ impl Config {
                 redis_url,
                 listen_http: args.listen_http,
                 trusted_ips,
+                validation_cache_size: args.validation_cache_size,
+                validation_cache_ttl: std::time::Duration::from_secs(args.validation_cache_ttl),
             }),
             _ => Err(ConfigErrors(errors)),
         }

@@ -12,6 +12,7 @@ pub mod routes;
 mod serve;
 pub mod tls;
 mod trusted;
+mod validation_cache;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use tollgate_store::{AnyTokenStore, MemoryStore, RedisStore};
 pub use crate::config::{Config, ConfigErrors, SidecarArgs};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+use crate::validation_cache::CachedStore;
 
 /// Runs the sidecar until SIGINT or SIGTERM, then drains in-flight requests.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -41,6 +43,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             AnyTokenStore::Memory(MemoryStore::new())
         }
     };
+    // The memory store is already local: a cache in front of it would only cost.
+    let cache_size = match store {
+        AnyTokenStore::Memory(_) => 0,
+        AnyTokenStore::Redis(_) => config.validation_cache_size,
+    };
+    let store = CachedStore::new(store, cache_size, config.validation_cache_ttl);
     let (tls, resolver) = config.tls.server_config().map_err(anyhow::Error::msg)?;
 
     let bind = |flag: &'static str, addr| async move {
@@ -64,6 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.trusted_ips,
     ));
     let (stop, stopped) = watch::channel(false);
+    let revocations = tokio::spawn(gateway.store().clone().follow_revocations(stopped.clone()));
 
     let proxy = {
         let gateway = gateway.clone();
@@ -134,6 +143,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         admin = %config.admin_listen,
         metrics = %config.metrics_listen,
         services = gateway.snapshot().snapshot.services.len(),
+        validation_cache = gateway.store().is_enabled(),
         "tollgate sidecar ready"
     );
 
@@ -142,7 +152,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     metrics.set_ready(false);
     let _ = stop.send(true);
     reload.abort();
-    let _ = tokio::join!(proxy, admin, metrics_server);
+    let _ = tokio::join!(proxy, admin, metrics_server, revocations);
     if let Some(plain) = plain {
         let _ = plain.await;
     }
