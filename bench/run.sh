@@ -114,6 +114,8 @@ HELP=$("$BIN" sidecar --help)
 CACHE_OFF=()
 if [ -n "${BENCH_CACHE_OFF_ARGS:-}" ]; then
     read -r -a CACHE_OFF <<<"$BENCH_CACHE_OFF_ARGS"
+elif grep -q -- '--validation-cache-size' <<<"$HELP"; then
+    CACHE_OFF=(--validation-cache-size 0)
 elif grep -q -- '--no-validation-cache' <<<"$HELP"; then
     CACHE_OFF=(--no-validation-cache)
 elif grep -A4 -- '--validation-cache-ttl' <<<"$HELP" \

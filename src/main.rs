@@ -58,57 +58,62 @@ fn main() -> ExitCode {
 
 fn sidecar(args: &SidecarArgs) -> ExitCode {
     init_tracing();
-    let config = match Config::load(args) {
-        Ok(config) => config,
-        Err(errors) => {
-            for error in &errors.0 {
-                eprintln!("tollgate sidecar: {error}");
-            }
-            return ExitCode::from(EX_USAGE);
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.worker_threads)
-        .enable_all()
-        .build();
-    let result = match runtime {
-        Ok(runtime) => runtime.block_on(tollgate_sidecar::run(config)),
-        Err(error) => Err(anyhow::Error::new(error).context("cannot start the async runtime")),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("tollgate sidecar: {error:#}");
-            ExitCode::FAILURE
-        }
+    match Config::load(args) {
+        Ok(config) => run(
+            "sidecar",
+            args.worker_threads,
+            tollgate_sidecar::run(config),
+        ),
+        Err(errors) => usage("sidecar", &errors.0),
     }
 }
 
 fn controller(args: &ControllerArgs) -> ExitCode {
     init_tracing();
-    let config = match tollgate_controller::Config::load(args) {
-        Ok(config) => config,
-        Err(errors) => {
-            for error in &errors.0 {
-                eprintln!("tollgate controller: {error}");
-            }
-            return ExitCode::from(EX_USAGE);
-        }
+    match tollgate_controller::Config::load(args) {
+        Ok(config) => run(
+            "controller",
+            args.worker_threads,
+            tollgate_controller::run(config),
+        ),
+        Err(errors) => usage("controller", &errors.0),
+    }
+}
+
+/// One line per configuration problem, then EX_USAGE.
+fn usage(role: &str, errors: &[String]) -> ExitCode {
+    for error in errors {
+        eprintln!("tollgate {role}: {error}");
+    }
+    ExitCode::from(EX_USAGE)
+}
+
+/// Runs `serve` to completion on a runtime of `worker_threads` threads. One thread gets
+/// tokio's current-thread scheduler: a sidecar's default, with no cross-thread wake-ups.
+fn run(
+    role: &str,
+    worker_threads: usize,
+    serve: impl Future<Output = anyhow::Result<()>>,
+) -> ExitCode {
+    let runtime = if worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(worker_threads)
+            .enable_all()
+            .build()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.worker_threads)
-        .enable_all()
-        .build();
     let result = match runtime {
-        Ok(runtime) => runtime.block_on(tollgate_controller::run(config)),
+        Ok(runtime) => runtime.block_on(serve),
         Err(error) => Err(anyhow::Error::new(error).context("cannot start the async runtime")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
-            eprintln!("tollgate controller: {error:#}");
+            eprintln!("tollgate {role}: {error:#}");
             ExitCode::FAILURE
         }
     }

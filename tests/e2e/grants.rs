@@ -898,7 +898,6 @@ async fn hide_credentials_leaves_multipart_bodies_intact(store: Store) {
 
 async fn plain_http_is_refused_unless_terminated_by_a_trusted_proxy(store: Store) {
     let upstream = Upstream::start().await;
-    let http_port = crate::harness::free_port();
     let manifests = article_manifests(
         upstream.port,
         "enablePasswordGrant: true\nacceptHttpIfAlreadyTerminated: true",
@@ -906,17 +905,16 @@ async fn plain_http_is_refused_unless_terminated_by_a_trusted_proxy(store: Store
         .replace("UPSTREAM", &upstream.port.to_string())
         .replace("GLOBAL", "hideCredentials: false");
     let redis = (store == Store::Redis).then(crate::harness::RedisServer::start);
-    let mut builder = SidecarBuilder::new(manifests)
-        .arg("--listen-http")
-        .arg(&format!("127.0.0.1:{http_port}"));
+    let mut builder = SidecarBuilder::new(manifests).listen_http();
     if let Some(redis) = &redis {
         builder = builder.redis(&redis.url());
     }
-    let _sidecar = builder.start().await;
+    let sidecar = builder.start().await;
+    let http = sidecar.http.unwrap();
     let plain = reqwest::Client::new();
     let body = json!({"client_id": "clientid", "client_secret": "clientsecret", "grant_type": "password",
                       "provision_key": "provisionkey", "authenticated_userid": "1"});
-    let url = |path: &str| format!("http://127.0.0.1:{http_port}{path}");
+    let url = |path: &str| format!("http://{http}{path}");
     let send = |path: &'static str, protos: Vec<&'static str>| {
         let mut request = plain.post(url(path)).json(&body);
         for p in protos {

@@ -32,10 +32,16 @@ pub enum Store {
 /// A free loopback port. Another process could take it before we bind it, but tests run
 /// on a private machine and the window is tiny.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free loopback ports: all are held at once while they are picked, so the
+/// system cannot hand out the same one twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<StdListener> = (0..N)
+        .map(|_| StdListener::bind("127.0.0.1:0").expect("no free loopback port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("bound").port())
 }
 
 // === TLS ===
@@ -277,6 +283,7 @@ pub struct SidecarBuilder {
     redis_url: Option<String>,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
+    listen_http: bool,
 }
 
 pub struct Sidecar {
@@ -286,6 +293,8 @@ pub struct Sidecar {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub metrics: SocketAddr,
+    /// The plain-HTTP listener, when asked for with [`SidecarBuilder::listen_http`].
+    pub http: Option<SocketAddr>,
     pub client: reqwest::Client,
     log: PathBuf,
 }
@@ -302,12 +311,19 @@ impl SidecarBuilder {
             redis_url: None,
             extra_args: Vec::new(),
             env: Vec::new(),
+            listen_http: false,
         }
     }
 
     pub fn redis(mut self, url: &str) -> Self {
         self.store = Store::Redis;
         self.redis_url = Some(url.to_owned());
+        self
+    }
+
+    /// Also serve plain HTTP (`--listen-http`) on a free port.
+    pub fn listen_http(mut self) -> Self {
+        self.listen_http = true;
         self
     }
 
@@ -323,7 +339,8 @@ impl SidecarBuilder {
         std::fs::write(&manifests, &self.manifests).unwrap();
         let log = dir.path().join("sidecar.log");
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        let (proxy, admin, metrics) = (addr(free_port()), addr(free_port()), addr(free_port()));
+        let [proxy, admin, metrics, http] = free_ports::<4>().map(addr);
+        let http = self.listen_http.then_some(http);
         let mut command = tollgate();
         command
             .arg("sidecar")
@@ -348,6 +365,9 @@ impl SidecarBuilder {
         if let Some(url) = &self.redis_url {
             command.arg("--redis-url").arg(url);
         }
+        if let Some(http) = http {
+            command.arg("--listen-http").arg(http.to_string());
+        }
         for (k, v) in &self.env {
             command.env(k, v);
         }
@@ -359,6 +379,7 @@ impl SidecarBuilder {
             proxy,
             admin,
             metrics,
+            http,
             client,
             log,
         };
