@@ -73,5 +73,13 @@ deploy: chart-deps
 	$(CHART_VENV)/bin/python charts/tests/render.py > deploy/tollgate.yaml.tmp
 	mv deploy/tollgate.yaml.tmp deploy/tollgate.yaml
 
+## e2e-cluster: the cluster tests (#[ignore]d in tests/e2e/cluster.rs) against the cluster
+## KUBECONFIG names: Kubernetes 1.28+, RBAC on, kubectl on the PATH. A bare kube-apiserver is
+## enough. One test at a time: each runs a controller that watches every namespace.
+.PHONY: e2e-cluster
+e2e-cluster: test-deps
+	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG to the cluster to test against"; exit 2; }
+	$(CARGO) test --locked --test e2e cluster:: -- --ignored --test-threads=1
+
 clean:
 	$(CARGO) clean

@@ -539,3 +539,266 @@ macro_rules! both_stores {
         }
     };
 }
+
+// === the controller (file source) and sidecars that follow it ===
+
+/// A `tollgate controller --manifests` process: the index fed from files, sidecars
+/// authenticated by a static tokens file, its CA written for them to trust.
+pub struct Controller {
+    child: Child,
+    pub stream: SocketAddr,
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+    /// The controller's CA (PEM file), for sidecars' `--controller-ca`.
+    pub ca: PathBuf,
+    /// A client trusting the controller's CA.
+    pub client: reqwest::Client,
+    log: PathBuf,
+}
+
+impl Controller {
+    /// Starts a controller on the manifests under `manifests`, accepting the tokens of
+    /// `tokens` (lines `TOKEN NAMESPACE/POD`); its files go to `dir`. Returns once ready.
+    pub async fn start(
+        dir: &Path,
+        manifests: &Path,
+        tokens: &Path,
+        redis_url: Option<&str>,
+    ) -> Self {
+        // reqwest builds its TLS lazily from the process-wide provider even for plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let [stream, admin, metrics] = free_ports::<3>().map(addr);
+        let ca = dir.join("controller-ca.pem");
+        let _ = std::fs::remove_file(&ca);
+        let log = dir.join(format!("controller-{}.log", stream.port()));
+        let mut command = tollgate();
+        command
+            .arg("controller")
+            .arg("--manifests")
+            .arg(manifests)
+            .arg("--static-tokens")
+            .arg(tokens)
+            .arg("--stream-listen")
+            .arg(stream.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--metrics-listen")
+            .arg(metrics.to_string())
+            .arg("--ca-out")
+            .arg(&ca)
+            .env_remove("TOLLGATE_REDIS_URL")
+            .env("TOLLGATE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(url) = redis_url {
+            command.arg("--redis-url").arg(url);
+        }
+        let child = command.spawn().expect("spawn tollgate controller");
+        let mut controller = Self {
+            child,
+            stream,
+            admin,
+            metrics,
+            ca: ca.clone(),
+            client: reqwest::Client::new(),
+            log,
+        };
+        controller.wait_ready().await;
+        let pem = std::fs::read_to_string(&ca).expect("the controller wrote no --ca-out");
+        controller.client = Certs {
+            cert: ca.clone(),
+            key: ca,
+            pem,
+        }
+        .client();
+        controller
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = format!("http://{}/readyz", self.metrics);
+        let plain = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the controller exited with {status}:\n{}", self.logs());
+            }
+            if let Ok(r) = plain.get(&url).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "controller not ready in 30s:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `https://localhost:PORT`, as sidecars' `--controller`.
+    pub fn stream_url(&self) -> String {
+        format!("https://localhost:{}", self.stream.port())
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.admin.port())
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let _ = writeln!(std::io::stderr(), "--- controller log ---\n{}", self.logs());
+        }
+    }
+}
+
+/// A sidecar that takes its configuration from a controller (`--controller`), as an
+/// injected sidecar does, with its token and snapshot cache in files.
+pub struct PodSidecarBuilder {
+    controller_url: String,
+    controller_ca: PathBuf,
+    namespace: String,
+    pod: String,
+    token: String,
+    cache: PathBuf,
+    redis_url: Option<String>,
+}
+
+impl PodSidecarBuilder {
+    pub fn new(
+        controller_url: &str,
+        controller_ca: &Path,
+        namespace: &str,
+        pod: &str,
+        token: &str,
+        cache: &Path,
+    ) -> Self {
+        Self {
+            controller_url: controller_url.to_owned(),
+            controller_ca: controller_ca.to_owned(),
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            token: token.to_owned(),
+            cache: cache.to_owned(),
+            redis_url: None,
+        }
+    }
+
+    pub fn redis(mut self, url: &str) -> Self {
+        self.redis_url = Some(url.to_owned());
+        self
+    }
+
+    /// Starts the sidecar without waiting for it to be ready.
+    pub fn spawn(&self) -> Sidecar {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = Certs::new(dir.path());
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, format!("{}\n", self.token)).unwrap();
+        let log = dir.path().join("sidecar.log");
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let [proxy, admin, metrics] = free_ports::<3>().map(addr);
+        let mut command = tollgate();
+        command
+            .arg("sidecar")
+            .arg("--controller")
+            .arg(&self.controller_url)
+            .arg("--controller-ca")
+            .arg(&self.controller_ca)
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--pod-name")
+            .arg(&self.pod)
+            .arg("--pod-namespace")
+            .arg(&self.namespace)
+            .arg("--snapshot-cache")
+            .arg(&self.cache)
+            .arg("--listen")
+            .arg(proxy.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--metrics-listen")
+            .arg(metrics.to_string())
+            .arg("--tls-cert")
+            .arg(&certs.cert)
+            .arg("--tls-key")
+            .arg(&certs.key)
+            .env_remove("TOLLGATE_REDIS_URL")
+            .env_remove("TOLLGATE_MANIFESTS")
+            .env("TOLLGATE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(url) = &self.redis_url {
+            command.arg("--redis-url").arg(url);
+        }
+        let child = command.spawn().expect("spawn tollgate sidecar");
+        let client = certs.client();
+        Sidecar {
+            child,
+            _dir: dir,
+            proxy,
+            admin,
+            metrics,
+            http: None,
+            client,
+            log,
+        }
+    }
+
+    /// Starts the sidecar and waits until it serves a snapshot.
+    pub async fn start(&self) -> Sidecar {
+        let mut sidecar = self.spawn();
+        sidecar.wait_ready().await;
+        sidecar
+    }
+}
+
+/// Polls `check` until it returns true, for at most `within`; panics with `what` otherwise.
+/// For changes that propagate (a manifest edit reaching sidecars), never for timing.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -6,6 +6,8 @@ mod harness;
 mod admin;
 mod article;
 mod cli;
+mod cluster;
+mod controller;
 mod grants;
 mod oauth_client;
 mod proxy;

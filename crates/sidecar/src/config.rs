@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use tollgate_api::Snapshot;
 
+use crate::controller_client::{ControllerSource, ControllerSourceArgs};
 use crate::tls::TlsSource;
 use crate::trusted::TrustedIps;
 
@@ -35,7 +36,7 @@ pub struct SidecarArgs {
         long,
         env = "TOLLGATE_MANIFESTS",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "controller"
     )]
     pub manifests: Vec<PathBuf>,
 
@@ -97,6 +98,9 @@ pub struct SidecarArgs {
     #[arg(long, env = "TOLLGATE_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS,
           value_parser = parse_worker_threads)]
     pub worker_threads: usize,
+
+    #[command(flatten)]
+    pub controller_source: ControllerSourceArgs,
 }
 
 /// A Redis URL, checked for its scheme. `Debug` and `Display` hide the password.
@@ -106,7 +110,9 @@ pub struct RedisUrl(String);
 /// Everything the sidecar serves, validated.
 #[derive(Debug)]
 pub struct Config {
+    /// Empty when the snapshots come from `controller`.
     pub snapshot: Snapshot,
+    pub controller: Option<ControllerSource>,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
@@ -127,6 +133,7 @@ pub struct ConfigErrors(pub Vec<String>);
 impl Config {
     pub fn load(args: &SidecarArgs) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
+        let controller = ControllerSource::load(&args.controller_source, &mut errors);
 
         let snapshot = match tollgate_api::manifests::load(&args.manifests) {
             Ok(resources) => {
@@ -142,6 +149,7 @@ impl Config {
         if let Some(snapshot) = &snapshot
             && snapshot.services.is_empty()
             && errors.is_empty()
+            && controller.is_none()
         {
             errors.push(format!(
                 "--manifests: no OAuthService found in {}",
@@ -194,6 +202,7 @@ impl Config {
         match (snapshot, tls, errors.is_empty()) {
             (Some(snapshot), Some(tls), true) => Ok(Self {
                 snapshot,
+                controller,
                 listen: args.listen,
                 admin_listen: args.admin_listen,
                 metrics_listen: args.metrics_listen,

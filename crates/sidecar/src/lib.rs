@@ -5,6 +5,7 @@
 pub mod admin;
 mod body;
 pub mod config;
+pub mod controller_client;
 mod forward;
 pub mod gateway;
 mod metrics;
@@ -137,7 +138,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let reload = tokio::spawn(async move { config.tls.watch(resolver).await });
 
-    metrics.set_ready(true);
+    // From the controller, the sidecar is ready once it serves a snapshot (or its cache).
+    let controller = config.controller.map(|source| {
+        tokio::spawn(controller_client::run(
+            source,
+            gateway.clone(),
+            metrics.clone(),
+            stopped.clone(),
+        ))
+    });
+    if controller.is_none() {
+        metrics.set_ready(true);
+    }
     tracing::info!(
         listen = %config.listen,
         admin = %config.admin_listen,
@@ -152,6 +164,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     metrics.set_ready(false);
     let _ = stop.send(true);
     reload.abort();
+    if let Some(controller) = controller {
+        controller.abort();
+    }
     let _ = tokio::join!(proxy, admin, metrics_server, revocations);
     if let Some(plain) = plain {
         let _ = plain.await;
