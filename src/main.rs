@@ -26,7 +26,7 @@ enum Command {
     Sidecar(SidecarArgs),
     /// Watch the resources, stream each pod's snapshot to its sidecar, write status, and serve
     /// the admin API.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Print the CustomResourceDefinitions as multi-document YAML (the files under crds/).
     Crdgen,
     /// Print a manifest with the sidecar injected into its pods and pod templates.

@@ -247,3 +247,55 @@ async fn the_stream_serves_only_the_pod_a_token_is_bound_to() {
     assert!(!work.path().join("wrong.snapshot.json").exists());
     assert_eq!(wrong.terminate(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_serves_the_injection_webhook_with_its_ca() {
+    let work = tempfile::tempdir().unwrap();
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    write_manifests(&manifests, &article_manifests(52773, ""));
+    let tokens = work.path().join("tokens");
+    std::fs::write(&tokens, TOKENS).unwrap();
+    let [port] = crate::harness::free_ports::<1>();
+    let listen = format!("127.0.0.1:{port}");
+    let controller = Controller::start_with(
+        work.path(),
+        &manifests,
+        &tokens,
+        None,
+        &[
+            "--webhook-listen",
+            &listen,
+            "--sidecar-image",
+            "tollgate:e2e",
+        ],
+    )
+    .await;
+
+    let review = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("crates/inject/tests/fixtures/pod-annotated.json"),
+    )
+    .unwrap();
+    let response = controller
+        .client
+        .post(format!("https://localhost:{port}/mutate"))
+        .header("content-type", "application/json")
+        .body(review)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let review: Value = response.json().await.unwrap();
+    assert_eq!(review["response"]["allowed"], true, "{review}");
+    use base64::Engine;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(review["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let patch = String::from_utf8(patch).unwrap();
+    assert!(patch.contains("tollgate:e2e"), "{patch}");
+    // The injected pod trusts the CA that signs the controller's stream.
+    let ca = std::fs::read_to_string(&controller.ca).unwrap();
+    let ca_json = serde_json::to_string(&ca).unwrap();
+    assert!(patch.contains(ca_json.trim_matches('"')), "{patch}");
+}

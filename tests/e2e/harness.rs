@@ -565,6 +565,17 @@ impl Controller {
         tokens: &Path,
         redis_url: Option<&str>,
     ) -> Self {
+        Self::start_with(dir, manifests, tokens, redis_url, &[]).await
+    }
+
+    /// [`Controller::start`] with more flags.
+    pub async fn start_with(
+        dir: &Path,
+        manifests: &Path,
+        tokens: &Path,
+        redis_url: Option<&str>,
+        extra_args: &[&str],
+    ) -> Self {
         // reqwest builds its TLS lazily from the process-wide provider even for plain HTTP.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
@@ -587,6 +598,7 @@ impl Controller {
             .arg(metrics.to_string())
             .arg("--ca-out")
             .arg(&ca)
+            .args(extra_args)
             .env_remove("TOLLGATE_REDIS_URL")
             .env("TOLLGATE_LOG", "debug")
             .stdin(Stdio::null())

@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use tollgate_inject::{InjectArgs, InjectConfig, WebhookArgs};
 use tollgate_sidecar::config::RedisUrl;
+use tollgate_sidecar::tls::TlsSource;
 
 use crate::auth::StaticTokens;
 use crate::file_source::{self, Manifests};
@@ -111,6 +113,14 @@ pub struct ControllerArgs {
     /// Threads serving streams and requests.
     #[arg(long, env = "TOLLGATE_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS)]
     pub worker_threads: usize,
+
+    /// The injection webhook.
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+
+    /// How injected sidecars look.
+    #[command(flatten)]
+    pub inject: InjectArgs,
 }
 
 /// Everything the controller runs with, validated.
@@ -122,6 +132,21 @@ pub struct Config {
     pub redis_url: Option<RedisUrl>,
     pub ca_out: Option<PathBuf>,
     pub tls_sans: Vec<String>,
+    pub webhook: Option<Webhook>,
+}
+
+/// The injection webhook, when --webhook-listen is given.
+#[derive(Debug)]
+pub struct Webhook {
+    pub listen: SocketAddr,
+    /// --webhook-tls-cert/--webhook-tls-key; without them, a certificate of the controller's
+    /// own CA for --tls-san.
+    pub tls: Option<TlsSource>,
+    /// The MutatingWebhookConfiguration whose caBundle (and URL) the controller keeps current.
+    pub configuration: Option<String>,
+    pub url: Option<String>,
+    /// What injected sidecars look like; the controller's CA is added at start.
+    pub inject: InjectConfig,
 }
 
 /// Where the index's objects come from.
@@ -215,11 +240,16 @@ impl Config {
             }
         };
 
-        let mut addresses = [
+        let webhook = load_webhook(args, &mut errors);
+
+        let mut addresses = vec![
             ("--stream-listen", args.stream_listen),
             ("--admin-listen", args.admin_listen),
             ("--metrics-listen", args.metrics_listen),
         ];
+        if let Some(webhook) = &webhook {
+            addresses.push(("--webhook-listen", webhook.listen));
+        }
         addresses.sort_by_key(|(_, addr)| *addr);
         for pair in addresses.windows(2) {
             if pair[0].1 == pair[1].1 && pair[0].1.port() != 0 {
@@ -267,10 +297,46 @@ impl Config {
                 redis_url,
                 ca_out: args.ca_out.clone(),
                 tls_sans,
+                webhook,
             }),
             _ => Err(ConfigErrors(errors)),
         }
     }
+}
+
+/// The webhook's settings, when it is served; its flags' problems go to `errors`.
+fn load_webhook(args: &ControllerArgs, errors: &mut Vec<String>) -> Option<Webhook> {
+    let flags = &args.webhook;
+    errors.extend(flags.validate());
+    let inject = args
+        .inject
+        .to_config()
+        .map_err(|problems| errors.extend(problems))
+        .ok();
+    if !args.manifests.is_empty() && flags.webhook_configuration.is_some() {
+        errors.push("--webhook-configuration: needs the API server, not --manifests".to_owned());
+    }
+    let listen = flags.webhook_listen?;
+    let tls = match (&flags.webhook_tls_cert, &flags.webhook_tls_key) {
+        (Some(cert), Some(key)) => match TlsSource::files(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                errors.push(
+                    e.replace("--tls-cert", "--webhook-tls-cert")
+                        .replace("--tls-key", "--webhook-tls-key"),
+                );
+                return None;
+            }
+        },
+        _ => None,
+    };
+    Some(Webhook {
+        listen,
+        tls,
+        configuration: flags.webhook_configuration.clone(),
+        url: flags.webhook_url.clone(),
+        inject: inject?,
+    })
 }
 
 fn parse_object_ref(value: &str) -> Result<ObjectRef, String> {

@@ -47,6 +47,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
     let mut tasks = Vec::new();
+    // The webhook configuration whose caBundle (and URL) this controller keeps current.
+    let webhook_configuration = config
+        .webhook
+        .as_ref()
+        .and_then(|w| Some((w.configuration.clone()?, w.url.clone())));
 
     let (index, reviewer, access, ca): (
         SharedIndex,
@@ -89,6 +94,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 Some(secret) => kube_source::load_or_create_ca(&client, secret).await?,
                 None => Ca::generate().context("cannot make the controller's CA")?,
             };
+            if let Some((name, url)) = webhook_configuration {
+                tasks.push(tokio::spawn(kube_source::keep_webhook_configuration(
+                    client.clone(),
+                    name,
+                    ca.cert_pem().to_owned(),
+                    url,
+                    metrics.clone(),
+                    stopped.clone(),
+                )));
+            }
             tasks.extend(kube_source::spawn(
                 client.clone(),
                 settings,
@@ -137,6 +152,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stream_listener = bind("--stream-listen", config.stream_listen).await?;
     let admin_listener = bind("--admin-listen", config.admin_listen).await?;
     let metrics_listener = bind("--metrics-listen", config.metrics_listen).await?;
+    let webhook = match config.webhook {
+        Some(webhook) => {
+            let listener = bind("--webhook-listen", webhook.listen).await?;
+            let webhook_tls = match webhook.tls {
+                Some(files) => {
+                    let (tls, resolver) = files.server_config().map_err(anyhow::Error::msg)?;
+                    // cert-manager rotates the files in place.
+                    tasks.push(tokio::spawn(async move { files.watch(resolver).await }));
+                    tls
+                }
+                None => tls.clone(),
+            };
+            // Injected pods trust the CA that signs the snapshot stream.
+            let inject = Arc::new(webhook.inject.with_default_controller_ca_pem(ca.cert_pem()));
+            Some(tokio::spawn(tollgate_inject::server::serve_webhook(
+                listener,
+                webhook_tls,
+                inject,
+                stopped.clone(),
+            )))
+        }
+        None => None,
+    };
 
     let streams = Arc::new(StreamServer::new(
         index.clone(),
@@ -145,7 +183,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stopped.clone(),
     ));
     let admin = Arc::new(AdminServer::new(store, reviewer, access));
-    let mut servers = Vec::new();
+    let mut servers: Vec<_> = webhook.into_iter().collect();
     servers.push(tokio::spawn(server::serve(
         stream_listener,
         Some(tls.clone()),

@@ -437,3 +437,77 @@ async fn the_ca_is_made_and_stored_once_then_read_back() {
     assert!(ca.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
     server.await.unwrap();
 }
+
+// --- the webhook configuration ---
+
+#[tokio::test]
+async fn the_webhook_configuration_gets_the_ca_bundle_once() {
+    let configuration = |bundle: Option<&str>| {
+        let mut client_config = json!({"service": {"name": "tollgate-controller",
+                                                    "namespace": "tollgate-system",
+                                                    "path": "/mutate"}});
+        if let Some(bundle) = bundle {
+            client_config["caBundle"] = json!(bundle);
+        }
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "tollgate"},
+            "webhooks": [{
+                "name": "annotated.inject.tollgate.dev",
+                "clientConfig": client_config,
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+            }],
+        })
+    };
+    let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    use base64::Engine as _;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca);
+    let expected_bundle = bundle.clone();
+    let (client, server) = mock_client(|mut api| async move {
+        let (method, uri, _, send) = next(&mut api).await;
+        assert_eq!(method, Method::GET);
+        assert_eq!(
+            uri,
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/tollgate"
+        );
+        send.send_response(reply(StatusCode::OK, configuration(None)));
+        let (request, send) = api.next_request().await.unwrap();
+        assert_eq!(request.method(), Method::PATCH);
+        assert_eq!(
+            request.headers()["content-type"],
+            "application/json-patch+json"
+        );
+        assert_eq!(
+            request.uri().to_string(),
+            "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/tollgate?"
+        );
+        let body: Value =
+            serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+        let ops = body.as_array().unwrap();
+        assert!(
+            ops.iter()
+                .any(|op| op["path"] == "/webhooks/0/clientConfig/caBundle"
+                    && op["value"] == expected_bundle.as_str()),
+            "{body}"
+        );
+        send.send_response(reply(StatusCode::OK, configuration(Some(&expected_bundle))));
+        // Already current: read, not patched.
+        let (method, _, _, send) = next(&mut api).await;
+        assert_eq!(method, Method::GET);
+        send.send_response(reply(StatusCode::OK, configuration(Some(&expected_bundle))));
+    });
+    let api = kube::Api::all(client);
+    assert!(
+        kube_source::patch_webhook_configuration(&api, "tollgate", ca, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !kube_source::patch_webhook_configuration(&api, "tollgate", ca, None)
+            .await
+            .unwrap()
+    );
+    server.await.unwrap();
+}
