@@ -103,18 +103,35 @@ pub fn check_record<'s>(
 
 /// The identity headers for an authenticated request, as Kong sets them.
 pub fn identity_headers(identity: &Authenticated<'_>) -> Vec<(HeaderName, String)> {
-    let mut headers = consumer_headers(identity.consumer);
+    let mut headers = credential_headers(identity.consumer, identity.application);
+    headers.extend(token_headers(&identity.record));
+    headers
+}
+
+/// The headers that depend only on the application and its consumer: the same for every
+/// token of the application, so a proxy can build them once per configuration.
+pub fn credential_headers(
+    consumer: &Consumer,
+    application: &Application,
+) -> Vec<(HeaderName, String)> {
+    let mut headers = consumer_headers(consumer);
     headers.push((
         HeaderName::from_static("x-credential-identifier"),
-        identity.application.client_id.clone(),
+        application.client_id.clone(),
     ));
-    if !identity.record.scope.is_empty() {
+    headers
+}
+
+/// The headers that depend on the token: its scope and the user it was issued for.
+pub fn token_headers(record: &TokenRecord) -> Vec<(HeaderName, String)> {
+    let mut headers = Vec::new();
+    if !record.scope.is_empty() {
         headers.push((
             HeaderName::from_static("x-authenticated-scope"),
-            identity.record.scope.clone(),
+            record.scope.clone(),
         ));
     }
-    if let Some(userid) = &identity.record.authenticated_userid {
+    if let Some(userid) = &record.authenticated_userid {
         headers.push((
             HeaderName::from_static("x-authenticated-userid"),
             userid.clone(),

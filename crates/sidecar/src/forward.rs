@@ -57,7 +57,7 @@ impl Upstream {
         body: UpstreamBody,
         port: u16,
         path: &str,
-        identity: &[(HeaderName, String)],
+        identity: &[(HeaderName, HeaderValue)],
         conn: &ConnInfo,
     ) -> Result<Response<Incoming>, ForwardError> {
         let original_host = parts

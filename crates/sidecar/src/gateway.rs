@@ -1,6 +1,7 @@
 //! The proxy listener's request path: route, answer the OAuth endpoints, check the bearer
 //! token, and forward to the application on 127.0.0.1.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,6 +18,7 @@ use tollgate_oauth::params::BodyKind;
 use tollgate_oauth::standard::{self, ClientRequest};
 use tollgate_oauth::{AuthorizeRequest, OAuthResponse, Params, TokenRequest, Transport};
 use tollgate_store::TokenStore;
+use uuid::Uuid;
 
 use crate::body::{self, ResponseBody};
 use crate::forward::Upstream;
@@ -31,7 +33,12 @@ use crate::trusted::TrustedIps;
 pub struct Served {
     pub snapshot: Snapshot,
     pub routes: RouteTable,
+    /// The identity headers of each application (by id), built once per snapshot rather than
+    /// on every request; only the token's own user and scope are added per request.
+    credential_headers: HashMap<Uuid, IdentityHeaders>,
 }
+
+type IdentityHeaders = Vec<(HeaderName, HeaderValue)>;
 
 pub struct Gateway<S> {
     served: ArcSwap<Served>,
@@ -55,7 +62,33 @@ enum FoundIn {
 impl Served {
     pub fn new(snapshot: Snapshot) -> Self {
         let routes = RouteTable::new(&snapshot);
-        Self { snapshot, routes }
+        let credential_headers = snapshot
+            .applications
+            .iter()
+            .filter_map(|application| {
+                let consumer = snapshot.consumer(&application.namespace, &application.consumer)?;
+                let headers = to_header_values(bearer::credential_headers(consumer, application));
+                Some((application.id, headers))
+            })
+            .collect();
+        Self {
+            snapshot,
+            routes,
+            credential_headers,
+        }
+    }
+
+    /// Every identity header of an authenticated request.
+    fn identity_headers(&self, identity: &bearer::Authenticated<'_>) -> IdentityHeaders {
+        let mut headers = match self.credential_headers.get(&identity.application.id) {
+            Some(headers) => headers.clone(),
+            None => to_header_values(bearer::credential_headers(
+                identity.consumer,
+                identity.application,
+            )),
+        };
+        headers.extend(to_header_values(bearer::token_headers(&identity.record)));
+        headers
     }
 }
 
@@ -117,9 +150,7 @@ impl<S: TokenStore> Gateway<S> {
         };
         let service = &served.snapshot.services[matched.service];
         if endpoint == Endpoint::Proxy {
-            return self
-                .proxy(request, &served.snapshot, service, &matched, conn)
-                .await;
+            return self.proxy(request, &served, service, &matched, conn).await;
         }
         self.metrics.count(endpoint.metric());
         let realm = service.oauth2.realm.as_deref();
@@ -218,11 +249,12 @@ impl<S: TokenStore> Gateway<S> {
     async fn proxy(
         &self,
         request: Request<Incoming>,
-        snapshot: &Snapshot,
+        served: &Served,
         service: &Service,
         matched: &Matched<'_>,
         conn: ConnInfo,
     ) -> Response<ResponseBody> {
+        let snapshot = &served.snapshot;
         let conf = &service.oauth2;
         let (mut parts, incoming) = request.into_parts();
 
@@ -273,7 +305,7 @@ impl<S: TokenStore> Gateway<S> {
         )
         .await
         {
-            Ok(identity) => bearer::identity_headers(&identity),
+            Ok(identity) => served.identity_headers(&identity),
             Err(refusal) => {
                 if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
                     self.metrics.count("store_error");
@@ -285,7 +317,7 @@ impl<S: TokenStore> Gateway<S> {
                         return body::oauth(refusal);
                     }
                     Some(name) => match snapshot.consumer(&service.namespace, name) {
-                        Some(consumer) => bearer::anonymous_headers(consumer),
+                        Some(consumer) => to_header_values(bearer::anonymous_headers(consumer)),
                         None => {
                             tracing::error!(service = %service.name, consumer = name, "the anonymous consumer does not exist");
                             self.metrics.count("anonymous_missing");
@@ -434,15 +466,22 @@ pub fn now_millis() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Header values of identity strings. A value a header cannot carry (a control character in
+/// a username, say) is left out rather than failing the request.
+fn to_header_values(headers: Vec<(HeaderName, String)>) -> IdentityHeaders {
+    headers
+        .into_iter()
+        .filter_map(|(name, value)| HeaderValue::from_str(&value).ok().map(|v| (name, v)))
+        .collect()
+}
+
 /// Removes the identity headers a client sent, then sets the gateway's own.
-pub(crate) fn set_identity(headers: &mut HeaderMap, identity: &[(HeaderName, String)]) {
+pub(crate) fn set_identity(headers: &mut HeaderMap, identity: &[(HeaderName, HeaderValue)]) {
     for name in &IDENTITY_HEADERS {
         headers.remove(name);
     }
     for (name, value) in identity {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name.clone(), value);
-        }
+        headers.insert(name.clone(), value.clone());
     }
 }
 
@@ -482,7 +521,10 @@ mod tests {
         headers.insert("x-other", HeaderValue::from_static("kept"));
         set_identity(
             &mut headers,
-            &[(HeaderName::from_static("x-consumer-id"), "real".into())],
+            &[(
+                HeaderName::from_static("x-consumer-id"),
+                HeaderValue::from_static("real"),
+            )],
         );
         assert_eq!(headers.get("x-consumer-id").unwrap(), "real");
         assert!(headers.get("x-anonymous-consumer").is_none());

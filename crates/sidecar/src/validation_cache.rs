@@ -29,10 +29,12 @@ pub struct CachedStore<S> {
 }
 
 pub struct ValidationCache {
-    entries: Cache<(String, TokenHash), TokenRecord>,
+    /// Keyed by the hash alone: 256-bit random tokens do not collide across namespaces, and a
+    /// hit is checked against the asking namespace, so the hot path allocates no key.
+    entries: Cache<TokenHash, TokenRecord>,
     /// Record id → entry, so this sidecar's own deletes and refreshes evict at once, without
     /// waiting for their message to come back from Redis.
-    by_id: Cache<Uuid, (String, TokenHash)>,
+    by_id: Cache<Uuid, TokenHash>,
     /// False while revocations cannot be heard: nothing is served from or put in the cache.
     live: AtomicBool,
     /// Bumped by every revocation. A lookup started before a revocation must not cache what
@@ -120,9 +122,9 @@ impl<S: TokenStore + Clone> CachedStore<S> {
 async fn apply(cache: &ValidationCache, mut revocations: Revocations) {
     while let Some(event) = revocations.next().await {
         match event {
-            RevocationEvent::Revoked { namespace, access } => {
+            RevocationEvent::Revoked { access, .. } => {
                 cache.epoch.fetch_add(1, Ordering::AcqRel);
-                cache.entries.invalidate(&(namespace, access));
+                cache.entries.invalidate(&access);
             }
             RevocationEvent::Lost => {
                 tracing::warn!("lost the revocation channel: dropped the validation cache");
@@ -163,9 +165,8 @@ impl<S: TokenStore + Clone> TokenStore for CachedStore<S> {
         else {
             return self.inner.find_access(namespace, access).await;
         };
-        let key = (namespace.to_owned(), *access);
-        if let Some(record) = cache.entries.get(&key) {
-            return Ok(Some(record));
+        if let Some(record) = cache.entries.get(access) {
+            return Ok((record.namespace == namespace).then_some(record));
         }
         let epoch = cache.epoch.load(Ordering::Acquire);
         let found = self.inner.find_access(namespace, access).await?;
@@ -173,8 +174,8 @@ impl<S: TokenStore + Clone> TokenStore for CachedStore<S> {
             && cache.live.load(Ordering::Acquire)
             && cache.epoch.load(Ordering::Acquire) == epoch
         {
-            cache.by_id.insert(record.id, key.clone());
-            cache.entries.insert(key, record.clone());
+            cache.by_id.insert(record.id, *access);
+            cache.entries.insert(*access, record.clone());
         }
         Ok(found)
     }
