@@ -135,8 +135,8 @@ pub struct Config {
     pub webhook: Option<Webhook>,
 }
 
-/// The injection webhook, when --webhook-listen is given.
-#[derive(Debug)]
+/// The injection webhook, when --webhook-listen is given. Not `Debug`: the sidecars' Redis URL
+/// may carry a password.
 pub struct Webhook {
     pub listen: SocketAddr,
     /// --webhook-tls-cert/--webhook-tls-key; without them, a certificate of the controller's
