@@ -502,7 +502,12 @@ impl Index {
         // Findings that do not depend on pods come from the whole namespace. A route conflict
         // does depend on them: two services on one route conflict only when a pod selects
         // both, so those come from the pods' compilations above.
-        let whole = tollgate_api::compile(&ns.resources(None));
+        // Pods usually select every service of their namespace: reuse that compilation.
+        let every: Vec<String> = ns.services.keys().cloned().collect();
+        let whole = match compiled.remove(every.as_slice()) {
+            Some(whole) => whole,
+            None => tollgate_api::compile(&ns.resources(None)),
+        };
         let mut errors = BTreeMap::new();
         for mut error in whole.errors {
             let Some(kind) = Kind::from_name(error.kind) else {
