@@ -603,6 +603,8 @@ subjects: [{{kind: ServiceAccount, name: token-admin, namespace: {ns}}}]
         .await
         .unwrap();
     assert_eq!(deleted.status(), 204);
-    let response = sidecar.get_with_token("/event/1", &access).await;
-    assert_eq!(response.status(), 401);
+    eventually(SETTLE, "the sidecar refuses the deleted token", || async {
+        sidecar.get_with_token("/event/1", &access).await.status() == 401
+    })
+    .await;
 }
