@@ -332,7 +332,21 @@ impl SidecarBuilder {
         self
     }
 
+    /// Starts the sidecar and waits until it is ready. Ports are picked free, but another
+    /// process may take one before the sidecar binds it: then it starts again on new ones.
     pub async fn start(self) -> Sidecar {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.spawn().await {
+                Ok(sidecar) => return sidecar,
+                Err(log) if attempts < 5 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("tollgate exited before it was ready:\n{log}"),
+            }
+        }
+    }
+
+    async fn spawn(&self) -> Result<Sidecar, String> {
         let dir = tempfile::tempdir().unwrap();
         let certs = Certs::new(dir.path());
         let manifests = dir.path().join("manifests.yaml");
@@ -383,13 +397,20 @@ impl SidecarBuilder {
             client,
             log,
         };
-        sidecar.wait_ready().await;
-        sidecar
+        sidecar.ready().await?;
+        Ok(sidecar)
     }
 }
 
 impl Sidecar {
     pub async fn wait_ready(&mut self) {
+        if let Err(log) = self.ready().await {
+            panic!("tollgate exited before it was ready:\n{log}");
+        }
+    }
+
+    /// Waits for `/readyz`; the log when the process exits first.
+    async fn ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let url = format!("http://{}/readyz", self.metrics);
         // reqwest builds its TLS lazily from the process-wide provider even for plain HTTP.
@@ -400,15 +421,12 @@ impl Sidecar {
             .unwrap();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "tollgate exited with {status} before it was ready:\n{}",
-                    self.logs()
-                );
+                return Err(format!("exit {status}\n{}", self.logs()));
             }
             if let Ok(r) = plain.get(&url).send().await
                 && r.status() == 200
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
