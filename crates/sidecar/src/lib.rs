@@ -10,7 +10,7 @@ mod forward;
 pub mod gateway;
 mod metrics;
 pub mod routes;
-mod serve;
+pub mod serve;
 pub mod tls;
 mod trusted;
 mod validation_cache;

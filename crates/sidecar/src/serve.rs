@@ -17,8 +17,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::ResponseBody;
-
 /// A client that opens a connection and never finishes the handshake must not hold a task
 /// and a socket for ever.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,14 +33,19 @@ pub struct ConnInfo {
 }
 
 /// Serves `handler` on `listener` until `shutdown` turns true, then drains.
-pub async fn serve<H, F>(
+///
+/// Generic over the response body, so the controller's streaming responses are served by the
+/// same loop as the sidecar's.
+pub async fn serve<H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     mut shutdown: watch::Receiver<bool>,
     handler: H,
 ) where
     H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
