@@ -75,7 +75,9 @@ deploy: chart-deps
 
 ## e2e-cluster: the cluster tests (#[ignore]d in tests/e2e/cluster.rs) against the cluster
 ## KUBECONFIG names: Kubernetes 1.28+, RBAC on, kubectl on the PATH. A bare kube-apiserver is
-## enough. One test at a time: each runs a controller that watches every namespace.
+## enough. One test at a time: each runs a controller that watches every namespace. The
+## webhook tests need the API server to reach this machine: at 127.0.0.1 (an API server
+## running here), or at TOLLGATE_E2E_WEBHOOK_HOST (e.g. 172.18.0.1 for kind).
 .PHONY: e2e-cluster
 e2e-cluster: test-deps
 	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG to the cluster to test against"; exit 2; }

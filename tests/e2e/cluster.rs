@@ -9,16 +9,24 @@
 //! controller with the kubeconfig; each sidecar with a pod-bound token made by
 //! `kubectl create token`), and leaves the namespace to be deleted.
 //!
+//! The injection webhook's tests also create a MutatingWebhookConfiguration (the chart's,
+//! limited to their own pods) and a ServiceAccount and a pod in kube-system, and delete them
+//! at the end. The API server calls the webhook at https://127.0.0.1:PORT, which works when it
+//! runs on this machine; for a cluster in containers, set TOLLGATE_E2E_WEBHOOK_HOST to this
+//! machine's address as the cluster sees it.
+//!
 //! The cluster tests run one at a time (`--test-threads=1`): each starts a controller that
 //! watches every namespace, and two controllers would both write status.
 
 use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use base64::Engine as _;
+use serde_json::{Value, json};
 
 use crate::harness::{
     Certs, EVENT_1, PodSidecarBuilder, RedisServer, Upstream, eventually, free_ports, tollgate,
@@ -167,6 +175,11 @@ struct KubeController {
 impl KubeController {
     /// `tollgate controller` with the kubeconfig, its Lease in `namespace`.
     async fn start(dir: &Path, namespace: &str, redis_url: &str) -> Self {
+        Self::start_with(dir, namespace, &["--redis-url", redis_url]).await
+    }
+
+    /// [`KubeController::start`] with other flags instead of `--redis-url`.
+    async fn start_with(dir: &Path, namespace: &str, flags: &[&str]) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let [stream, admin, metrics] = free_ports::<3>();
         let ca = dir.join("controller-ca.pem");
@@ -182,7 +195,7 @@ impl KubeController {
             .args(["--namespace", namespace])
             .args(["--lease-name", &format!("tollgate-e2e-{namespace}")])
             .args(["--identity", "e2e"])
-            .args(["--redis-url", redis_url])
+            .args(flags)
             .env_remove("TOLLGATE_MANIFESTS")
             .env("TOLLGATE_LOG", "info,tollgate_controller=debug")
             .stdin(Stdio::null())
@@ -242,6 +255,12 @@ impl KubeController {
 
     fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the controller, as a crash or a lost node would: no graceful shutdown.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -607,4 +626,718 @@ subjects: [{{kind: ServiceAccount, name: token-admin, namespace: {ns}}}]
         sidecar.get_with_token("/event/1", &access).await.status() == 401
     })
     .await;
+}
+
+// --- the injection webhook ---
+
+/// Every pod of a webhook test carries this label, valued with the test's run id, and the
+/// test's webhook configuration selects only such pods (an objectSelector added to the
+/// chart's): it never touches anyone else's pods on a shared cluster, and a configuration left
+/// behind by an interrupted run touches nothing at all.
+const RUN_LABEL: &str = "e2e.tollgate.dev/run";
+
+/// What injected sidecars are made of, set on the controller so the tests can recognise it.
+const SIDECAR_IMAGE: &str = "tollgate:e2e";
+const SIDECAR_CONTROLLER_URL: &str = "https://tollgate-controller.e2e.svc:8090";
+
+/// The address the API server reaches the webhook at: 127.0.0.1 when it runs on this machine,
+/// as a bare kube-apiserver does, so no Service or kube-proxy is involved. For a cluster in
+/// containers (kind), set TOLLGATE_E2E_WEBHOOK_HOST to this machine's address on their network
+/// (for example 172.18.0.1).
+fn webhook_host() -> IpAddr {
+    match std::env::var("TOLLGATE_E2E_WEBHOOK_HOST") {
+        Ok(host) => host.parse().unwrap_or_else(|_| {
+            panic!("TOLLGATE_E2E_WEBHOOK_HOST={host:?} is not an IP address of this machine")
+        }),
+        Err(_) => IpAddr::from([127, 0, 0, 1]),
+    }
+}
+
+/// An object outside the test's namespaces (cluster-scoped, or in kube-system), deleted at the
+/// end whatever happens: namespaces are the only thing the other tests leave to clean up.
+struct Owned {
+    namespace: Option<String>,
+    object: String,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let mut args = vec![
+            "delete",
+            self.object.as_str(),
+            "--ignore-not-found",
+            "--wait=false",
+        ];
+        if let Some(namespace) = &self.namespace {
+            args.extend(["-n", namespace.as_str()]);
+        }
+        let _ = kubectl(&args, None);
+    }
+}
+
+/// An object as the API server stored it; `None` when it does not exist.
+fn get(namespace: Option<&str>, object: &str) -> Option<Value> {
+    let mut args = vec!["get", object, "-o", "json"];
+    if let Some(namespace) = namespace {
+        args.extend(["-n", namespace]);
+    }
+    let output = kubectl(&args, None);
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).expect("kubectl get -o json"))
+}
+
+/// `kubectl create -n NAMESPACE -f - -o json` of `object`, with `flags`: its output.
+fn create(namespace: &str, object: &Value, flags: &[&str]) -> Output {
+    let mut args = vec!["create", "-n", namespace, "-f", "-", "-o", "json"];
+    args.extend(flags);
+    kubectl(&args, Some(&object.to_string()))
+}
+
+/// Creates `pod` and returns what the API server stored; panics when it is refused.
+fn create_pod(namespace: &str, pod: &Value) -> Value {
+    let output = create(namespace, pod, &[]);
+    assert!(
+        output.status.success(),
+        "pod refused in {namespace}:\n{pod:#}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let name = created["metadata"]["name"].as_str().unwrap();
+    get(Some(namespace), &format!("pod/{name}")).expect("the created pod is stored")
+}
+
+/// Creates `pod` expecting a refusal: returns the API server's message, after checking that
+/// nothing was stored.
+fn refused_pod(namespace: &str, pod: &Value) -> String {
+    let output = create(namespace, pod, &[]);
+    assert!(
+        !output.status.success(),
+        "pod accepted in {namespace}:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    assert!(
+        get(Some(namespace), &format!("pod/{name}")).is_none(),
+        "the refused pod {name} was stored"
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// What the API server would store for `pod`, admission webhooks included (a server-side dry
+/// run, which stores nothing); `None` when it would refuse it.
+fn dry_run_pod(namespace: &str, pod: &Value) -> Option<Value> {
+    let output = create(namespace, pod, &["--dry-run=server"]);
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).unwrap())
+}
+
+/// The spec of the IRIS pods, under the ServiceAccount `iris` each test namespace has (a bare
+/// API server makes no `default` one, and refuses pods whose ServiceAccount is missing).
+fn iris_pod_spec() -> Value {
+    json!({
+        "serviceAccountName": "iris",
+        "containers": [{
+            "name": "iris",
+            "image": "intersystemsdc/iris-community",
+            "ports": [{"containerPort": 52773}],
+        }],
+    })
+}
+
+/// A pod of test run `run` with `annotations`. Its scheduling gate keeps it from ever being
+/// scheduled, on a full cluster too: the tests look only at what the API server stored.
+fn iris_pod(name: &str, run: &str, annotations: &[(&str, &str)]) -> Value {
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "iris", RUN_LABEL: run}},
+        "spec": iris_pod_spec(),
+    });
+    if !annotations.is_empty() {
+        pod["metadata"]["annotations"] = annotations
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), Value::from(*value)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
+    never_scheduled(&mut pod);
+    pod
+}
+
+fn never_scheduled(pod: &mut Value) {
+    pod["spec"]["schedulingGates"] = json!([{"name": "e2e.tollgate.dev/never-scheduled"}]);
+}
+
+/// An IRIS Deployment of run `run` whose pod template carries `annotations`. No replicas:
+/// a bare API server would make no pods anyway, and a full cluster must not run any.
+fn iris_deployment(name: &str, run: &str, annotations: &[(&str, &str)]) -> Value {
+    let template = iris_pod("unused", run, annotations);
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": "iris"}},
+            "template": {
+                "metadata": {
+                    "labels": template["metadata"]["labels"],
+                    "annotations": template["metadata"]["annotations"],
+                },
+                "spec": iris_pod_spec(),
+            },
+        },
+    })
+}
+
+/// Creates the pod a ReplicaSet of the stored Deployment `deployment` would create from its
+/// template (no controller-manager runs on a bare API server, so the test stands in for
+/// it), and returns what the API server stored.
+fn create_pod_from_template(namespace: &str, deployment: &str) -> Value {
+    let stored = get(Some(namespace), &format!("deployment/{deployment}"))
+        .unwrap_or_else(|| panic!("deployment {deployment} is not stored"));
+    let template = &stored["spec"]["template"];
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": template["metadata"],
+        "spec": template["spec"],
+    });
+    pod["metadata"]["generateName"] = json!(format!("{deployment}-"));
+    never_scheduled(&mut pod);
+    create_pod(namespace, &pod)
+}
+
+/// The containers and init containers named `tollgate-sidecar` of a pod, or of a pod
+/// template.
+fn sidecars(pod: &Value) -> Vec<&Value> {
+    ["containers", "initContainers"]
+        .iter()
+        .flat_map(|list| pod["spec"][*list].as_array().into_iter().flatten())
+        .filter(|container| container["name"] == "tollgate-sidecar")
+        .collect()
+}
+
+/// Asserts that the API server stored `pod` with one sidecar, as the issue describes it, that
+/// trusts the controller's CA `ca_pem`.
+fn assert_injected(pod: &Value, ca_pem: &str) {
+    let name = &pod["metadata"]["name"];
+    let sidecars = sidecars(pod);
+    assert_eq!(
+        sidecars.len(),
+        1,
+        "pod {name} should have one tollgate-sidecar:\n{pod:#}"
+    );
+    let sidecar = sidecars[0];
+    assert_eq!(
+        pod["spec"]["containers"][0]["name"], "iris",
+        "the application stays the first container of {name}"
+    );
+    assert_eq!(sidecar["image"], SIDECAR_IMAGE, "{sidecar:#}");
+
+    let args: Vec<&str> = sidecar["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args.first(), Some(&"sidecar"), "{args:?}");
+    let controller = args.iter().position(|arg| *arg == "--controller");
+    assert_eq!(
+        controller.and_then(|at| args.get(at + 1)),
+        Some(&SIDECAR_CONTROLLER_URL),
+        "{args:?}"
+    );
+
+    for (variable, field_path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let env = sidecar["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|env| env["name"] == variable);
+        assert_eq!(
+            env.map(|env| &env["valueFrom"]["fieldRef"]["fieldPath"]),
+            Some(&json!(field_path)),
+            "{sidecar:#}"
+        );
+    }
+    let ports = sidecar["ports"].as_array().cloned().unwrap_or_default();
+    assert!(
+        ports.iter().any(|port| port["containerPort"] == 8443),
+        "{sidecar:#}"
+    );
+    assert_eq!(
+        sidecar["readinessProbe"]["httpGet"]["path"], "/readyz",
+        "{sidecar:#}"
+    );
+    let security = &sidecar["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true, "{sidecar:#}");
+    assert_eq!(security["readOnlyRootFilesystem"], true, "{sidecar:#}");
+    assert_eq!(security["allowPrivilegeEscalation"], false, "{sidecar:#}");
+
+    // The sidecar's token is for the controller only: audience `tollgate`.
+    let token_audiences: Vec<&Value> = pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|volume| {
+            volume["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .map(|source| &source["serviceAccountToken"]["audience"])
+        .collect();
+    assert!(
+        token_audiences.contains(&&json!("tollgate")),
+        "no projected token for audience tollgate in {name}:\n{pod:#}"
+    );
+    assert_eq!(
+        pod["metadata"]["labels"]["oauth.tollgate.dev/injected"], "true",
+        "{name}"
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["tollgate.dev/controller-ca"], ca_pem,
+        "{name} does not trust the controller's CA"
+    );
+}
+
+/// Asserts that the API server stored `pod` as it was sent: no sidecar, no injected label.
+fn assert_not_injected(pod: &Value) {
+    let name = &pod["metadata"]["name"];
+    assert!(sidecars(pod).is_empty(), "{name} was injected:\n{pod:#}");
+    assert!(
+        pod["metadata"]["labels"]
+            .get("oauth.tollgate.dev/injected")
+            .is_none(),
+        "{name} is labelled injected:\n{pod:#}"
+    );
+    assert_eq!(
+        pod["spec"]["containers"].as_array().map(Vec::len),
+        Some(1),
+        "{pod:#}"
+    );
+}
+
+/// The chart's MutatingWebhookConfiguration, as deploy/tollgate.yaml renders it with the
+/// default values (a test keeps that file in step with the chart), named `name` and limited
+/// to the pods of test run `run`. Everything else is the chart's: rules, namespaceSelectors,
+/// the match condition, the failurePolicy, and a clientConfig aimed at the chart's Service,
+/// which the controller replaces with its URL and CA.
+fn chart_webhook_configuration(name: &str, run: &str) -> Value {
+    let rendered = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/tollgate.yaml");
+    let rendered = std::fs::read_to_string(rendered).unwrap();
+    let mut configuration = rendered
+        .split("\n---")
+        .filter_map(|document| serde_yaml::from_str::<Value>(document).ok())
+        .find(|object| object["kind"] == "MutatingWebhookConfiguration")
+        .expect("deploy/tollgate.yaml holds no MutatingWebhookConfiguration");
+    configuration["metadata"] = json!({"name": name, "labels": {RUN_LABEL: run}});
+    let webhooks = configuration["webhooks"].as_array_mut().unwrap();
+    let names: Vec<&Value> = webhooks.iter().map(|webhook| &webhook["name"]).collect();
+    assert_eq!(
+        names,
+        [
+            "annotated.inject.tollgate.dev",
+            "namespace.inject.tollgate.dev"
+        ],
+        "the chart's webhooks changed: update these tests"
+    );
+    for webhook in webhooks {
+        let selector = webhook
+            .as_object_mut()
+            .unwrap()
+            .entry("objectSelector")
+            .or_insert_with(|| json!({}));
+        let labels = selector
+            .as_object_mut()
+            .unwrap()
+            .entry("matchLabels")
+            .or_insert_with(|| json!({}));
+        labels[RUN_LABEL] = json!(run);
+    }
+    configuration
+}
+
+/// Two namespaces, the chart's webhook configuration, and a controller that serves the webhook
+/// and keeps that configuration pointing at itself, with the API server already calling it.
+struct Injection {
+    // Fields drop in this order: the configuration first, so that a failed test never leaves
+    // a webhook behind that points at a dead controller.
+    _configuration: Owned,
+    controller: KubeController,
+    /// Not labelled: pods opt in with the annotation `tollgate.dev/inject: enabled`.
+    plain: Namespace,
+    /// Labelled `tollgate.dev/inject=enabled`: every pod is injected unless it opts out.
+    labelled: Namespace,
+    run: String,
+    /// The controller's CA, which injected pods must trust.
+    ca_pem: String,
+    work: tempfile::TempDir,
+}
+
+impl Injection {
+    async fn start() -> Self {
+        let plain = Namespace::new();
+        let labelled = Namespace::new();
+        kubectl_ok(&[
+            "label",
+            "namespace",
+            &labelled.0,
+            "tollgate.dev/inject=enabled",
+        ]);
+        for namespace in [&plain, &labelled] {
+            // A cluster-wide Pod Security default must not refuse the test's pods (IRIS has no
+            // securityContext, and one pod uses hostNetwork): the webhook is what is tested.
+            kubectl_ok(&[
+                "label",
+                "namespace",
+                &namespace.0,
+                "pod-security.kubernetes.io/enforce=privileged",
+            ]);
+            kubectl_ok(&["create", "serviceaccount", "iris", "-n", &namespace.0]);
+        }
+
+        let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let name = format!("tollgate-e2e-{run}");
+        let configuration = chart_webhook_configuration(&name, &run);
+        let output = kubectl(&["create", "-f", "-"], Some(&configuration.to_string()));
+        assert!(
+            output.status.success(),
+            "the chart's webhook configuration was refused: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let owned_configuration = Owned {
+            namespace: None,
+            object: format!("mutatingwebhookconfiguration/{name}"),
+        };
+
+        // The configuration must exist before the controller starts: it patches it at start,
+        // then only once a minute.
+        let host = webhook_host();
+        let [port] = free_ports::<1>();
+        let listen = SocketAddr::new(host, port).to_string();
+        let base = format!("https://{listen}");
+        let work = tempfile::tempdir().unwrap();
+        let host = host.to_string();
+        let mut flags = vec![
+            "--webhook-listen",
+            listen.as_str(),
+            "--webhook-url",
+            &format!("{base}/mutate"),
+            "--webhook-configuration",
+            &name,
+            "--sidecar-image",
+            SIDECAR_IMAGE,
+            "--sidecar-controller-url",
+            SIDECAR_CONTROLLER_URL,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        if host != "127.0.0.1" {
+            // The API server checks the webhook's certificate against the URL's host.
+            flags.extend(["--tls-san".to_owned(), host]);
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let controller = KubeController::start_with(work.path(), &plain.0, &flags).await;
+        let ca_pem = std::fs::read_to_string(&controller.ca).unwrap();
+
+        let injection = Injection {
+            _configuration: owned_configuration,
+            controller,
+            plain,
+            labelled,
+            run,
+            ca_pem,
+            work,
+        };
+        injection.wait_for_configuration(&name, &base).await;
+        injection.wait_for_injection().await;
+        injection
+    }
+
+    /// Waits until the controller has replaced the chart's Service with its URL in both
+    /// webhooks, and set their caBundle to its CA.
+    async fn wait_for_configuration(&self, name: &str, base: &str) {
+        let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);
+        let object = format!("mutatingwebhookconfiguration/{name}");
+        eventually(
+            SETTLE,
+            "the controller points the webhook configuration at itself",
+            || {
+                let pointed = get(None, &object).is_some_and(|configuration| {
+                    [
+                        ("annotated.inject.tollgate.dev", "/mutate"),
+                        ("namespace.inject.tollgate.dev", "/mutate/namespace"),
+                    ]
+                    .iter()
+                    .all(|(webhook, path)| {
+                        configuration["webhooks"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|w| w["name"] == *webhook)
+                            .any(|w| {
+                                let client = &w["clientConfig"];
+                                client["url"] == format!("{base}{path}")
+                                    && client["caBundle"] == ca_bundle
+                                    && client.get("service").is_none()
+                            })
+                    })
+                });
+                async move { pointed }
+            },
+        )
+        .await;
+    }
+
+    /// Waits until the API server injects through both webhooks. It reads webhook
+    /// configurations and namespace labels through caches, so it follows the controller's
+    /// patch and the namespace's label a little after they are written.
+    async fn wait_for_injection(&self) {
+        let annotated = iris_pod("probe", &self.run, &[("tollgate.dev/inject", "enabled")]);
+        let unannotated = iris_pod("probe", &self.run, &[]);
+        eventually(SETTLE, "the API server calls the webhook", || {
+            let injected = [
+                dry_run_pod(&self.plain.0, &annotated),
+                dry_run_pod(&self.labelled.0, &unannotated),
+            ]
+            .iter()
+            .all(|pod| pod.as_ref().is_some_and(|pod| sidecars(pod).len() == 1));
+            async move { injected }
+        })
+        .await;
+    }
+}
+
+// --- the webhook tests ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn the_webhook_injects_the_pods_that_ask_and_stores_the_others_as_sent() {
+    let injection = Injection::start().await;
+    let (plain, labelled, run) = (&injection.plain.0, &injection.labelled.0, &injection.run);
+
+    // Opted in by annotation, with the annotations that tune the sidecar.
+    let annotated = create_pod(
+        plain,
+        &iris_pod(
+            "annotated",
+            run,
+            &[
+                ("tollgate.dev/inject", "enabled"),
+                ("tollgate.dev/upstream-port", "1972"),
+                ("tollgate.dev/proxy-memory", "96Mi"),
+            ],
+        ),
+    );
+    assert_injected(&annotated, &injection.ca_pem);
+    // The upstream port is checked and left on the pod for the controller to compare.
+    assert_eq!(
+        annotated["metadata"]["annotations"]["tollgate.dev/upstream-port"],
+        "1972"
+    );
+    let resources = &sidecars(&annotated)[0]["resources"];
+    assert_eq!(resources["requests"]["memory"], "96Mi", "{resources}");
+    assert_eq!(resources["requests"]["cpu"], "50m", "{resources}");
+
+    // Opted in by the namespace's label.
+    let by_namespace = create_pod(labelled, &iris_pod("by-namespace", run, &[]));
+    assert_injected(&by_namespace, &injection.ca_pem);
+
+    // Left alone: a pod that does not ask, one that opts out of its namespace's injection,
+    // and a hostNetwork pod, whose :8443 would be the node's.
+    let unannotated = create_pod(plain, &iris_pod("unannotated", run, &[]));
+    assert_not_injected(&unannotated);
+    let opted_out = create_pod(
+        labelled,
+        &iris_pod("opted-out", run, &[("tollgate.dev/inject", "disabled")]),
+    );
+    assert_not_injected(&opted_out);
+    let mut host_network = iris_pod("host-network", run, &[("tollgate.dev/inject", "enabled")]);
+    host_network["spec"]["hostNetwork"] = json!(true);
+    let host_network = create_pod(plain, &host_network);
+    assert_not_injected(&host_network);
+
+    // Injection is idempotent: the stored injected pod, created again as it is, keeps one
+    // sidecar.
+    let copy = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "copy",
+            "labels": annotated["metadata"]["labels"],
+            "annotations": annotated["metadata"]["annotations"],
+        },
+        "spec": annotated["spec"],
+    });
+    let copy = create_pod(plain, &copy);
+    assert_injected(&copy, &injection.ca_pem);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn bad_injection_annotations_are_refused_with_a_message_naming_them() {
+    let injection = Injection::start().await;
+    let (plain, run) = (&injection.plain.0, &injection.run);
+    let cases = [
+        (vec![("tollgate.dev/inject", "yes")], "tollgate.dev/inject"),
+        (
+            vec![
+                ("tollgate.dev/inject", "enabled"),
+                ("tollgate.dev/upstream-port", "8443"),
+            ],
+            "tollgate.dev/upstream-port",
+        ),
+        (
+            vec![
+                ("tollgate.dev/inject", "enabled"),
+                ("tollgate.dev/upstream-port", "iris"),
+            ],
+            "tollgate.dev/upstream-port",
+        ),
+        (
+            vec![
+                ("tollgate.dev/inject", "enabled"),
+                ("tollgate.dev/proxy-memory", "lots"),
+            ],
+            "tollgate.dev/proxy-memory",
+        ),
+    ];
+    for (annotations, named) in cases {
+        let message = refused_pod(plain, &iris_pod("bad", run, &annotations));
+        assert!(
+            message.contains("admission webhook \"annotated.inject.tollgate.dev\" denied")
+                && message.contains(named),
+            "the refusal of {annotations:?} says:\n{message}\nwhich does not name {named}"
+        );
+    }
+
+    // A pod that did not ask for a sidecar is not refused for a bad tollgate annotation.
+    let unrelated = create_pod(
+        plain,
+        &iris_pod("unrelated", run, &[("tollgate.dev/upstream-port", "iris")]),
+    );
+    assert_not_injected(&unrelated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn deployment_pod_templates_get_the_sidecar_when_their_pods_are_created() {
+    let injection = Injection::start().await;
+    let (plain, run) = (&injection.plain.0, &injection.run);
+
+    // The webhook acts on pods, not on templates: the Deployment is stored as sent, and the
+    // pods made from its template are injected.
+    let deployment = iris_deployment("iris", run, &[("tollgate.dev/inject", "enabled")]);
+    let output = create(plain, &deployment, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stored = get(Some(plain), "deployment/iris").unwrap();
+    assert!(sidecars(&stored["spec"]["template"]).is_empty());
+    let pod = create_pod_from_template(plain, "iris");
+    assert_injected(&pod, &injection.ca_pem);
+
+    // GitOps: `tollgate inject -f` puts the sidecar in the template ahead of time, with no CA;
+    // the webhook fills in its CA when the pod is created, and adds no second sidecar.
+    let file = injection.work.path().join("iris-gitops.json");
+    std::fs::write(
+        &file,
+        iris_deployment("iris-gitops", run, &[("tollgate.dev/inject", "enabled")]).to_string(),
+    )
+    .unwrap();
+    let printed = tollgate()
+        .args(["inject", "--sidecar-image", SIDECAR_IMAGE])
+        .args(["--sidecar-controller-url", SIDECAR_CONTROLLER_URL])
+        .arg("-f")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        printed.status.success(),
+        "tollgate inject: {}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let output = kubectl(
+        &["create", "-n", plain, "-f", "-"],
+        Some(&String::from_utf8_lossy(&printed.stdout)),
+    );
+    assert!(
+        output.status.success(),
+        "the injected Deployment was refused: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stored = get(Some(plain), "deployment/iris-gitops").unwrap();
+    let template = &stored["spec"]["template"];
+    assert_eq!(sidecars(template).len(), 1, "{template:#}");
+    assert_eq!(
+        template["metadata"]["annotations"]["tollgate.dev/controller-ca"],
+        ""
+    );
+    let pod = create_pod_from_template(plain, "iris-gitops");
+    assert_injected(&pod, &injection.ca_pem);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn a_stopped_controller_blocks_only_the_pods_that_asked_for_it() {
+    let mut injection = Injection::start().await;
+    let (plain, labelled, run) = (
+        injection.plain.0.clone(),
+        injection.labelled.0.clone(),
+        injection.run.clone(),
+    );
+    // kube-system's pods need a ServiceAccount there; this one, and the pod, go at the end.
+    let system_name = format!("tollgate-e2e-{run}");
+    kubectl_ok(&[
+        "create",
+        "serviceaccount",
+        &system_name,
+        "-n",
+        "kube-system",
+    ]);
+    let _system_account = Owned {
+        namespace: Some("kube-system".to_owned()),
+        object: format!("serviceaccount/{system_name}"),
+    };
+    let _system_pod = Owned {
+        namespace: Some("kube-system".to_owned()),
+        object: format!("pod/{system_name}"),
+    };
+
+    injection.controller.kill();
+    let asks = [("tollgate.dev/inject", "enabled")];
+
+    // The chart's failurePolicy is Fail: a pod that asked for the OAuth gateway is refused
+    // rather than started without it, and the API server says which webhook failed.
+    let message = refused_pod(&plain, &iris_pod("annotated", &run, &asks));
+    assert!(
+        message.contains("annotated.inject.tollgate.dev"),
+        "the refusal does not name the webhook:\n{message}"
+    );
+    let message = refused_pod(&labelled, &iris_pod("by-namespace", &run, &[]));
+    assert!(
+        message.contains("namespace.inject.tollgate.dev"),
+        "the refusal does not name the webhook:\n{message}"
+    );
+
+    // Pods that did not ask never reach the webhook (its match condition), and the cluster's
+    // own namespaces are never sent to it (its namespaceSelector), whatever their pods say.
+    let unannotated = create_pod(&plain, &iris_pod("unannotated", &run, &[]));
+    assert_not_injected(&unannotated);
+    let mut system_pod = iris_pod(&system_name, &run, &asks);
+    system_pod["spec"]["serviceAccountName"] = json!(system_name);
+    let system_pod = create_pod("kube-system", &system_pod);
+    assert_not_injected(&system_pod);
 }
