@@ -73,6 +73,19 @@ deploy: chart-deps
 	$(CHART_VENV)/bin/python charts/tests/render.py > deploy/tollgate.yaml.tmp
 	mv deploy/tollgate.yaml.tmp deploy/tollgate.yaml
 
+## fuzz: every cargo-fuzz target in fuzz/ for FUZZ_SECONDS (60) each, installing cargo-fuzz
+## if missing. Not part of `test` (minutes, not seconds). Stable Rust takes cargo-fuzz's nightly
+## flags with RUSTC_BOOTSTRAP=1. New inputs go to fuzz/target/corpus/, crashes to fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for target in $$($(CARGO) fuzz list); do \
+	  mkdir -p target/corpus/$$target && \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target target/corpus/$$target corpus/$$target \
+	    -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
 ## e2e-cluster: the cluster tests (#[ignore]d in tests/e2e/cluster.rs) against the cluster
 ## KUBECONFIG names: Kubernetes 1.28+, RBAC on, kubectl on the PATH. A bare kube-apiserver is
 ## enough. One test at a time: each runs a controller that watches every namespace. The
