@@ -296,6 +296,7 @@ pub struct Sidecar {
     /// The plain-HTTP listener, when asked for with [`SidecarBuilder::listen_http`].
     pub http: Option<SocketAddr>,
     pub client: reqwest::Client,
+    certs: Certs,
     log: PathBuf,
 }
 
@@ -395,6 +396,7 @@ impl SidecarBuilder {
             metrics,
             http,
             client,
+            certs,
             log,
         };
         sidecar.ready().await?;
@@ -485,6 +487,11 @@ impl Sidecar {
             .unwrap();
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
+    }
+
+    /// A client of its own, so its requests go on connections of their own.
+    pub fn new_client(&self) -> reqwest::Client {
+        self.certs.client()
     }
 
     pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
@@ -804,6 +811,7 @@ impl PodSidecarBuilder {
             metrics,
             http: None,
             client,
+            certs,
             log,
         }
     }

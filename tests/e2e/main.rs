@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod controller;
 mod grants;
+mod memory;
 mod oauth_client;
 mod proxy;
 mod redis_faults;

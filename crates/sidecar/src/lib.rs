@@ -1,6 +1,7 @@
 //! The data plane in each pod: TLS on :8443, the OAuth endpoints, the bearer check on every
 //! other request, forwarding to the application on 127.0.0.1, the admin API, and metrics.
-#![forbid(unsafe_code)]
+// One exception, `memory::trim`, calls glibc's malloc_trim.
+#![deny(unsafe_code)]
 
 pub mod admin;
 mod body;
@@ -8,6 +9,7 @@ pub mod config;
 pub mod controller_client;
 mod forward;
 pub mod gateway;
+mod memory;
 mod metrics;
 pub mod routes;
 pub mod serve;
@@ -74,6 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let (stop, stopped) = watch::channel(false);
     let revocations = tokio::spawn(gateway.store().clone().follow_revocations(stopped.clone()));
+    let reclaim = tokio::spawn(memory::reclaim_freed_memory(stopped.clone()));
 
     let proxy = {
         let gateway = gateway.clone();
@@ -167,7 +170,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(controller) = controller {
         controller.abort();
     }
-    let _ = tokio::join!(proxy, admin, metrics_server, revocations);
+    let _ = tokio::join!(proxy, admin, metrics_server, revocations, reclaim);
     if let Some(plain) = plain {
         let _ = plain.await;
     }

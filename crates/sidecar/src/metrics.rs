@@ -11,6 +11,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::memory;
+
 /// What happened to a request: a fixed set, so the label never grows without bound.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -46,6 +48,16 @@ impl Metrics {
             "services",
             "OAuthServices in the snapshot being served",
             services.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections open on the sidecar's listeners",
+            memory::OPEN_CONNECTIONS.clone(),
+        );
+        registry.register(
+            "memory_trims",
+            "Times memory freed by closed connections was returned to the OS",
+            memory::MEMORY_TRIMS.clone(),
         );
         Arc::new(Self {
             registry,

@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::memory;
+
 /// A client that opens a connection and never finishes the handshake must not hold a task
 /// and a socket for ever.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +75,7 @@ pub async fn serve<H, F, B>(
             local,
             tls: acceptor.is_some(),
         };
+        let open = memory::OpenConnection::track();
         let handler = handler.clone();
         let service = service_fn(move |request| {
             let handler = handler.clone();
@@ -84,6 +87,7 @@ pub async fn serve<H, F, B>(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _open = open;
                     let tls =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
@@ -112,6 +116,7 @@ pub async fn serve<H, F, B>(
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
+                    let _open = open;
                     if let Err(error) = connection.await {
                         tracing::debug!(%remote, %error, "connection ended with an error");
                     }
