@@ -8,7 +8,8 @@ from /proc. Standard library only.
 A TARGETS.tsv line is: name, label, URL, PID of the proxy (its descendants count too, so an
 nginx master brings its worker), and comma-separated PIDs of the backends (the upstream nginx,
 Redis), whose CPU is reported apart. An ISSUE.tsv line is: name, label, URL, PID, backend
-PIDs, and the JSON body to POST (empty for a GET).
+PIDs, the JSON body to POST (empty for a GET), and the bearer token of a GET when it is not
+BENCH_TOKEN (a sidecar on another Redis knows other tokens; empty for BENCH_TOKEN).
 
 Environment: BENCH_ROUNDS (3), BENCH_DURATION (seconds of the c32 and c256 runs, 4),
 BENCH_TOKEN (sent as a bearer token to every target, so every target sees the same bytes),
@@ -53,11 +54,12 @@ def read_tsv(path, width):
     return rows
 
 
-def wrk(url, threads, connections, seconds, headers, body=""):
+def wrk(url, threads, connections, seconds, headers, body="", token=None):
     cmd = ["wrk", "-t%d" % threads, "-c%d" % connections, "-d%ds" % seconds, "--latency",
            "--timeout", "5s", "-s", LUA]
-    if TOKEN and not body:
-        cmd += ["-H", "Authorization: Bearer " + TOKEN]
+    token = token or TOKEN
+    if token and not body:
+        cmd += ["-H", "Authorization: Bearer " + token]
     for h in headers:
         cmd += ["-H", h]
     cmd.append(url)
@@ -70,12 +72,13 @@ def wrk(url, threads, connections, seconds, headers, body=""):
                                                                    out.stderr))
 
 
-def run_one(name, url, pid, backends, kind, threads, conns, seconds, headers, body=""):
+def run_one(name, url, pid, backends, kind, threads, conns, seconds, headers, body="",
+            token=None):
     pids = tools.descendants(pid)
     backend_pids = [q for b in backends for q in tools.descendants(b)]
     cpu0, bcpu0, t0 = tools.cpu_seconds(pids), tools.cpu_seconds(backend_pids), time.monotonic()
     cs0 = tools.ctx_switches(pids)
-    w = wrk(url, threads, conns, seconds, headers, body)
+    w = wrk(url, threads, conns, seconds, headers, body, token)
     cpu1, bcpu1, t1 = tools.cpu_seconds(pids), tools.cpu_seconds(backend_pids), time.monotonic()
     cs1 = tools.ctx_switches(pids)
     n = max(w["requests"], 1)
@@ -125,15 +128,15 @@ def targets(path, out):
 
 
 def issue(path, out):
-    rows = read_tsv(path, 6)
+    rows = read_tsv(path, 7)
     runs = []
-    for name, _label, url, pid, backends, body in rows:
+    for name, _label, url, pid, backends, body, token in rows:
         run_one(name, url, int(pid), [int(b) for b in backends.split(",") if b], "warmup",
-                2, 32, 1, [], body)
+                2, 32, 1, [], body, token)
     for r in range(1, max(2, ROUNDS - 1) + 1):
-        for name, _label, url, pid, backends, body in rows:
+        for name, _label, url, pid, backends, body, token in rows:
             rec = run_one(name, url, int(pid), [int(b) for b in backends.split(",") if b],
-                          "c32", 2, 32, DURATION, [], body)
+                          "c32", 2, 32, DURATION, [], body, token)
             rec["round"] = r
             runs.append(rec)
             time.sleep(0.2)

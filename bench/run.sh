@@ -141,11 +141,12 @@ CERT=$WORK/tls.crt
 read -r P_UP P_AUTH P_NGINX P_AUTHREQ P_HAPROXY P_REDIS P_REDIS2 \
     P_TG P_TG_ADMIN P_TG_METRICS P_NC P_NC_ADMIN P_NC_METRICS \
     P_RA P_RA_ADMIN P_RA_METRICS P_RB P_RB_ADMIN P_RB_METRICS \
-    <<<"$(python3 "$BENCH/tools.py" ports 19)"
+    P_CL1 P_CL2 P_CL3 P_TC P_TC_ADMIN P_TC_METRICS \
+    <<<"$(python3 "$BENCH/tools.py" ports 25)"
 
 render() { python3 "$BENCH/tools.py" render "$@"; }
 mkdir -p "$WORK/upstream" "$WORK/nginx" "$WORK/nginx-authreq" "$WORK/haproxy" \
-    "$WORK/redis" "$WORK/redis2"
+    "$WORK/redis" "$WORK/redis2" "$WORK/cluster1" "$WORK/cluster2" "$WORK/cluster3"
 render "$CONF/upstream.nginx.conf" "$WORK/upstream/nginx.conf" WORK="$WORK" \
     UPSTREAM_PORT="$P_UP" AUTH_PORT="$P_AUTH"
 render "$CONF/proxy.nginx.conf" "$WORK/nginx/nginx.conf" DIR="$WORK/nginx" PORT="$P_NGINX" \
@@ -172,15 +173,42 @@ start() {  # start NAME CMD...: in the background, logs in $WORK/NAME.log; sets 
     LAST_PID=$!
     PIDS+=("$LAST_PID")
 }
-start_redis() {  # start_redis NAME PORT DIR
-    start "$1" redis-server --port "$2" --bind 127.0.0.1 --save "" --appendonly no \
-        --protected-mode no --dir "$3"
+start_redis() {  # start_redis NAME PORT DIR [FLAGS...]
+    local name=$1 port=$2 dir=$3
+    shift 3
+    start "$name" redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+        --protected-mode no --dir "$dir" "$@"
     local pid=$LAST_PID
     for _ in $(seq 100); do
-        redis-cli -p "$2" ping >/dev/null 2>&1 && { LAST_PID=$pid; return; }
+        redis-cli -p "$port" ping >/dev/null 2>&1 && { LAST_PID=$pid; return; }
         sleep 0.05
     done
-    echo "bench: redis-server on $2 did not start" >&2
+    echo "bench: redis-server on $port did not start" >&2
+    exit 1
+}
+start_cluster() {  # start_cluster PORT...: a Redis Cluster of one master per port, no replicas
+    local port nodes=()
+    CLUSTER_PIDS=()
+    for port in "$@"; do
+        # nodes.conf is relative to the node's own --dir.
+        start_redis "cluster$((${#nodes[@]} + 1))" "$port" "$WORK/cluster$((${#nodes[@]} + 1))" \
+            --cluster-enabled yes --cluster-config-file nodes.conf
+        CLUSTER_PIDS+=("$LAST_PID")
+        nodes+=("127.0.0.1:$port")
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes \
+        >"$WORK/cluster-create.log" 2>&1 \
+        || { cat "$WORK/cluster-create.log" >&2; echo "bench: redis-cli --cluster create failed" >&2; exit 1; }
+    for _ in $(seq 200); do  # every node must see the whole cluster before a client asks it
+        local ok=0
+        for port in "$@"; do
+            redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok' \
+                && ok=$((ok + 1))
+        done
+        [ "$ok" = $# ] && return
+        sleep 0.05
+    done
+    echo "bench: the Redis Cluster on $* did not reach cluster_state:ok" >&2
     exit 1
 }
 start_nginx() {  # start_nginx DIR
@@ -198,6 +226,7 @@ start_sidecar() {  # start_sidecar NAME PROXY ADMIN METRICS REDIS_PORT [FLAGS...
 log "starting redis-server, nginx (upstream, TLS proxy, auth_request), haproxy, sidecars"
 start_redis redis "$P_REDIS" "$WORK/redis";  PID_REDIS=$LAST_PID
 start_redis redis2 "$P_REDIS2" "$WORK/redis2"
+start_cluster "$P_CL1" "$P_CL2" "$P_CL3"
 start_nginx "$WORK/upstream"; PID_UP=$LAST_PID
 start_nginx "$WORK/nginx"; PID_NGINX=$LAST_PID
 if [ "$AUTHREQ" = 1 ]; then start_nginx "$WORK/nginx-authreq"; PID_AUTHREQ=$LAST_PID; fi
@@ -210,13 +239,16 @@ if [ ${#CACHE_OFF[@]} -gt 0 ]; then
 fi
 start_sidecar revocation-a "$P_RA" "$P_RA_ADMIN" "$P_RA_METRICS" "$P_REDIS2"
 start_sidecar revocation-b "$P_RB" "$P_RB_ADMIN" "$P_RB_METRICS" "$P_REDIS2"
+# The token endpoint once more, on Redis Cluster: the URL names one node, and the store finds
+# the others from it.
+start_sidecar tollgate-cluster "$P_TC" "$P_TC_ADMIN" "$P_TC_METRICS" "$P_CL1"; PID_TC=$LAST_PID
 
 wait_http() { python3 "$BENCH/tools.py" wait "$1" 30 >/dev/null; }
 wait_http "http://127.0.0.1:$P_UP/"
 wait_http "https://127.0.0.1:$P_NGINX/"
 if [ "$AUTHREQ" = 1 ]; then wait_http "https://127.0.0.1:$P_AUTHREQ/"; fi
 wait_http "https://127.0.0.1:$P_HAPROXY/"
-for m in "$P_TG_METRICS" "$P_RA_METRICS" "$P_RB_METRICS" ${PID_NC:+"$P_NC_METRICS"}; do
+for m in "$P_TG_METRICS" "$P_RA_METRICS" "$P_RB_METRICS" "$P_TC_METRICS" ${PID_NC:+"$P_NC_METRICS"}; do
     wait_http "http://127.0.0.1:$m/readyz"
 done
 
@@ -236,6 +268,10 @@ check haproxy "https://127.0.0.1:$P_HAPROXY/"
 check tollgate "https://127.0.0.1:$P_TG/"
 if [ -n "${PID_NC:-}" ]; then check tollgate-nocache "https://127.0.0.1:$P_NC/"; fi
 if [ "$AUTHREQ" = 1 ]; then check nginx-authreq "https://127.0.0.1:$P_AUTHREQ/"; fi
+# The cluster-backed sidecar's tokens live in the cluster: it gets its own.
+TOKEN_CLUSTER=$(python3 "$BENCH/tools.py" token "https://127.0.0.1:$P_TC/oauth2/token" "$CERT" "$CC_BODY")
+status=$(python3 "$BENCH/tools.py" get "https://127.0.0.1:$P_TC/" "$CERT" "$TOKEN_CLUSTER")
+[ "$status" = 200 ] || { echo "bench: tollgate-cluster answered $status" >&2; exit 1; }
 status=$(python3 "$BENCH/tools.py" get "https://127.0.0.1:$P_TG/" "$CERT")
 [ "$status" = 401 ] || { echo "bench: the sidecar answered $status without a token" >&2; exit 1; }
 {
@@ -298,11 +334,15 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
 fi
 
 # --- token issue rate, against the sidecar's own keep-alive GET rate -----------------------------
-log "token endpoint: client_credentials and password grants against GET"
+log "token endpoint: client_credentials and password grants against GET, on one Redis and on a 3-master Redis Cluster"
+CLUSTER_BACKENDS="$PID_UP,$(IFS=,; echo "${CLUSTER_PIDS[*]}")"
 {
-    printf 'get\tGET\thttps://127.0.0.1:%s/\t%s\t%s\t\n' "$P_TG" "$PID_TG" "$BACKENDS"
-    printf 'client_credentials\tclient_credentials\thttps://127.0.0.1:%s/oauth2/token\t%s\t%s\t%s\n' "$P_TG" "$PID_TG" "$BACKENDS" "$CC_BODY"
-    printf 'password\tpassword\thttps://127.0.0.1:%s/oauth2/token\t%s\t%s\t%s\n' "$P_TG" "$PID_TG" "$BACKENDS" "$PW_BODY"
+    printf 'get\tGET\thttps://127.0.0.1:%s/\t%s\t%s\t\t\n' "$P_TG" "$PID_TG" "$BACKENDS"
+    printf 'client_credentials\tclient_credentials\thttps://127.0.0.1:%s/oauth2/token\t%s\t%s\t%s\t\n' "$P_TG" "$PID_TG" "$BACKENDS" "$CC_BODY"
+    printf 'password\tpassword\thttps://127.0.0.1:%s/oauth2/token\t%s\t%s\t%s\t\n' "$P_TG" "$PID_TG" "$BACKENDS" "$PW_BODY"
+    printf 'cluster-get\tGET (Redis Cluster)\thttps://127.0.0.1:%s/\t%s\t%s\t\t%s\n' "$P_TC" "$PID_TC" "$CLUSTER_BACKENDS" "$TOKEN_CLUSTER"
+    printf 'cluster-client_credentials\tclient_credentials (Redis Cluster)\thttps://127.0.0.1:%s/oauth2/token\t%s\t%s\t%s\t\n' "$P_TC" "$PID_TC" "$CLUSTER_BACKENDS" "$CC_BODY"
+    printf 'cluster-password\tpassword (Redis Cluster)\thttps://127.0.0.1:%s/oauth2/token\t%s\t%s\t%s\t\n' "$P_TC" "$PID_TC" "$CLUSTER_BACKENDS" "$PW_BODY"
 } >"$WORK/issue.tsv"
 python3 "$BENCH/measure.py" issue "$WORK/issue.tsv" "$WORK/issue.json"
 
