@@ -29,6 +29,8 @@ DURATION = int(os.environ.get("BENCH_DURATION", "4"))  # wrk takes whole seconds
 TOKEN = os.environ.get("BENCH_TOKEN", "")
 LUA = os.environ.get("BENCH_LUA", os.path.join(os.path.dirname(__file__), "conf", "wrk.lua"))
 
+RSS_SETTLE_S = 1.0
+
 # kind: (wrk threads, connections, seconds, extra headers)
 KINDS = {
     "c32": (2, 32, DURATION, []),
@@ -94,8 +96,14 @@ def run_one(name, url, pid, backends, kind, threads, conns, seconds, headers, bo
         "backend_cpu_us_per_req": (bcpu1 - bcpu0) * 1e6 / n,
         "cpu_util": (cpu1 - cpu0) / (t1 - t0),
         "ctx_switches_per_req": (cs1 - cs0) / n,
-        "rss_kib": tools.rss_kib(tools.descendants(pid)),
+        "rss_end_kib": tools.rss_kib(tools.descendants(pid)),
     }
+    # RSS as the load ends, and once more after RSS_SETTLE_S: what a process keeps at rest is
+    # what a pod pays for. The sidecar hands the memory of closed connections back to the OS
+    # within about 100 ms; nginx and haproxy keep theirs.
+    if kind == "c256":
+        time.sleep(RSS_SETTLE_S)
+    rec["rss_kib"] = tools.rss_kib(tools.descendants(pid))
     log("  %-14s %-6s %9.0f req/s  p50 %7.0f us  p99 %7.0f us  cpu %6.1f us/req%s" % (
         name, kind, rec["rps"], rec["p50_us"], rec["p99_us"], rec["cpu_us_per_req"],
         "  ERRORS %d" % errors if errors else ""))
