@@ -102,5 +102,11 @@ e2e-cluster: test-deps
 bench-controller:
 	$(CARGO) run --release --locked -p tollgate-controller --example propagation
 
+## bench-micro: cargo's micro-benchmarks (`cargo bench --locked -p tollgate-api`, divan): the
+## client-secret digest the token endpoint verifies; writes bench/results/micro.md
+.PHONY: bench-micro
+bench-micro:
+	CARGO="$(CARGO)" ./bench/micro.sh
+
 clean:
 	$(CARGO) clean
