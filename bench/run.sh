@@ -3,7 +3,8 @@
 #
 # Installs what is missing (nginx-light, haproxy, wrk, redis-server), builds the release
 # binary, makes one ECDSA P-256 certificate for every TLS target, starts every process on
-# free loopback ports, then alternates the targets (A B C … per kind of run, several rounds)
+# free loopback ports (a 3-master Redis Cluster too, under one more sidecar whose token
+# endpoint is measured), then alternates the targets (A B C … per kind of run, several rounds)
 # and writes bench/results/latest.{md,svg,json} plus a timestamped copy. See README.md,
 # section Performance, for what each figure means.
 #
@@ -141,8 +142,8 @@ CERT=$WORK/tls.crt
 read -r P_UP P_AUTH P_NGINX P_AUTHREQ P_HAPROXY P_REDIS P_REDIS2 \
     P_TG P_TG_ADMIN P_TG_METRICS P_NC P_NC_ADMIN P_NC_METRICS \
     P_RA P_RA_ADMIN P_RA_METRICS P_RB P_RB_ADMIN P_RB_METRICS \
-    P_CL1 P_CL2 P_CL3 P_TC P_TC_ADMIN P_TC_METRICS \
-    <<<"$(python3 "$BENCH/tools.py" ports 25)"
+    P_CL1 P_CL2 P_CL3 P_CLBUS1 P_CLBUS2 P_CLBUS3 P_TC P_TC_ADMIN P_TC_METRICS \
+    <<<"$(python3 "$BENCH/tools.py" ports 28)"
 
 render() { python3 "$BENCH/tools.py" render "$@"; }
 mkdir -p "$WORK/upstream" "$WORK/nginx" "$WORK/nginx-authreq" "$WORK/haproxy" \
@@ -186,14 +187,17 @@ start_redis() {  # start_redis NAME PORT DIR [FLAGS...]
     echo "bench: redis-server on $port did not start" >&2
     exit 1
 }
-start_cluster() {  # start_cluster PORT...: a Redis Cluster of one master per port, no replicas
-    local port nodes=()
+start_cluster() {  # start_cluster PORT:BUS_PORT...: a Redis Cluster of one master a node
+    local node port ports=() nodes=()
     CLUSTER_PIDS=()
-    for port in "$@"; do
+    for node in "$@"; do
+        port=${node%:*}
+        # The bus port is given: the default, port + 10000, may be taken or above 65535.
         # nodes.conf is relative to the node's own --dir.
         start_redis "cluster$((${#nodes[@]} + 1))" "$port" "$WORK/cluster$((${#nodes[@]} + 1))" \
-            --cluster-enabled yes --cluster-config-file nodes.conf
+            --cluster-enabled yes --cluster-port "${node#*:}" --cluster-config-file nodes.conf
         CLUSTER_PIDS+=("$LAST_PID")
+        ports+=("$port")
         nodes+=("127.0.0.1:$port")
     done
     redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes \
@@ -201,14 +205,14 @@ start_cluster() {  # start_cluster PORT...: a Redis Cluster of one master per po
         || { cat "$WORK/cluster-create.log" >&2; echo "bench: redis-cli --cluster create failed" >&2; exit 1; }
     for _ in $(seq 200); do  # every node must see the whole cluster before a client asks it
         local ok=0
-        for port in "$@"; do
+        for port in "${ports[@]}"; do
             redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok' \
                 && ok=$((ok + 1))
         done
-        [ "$ok" = $# ] && return
+        [ "$ok" = ${#ports[@]} ] && return
         sleep 0.05
     done
-    echo "bench: the Redis Cluster on $* did not reach cluster_state:ok" >&2
+    echo "bench: the Redis Cluster on ${ports[*]} did not reach cluster_state:ok" >&2
     exit 1
 }
 start_nginx() {  # start_nginx DIR
@@ -226,7 +230,7 @@ start_sidecar() {  # start_sidecar NAME PROXY ADMIN METRICS REDIS_PORT [FLAGS...
 log "starting redis-server, nginx (upstream, TLS proxy, auth_request), haproxy, sidecars"
 start_redis redis "$P_REDIS" "$WORK/redis";  PID_REDIS=$LAST_PID
 start_redis redis2 "$P_REDIS2" "$WORK/redis2"
-start_cluster "$P_CL1" "$P_CL2" "$P_CL3"
+start_cluster "$P_CL1:$P_CLBUS1" "$P_CL2:$P_CLBUS2" "$P_CL3:$P_CLBUS3"
 start_nginx "$WORK/upstream"; PID_UP=$LAST_PID
 start_nginx "$WORK/nginx"; PID_NGINX=$LAST_PID
 if [ "$AUTHREQ" = 1 ]; then start_nginx "$WORK/nginx-authreq"; PID_AUTHREQ=$LAST_PID; fi
@@ -345,6 +349,9 @@ CLUSTER_BACKENDS="$PID_UP,$(IFS=,; echo "${CLUSTER_PIDS[*]}")"
     printf 'cluster-password\tpassword (Redis Cluster)\thttps://127.0.0.1:%s/oauth2/token\t%s\t%s\t%s\t\n' "$P_TC" "$PID_TC" "$CLUSTER_BACKENDS" "$PW_BODY"
 } >"$WORK/issue.tsv"
 python3 "$BENCH/measure.py" issue "$WORK/issue.tsv" "$WORK/issue.json"
+keys=()
+for port in "$P_CL1" "$P_CL2" "$P_CL3"; do keys+=("$(redis-cli -p "$port" dbsize)"); done
+note "Redis Cluster after the token runs: ${keys[*]} keys on its three masters (the store keeps one namespace in one hash slot, so one master holds them all; a cluster spreads namespaces, not the tokens of one)"
 
 # --- revocation latency across two sidecars sharing one Redis --------------------------------
 log "revocation: $REVOCATIONS tokens revoked on one sidecar, seen by both"
