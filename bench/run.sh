@@ -85,8 +85,10 @@ if [ -n "$GIVEN_BIN" ]; then
     BIN=$GIVEN_BIN
     note "sidecar binary given by TOLLGATE_BIN ($BIN); not built by this run"
 else
-    log "cargo build --release --locked --bin tollgate"
-    "${CARGO:-cargo}" build --release --locked --bin tollgate
+    # The sidecar-only build (`make build-sidecar`): the binary injected pods run
+    # (/usr/local/bin/tollgate-sidecar), without the controller and Kubernetes client code.
+    log "cargo build --release --locked --no-default-features --bin tollgate"
+    "${CARGO:-cargo}" build --release --locked --no-default-features --bin tollgate
     BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tollgate
 fi
 [ -x "$BIN" ] || { echo "bench: no sidecar binary at $BIN" >&2; exit 1; }

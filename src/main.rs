@@ -1,11 +1,17 @@
 //! `tollgate`: one binary, one image. Parses and validates all configuration before binding
 //! any port; a bad flag, file or manifest is reported with its name and exit code 64.
+//!
+//! Built without the default `control-plane` feature it is the sidecar alone, the binary
+//! injected pods run (`tollgate-sidecar` in the image): `controller`, `inject` and `crdgen`
+//! are then unknown subcommands.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+#[cfg(feature = "control-plane")]
 use tollgate_controller::ControllerArgs;
+#[cfg(feature = "control-plane")]
 use tollgate_inject::cli::InjectCommand;
 use tollgate_sidecar::{Config, SidecarArgs};
 
@@ -26,10 +32,13 @@ enum Command {
     Sidecar(SidecarArgs),
     /// Watch the resources, stream each pod's snapshot to its sidecar, write status, and serve
     /// the admin API.
+    #[cfg(feature = "control-plane")]
     Controller(Box<ControllerArgs>),
     /// Print the CustomResourceDefinitions as multi-document YAML (the files under crds/).
+    #[cfg(feature = "control-plane")]
     Crdgen,
     /// Print a manifest with the sidecar injected into its pods and pod templates.
+    #[cfg(feature = "control-plane")]
     Inject(InjectCommand),
 }
 
@@ -46,12 +55,15 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Sidecar(args) => sidecar(&args),
+        #[cfg(feature = "control-plane")]
         Command::Crdgen => {
             print!("{}", tollgate_api::resources::crds_yaml());
             ExitCode::SUCCESS
         }
-        Command::Sidecar(args) => sidecar(&args),
+        #[cfg(feature = "control-plane")]
         Command::Inject(args) => inject(&args),
+        #[cfg(feature = "control-plane")]
         Command::Controller(args) => controller(&args),
     }
 }
@@ -68,6 +80,7 @@ fn sidecar(args: &SidecarArgs) -> ExitCode {
     }
 }
 
+#[cfg(feature = "control-plane")]
 fn controller(args: &ControllerArgs) -> ExitCode {
     init_tracing();
     match tollgate_controller::Config::load(args) {
@@ -120,6 +133,7 @@ fn run(
 }
 
 /// The injected manifest on stdout, notes (pods left alone, warnings) on stderr.
+#[cfg(feature = "control-plane")]
 fn inject(args: &InjectCommand) -> ExitCode {
     use std::io::Write;
     match tollgate_inject::cli::run(args) {

@@ -1,5 +1,6 @@
 //! The command line: bad flags, files and manifests are one clear message and exit code 64;
-//! `crdgen` prints exactly what `crds/` holds.
+//! `crdgen` prints exactly what `crds/` holds. `cargo test --no-default-features --test e2e
+//! cli::` runs these against the sidecar-only build (`make build-sidecar`).
 
 use std::process::Output;
 
@@ -24,6 +25,7 @@ fn manifests(dir: &std::path::Path, yaml: &str) -> String {
     path.display().to_string()
 }
 
+#[cfg(feature = "control-plane")]
 #[test]
 fn crdgen_prints_exactly_the_checked_in_crds() {
     let output = run(&["crdgen"]);
@@ -35,6 +37,38 @@ fn crdgen_prints_exactly_the_checked_in_crds() {
         String::from_utf8(output.stdout).unwrap() == checked_in,
         "crds/tollgate.yaml is stale: run `cargo run -q -- crdgen > crds/tollgate.yaml`"
     );
+}
+
+#[test]
+fn unknown_subcommand_is_exit_64_naming_it() {
+    let output = run(&["sidecr"]);
+    assert_eq!(output.status.code(), Some(64));
+    assert!(stderr(&output).contains("sidecr"), "{}", stderr(&output));
+}
+
+/// The binary injected pods run is the sidecar alone: the control plane's subcommands are
+/// unknown ones, refused like any other.
+#[cfg(not(feature = "control-plane"))]
+#[test]
+fn the_sidecar_only_build_has_no_control_plane_subcommands() {
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let listed = |subcommand: &str| {
+        help.lines()
+            .any(|l| l.starts_with(&format!("  {subcommand} ")))
+    };
+    assert!(listed("sidecar"), "{help}");
+    for subcommand in ["controller", "crdgen", "inject"] {
+        assert!(!listed(subcommand), "{help}");
+        let output = run(&[subcommand]);
+        assert_eq!(output.status.code(), Some(64), "{subcommand}");
+        assert!(
+            stderr(&output).contains(&format!("unrecognized subcommand '{subcommand}'")),
+            "{}",
+            stderr(&output)
+        );
+    }
 }
 
 #[test]

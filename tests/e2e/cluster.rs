@@ -838,6 +838,11 @@ fn assert_injected(pod: &Value, ca_pem: &str) {
         "the application stays the first container of {name}"
     );
     assert_eq!(sidecar["image"], SIDECAR_IMAGE, "{sidecar:#}");
+    assert_eq!(
+        sidecar["command"],
+        json!(["/usr/local/bin/tollgate-sidecar"]),
+        "the image's sidecar-only binary: {sidecar:#}"
+    );
 
     let args: Vec<&str> = sidecar["args"]
         .as_array()

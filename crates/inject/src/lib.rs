@@ -64,6 +64,11 @@ pub const LABEL_INJECTED: &str = "oauth.tollgate.dev/injected";
 /// The injected container's name; a pod that has a container of this name is injected.
 pub const CONTAINER_NAME: &str = "tollgate-sidecar";
 
+/// What the injected container runs: the image's sidecar-only build of the binary (no
+/// controller, webhook or Kubernetes client), installed beside the full `tollgate`, the
+/// image's entrypoint. Its arguments start with `sidecar`, so either binary runs them.
+pub const SIDECAR_COMMAND: &str = "/usr/local/bin/tollgate-sidecar";
+
 /// The annotation values of [`ANNOTATION_INJECT`].
 pub const INJECT_ENABLED: &str = "enabled";
 pub const INJECT_DISABLED: &str = "disabled";

@@ -1,7 +1,8 @@
 //! The `tollgate-sidecar` container and its volumes, built from the config and one pod's
 //! [`Overrides`]. The paths and flags here are the sidecar's contract with the controller
 //! (issue 4): `--controller`, `--controller-ca`, `--token-file`, `--snapshot-cache`, and
-//! `POD_NAME`/`POD_NAMESPACE` from the downward API.
+//! `POD_NAME`/`POD_NAMESPACE` from the downward API. The container runs the image's
+//! sidecar-only binary, [`SIDECAR_COMMAND`](crate::SIDECAR_COMMAND).
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::annotations::SIDECAR_PORTS;
 use crate::{
     ANNOTATION_CONTROLLER_CA, CONTAINER_NAME, ControllerCa, InjectConfig, InjectError, Overrides,
-    RedisUrlSource,
+    RedisUrlSource, SIDECAR_COMMAND,
 };
 
 /// The audience of the projected token: the controller's TokenReview asks for it, so the
@@ -157,6 +158,7 @@ pub(crate) fn container(config: &InjectConfig, overrides: &Overrides) -> Contain
         name: CONTAINER_NAME.to_owned(),
         image: Some(config.image.clone()),
         image_pull_policy: config.image_pull_policy.clone(),
+        command: Some(vec![SIDECAR_COMMAND.to_owned()]),
         args: Some(args),
         env: Some(env),
         ports: Some(vec![

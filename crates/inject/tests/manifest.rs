@@ -48,6 +48,9 @@ fn workloads_are_injected_and_everything_else_passes_through() {
         containers(deployment, "containers"),
         ["iris", "tollgate-sidecar"]
     );
+    let sidecar = &deployment["spec"]["containers"][1];
+    assert_eq!(sidecar["command"][0], "/usr/local/bin/tollgate-sidecar");
+    assert_eq!(sidecar["args"][0], "sidecar");
     assert_eq!(
         deployment["metadata"]["labels"]["oauth.tollgate.dev/injected"],
         "true"

@@ -20,15 +20,15 @@ fn words(command: &str) -> Vec<String> {
         .collect()
 }
 
-/// `cargo build …` of the Makefile's `build` recipe, for the binary alone: `$(CARGO)` is
+/// `cargo build …` of the Makefile's `target` recipe, for the binary alone: `$(CARGO)` is
 /// cargo, and the example programs `make run` also builds are not part of the image.
-fn makefile_release_build() -> Vec<String> {
+fn makefile_release_build(target: &str) -> Vec<String> {
     let makefile = read("Makefile");
     let recipe = makefile
-        .split("\nbuild:\n")
+        .split(&format!("\n{target}:\n"))
         .nth(1)
         .and_then(|rest| rest.lines().find(|l| l.starts_with('\t')))
-        .expect("a `build:` target with a recipe in the Makefile");
+        .unwrap_or_else(|| panic!("a `{target}:` target with a recipe in the Makefile"));
     let mut command = Vec::new();
     let mut words = words(recipe).into_iter();
     while let Some(word) = words.next() {
@@ -43,8 +43,9 @@ fn makefile_release_build() -> Vec<String> {
     command
 }
 
-/// The `cargo build …` of the Dockerfile's build stage (the RUN command, up to `&&`).
-fn dockerfile_build() -> Vec<String> {
+/// Each `cargo build …` of the Dockerfile's build stage (the RUN command, split at `&&`), with
+/// where the step right after it installs the binary (`install … target/release/tollgate DEST`).
+fn dockerfile_builds() -> Vec<(Vec<String>, String)> {
     let dockerfile = read("Dockerfile");
     let run = dockerfile
         .split("\nRUN ")
@@ -62,23 +63,31 @@ fn dockerfile_build() -> Vec<String> {
         })
         .find(|command| command.contains("cargo build"))
         .expect("a RUN cargo build in the Dockerfile");
-    let words = words(&run);
-    let start = words
-        .iter()
-        .position(|w| w == "cargo")
-        .expect("cargo in the RUN command");
-    words[start..]
-        .iter()
-        .take_while(|w| *w != "&&")
-        .cloned()
-        .collect()
+    let steps: Vec<Vec<String>> = run.split("&&").map(words).collect();
+    let mut builds = Vec::new();
+    for (at, step) in steps.iter().enumerate() {
+        let Some(start) = step.iter().position(|w| w == "cargo") else {
+            continue;
+        };
+        let install = steps
+            .get(at + 1)
+            .filter(|next| next.first().map(String::as_str) == Some("install"))
+            .unwrap_or_else(|| panic!("an install right after {step:?}"));
+        assert_eq!(
+            install[install.len() - 2],
+            "target/release/tollgate",
+            "{install:?}"
+        );
+        builds.push((step[start..].to_vec(), install[install.len() - 1].clone()));
+    }
+    builds
 }
 
 #[test]
-fn the_image_is_built_with_the_makefile_s_release_command() {
-    let make = makefile_release_build();
+fn the_image_is_built_with_the_makefile_s_release_commands() {
+    let full = makefile_release_build("build");
     assert_eq!(
-        make,
+        full,
         [
             "cargo",
             "build",
@@ -88,7 +97,28 @@ fn the_image_is_built_with_the_makefile_s_release_command() {
             "tollgate"
         ]
     );
-    assert_eq!(dockerfile_build(), make);
+    // The sidecar-only binary: the same, without the `control-plane` feature.
+    let sidecar = makefile_release_build("build-sidecar");
+    assert_eq!(
+        sidecar,
+        [
+            "cargo",
+            "build",
+            "--release",
+            "--locked",
+            "--no-default-features",
+            "--bin",
+            "tollgate"
+        ]
+    );
+    // Each is copied out before the next build overwrites target/release/tollgate.
+    assert_eq!(
+        dockerfile_builds(),
+        [
+            (full, "/out/tollgate".to_owned()),
+            (sidecar, "/out/tollgate-sidecar".to_owned())
+        ]
+    );
 }
 
 #[test]
@@ -107,14 +137,22 @@ fn the_image_runs_the_binary_as_non_root_on_a_small_base() {
     );
     assert!(dockerfile.contains("\nUSER 65532:65532\n"));
     assert!(dockerfile.contains("\nENTRYPOINT [\"/usr/local/bin/tollgate\"]\n"));
-    // Only the binary goes from the build stage to the image.
-    let copies: Vec<&str> = dockerfile
+    // Only the two binaries go from the build stage to the image; injected containers run
+    // the sidecar-only one.
+    let copies: Vec<String> = dockerfile
         .lines()
         .filter(|l| l.starts_with("COPY --from"))
+        .map(str::to_owned)
         .collect();
     assert_eq!(
         copies,
-        ["COPY --from=build /out/tollgate /usr/local/bin/tollgate"]
+        [
+            "COPY --from=build /out/tollgate /usr/local/bin/tollgate".to_owned(),
+            format!(
+                "COPY --from=build /out/tollgate-sidecar {}",
+                tollgate_inject::SIDECAR_COMMAND
+            ),
+        ]
     );
     // The build context leaves out build output.
     assert!(read(".dockerignore").lines().any(|l| l == "/target"));

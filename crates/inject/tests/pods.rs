@@ -96,6 +96,11 @@ fn an_annotated_pod_gets_the_sidecar_the_issue_describes() {
     let c = sidecar(&after);
     assert_eq!(c.image.as_deref(), Some("registry.example/tollgate:0.1.0"));
     assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    // The image's sidecar-only binary, not its entrypoint (the full `tollgate`).
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["/usr/local/bin/tollgate-sidecar".to_owned()][..])
+    );
     assert_eq!(
         c.args.unwrap(),
         [

@@ -190,6 +190,10 @@ fn a_dry_run_is_answered_the_same_and_the_namespace_comes_from_the_request() {
     );
     let sidecar = &pod["spec"]["initContainers"][0];
     assert_eq!(sidecar["restartPolicy"], "Always");
+    assert_eq!(
+        sidecar["command"],
+        json!(["/usr/local/bin/tollgate-sidecar"])
+    );
     let args: Vec<&str> = sidecar["args"]
         .as_array()
         .unwrap()
