@@ -103,6 +103,11 @@ impl Default for Upstream {
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them, or only `Connection`: one look at the names is
+    // cheaper than hashing seven.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     // Headers named in `Connection` are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -119,19 +124,22 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Kong's `X-Forwarded-*` and `X-Real-IP`: the client's address is appended to any
 /// `X-Forwarded-For` chain; the others describe this hop.
 fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, path: &str) {
-    let client_ip = conn.remote.ip().to_string();
-    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {client_ip}"),
-        None => client_ip.clone(),
+    let Ok(client_ip) = HeaderValue::try_from(conn.remote.ip().to_string()) else {
+        return; // an IP address is always a valid header value
     };
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(value) = HeaderValue::from_str(value) {
+    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) => HeaderValue::try_from(format!("{existing}, {}", conn.remote.ip())).ok(),
+        None => Some(client_ip.clone()),
+    };
+    let mut set = |name: &'static str, value: Option<HeaderValue>| {
+        if let Some(value) = value {
             headers.insert(HeaderName::from_static(name), value);
         }
     };
-    set("x-forwarded-for", &chain);
-    set("x-real-ip", &client_ip);
-    set("x-forwarded-proto", if conn.tls { "https" } else { "http" });
+    set("x-forwarded-for", chain);
+    set("x-real-ip", Some(client_ip));
+    let proto = if conn.tls { "https" } else { "http" };
+    set("x-forwarded-proto", Some(HeaderValue::from_static(proto)));
     if let Some(host) = host {
         let host_only = host.rsplit_once(':').map_or(host, |(h, port)| {
             if port.chars().all(|c| c.is_ascii_digit()) {
@@ -140,10 +148,13 @@ fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, p
                 host
             }
         });
-        set("x-forwarded-host", host_only);
+        set("x-forwarded-host", HeaderValue::from_str(host_only).ok());
     }
-    set("x-forwarded-port", &conn.local.port().to_string());
-    set("x-forwarded-path", path);
+    set(
+        "x-forwarded-port",
+        Some(HeaderValue::from(conn.local.port())),
+    );
+    set("x-forwarded-path", HeaderValue::from_str(path).ok());
 }
 
 #[cfg(test)]

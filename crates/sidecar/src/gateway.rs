@@ -477,8 +477,11 @@ fn to_header_values(headers: Vec<(HeaderName, String)>) -> IdentityHeaders {
 
 /// Removes the identity headers a client sent, then sets the gateway's own.
 pub(crate) fn set_identity(headers: &mut HeaderMap, identity: &[(HeaderName, HeaderValue)]) {
-    for name in &IDENTITY_HEADERS {
-        headers.remove(name);
+    // Clients rarely send these: one look at the names is cheaper than hashing each.
+    if headers.keys().any(|name| IDENTITY_HEADERS.contains(name)) {
+        for name in &IDENTITY_HEADERS {
+            headers.remove(name);
+        }
     }
     for (name, value) in identity {
         headers.insert(name.clone(), value.clone());
