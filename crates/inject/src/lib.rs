@@ -175,6 +175,10 @@ pub enum InjectError {
     /// The object has no `spec`.
     #[error("the pod has no spec")]
     NoSpec,
+    /// `spec.containers` is empty or null: the patch could not add to it, and the API server
+    /// would refuse the pod anyway. Said here, the reason is plain.
+    #[error("the pod has no containers")]
+    NoContainers,
 }
 
 // === impl InjectConfig ===
@@ -261,6 +265,9 @@ pub fn decide(pod: &Pod, config: &InjectConfig, scope: Scope) -> Result<Decision
     }
     if spec.host_network == Some(true) {
         return Ok(Decision::Skip(SkipReason::HostNetwork));
+    }
+    if spec.containers.is_empty() {
+        return Err(InjectError::NoContainers);
     }
 
     let overrides = Overrides::from_pod(pod, config)?;

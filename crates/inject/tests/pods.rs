@@ -633,6 +633,11 @@ fn conflicts_are_refused() {
         decide(&typed(&no_spec), &config(), Scope::PodAnnotation),
         Err(InjectError::NoSpec)
     );
+    // Found by the admission_review fuzz target: a null list once gave a patch that failed
+    // to apply, instead of a reason.
+    let mut no_containers = enabled("shop", "p");
+    no_containers["spec"]["containers"] = Value::Null;
+    assert_eq!(refusal(&no_containers), "the pod has no containers");
 }
 
 #[test]
