@@ -27,7 +27,7 @@ pub async fn serve<H, F>(
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    tollgate_sidecar::serve::serve(listener, tls, shutdown, move |request, _conn| {
+    tollgate_serve::serve(listener, tls, shutdown, move |request, _conn| {
         handler(request)
     })
     .await;

@@ -11,20 +11,14 @@
 //! tested without a socket; [`serve_webhook`] adds TLS, HTTP/1.1 and HTTP/2, a body limit
 //! and a graceful drain.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::review::{Outcome, review_with_outcome};
 use crate::{InjectConfig, Scope};
@@ -39,13 +33,9 @@ pub const DEFAULT_WEBHOOK_LISTEN: &str = "0.0.0.0:9443";
 /// which we do not register for) plus a little. Anything larger is not from the API server.
 pub const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
 
-/// A client that never finishes its handshake must not hold a task and a socket for ever.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The API server gives up on a webhook after its timeoutSeconds (the chart sets 5 s); a
 /// request still unread after this is not from it.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// In-flight reviews get this long after a stop signal: one review takes microseconds.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Answers one buffered HTTP request. This is the one place HTTP errors are made.
 pub fn handle(request: Request<Bytes>, config: &InjectConfig) -> Response<Bytes> {
@@ -87,7 +77,8 @@ pub fn handle(request: Request<Bytes>, config: &InjectConfig) -> Response<Bytes>
     }
 }
 
-/// Serves the webhook on `listener` with `tls` until `shutdown` turns true, then drains.
+/// Serves the webhook on `listener` with `tls` until `shutdown` turns true, then drains,
+/// through the accept loop every tollgate listener shares.
 ///
 /// `tls` is the controller's: its certificate resolver may rotate the serving certificate;
 /// ALPN should offer `h2` and `http/1.1` (the API server speaks both).
@@ -95,71 +86,24 @@ pub async fn serve_webhook(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     config: Arc<InjectConfig>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        let (stream, remote) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(%error, "webhook accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
+    tollgate_serve::serve(listener, Some(tls), shutdown, move |request, _conn| {
         let config = config.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%remote, %error, "webhook TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "webhook TLS handshake timed out");
-                        return;
-                    }
-                };
-            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let config = config.clone();
-                async move {
-                    let response = match buffer(request).await {
-                        Ok(request) => handle(request, &config),
-                        Err(response) => response,
-                    };
-                    Ok::<_, Infallible>(response.map(Full::new))
-                }
-            });
-            let connection = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .into_owned();
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%remote, %error, "webhook connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("webhook connections still open after the drain period were closed");
-    }
+        async move {
+            let response = match buffer(request).await {
+                Ok(request) => handle(request, &config),
+                Err(response) => response,
+            };
+            response.map(Full::new)
+        }
+    })
+    .await;
 }
 
 /// Reads the whole body, at most [`MAX_REVIEW_BYTES`], within [`BODY_READ_TIMEOUT`].
 async fn buffer(
-    request: Request<hyper::body::Incoming>,
+    request: Request<tollgate_serve::Incoming>,
 ) -> Result<Request<Bytes>, Response<Bytes>> {
     let (parts, body) = request.into_parts();
     let read = Limited::new(body, MAX_REVIEW_BYTES).collect();

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::body::UpstreamBody;
 use crate::gateway::set_identity;
-use crate::serve::ConnInfo;
+use tollgate_serve::ConnInfo;
 
 /// Idle upstream connections are kept this long. IRIS's web gateway keeps connections open
 /// far longer; a shorter pool timeout means we close first and never reuse a dead socket.

@@ -24,8 +24,8 @@ use crate::body::{self, ResponseBody};
 use crate::forward::Upstream;
 use crate::metrics::Metrics;
 use crate::routes::{Endpoint, METADATA_PATH, Matched, RouteTable, upstream_path};
-use crate::serve::ConnInfo;
 use crate::trusted::TrustedIps;
+use tollgate_serve::ConnInfo;
 
 /// The snapshot being served, with the structures derived from it. Swapped whole, so no
 /// request ever sees half of a new configuration.

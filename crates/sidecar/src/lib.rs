@@ -1,7 +1,6 @@
 //! The data plane in each pod: TLS on :8443, the OAuth endpoints, the bearer check on every
 //! other request, forwarding to the application on 127.0.0.1, the admin API, and metrics.
-// One exception, `memory::trim`, calls glibc's malloc_trim.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod admin;
 mod body;
@@ -9,10 +8,8 @@ pub mod config;
 pub mod controller_client;
 mod forward;
 pub mod gateway;
-mod memory;
 mod metrics;
 pub mod routes;
-pub mod serve;
 pub mod tls;
 mod trusted;
 mod validation_cache;
@@ -76,11 +73,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let (stop, stopped) = watch::channel(false);
     let revocations = tokio::spawn(gateway.store().clone().follow_revocations(stopped.clone()));
-    let reclaim = tokio::spawn(memory::reclaim_freed_memory(stopped.clone()));
+    let reclaim = tokio::spawn(tollgate_serve::memory::reclaim_freed_memory(
+        stopped.clone(),
+    ));
 
     let proxy = {
         let gateway = gateway.clone();
-        tokio::spawn(serve::serve(
+        tokio::spawn(tollgate_serve::serve(
             proxy_listener,
             Some(tls.clone()),
             stopped.clone(),
@@ -92,7 +91,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let plain = http_listener.map(|listener| {
         let gateway = gateway.clone();
-        tokio::spawn(serve::serve(
+        tokio::spawn(tollgate_serve::serve(
             listener,
             None,
             stopped.clone(),
@@ -104,7 +103,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     let admin = {
         let gateway = gateway.clone();
-        tokio::spawn(serve::serve(
+        tokio::spawn(tollgate_serve::serve(
             admin_listener,
             Some(tls),
             stopped.clone(),
@@ -129,7 +128,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let metrics_server = {
         let metrics = metrics.clone();
-        tokio::spawn(serve::serve(
+        tokio::spawn(tollgate_serve::serve(
             metrics_listener,
             None,
             stopped.clone(),

@@ -1,5 +1,10 @@
-//! Accept loops: TCP, optional TLS, HTTP/1.1 and HTTP/2 on one port, and a graceful drain
-//! when the process is asked to stop.
+//! The accept loop every tollgate listener shares (the sidecar's proxy, admin and metrics
+//! ports, the controller's stream and admin API, the injection webhook): TCP, optional TLS,
+//! HTTP/1.1 and HTTP/2 on one port, and a graceful drain when the process is asked to stop.
+// One exception, `memory::trim`, calls glibc's malloc_trim.
+#![deny(unsafe_code)]
+
+pub mod memory;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -8,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+pub use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -16,8 +21,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-
-use crate::memory;
 
 /// A client that opens a connection and never finishes the handshake must not hold a task
 /// and a socket for ever.
