@@ -304,6 +304,79 @@ pub fn tollgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tollgate"))
 }
 
+/// A `tollgate sidecar` command on free loopback ports, with a fresh certificate and debug
+/// logs in a temporary directory, and nothing from the test's environment; with `http`, a
+/// plain-HTTP listener too. Each builder adds where the configuration comes from, then
+/// [`SidecarLaunch::spawn`] starts it.
+struct SidecarLaunch {
+    command: Command,
+    dir: TempDir,
+    certs: Certs,
+    log: PathBuf,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    metrics: SocketAddr,
+    http: Option<SocketAddr>,
+}
+
+impl SidecarLaunch {
+    fn new(http: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = Certs::new(dir.path());
+        let log = dir.path().join("sidecar.log");
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let [proxy, admin, metrics, http_port] = free_ports::<4>().map(addr);
+        let http = http.then_some(http_port);
+        let mut command = tollgate();
+        command
+            .arg("sidecar")
+            .arg("--listen")
+            .arg(proxy.to_string())
+            .arg("--admin-listen")
+            .arg(admin.to_string())
+            .arg("--metrics-listen")
+            .arg(metrics.to_string())
+            .arg("--tls-cert")
+            .arg(&certs.cert)
+            .arg("--tls-key")
+            .arg(&certs.key)
+            .env_remove("TOLLGATE_REDIS_URL")
+            .env_remove("TOLLGATE_MANIFESTS")
+            .env("TOLLGATE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(http) = http {
+            command.arg("--listen-http").arg(http.to_string());
+        }
+        Self {
+            command,
+            dir,
+            certs,
+            log,
+            proxy,
+            admin,
+            metrics,
+            http,
+        }
+    }
+
+    fn spawn(mut self) -> Sidecar {
+        let child = self.command.spawn().expect("spawn tollgate sidecar");
+        Sidecar {
+            child,
+            _dir: self.dir,
+            proxy: self.proxy,
+            admin: self.admin,
+            metrics: self.metrics,
+            http: self.http,
+            client: self.certs.client(),
+            certs: self.certs,
+            log: self.log,
+        }
+    }
+}
+
 impl SidecarBuilder {
     pub fn new(manifests: String) -> Self {
         Self {
@@ -348,57 +421,21 @@ impl SidecarBuilder {
     }
 
     async fn spawn(&self) -> Result<Sidecar, String> {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = Certs::new(dir.path());
-        let manifests = dir.path().join("manifests.yaml");
+        let mut launch = SidecarLaunch::new(self.listen_http);
+        let manifests = launch.dir.path().join("manifests.yaml");
         std::fs::write(&manifests, &self.manifests).unwrap();
-        let log = dir.path().join("sidecar.log");
-        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        let [proxy, admin, metrics, http] = free_ports::<4>().map(addr);
-        let http = self.listen_http.then_some(http);
-        let mut command = tollgate();
+        let command = &mut launch.command;
         command
-            .arg("sidecar")
             .arg("--manifests")
             .arg(&manifests)
-            .arg("--listen")
-            .arg(proxy.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
-            .arg("--metrics-listen")
-            .arg(metrics.to_string())
-            .arg("--tls-cert")
-            .arg(&certs.cert)
-            .arg("--tls-key")
-            .arg(&certs.key)
-            .args(&self.extra_args)
-            .env_remove("TOLLGATE_REDIS_URL")
-            .env("TOLLGATE_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.path().join("sidecar.out")).unwrap())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .args(&self.extra_args);
         if let Some(url) = &self.redis_url {
             command.arg("--redis-url").arg(url);
-        }
-        if let Some(http) = http {
-            command.arg("--listen-http").arg(http.to_string());
         }
         for (k, v) in &self.env {
             command.env(k, v);
         }
-        let child = command.spawn().expect("spawn tollgate");
-        let client = certs.client();
-        let mut sidecar = Sidecar {
-            child,
-            _dir: dir,
-            proxy,
-            admin,
-            metrics,
-            http,
-            client,
-            certs,
-            log,
-        };
+        let mut sidecar = launch.spawn();
         sidecar.ready().await?;
         Ok(sidecar)
     }
@@ -760,16 +797,11 @@ impl PodSidecarBuilder {
 
     /// Starts the sidecar without waiting for it to be ready.
     pub fn spawn(&self) -> Sidecar {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = Certs::new(dir.path());
-        let token_file = dir.path().join("token");
+        let mut launch = SidecarLaunch::new(false);
+        let token_file = launch.dir.path().join("token");
         std::fs::write(&token_file, format!("{}\n", self.token)).unwrap();
-        let log = dir.path().join("sidecar.log");
-        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        let [proxy, admin, metrics] = free_ports::<3>().map(addr);
-        let mut command = tollgate();
+        let command = &mut launch.command;
         command
-            .arg("sidecar")
             .arg("--controller")
             .arg(&self.controller_url)
             .arg("--controller-ca")
@@ -781,39 +813,11 @@ impl PodSidecarBuilder {
             .arg("--pod-namespace")
             .arg(&self.namespace)
             .arg("--snapshot-cache")
-            .arg(&self.cache)
-            .arg("--listen")
-            .arg(proxy.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
-            .arg("--metrics-listen")
-            .arg(metrics.to_string())
-            .arg("--tls-cert")
-            .arg(&certs.cert)
-            .arg("--tls-key")
-            .arg(&certs.key)
-            .env_remove("TOLLGATE_REDIS_URL")
-            .env_remove("TOLLGATE_MANIFESTS")
-            .env("TOLLGATE_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .arg(&self.cache);
         if let Some(url) = &self.redis_url {
             command.arg("--redis-url").arg(url);
         }
-        let child = command.spawn().expect("spawn tollgate sidecar");
-        let client = certs.client();
-        Sidecar {
-            child,
-            _dir: dir,
-            proxy,
-            admin,
-            metrics,
-            http: None,
-            client,
-            certs,
-            log,
-        }
+        launch.spawn()
     }
 
     /// Starts the sidecar and waits until it serves a snapshot.
