@@ -531,6 +531,11 @@ impl Sidecar {
         self.certs.client()
     }
 
+    /// The certificate and key files it serves (`--tls-cert`, `--tls-key`).
+    pub fn tls_files(&self) -> (&Path, &Path) {
+        (&self.certs.cert, &self.certs.key)
+    }
+
     pub async fn get_with_token(&self, path: &str, token: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

@@ -14,4 +14,5 @@ mod oauth_client;
 mod proxy;
 mod redis_faults;
 mod secrets;
+mod tls;
 mod token_endpoint;
