@@ -68,6 +68,11 @@ impl Certs {
     }
 
     pub fn client(&self) -> reqwest::Client {
+        self.client_offering(&[b"h2", b"http/1.1"])
+    }
+
+    /// A client that offers only `protocols` in ALPN.
+    pub fn client_offering(&self, protocols: &[&[u8]]) -> reqwest::Client {
         let mut roots = rustls::RootCertStore::empty();
         use rustls_pki_types::pem::PemObject;
         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
@@ -79,7 +84,7 @@ impl Certs {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        tls.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
         reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .timeout(Duration::from_secs(20))
@@ -93,6 +98,8 @@ impl Certs {
 /// One request as the upstream saw it.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// The sidecar's end of the upstream connection the request came on.
+    pub peer: SocketAddr,
     pub method: String,
     pub path_and_query: String,
     pub headers: HashMap<String, Vec<String>>,
@@ -124,14 +131,14 @@ impl Upstream {
         let recorder = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let recorder = recorder.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let recorder = recorder.clone();
-                        async move { Ok::<_, Infallible>(answer(req, &recorder).await) }
+                        async move { Ok::<_, Infallible>(answer(req, peer, &recorder).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -161,7 +168,11 @@ impl Drop for Upstream {
     }
 }
 
-async fn answer(req: Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> Response<Full<Bytes>> {
+async fn answer(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    seen: &Mutex<Vec<Seen>>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -177,6 +188,7 @@ async fn answer(req: Request<Incoming>, seen: &Mutex<Vec<Seen>>) -> Response<Ful
     }
     let path = parts.uri.path().to_owned();
     seen.lock().unwrap().push(Seen {
+        peer,
         method: parts.method.to_string(),
         path_and_query: parts
             .uri
@@ -537,6 +549,11 @@ impl Sidecar {
         self.certs.client()
     }
 
+    /// A client of its own that speaks HTTP/1.1, as most API clients and load generators do.
+    pub fn new_http1_client(&self) -> reqwest::Client {
+        self.certs.client_offering(&[b"http/1.1"])
+    }
+
     /// The certificate and key files it serves (`--tls-cert`, `--tls-key`).
     pub fn tls_files(&self) -> (&Path, &Path) {
         (&self.certs.cert, &self.certs.key)
@@ -822,6 +839,33 @@ impl PodSidecarBuilder {
         let mut sidecar = self.spawn();
         sidecar.wait_ready().await;
         sidecar
+    }
+}
+
+/// Reads `/metrics` over one keep-alive connection, so scraping adds exactly one to the
+/// sidecar's count of open connections.
+pub struct Scraper {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl Scraper {
+    pub fn new(sidecar: &Sidecar) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            url: format!("http://{}/metrics", sidecar.metrics),
+        }
+    }
+
+    /// The value of the unlabelled metric `name`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let response = self.client.get(&self.url).send().await.unwrap();
+        let text = response.text().await.unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+            .parse()
+            .unwrap()
     }
 }
 

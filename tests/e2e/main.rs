@@ -16,3 +16,4 @@ mod redis_faults;
 mod secrets;
 mod tls;
 mod token_endpoint;
+mod upstream;

@@ -3,37 +3,10 @@
 
 use std::time::Duration;
 
-use crate::harness::{Sidecar, Store, env, eventually};
+use crate::harness::{Scraper, Store, env, eventually};
 
 /// Above the 16 connections at the peak below which the sidecar does not bother to trim.
 const BURST: usize = 24;
-
-/// Reads `/metrics` over one keep-alive connection, so scraping adds exactly one to the
-/// sidecar's count of open connections.
-struct Scraper {
-    client: reqwest::Client,
-    url: String,
-}
-
-impl Scraper {
-    fn new(sidecar: &Sidecar) -> Self {
-        Self {
-            client: reqwest::Client::new(),
-            url: format!("http://{}/metrics", sidecar.metrics),
-        }
-    }
-
-    /// The value of the unlabelled metric `name`.
-    async fn metric(&self, name: &str) -> f64 {
-        let response = self.client.get(&self.url).send().await.unwrap();
-        let text = response.text().await.unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
-            .parse()
-            .unwrap()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_connections_is_counted_and_its_memory_returned_when_it_ends() {

@@ -44,10 +44,33 @@ pub struct ConnInfo {
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     handler: H,
 ) where
     H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_per_connection(listener, tls, shutdown, move |conn| {
+        let handler = handler.clone();
+        move |request| handler(request, conn)
+    })
+    .await
+}
+
+/// Like [`serve`], but builds the handler once per connection with `for_connection`, so a
+/// handler can keep state for the life of its connection (the sidecar keeps the upstream
+/// connection its client's last request used). The handler is dropped when the connection
+/// closes.
+pub async fn serve_per_connection<M, H, F, B>(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut shutdown: watch::Receiver<bool>,
+    for_connection: M,
+) where
+    M: Fn(ConnInfo) -> H,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -79,10 +102,10 @@ pub async fn serve<H, F, B>(
             tls: acceptor.is_some(),
         };
         let open = memory::OpenConnection::track();
-        let handler = handler.clone();
+        let handler = for_connection(conn);
         let service = service_fn(move |request| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(request, conn).await) }
+            let response = handler(request);
+            async move { Ok::<_, Infallible>(response.await) }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
         match &acceptor {

@@ -8,7 +8,9 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use tollgate_oauth::OAuthResponse;
 
-pub type ResponseBody = Either<Full<Bytes>, Incoming>;
+use crate::pool::ReturningBody;
+
+pub type ResponseBody = Either<Full<Bytes>, ReturningBody>;
 pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
 /// Bodies the gateway reads whole (OAuth parameters, a form carrying `access_token`) are

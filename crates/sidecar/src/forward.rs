@@ -1,22 +1,16 @@
-//! Forwarding to the application on 127.0.0.1: a pooled HTTP/1.1 client, bodies streamed both
-//! ways, hop-by-hop headers dropped, Kong's `X-Forwarded-*` and identity headers set.
+//! Forwarding to the application on 127.0.0.1: HTTP/1.1 over reused connections
+//! ([`crate::pool`]), bodies streamed both ways, hop-by-hop headers dropped, Kong's
+//! `X-Forwarded-*` and identity headers set.
 
-use std::time::Duration;
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::body::UpstreamBody;
 use crate::gateway::set_identity;
+use crate::pool::{Bound, Origin, Pool, PoolMetrics, ReturningBody};
 use tollgate_serve::ConnInfo;
-
-/// Idle upstream connections are kept this long. IRIS's web gateway keeps connections open
-/// far longer; a shorter pool timeout means we close first and never reuse a dead socket.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -30,27 +24,32 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 pub struct Upstream {
-    client: Client<HttpConnector, UpstreamBody>,
+    pool: Arc<Pool>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error("bad upstream URI: {0}")]
     Uri(#[from] http::Error),
+    #[error("cannot connect: {0}")]
+    Connect(#[from] std::io::Error),
     #[error(transparent)]
-    Client(#[from] hyper_util::client::legacy::Error),
+    Exchange(#[from] hyper::Error),
 }
 
 impl Upstream {
-    pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
-        Self { client }
+    pub fn new(metrics: PoolMetrics) -> Self {
+        Self {
+            pool: Pool::new(metrics),
+        }
     }
 
+    /// What one client connection holds of the upstream connections, for its whole life.
+    pub fn bind(&self) -> Arc<Bound> {
+        Bound::new(self.pool.clone())
+    }
+
+    #[allow(clippy::too_many_arguments)] // each is a different fact about the request
     pub async fn forward(
         &self,
         mut parts: http::request::Parts,
@@ -59,7 +58,8 @@ impl Upstream {
         path: &str,
         identity: &[(HeaderName, HeaderValue)],
         conn: &ConnInfo,
-    ) -> Result<Response<Incoming>, ForwardError> {
+        bound: &Arc<Bound>,
+    ) -> Result<Response<ReturningBody>, ForwardError> {
         let original_host = parts
             .headers
             .get(header::HOST)
@@ -68,37 +68,42 @@ impl Upstream {
             .or_else(|| parts.uri.authority().map(|a| a.to_string()));
         let original_path = parts.uri.path().to_owned();
 
-        let path_and_query = match parts.uri.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path.to_owned(),
-        };
-        parts.uri = Uri::builder()
-            .scheme("http")
-            .authority(format!("127.0.0.1:{port}"))
-            .path_and_query(path_and_query)
-            .build()?;
+        // Origin form on the wire: the connection already names the application.
+        parts.uri = match parts.uri.query() {
+            Some(query) => Uri::try_from(format!("{path}?{query}")),
+            None => Uri::try_from(path),
+        }
+        .map_err(http::Error::from)?;
         parts.version = Version::HTTP_11;
 
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
-        // Kong does not preserve the client's Host by default; the client sets it from the URI.
-        headers.remove(header::HOST);
+        // Kong does not preserve the client's Host by default: the application sees its own
+        // address, as hyper-util's client and Kong's balancer send it.
+        if let Ok(host) = HeaderValue::try_from(format!("127.0.0.1:{port}")) {
+            headers.insert(header::HOST, host); // always valid: an address and a port
+        }
         set_identity(headers, identity);
         set_forwarded(headers, conn, original_host.as_deref(), &original_path);
 
-        let response = self
-            .client
-            .request(Request::from_parts(parts, body))
-            .await?;
+        let request = Request::from_parts(parts, body);
+        let (mut sender, origin) = bound.checkout(port).await?;
+        let response = match sender.try_send_request(request).await {
+            Ok(response) => response,
+            Err(mut error) => match (origin, error.take_message()) {
+                // The application closed a reused connection before the request was written:
+                // nothing was sent, so it goes once more on a new connection.
+                (Origin::Reused, Some(request)) => {
+                    sender = bound.connect(port).await?;
+                    sender.send_request(request).await?
+                }
+                _ => return Err(error.into_error().into()),
+            },
+        };
         let (mut parts, body) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        let body = ReturningBody::new(body, sender, port, bound.clone());
         Ok(Response::from_parts(parts, body))
-    }
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

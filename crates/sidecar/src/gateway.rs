@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::body::{self, ResponseBody};
 use crate::forward::Upstream;
 use crate::metrics::Metrics;
+use crate::pool::Bound;
 use crate::routes::{Endpoint, METADATA_PATH, Matched, RouteTable, upstream_path};
 use crate::trusted::TrustedIps;
 use tollgate_serve::ConnInfo;
@@ -39,6 +40,14 @@ pub struct Served {
 }
 
 type IdentityHeaders = Vec<(HeaderName, HeaderValue)>;
+
+/// One client connection to the proxy listener, as the gateway sees it.
+#[derive(Clone)]
+pub struct ClientConnection {
+    pub info: ConnInfo,
+    /// The upstream connection this client's requests go over, kept between them.
+    upstream: Arc<Bound>,
+}
 
 pub struct Gateway<S> {
     served: ArcSwap<Served>,
@@ -106,7 +115,7 @@ impl<S: TokenStore> Gateway<S> {
         Self {
             served: ArcSwap::from_pointee(Served::new(snapshot)),
             store,
-            upstream: Upstream::new(),
+            upstream: Upstream::new(metrics.upstream.clone()),
             metrics,
             trusted_ips,
         }
@@ -127,11 +136,20 @@ impl<S: TokenStore> Gateway<S> {
         self.served.load_full()
     }
 
+    /// Starts serving a client connection; its requests go to [`Gateway::handle`].
+    pub fn client_connection(&self, info: ConnInfo) -> ClientConnection {
+        ClientConnection {
+            info,
+            upstream: self.upstream.bind(),
+        }
+    }
+
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        conn: ConnInfo,
+        client: &ClientConnection,
     ) -> Response<ResponseBody> {
+        let conn = &client.info;
         let served = self.served.load_full();
         let path = request.uri().path();
         // RFC 8414's own form puts the route after the well-known path.
@@ -150,7 +168,9 @@ impl<S: TokenStore> Gateway<S> {
         };
         let service = &served.snapshot.services[matched.service];
         if endpoint == Endpoint::Proxy {
-            return self.proxy(request, &served, service, &matched, conn).await;
+            return self
+                .proxy(request, &served, service, &matched, client)
+                .await;
         }
         self.metrics.count(endpoint.metric());
         let realm = service.oauth2.realm.as_deref();
@@ -158,7 +178,7 @@ impl<S: TokenStore> Gateway<S> {
             if !matches!(*request.method(), Method::GET | Method::HEAD) {
                 return body::message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
             }
-            let base = route_base(&request, &conn, matched.prefix);
+            let base = route_base(&request, conn, matched.prefix);
             return body::oauth(standard::metadata(service, &base));
         }
         if request.method() != Method::POST {
@@ -168,7 +188,7 @@ impl<S: TokenStore> Gateway<S> {
                 realm,
             ));
         }
-        let transport = self.transport(&request, service, &conn);
+        let transport = self.transport(&request, service, conn);
         let (parts, incoming) = request.into_parts();
         let params = match read_params(&parts, incoming).await {
             Ok(params) => params,
@@ -252,7 +272,7 @@ impl<S: TokenStore> Gateway<S> {
         served: &Served,
         service: &Service,
         matched: &Matched<'_>,
-        conn: ConnInfo,
+        client: &ClientConnection,
     ) -> Response<ResponseBody> {
         let snapshot = &served.snapshot;
         let conf = &service.oauth2;
@@ -360,7 +380,8 @@ impl<S: TokenStore> Gateway<S> {
                 service.upstream.port,
                 &path,
                 &identity_headers,
-                &conn,
+                &client.info,
+                &client.upstream,
             )
             .await;
         match response {

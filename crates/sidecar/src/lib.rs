@@ -9,6 +9,7 @@ pub mod controller_client;
 mod forward;
 pub mod gateway;
 mod metrics;
+mod pool;
 pub mod routes;
 pub mod tls;
 mod trusted;
@@ -77,28 +78,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stopped.clone(),
     ));
 
-    let proxy = {
-        let gateway = gateway.clone();
-        tokio::spawn(tollgate_serve::serve(
-            proxy_listener,
-            Some(tls.clone()),
-            stopped.clone(),
-            move |request, conn| {
+    // Each client connection is served with the upstream connection it last used.
+    let gateway_per_connection = |gateway: Arc<Gateway<_>>| {
+        move |info| {
+            let gateway = gateway.clone();
+            let client = gateway.client_connection(info);
+            move |request| {
                 let gateway = gateway.clone();
-                async move { gateway.handle(request, conn).await }
-            },
-        ))
+                let client = client.clone();
+                async move { gateway.handle(request, &client).await }
+            }
+        }
     };
+    let proxy = tokio::spawn(tollgate_serve::serve_per_connection(
+        proxy_listener,
+        Some(tls.clone()),
+        stopped.clone(),
+        gateway_per_connection(gateway.clone()),
+    ));
     let plain = http_listener.map(|listener| {
-        let gateway = gateway.clone();
-        tokio::spawn(tollgate_serve::serve(
+        tokio::spawn(tollgate_serve::serve_per_connection(
             listener,
             None,
             stopped.clone(),
-            move |request, conn| {
-                let gateway = gateway.clone();
-                async move { gateway.handle(request, conn).await }
-            },
+            gateway_per_connection(gateway.clone()),
         ))
     });
     let admin = {

@@ -13,6 +13,8 @@ use prometheus_client::registry::Registry;
 
 use tollgate_serve::memory;
 
+use crate::pool::PoolMetrics;
+
 /// What happened to a request: a fixed set, so the label never grows without bound.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -25,6 +27,7 @@ pub struct Metrics {
     requests: Family<OutcomeLabels, Counter>,
     pub snapshot_version: Gauge,
     pub services: Gauge,
+    pub upstream: PoolMetrics,
     ready: AtomicBool,
 }
 
@@ -59,11 +62,23 @@ impl Metrics {
             "Times memory freed by closed connections was returned to the OS",
             memory::MEMORY_TRIMS.clone(),
         );
+        let upstream = PoolMetrics::default();
+        registry.register(
+            "upstream_connections",
+            "Connections opened to the application on 127.0.0.1",
+            upstream.opened.clone(),
+        );
+        registry.register(
+            "upstream_idle_connections",
+            "Connections to the application kept open for the next client",
+            upstream.idle.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
             snapshot_version,
             services,
+            upstream,
             ready: AtomicBool::new(false),
         })
     }
