@@ -147,6 +147,31 @@ impl Params {
 }
 
 /// A value may be a client secret or a provision key: `Debug` shows only its kind.
+/// `input`, a query string or a form body, without the pairs whose key decodes to `name`, or
+/// `None` when it has none. The pairs kept keep their exact bytes, so the application gets
+/// what the client sent with only the credential gone (Kong's `hide_credentials`).
+pub fn without_key(input: &[u8], name: &str) -> Option<Vec<u8>> {
+    let mut removed = false;
+    let mut kept: Vec<&[u8]> = Vec::new();
+    for pair in input.split(|&b| b == b'&') {
+        if pair_has_key(pair, name) {
+            removed = true;
+        } else {
+            kept.push(pair);
+        }
+    }
+    removed.then(|| kept.join(&b'&'))
+}
+
+/// Whether `key=value` (or a bare `key`) has the key `name`, decoded as the parser decodes it:
+/// `access%5Ftoken` and `access_token` are the same key.
+fn pair_has_key(pair: &[u8], name: &str) -> bool {
+    let key = pair.split(|&b| b == b'=').next().unwrap_or_default();
+    form_urlencoded::parse(key)
+        .next()
+        .is_some_and(|(decoded, _)| decoded == name)
+}
+
 impl std::fmt::Debug for ParamValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -191,6 +216,22 @@ impl BodyKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_key_removes_every_spelling_of_the_key_and_keeps_the_rest_exactly() {
+        let input = b"a=1&access_token=x&b=%20y+z&access%5Ftoken=y&access_token&&c";
+        assert_eq!(
+            without_key(input, "access_token").as_deref(),
+            Some(&b"a=1&b=%20y+z&&c"[..])
+        );
+        assert_eq!(
+            without_key(b"access_token=x", "access_token").as_deref(),
+            Some(&b""[..])
+        );
+        // A value that looks like the key is not the key.
+        assert_eq!(without_key(b"x=access_token", "access_token"), None);
+        assert_eq!(without_key(b"", "access_token"), None);
+    }
 
     async fn parse(
         query: Option<&str>,

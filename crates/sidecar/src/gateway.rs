@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use tollgate_api::Snapshot;
 use tollgate_api::snapshot::Service;
 use tollgate_oauth::bearer::{self, IDENTITY_HEADERS};
-use tollgate_oauth::params::BodyKind;
+use tollgate_oauth::params::{self, BodyKind};
 use tollgate_oauth::standard::{self, ClientRequest};
 use tollgate_oauth::{AuthorizeRequest, OAuthResponse, Params, TokenRequest, Transport};
 use tollgate_store::TokenStore;
@@ -443,17 +443,16 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The URI without `name=…` in its query. Other parameters keep their exact bytes.
+/// The URI without `name=…` in its query, or `None` when its query has no such pair. The
+/// other parameters keep their exact bytes.
 fn strip_query_param(uri: &Uri, name: &str) -> Option<Uri> {
-    let query = uri.query()?;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| !pair_has_key(pair, name))
-        .collect();
+    let kept = params::without_key(uri.query()?.as_bytes(), name)?;
+    // Whole pairs of a string, cut at ASCII `&`: still UTF-8.
+    let kept = String::from_utf8(kept).ok()?;
     let path_and_query = if kept.is_empty() {
         uri.path().to_owned()
     } else {
-        format!("{}?{}", uri.path(), kept.join("&"))
+        format!("{}?{kept}", uri.path())
     };
     let mut builder = Uri::builder();
     if let Some(scheme) = uri.scheme() {
@@ -465,20 +464,9 @@ fn strip_query_param(uri: &Uri, name: &str) -> Option<Uri> {
     builder.path_and_query(path_and_query).build().ok()
 }
 
-fn strip_form_field(body: &[u8], name: &str) -> Bytes {
-    let text = String::from_utf8_lossy(body);
-    let kept: Vec<&str> = text
-        .split('&')
-        .filter(|pair| !pair_has_key(pair, name))
-        .collect();
-    Bytes::from(kept.join("&"))
-}
-
-fn pair_has_key(pair: &str, name: &str) -> bool {
-    let key = pair.split('=').next().unwrap_or("");
-    form_urlencoded::parse(format!("{key}=").as_bytes())
-        .next()
-        .is_some_and(|(k, _)| k == name)
+/// The form body without `name=…`; bytes that are not UTF-8 pass through untouched.
+fn strip_form_field(body: &Bytes, name: &str) -> Bytes {
+    params::without_key(body, name).map_or_else(|| body.clone(), Bytes::from)
 }
 
 pub fn now_millis() -> u64 {
@@ -532,9 +520,24 @@ mod tests {
     #[test]
     fn strips_access_token_from_form() {
         assert_eq!(
-            strip_form_field(b"a=1&access_token=xyz&b=2", "access_token").as_ref(),
+            strip_form_field(
+                &Bytes::from_static(b"a=1&access_token=xyz&b=2"),
+                "access_token"
+            )
+            .as_ref(),
             b"a=1&b=2"
         );
+        // A field that is not UTF-8 reaches the application byte for byte.
+        assert_eq!(
+            strip_form_field(
+                &Bytes::from_static(b"name=Jos\xe9&access_token=xyz"),
+                "access_token"
+            )
+            .as_ref(),
+            b"name=Jos\xe9"
+        );
+        let untouched = Bytes::from_static(b"a=1&&b");
+        assert_eq!(strip_form_field(&untouched, "access_token"), untouched);
     }
 
     #[test]
