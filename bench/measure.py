@@ -11,7 +11,7 @@ Redis), whose CPU is reported apart. An ISSUE.tsv line is: name, label, URL, PID
 PIDs, the JSON body to POST (empty for a GET), and the bearer token of a GET when it is not
 BENCH_TOKEN (a sidecar on another Redis knows other tokens; empty for BENCH_TOKEN).
 
-Environment: BENCH_ROUNDS (3), BENCH_DURATION (seconds of the c32 and c256 runs, 4),
+Environment: BENCH_ROUNDS (3), BENCH_DURATION (seconds of the c32 and c256 runs, 3),
 BENCH_TOKEN (sent as a bearer token to every target, so every target sees the same bytes),
 BENCH_LUA (the wrk script).
 """
@@ -25,7 +25,7 @@ import time
 import tools
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-DURATION = int(os.environ.get("BENCH_DURATION", "4"))  # wrk takes whole seconds
+DURATION = int(os.environ.get("BENCH_DURATION", "3"))  # wrk takes whole seconds
 TOKEN = os.environ.get("BENCH_TOKEN", "")
 LUA = os.environ.get("BENCH_LUA", os.path.join(os.path.dirname(__file__), "conf", "wrk.lua"))
 

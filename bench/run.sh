@@ -8,7 +8,7 @@
 # and writes bench/results/latest.{md,svg,json} plus a timestamped copy. See README.md,
 # section Performance, for what each figure means.
 #
-# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (4 s per c32/c256 run; the others
+# Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (3 s per c32/c256 run; the others
 # are derived from it), BENCH_REVOCATIONS (200), BENCH_PERF (1: profile the sidecar and nginx
 # with perf during an extra c32 run each, when perf works here), TOLLGATE_BIN (use this
 # binary, skip the build; BENCH_COMMIT names its commit in the report), BENCH_RESULTS (write
@@ -25,7 +25,7 @@ WORK=$BENCH/work
 RESULTS=${BENCH_RESULTS:-$BENCH/results}
 export BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the source tree
-export BENCH_DURATION=${BENCH_DURATION:-4}
+export BENCH_DURATION=${BENCH_DURATION:-3}
 REVOCATIONS=${BENCH_REVOCATIONS:-200}
 PERF=${BENCH_PERF:-1}
 START=$(date +%s)
