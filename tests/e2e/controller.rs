@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::harness::{
-    Controller, EVENT_1, PodSidecarBuilder, RedisServer, Sidecar, Upstream, article_manifests,
-    eventually,
+    Controller, EVENT_1, PodSidecarBuilder, RedisServer, Scraper, Sidecar, Upstream,
+    article_manifests, eventually,
 };
 
 /// Configuration changes reach sidecars within this long (the file source polls every
@@ -88,6 +88,15 @@ async fn two_sidecars_follow_the_controller_and_outlive_it() {
     let a = pod("iris-0").start().await;
     let b_builder = pod("iris-1");
     let mut b = b_builder.start().await;
+    // Each sidecar's snapshot stream is a connection the controller counts, and whose memory
+    // it hands back once a rollout closes them.
+    let scraper = Scraper::at(controller.metrics);
+    let open = scraper.metric("tollgate_controller_open_connections").await;
+    assert!(open >= 3.0, "two streams and the scraper; {open} counted");
+    let trims = scraper
+        .metric("tollgate_controller_memory_trims_total")
+        .await;
+    assert_eq!(trims, 0.0);
 
     // The article's flow on one sidecar; its token is good on the other.
     let token = access_token(&a).await;

@@ -851,9 +851,14 @@ pub struct Scraper {
 
 impl Scraper {
     pub fn new(sidecar: &Sidecar) -> Self {
+        Self::at(sidecar.metrics)
+    }
+
+    /// The metrics listener at `address` (a sidecar's or the controller's).
+    pub fn at(address: SocketAddr) -> Self {
         Self {
             client: reqwest::Client::new(),
-            url: format!("http://{}/metrics", sidecar.metrics),
+            url: format!("http://{address}/metrics"),
         }
     }
 

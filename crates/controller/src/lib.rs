@@ -184,6 +184,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let admin = Arc::new(AdminServer::new(store, reviewer, access));
     let mut servers: Vec<_> = webhook.into_iter().collect();
+    // Every sidecar holds a stream open here: after a rollout the controller, too, would keep
+    // the memory of thousands of closed streams without this.
+    servers.push(tokio::spawn(tollgate_serve::memory::reclaim_freed_memory(
+        stopped.clone(),
+    )));
     servers.push(tokio::spawn(server::serve(
         stream_listener,
         Some(tls.clone()),

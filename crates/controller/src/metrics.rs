@@ -80,6 +80,7 @@ impl Metrics {
             "1 while this replica holds the lease and writes status",
             leader.clone(),
         );
+        tollgate_serve::memory::register_metrics(&mut registry);
         Arc::new(Self {
             registry,
             reconcile_errors,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, watch};
 
 /// Below this many connections at the peak, what a trim could return is too small to matter.
@@ -29,6 +30,20 @@ pub static MEMORY_TRIMS: LazyLock<Counter> = LazyLock::new(Counter::default);
 /// The most connections open at once since the last trim.
 static PEAK: AtomicI64 = AtomicI64::new(0);
 static CONNECTIONS_FELL: Notify = Notify::const_new();
+
+/// Registers `open_connections` and `memory_trims` with a process's metrics.
+pub fn register_metrics(registry: &mut Registry) {
+    registry.register(
+        "open_connections",
+        "Client connections open on this process's listeners",
+        OPEN_CONNECTIONS.clone(),
+    );
+    registry.register(
+        "memory_trims",
+        "Times memory freed by closed connections was returned to the OS",
+        MEMORY_TRIMS.clone(),
+    );
+}
 
 /// Counts one open connection for as long as it lives.
 pub struct OpenConnection(());

@@ -52,16 +52,7 @@ impl Metrics {
             "OAuthServices in the snapshot being served",
             services.clone(),
         );
-        registry.register(
-            "open_connections",
-            "Client connections open on the sidecar's listeners",
-            memory::OPEN_CONNECTIONS.clone(),
-        );
-        registry.register(
-            "memory_trims",
-            "Times memory freed by closed connections was returned to the OS",
-            memory::MEMORY_TRIMS.clone(),
-        );
+        memory::register_metrics(&mut registry);
         let upstream = PoolMetrics::default();
         registry.register(
             "upstream_connections",
