@@ -49,44 +49,16 @@ impl Upstream {
         Bound::new(self.pool.clone())
     }
 
-    #[allow(clippy::too_many_arguments)] // each is a different fact about the request
-    pub async fn forward(
+    /// Sends `request` to the application on `port` over a connection `bound` holds or gets.
+    ///
+    /// Only the I/O is async: the request is built beforehand by [`upstream_request`], so this
+    /// future, which hyper moves by value with every request, holds little more than it.
+    pub async fn send(
         &self,
-        mut parts: http::request::Parts,
-        body: UpstreamBody,
+        request: Request<UpstreamBody>,
         port: u16,
-        path: &str,
-        identity: &[(HeaderName, HeaderValue)],
-        conn: &ConnInfo,
         bound: &Arc<Bound>,
     ) -> Result<Response<ReturningBody>, ForwardError> {
-        let original_host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-        let original_path = parts.uri.path().to_owned();
-
-        // Origin form on the wire: the connection already names the application.
-        parts.uri = match parts.uri.query() {
-            Some(query) => Uri::try_from(format!("{path}?{query}")),
-            None => Uri::try_from(path),
-        }
-        .map_err(http::Error::from)?;
-        parts.version = Version::HTTP_11;
-
-        let headers = &mut parts.headers;
-        remove_hop_by_hop(headers);
-        // Kong does not preserve the client's Host by default: the application sees its own
-        // address, as hyper-util's client and Kong's balancer send it.
-        if let Ok(host) = HeaderValue::try_from(format!("127.0.0.1:{port}")) {
-            headers.insert(header::HOST, host); // always valid: an address and a port
-        }
-        set_identity(headers, identity);
-        set_forwarded(headers, conn, original_host.as_deref(), &original_path);
-
-        let request = Request::from_parts(parts, body);
         let (mut sender, origin) = bound.checkout(port).await?;
         let response = match sender.try_send_request(request).await {
             Ok(response) => response,
@@ -105,6 +77,44 @@ impl Upstream {
         let body = ReturningBody::new(body, sender, port, bound.clone());
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// The request the application receives: `path` in origin form, hop-by-hop headers dropped,
+/// `Host` its own address, and the identity and `X-Forwarded-*` headers set.
+pub fn upstream_request(
+    mut parts: http::request::Parts,
+    body: UpstreamBody,
+    port: u16,
+    path: &str,
+    identity: &[(HeaderName, HeaderValue)],
+    conn: &ConnInfo,
+) -> Result<Request<UpstreamBody>, ForwardError> {
+    let original_host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+    let original_path = parts.uri.path().to_owned();
+
+    // Origin form on the wire: the connection already names the application.
+    parts.uri = match parts.uri.query() {
+        Some(query) => Uri::try_from(format!("{path}?{query}")),
+        None => Uri::try_from(path),
+    }
+    .map_err(http::Error::from)?;
+    parts.version = Version::HTTP_11;
+
+    let headers = &mut parts.headers;
+    remove_hop_by_hop(headers);
+    // Kong does not preserve the client's Host by default: the application sees its own
+    // address, as Kong's balancer sends it.
+    if let Ok(host) = HeaderValue::try_from(format!("127.0.0.1:{port}")) {
+        headers.insert(header::HOST, host); // always valid: an address and a port
+    }
+    set_identity(headers, identity);
+    set_forwarded(headers, conn, original_host.as_deref(), &original_path);
+    Ok(Request::from_parts(parts, body))
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
@@ -165,6 +175,46 @@ fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, p
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http_body_util::{Either, Full};
+
+    #[test]
+    fn the_application_gets_origin_form_its_own_host_and_the_identity() {
+        let client_request = Request::builder()
+            .method("POST")
+            .uri("https://iamhost:8443/event/1?a=b")
+            .header("host", "iamhost:8443")
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "1")
+            .header("x-consumer-username", "forged")
+            .header("x-end-to-end", "kept")
+            .body(())
+            .unwrap();
+        let (parts, ()) = client_request.into_parts();
+        let conn = ConnInfo {
+            remote: "10.0.0.7:5555".parse().unwrap(),
+            local: "10.0.0.1:8443".parse().unwrap(),
+            tls: true,
+        };
+        let identity = [(
+            HeaderName::from_static("x-consumer-username"),
+            HeaderValue::from_static("ClientApp"),
+        )];
+        let body = Either::Right(Full::new(Bytes::from_static(b"{}")));
+        let request = upstream_request(parts, body, 52773, "/1", &identity, &conn).unwrap();
+
+        assert_eq!(request.uri(), "/1?a=b");
+        assert_eq!(request.version(), Version::HTTP_11);
+        let headers = request.headers();
+        assert_eq!(headers["host"], "127.0.0.1:52773");
+        assert_eq!(headers["x-consumer-username"], "ClientApp");
+        assert_eq!(headers.get_all("x-consumer-username").iter().count(), 1);
+        assert_eq!(headers["x-forwarded-host"], "iamhost");
+        assert_eq!(headers["x-forwarded-path"], "/event/1");
+        assert_eq!(headers["x-end-to-end"], "kept");
+        assert!(!headers.contains_key("connection"));
+        assert!(!headers.contains_key("x-hop"));
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_go() {

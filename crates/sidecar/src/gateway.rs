@@ -21,7 +21,7 @@ use tollgate_store::TokenStore;
 use uuid::Uuid;
 
 use crate::body::{self, ResponseBody};
-use crate::forward::Upstream;
+use crate::forward::{self, Upstream};
 use crate::metrics::Metrics;
 use crate::pool::Bound;
 use crate::routes::{Endpoint, METADATA_PATH, Matched, RouteTable, upstream_path};
@@ -172,13 +172,29 @@ impl<S: TokenStore> Gateway<S> {
                 .proxy(request, &served, service, &matched, client)
                 .await;
         }
+        // Boxed: the OAuth endpoints' future holds a body parser and a token issue's Redis
+        // calls. Inline, it would make every proxied request's future as large, and hyper moves
+        // that future by value for each request.
+        Box::pin(self.endpoint(request, &served, service, endpoint, matched.prefix, conn)).await
+    }
+
+    /// Answers the OAuth endpoints and the metadata document.
+    async fn endpoint(
+        &self,
+        request: Request<Incoming>,
+        served: &Served,
+        service: &Service,
+        endpoint: Endpoint,
+        prefix: &str,
+        conn: &ConnInfo,
+    ) -> Response<ResponseBody> {
         self.metrics.count(endpoint.metric());
         let realm = service.oauth2.realm.as_deref();
         if endpoint == Endpoint::Metadata {
             if !matches!(*request.method(), Method::GET | Method::HEAD) {
                 return body::message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
             }
-            let base = route_base(&request, conn, matched.prefix);
+            let base = route_base(&request, conn, prefix);
             return body::oauth(standard::metadata(service, &base));
         }
         if request.method() != Method::POST {
@@ -298,7 +314,8 @@ impl<S: TokenStore> Gateway<S> {
                     let Either::Left(incoming) = forwarded_body else {
                         unreachable!("the body is only taken here");
                     };
-                    let bytes = match body::read_bounded(incoming).await {
+                    // Boxed, as a rare path: see `handle`.
+                    let bytes = match Box::pin(body::read_bounded(incoming)).await {
                         Ok(bytes) => bytes,
                         Err(e) => return body::read_error(e),
                     };
@@ -372,18 +389,18 @@ impl<S: TokenStore> Gateway<S> {
         }
 
         let path = upstream_path(service.upstream.path.as_deref(), matched, parts.uri.path());
-        let response = self
-            .upstream
-            .forward(
-                parts,
-                forwarded_body,
-                service.upstream.port,
-                &path,
-                &identity_headers,
-                &client.info,
-                &client.upstream,
-            )
-            .await;
+        let port = service.upstream.port;
+        let response = match forward::upstream_request(
+            parts,
+            forwarded_body,
+            port,
+            &path,
+            &identity_headers,
+            &client.info,
+        ) {
+            Ok(request) => self.upstream.send(request, port, &client.upstream).await,
+            Err(error) => Err(error),
+        };
         match response {
             Ok(response) => {
                 self.metrics.count("forwarded");

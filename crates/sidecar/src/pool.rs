@@ -212,12 +212,13 @@ impl Bound {
                 return Ok((sender, Origin::Reused));
             }
         }
-        Ok((self.pool.connect(port).await?, Origin::New))
+        Ok((self.connect(port).await?, Origin::New))
     }
 
-    /// A new connection to `port`, for a request that a reused one could not carry.
+    /// A new connection to `port`. Boxed: the handshake's future is large, and inline it
+    /// would grow the future of every proxied request, which hyper moves by value.
     pub async fn connect(&self, port: u16) -> std::io::Result<Sender> {
-        self.pool.connect(port).await
+        Box::pin(self.pool.connect(port)).await
     }
 
     /// Takes back a connection whose last response has been read whole.
