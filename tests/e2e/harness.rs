@@ -73,6 +73,15 @@ impl Certs {
 
     /// A client that offers only `protocols` in ALPN.
     pub fn client_offering(&self, protocols: &[&[u8]]) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(self.tls_config(protocols))
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap()
+    }
+
+    /// A TLS client configuration that trusts exactly this certificate and offers `protocols`.
+    pub fn tls_config(&self, protocols: &[&[u8]]) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         use rustls_pki_types::pem::PemObject;
         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(self.pem.as_bytes()) {
@@ -85,11 +94,7 @@ impl Certs {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
-        reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap()
+        tls
     }
 }
 
@@ -552,6 +557,24 @@ impl Sidecar {
     /// A client of its own that speaks HTTP/1.1, as most API clients and load generators do.
     pub fn new_http1_client(&self) -> reqwest::Client {
         self.certs.client_offering(&[b"http/1.1"])
+    }
+
+    /// Exactly one HTTP/1.1 connection over TLS, for tests about what one client connection
+    /// gets: a pooling client library may open a second connection when a response has not
+    /// gone back to its pool yet.
+    pub async fn http1_connection(&self) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let tls = Arc::new(self.certs.tls_config(&[b"http/1.1"]));
+        let tcp = tokio::net::TcpStream::connect(self.proxy).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        sender
     }
 
     /// The certificate and key files it serves (`--tls-cert`, `--tls-key`).

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{
@@ -22,45 +24,88 @@ async fn token(sidecar: &Sidecar) -> String {
         .to_owned()
 }
 
+/// The requests of `a_keep_alive_client_is_served_over_one_upstream_connection`, with
+/// responses of every shape: a known length, none at all (HEAD, 204), and streamed.
+fn requests_of_every_shape(token: &str) -> Vec<http::Request<Full<Bytes>>> {
+    let large: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let request = |method: &str, path: &str, body: Vec<u8>| {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    vec![
+        request("GET", "/event/1", Vec::new()),
+        request("HEAD", "/event/1", Vec::new()),
+        request("GET", "/event/status/204", Vec::new()),
+        request("POST", "/event/echo-body", large),
+        request("GET", "/event/1", Vec::new()),
+    ]
+}
+
+/// What a response must be for `request`.
+async fn check(request: &http::Request<Full<Bytes>>, status: u16, body: Bytes) {
+    let path = request.uri().path();
+    match (request.method().as_str(), path) {
+        ("GET", "/event/1") => assert_eq!((status, body.as_ref()), (200, EVENT_1.as_bytes())),
+        ("HEAD", _) => assert_eq!((status, body.len()), (200, 0)),
+        (_, "/event/status/204") => assert_eq!((status, body.len()), (204, 0)),
+        (_, "/event/echo-body") => {
+            let sent = request.body().clone().collect().await.unwrap().to_bytes();
+            assert_eq!((status, body), (200, sent));
+        }
+        other => panic!("no check for {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_client_is_served_over_one_upstream_connection() {
     let env = env(Store::Memory, "").await;
     let token = token(&env.sidecar).await;
-    let url = |path: &str| env.sidecar.url(path);
-    for (protocol, client) in [
-        ("HTTP/2", env.sidecar.new_client()),
-        ("HTTP/1.1", env.sidecar.new_http1_client()),
-    ] {
-        let before = env.upstream.count();
-        // Responses of every shape: a known length, none at all (HEAD, 204), and streamed.
-        let get = client.get(url("/event/1")).bearer_auth(&token);
-        let response = get.send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.text().await.unwrap(), EVENT_1);
-        let head = client.head(url("/event/1")).bearer_auth(&token);
-        assert_eq!(head.send().await.unwrap().status(), 200);
-        let no_content = client.get(url("/event/status/204")).bearer_auth(&token);
-        assert_eq!(no_content.send().await.unwrap().status(), 204);
-        let large: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
-        let echo = client
-            .post(url("/event/echo-body"))
-            .bearer_auth(&token)
-            .header("content-type", "application/octet-stream")
-            .body(large.clone());
-        let response = echo.send().await.unwrap();
-        assert_eq!(response.bytes().await.unwrap().as_ref(), large.as_slice());
-        let again = client.get(url("/event/1")).bearer_auth(&token);
-        assert_eq!(again.send().await.unwrap().text().await.unwrap(), EVENT_1);
 
-        let seen = &env.upstream.seen()[before..];
-        assert_eq!(
-            seen.len(),
-            5,
-            "{protocol}: every request reached the upstream"
-        );
-        let peers: HashSet<SocketAddr> = seen.iter().map(|s| s.peer).collect();
-        assert_eq!(peers.len(), 1, "{protocol}: one upstream connection");
+    // HTTP/2: one connection, whatever the client library.
+    let before = env.upstream.count();
+    let client = env.sidecar.new_client();
+    for request in requests_of_every_shape(&token) {
+        let (parts, body) = request.clone().into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        let url = env.sidecar.url(parts.uri.path());
+        let sent = client
+            .request(parts.method, url)
+            .bearer_auth(&token)
+            .body(body);
+        let response = sent.send().await.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        let status = response.status().as_u16();
+        check(&request, status, response.bytes().await.unwrap()).await;
     }
+    let peers: HashSet<SocketAddr> = env.upstream.seen()[before..]
+        .iter()
+        .map(|s| s.peer)
+        .collect();
+    assert_eq!(env.upstream.count() - before, 5);
+    assert_eq!(peers.len(), 1, "HTTP/2: one upstream connection");
+
+    // HTTP/1.1, over exactly one connection.
+    let before = env.upstream.count();
+    let mut connection = env.sidecar.http1_connection().await;
+    for request in requests_of_every_shape(&token) {
+        connection.ready().await.unwrap();
+        let response = connection.send_request(request.clone()).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        check(&request, status, body).await;
+    }
+    let peers: HashSet<SocketAddr> = env.upstream.seen()[before..]
+        .iter()
+        .map(|s| s.peer)
+        .collect();
+    assert_eq!(env.upstream.count() - before, 5);
+    assert_eq!(peers.len(), 1, "HTTP/1.1: one upstream connection");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,9 +208,9 @@ async fn concurrent_requests_of_an_http2_client_get_their_own_responses() {
 }
 
 /// An application that answers each connection's first request with `{}` and closes the
-/// connection: saying so with `Connection: close` when `announce`, silently otherwise.
-/// Returns its port and the count of connections it accepted.
-async fn one_request_per_connection(announce: bool) -> (u16, Arc<AtomicUsize>) {
+/// connection `linger` later: saying so with `Connection: close` when `announce`, silently
+/// otherwise. Returns its port and the count of connections it accepted.
+async fn one_request_per_connection(announce: bool, linger: Duration) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -191,6 +236,9 @@ async fn one_request_per_connection(announce: bool) -> (u16, Arc<AtomicUsize>) {
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{close}content-length: 2\r\n\r\n{{}}"
                 );
                 let _ = stream.write_all(response.as_bytes()).await;
+                if !linger.is_zero() {
+                    tokio::time::sleep(linger).await;
+                }
                 let _ = stream.shutdown().await;
             });
         }
@@ -201,7 +249,7 @@ async fn one_request_per_connection(announce: bool) -> (u16, Arc<AtomicUsize>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_that_closes_its_connections_is_connected_to_again() {
     for announce in [true, false] {
-        let (port, accepted) = one_request_per_connection(announce).await;
+        let (port, accepted) = one_request_per_connection(announce, Duration::ZERO).await;
         let sidecar = SidecarBuilder::new(article_manifests(port, ""))
             .start()
             .await;
@@ -223,4 +271,37 @@ async fn an_application_that_closes_its_connections_is_connected_to_again() {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_the_application_closes_are_let_go() {
+    // The application closes each connection a second after answering, as an idle timeout
+    // shorter than the sidecar's would.
+    let (port, accepted) = one_request_per_connection(false, Duration::from_secs(1)).await;
+    let sidecar = SidecarBuilder::new(article_manifests(port, ""))
+        .start()
+        .await;
+    let token = token(&sidecar).await;
+    let scraper = Scraper::new(&sidecar);
+    let client = sidecar.new_http1_client();
+    let response = client.get(sidecar.url("/event/1")).bearer_auth(&token);
+    assert_eq!(response.send().await.unwrap().status(), 200);
+    drop(client);
+    eventually(
+        Duration::from_secs(10),
+        "the client's upstream connection is kept for the next client",
+        || async { scraper.metric("tollgate_upstream_idle_connections").await == 1.0 },
+    )
+    .await;
+    // The sidecar sweeps its idle list every 10 s.
+    eventually(
+        Duration::from_secs(30),
+        "the connection the application closed is no longer counted as idle",
+        || async { scraper.metric("tollgate_upstream_idle_connections").await == 0.0 },
+    )
+    .await;
+    let client = sidecar.new_http1_client();
+    let response = client.get(sidecar.url("/event/1")).bearer_auth(&token);
+    assert_eq!(response.send().await.unwrap().status(), 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection");
 }

@@ -44,6 +44,14 @@ impl Upstream {
         }
     }
 
+    /// Closes expired idle connections every few seconds, until `stop`.
+    pub fn sweep_idle(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        self.pool.clone().sweep_idle(stop)
+    }
+
     /// What one client connection holds of the upstream connections, for its whole life.
     pub fn bind(&self) -> Arc<Bound> {
         Bound::new(self.pool.clone())

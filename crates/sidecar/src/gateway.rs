@@ -128,6 +128,14 @@ impl<S: TokenStore> Gateway<S> {
         self.served.store(Arc::new(Served::new(snapshot)));
     }
 
+    /// Closes the idle upstream connections that expired, every few seconds, until `stop`.
+    pub fn sweep_idle_upstream_connections(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        self.upstream.sweep_idle(stop)
+    }
+
     pub fn store(&self) -> &S {
         &self.store
     }

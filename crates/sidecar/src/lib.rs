@@ -77,6 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let reclaim = tokio::spawn(tollgate_serve::memory::reclaim_freed_memory(
         stopped.clone(),
     ));
+    let sweep = tokio::spawn(gateway.sweep_idle_upstream_connections(stopped.clone()));
 
     // Each client connection is served with the upstream connection it last used.
     let gateway_per_connection = |gateway: Arc<Gateway<_>>| {
@@ -172,7 +173,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(controller) = controller {
         controller.abort();
     }
-    let _ = tokio::join!(proxy, admin, metrics_server, revocations, reclaim);
+    let _ = tokio::join!(proxy, admin, metrics_server, revocations, reclaim, sweep);
     if let Some(plain) = plain {
         let _ = plain.await;
     }

@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::body::UpstreamBody;
 
@@ -91,6 +92,16 @@ impl<C: Reusable> IdleList<C> {
         None
     }
 
+    /// Closes every connection that has expired or that the application has closed, so a
+    /// quiet sidecar holds no stale sockets and its idle count stays true.
+    pub fn sweep(&mut self, now: Instant) {
+        for list in self.by_port.values_mut() {
+            expire(list, now, self.timeout);
+            list.retain(|(_, conn)| !conn.is_closed());
+        }
+        self.by_port.retain(|_, list| !list.is_empty());
+    }
+
     pub fn len(&self) -> usize {
         self.by_port.values().map(VecDeque::len).sum()
     }
@@ -135,6 +146,18 @@ impl Pool {
         let result = f(&mut idle);
         self.metrics.idle.set(idle.len() as i64);
         result
+    }
+
+    /// Sweeps the idle list every `IDLE_TIMEOUT / 3` until `stop`.
+    pub async fn sweep_idle(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut every = tokio::time::interval(IDLE_TIMEOUT / 3);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => self.with_idle(|idle| idle.sweep(Instant::now())),
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+        }
     }
 
     fn put(&self, port: u16, sender: Sender) {
@@ -391,6 +414,29 @@ mod tests {
         assert_eq!(name(idle.take(8080, t0)), Some("third"));
         assert_eq!(name(idle.take(8080, t0)), Some("second"));
         assert_eq!(name(idle.take(8080, t0)), None);
+    }
+
+    #[test]
+    fn a_sweep_closes_expired_and_closed_connections_on_every_port() {
+        let t0 = Instant::now();
+        let mut idle = IdleList::new(4, Duration::from_secs(30));
+        let closed_by_the_application = fake("closed");
+        idle.put(8080, fake("expired"), t0);
+        idle.put(
+            8080,
+            closed_by_the_application.clone(),
+            t0 + Duration::from_secs(20),
+        );
+        idle.put(8080, fake("fresh"), t0 + Duration::from_secs(20));
+        idle.put(9090, fake("expired on another port"), t0);
+        closed_by_the_application.closed.set(true);
+        idle.sweep(t0 + Duration::from_secs(30));
+        assert_eq!(idle.len(), 1);
+        assert!(!idle.by_port.contains_key(&9090), "empty lists are dropped");
+        assert_eq!(
+            name(idle.take(8080, t0 + Duration::from_secs(30))),
+            Some("fresh")
+        );
     }
 
     #[test]
