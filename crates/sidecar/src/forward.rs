@@ -56,35 +56,34 @@ impl Upstream {
     pub fn bind(&self) -> Arc<Bound> {
         Bound::new(self.pool.clone())
     }
+}
 
-    /// Sends `request` to the application on `port` over a connection `bound` holds or gets.
-    ///
-    /// Only the I/O is async: the request is built beforehand by [`upstream_request`], so this
-    /// future, which hyper moves by value with every request, holds little more than it.
-    pub async fn send(
-        &self,
-        request: Request<UpstreamBody>,
-        port: u16,
-        bound: &Arc<Bound>,
-    ) -> Result<Response<ReturningBody>, ForwardError> {
-        let (mut sender, origin) = bound.checkout(port).await?;
-        let response = match sender.try_send_request(request).await {
-            Ok(response) => response,
-            Err(mut error) => match (origin, error.take_message()) {
-                // The application closed a reused connection before the request was written:
-                // nothing was sent, so it goes once more on a new connection.
-                (Origin::Reused, Some(request)) => {
-                    sender = bound.connect(port).await?;
-                    sender.send_request(request).await?
-                }
-                _ => return Err(error.into_error().into()),
-            },
-        };
-        let (mut parts, body) = response.into_parts();
-        remove_hop_by_hop(&mut parts.headers);
-        let body = ReturningBody::new(body, sender, port, bound.clone());
-        Ok(Response::from_parts(parts, body))
-    }
+/// Sends `request` to the application on `port` over a connection `bound` holds or gets.
+///
+/// Only the I/O is async: the request is built beforehand by [`upstream_request`], so this
+/// future, which hyper moves by value with every request, holds little more than it.
+pub async fn send(
+    request: Request<UpstreamBody>,
+    port: u16,
+    bound: &Arc<Bound>,
+) -> Result<Response<ReturningBody>, ForwardError> {
+    let (mut sender, origin) = bound.checkout(port).await?;
+    let response = match sender.try_send_request(request).await {
+        Ok(response) => response,
+        Err(mut error) => match (origin, error.take_message()) {
+            // The application closed a reused connection before the request was written:
+            // nothing was sent, so it goes once more on a new connection.
+            (Origin::Reused, Some(request)) => {
+                sender = bound.connect(port).await?;
+                sender.send_request(request).await?
+            }
+            _ => return Err(error.into_error().into()),
+        },
+    };
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    let body = ReturningBody::new(body, sender, port, bound.clone());
+    Ok(Response::from_parts(parts, body))
 }
 
 /// The request the application receives: `path` in origin form, hop-by-hop headers dropped,

@@ -406,7 +406,7 @@ impl<S: TokenStore> Gateway<S> {
             &identity_headers,
             &client.info,
         ) {
-            Ok(request) => self.upstream.send(request, port, &client.upstream).await,
+            Ok(request) => forward::send(request, port, &client.upstream).await,
             Err(error) => Err(error),
         };
         match response {
