@@ -305,3 +305,74 @@ async fn idle_connections_the_application_closes_are_let_go() {
     assert_eq!(response.send().await.unwrap().status(), 200);
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new connection");
 }
+
+/// An application that answers the first request of each connection with `{}` and keeps the
+/// connection open, then closes it without answering the next: the race of a keep-alive
+/// connection closed by the application just as the sidecar sends on it, made certain.
+/// Returns its port and the count of connections it accepted.
+async fn drops_the_second_request_of_each_connection() -> (u16, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                let mut chunk = [0u8; 4096];
+                for answer in [true, false] {
+                    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => received.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    received.clear();
+                    if answer {
+                        let response = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                        let _ = stream.write_all(response.as_bytes()).await;
+                    }
+                }
+                // Dropped: closed with the second request unanswered.
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_request_on_a_connection_the_application_just_closed_is_sent_again() {
+    let (port, accepted) = drops_the_second_request_of_each_connection().await;
+    let sidecar = SidecarBuilder::new(article_manifests(port, ""))
+        .start()
+        .await;
+    let token = token(&sidecar).await;
+    let mut connection = sidecar.http1_connection().await;
+    let request = |method: &str, body: &'static str| {
+        http::Request::builder()
+            .method(method)
+            .uri("/event/1")
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    };
+    let mut status_of = async |request| {
+        connection.ready().await.unwrap();
+        let response = connection.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        response.into_body().collect().await.unwrap();
+        status
+    };
+
+    assert_eq!(status_of(request("GET", "")).await, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // The second GET reaches the application on the kept connection, which it closes
+    // unanswered: the sidecar sends the GET again on a new connection.
+    assert_eq!(status_of(request("GET", "")).await, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // A POST may have been acted on before the connection closed: it is not sent twice.
+    assert_eq!(status_of(request("POST", "{\"a\":1}")).await, 502);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "the POST went once");
+}

@@ -1,7 +1,8 @@
-//! Forwarding to the application on 127.0.0.1: HTTP/1.1 over reused connections
-//! ([`crate::pool`]), bodies streamed both ways, hop-by-hop headers dropped, Kong's
+//! Forwarding to the application on 127.0.0.1: HTTP/1.1 ([`tollgate_h1`]) over reused
+//! connections ([`crate::pool`]), bodies streamed both ways, hop-by-hop headers dropped, Kong's
 //! `X-Forwarded-*` and identity headers set.
 
+use std::future::poll_fn;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -10,6 +11,7 @@ use http::{Request, Response, Uri, Version};
 use crate::body::UpstreamBody;
 use crate::gateway::set_identity;
 use crate::pool::{Bound, Origin, Pool, PoolMetrics, ReturningBody};
+use tollgate_h1::{self as h1, Exchange};
 use tollgate_serve::ConnInfo;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -34,7 +36,7 @@ pub enum ForwardError {
     #[error("cannot connect: {0}")]
     Connect(#[from] std::io::Error),
     #[error(transparent)]
-    Exchange(#[from] hyper::Error),
+    Exchange(#[from] h1::Error),
 }
 
 impl Upstream {
@@ -67,23 +69,33 @@ pub async fn send(
     port: u16,
     bound: &Arc<Bound>,
 ) -> Result<Response<ReturningBody>, ForwardError> {
-    let (mut sender, origin) = bound.checkout(port).await?;
-    let response = match sender.try_send_request(request).await {
-        Ok(response) => response,
-        Err(mut error) => match (origin, error.take_message()) {
-            // The application closed a reused connection before the request was written:
-            // nothing was sent, so it goes once more on a new connection.
-            (Origin::Reused, Some(request)) => {
-                sender = bound.connect(port).await?;
-                sender.send_request(request).await?
-            }
-            _ => return Err(error.into_error().into()),
-        },
+    let (conn, origin) = bound.checkout(port).await?;
+    let (parts, body) = request.into_parts();
+    let mut exchange = Exchange::new(conn, &parts, body);
+    let head = match poll_fn(|cx| exchange.poll_head(cx)).await {
+        Ok(head) => head,
+        // The application closed a reused keep-alive connection as the request reached it:
+        // it did not answer, and an idempotent request without a body goes once more on a new
+        // connection, as nginx does.
+        Err(h1::Error::ClosedBeforeResponse | h1::Error::Io(_))
+            if origin == Origin::Reused
+                && exchange.received_nothing()
+                && parts.method.is_idempotent() =>
+        {
+            let conn = bound.connect(port).await?;
+            let resent = exchange.resend_on(conn, &parts);
+            exchange = resent.ok_or(h1::Error::ClosedBeforeResponse)?;
+            poll_fn(|cx| exchange.poll_head(cx)).await?
+        }
+        Err(error) => return Err(error.into()),
     };
-    let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    let body = ReturningBody::new(body, sender, port, bound.clone());
-    Ok(Response::from_parts(parts, body))
+    let body = exchange.into_body(&head);
+    let mut response = Response::new(ReturningBody::new(body, port, bound.clone()));
+    // The version stays 1.1: it describes the application's hop, not the client's.
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    remove_hop_by_hop(response.headers_mut());
+    Ok(response)
 }
 
 /// The request the application receives: `path` in origin form, hop-by-hop headers dropped,

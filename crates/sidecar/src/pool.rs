@@ -10,22 +10,19 @@
 //! in flight draws its extra connections from there too.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::body::UpstreamBody;
+use tollgate_h1::{self as h1, Connection};
 
 /// Idle connections kept per upstream port: Kong's `upstream_keepalive_pool_size`.
 const MAX_IDLE_PER_PORT: usize = 60;
@@ -34,17 +31,15 @@ const MAX_IDLE_PER_PORT: usize = 60;
 /// application is closing.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub type Sender = http1::SendRequest<UpstreamBody>;
-
 /// What the idle list needs to know about a connection.
 pub trait Reusable {
     /// The connection has been closed by either side and can carry no more requests.
     fn is_closed(&self) -> bool;
 }
 
-impl Reusable for Sender {
+impl Reusable for Connection {
     fn is_closed(&self) -> bool {
-        http1::SendRequest::is_closed(self)
+        Connection::is_closed(self)
     }
 }
 
@@ -120,7 +115,7 @@ fn expire<C>(list: &mut VecDeque<(Instant, C)>, now: Instant, timeout: Duration)
 /// Every upstream connection of the sidecar that no client connection holds.
 #[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<IdleList<Sender>>,
+    idle: Mutex<IdleList<Connection>>,
     metrics: PoolMetrics,
 }
 
@@ -140,7 +135,7 @@ impl Pool {
     }
 
     /// Runs `f` on the idle list and reports its new length.
-    fn with_idle<T>(&self, f: impl FnOnce(&mut IdleList<Sender>) -> T) -> T {
+    fn with_idle<T>(&self, f: impl FnOnce(&mut IdleList<Connection>) -> T) -> T {
         // The list is consistent after every statement; a panic elsewhere leaves it usable.
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let result = f(&mut idle);
@@ -160,28 +155,19 @@ impl Pool {
         }
     }
 
-    fn put(&self, port: u16, sender: Sender) {
-        self.with_idle(|idle| idle.put(port, sender, Instant::now()));
+    fn put(&self, port: u16, conn: Connection) {
+        self.with_idle(|idle| idle.put(port, conn, Instant::now()));
     }
 
-    fn take(&self, port: u16) -> Option<Sender> {
+    fn take(&self, port: u16) -> Option<Connection> {
         self.with_idle(|idle| idle.take(port, Instant::now()))
     }
 
-    /// Opens an HTTP/1.1 connection to the application and runs it on its own task.
-    async fn connect(&self, port: u16) -> std::io::Result<Sender> {
-        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
+    /// Opens a connection to the application.
+    async fn connect(&self, port: u16) -> std::io::Result<Connection> {
+        let conn = Connection::open(port).await?;
         self.metrics.opened.inc();
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(port, %error, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(conn)
     }
 }
 
@@ -189,10 +175,10 @@ impl Pool {
 /// connection closes, the upstream connection goes to the shared idle list.
 pub struct Bound {
     pool: Arc<Pool>,
-    held: Mutex<Option<(u16, Sender)>>,
+    held: Mutex<Option<(u16, Connection)>>,
 }
 
-/// Where a sender for a request came from; only a reused connection can have been closed by
+/// Where a connection for a request came from; only a reused connection can have been closed by
 /// the application just before the request was written, so only then is a retry safe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -208,54 +194,48 @@ impl Bound {
         })
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, Option<(u16, Sender)>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<(u16, Connection)>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A connection to `port` ready to carry a request: this client's own, an idle one, or a
     /// new one.
-    pub async fn checkout(&self, port: u16) -> std::io::Result<(Sender, Origin)> {
+    pub async fn checkout(&self, port: u16) -> std::io::Result<(Connection, Origin)> {
         let own = {
             let mut held = self.held();
             match held.take() {
-                Some((held_port, sender)) if held_port == port => Some(sender),
+                Some((held_port, conn)) if held_port == port => Some(conn),
                 other => {
                     *held = other;
                     None
                 }
             }
         };
-        if let Some(mut sender) = own
-            && sender.ready().await.is_ok()
-        {
-            return Ok((sender, Origin::Reused));
+        if let Some(conn) = own.filter(|conn| !conn.is_closed()) {
+            return Ok((conn, Origin::Reused));
         }
-        while let Some(mut sender) = self.pool.take(port) {
-            if sender.ready().await.is_ok() {
-                return Ok((sender, Origin::Reused));
-            }
+        // The idle list only hands out connections it has not seen closed.
+        if let Some(conn) = self.pool.take(port) {
+            return Ok((conn, Origin::Reused));
         }
         Ok((self.connect(port).await?, Origin::New))
     }
 
-    /// A new connection to `port`. Boxed: the handshake's future is large, and inline it
-    /// would grow the future of every proxied request, which hyper moves by value.
-    pub async fn connect(&self, port: u16) -> std::io::Result<Sender> {
+    /// A new connection to `port`. Boxed: the connect future is large, and inline it would
+    /// grow the future of every proxied request, which hyper moves by value.
+    pub async fn connect(&self, port: u16) -> std::io::Result<Connection> {
         Box::pin(self.pool.connect(port)).await
     }
 
     /// Takes back a connection whose last response has been read whole.
-    pub fn give_back(&self, port: u16, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    pub fn give_back(&self, port: u16, conn: Connection) {
         let mut held = self.held();
         match &*held {
-            None => *held = Some((port, sender)),
+            None => *held = Some((port, conn)),
             // An HTTP/2 client had two requests in flight: keep one connection, share the other.
             Some(_) => {
                 drop(held);
-                self.pool.put(port, sender);
+                self.pool.put(port, conn);
             }
         }
     }
@@ -263,8 +243,8 @@ impl Bound {
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        if let Some((port, sender)) = self.held().take() {
-            self.pool.put(port, sender);
+        if let Some((port, conn)) = self.held().take() {
+            self.pool.put(port, conn);
         }
     }
 }
@@ -273,51 +253,37 @@ impl Drop for Bound {
 /// the client connection that sent the request. A body dropped before its end closes its
 /// connection: the rest of that response would otherwise be read as the next one.
 pub struct ReturningBody {
-    body: Incoming,
-    lease: Option<Lease>,
-}
-
-struct Lease {
-    sender: Sender,
+    body: h1::ResponseBody<UpstreamBody>,
     port: u16,
     home: Arc<Bound>,
 }
 
 impl ReturningBody {
-    pub fn new(body: Incoming, sender: Sender, port: u16, home: Arc<Bound>) -> Self {
-        let mut returning = Self {
-            body,
-            lease: Some(Lease { sender, port, home }),
-        };
+    pub fn new(body: h1::ResponseBody<UpstreamBody>, port: u16, home: Arc<Bound>) -> Self {
+        let mut returning = Self { body, port, home };
         // No body to read (HEAD, 204, 304, `Content-Length: 0`): the server may never poll it.
-        if returning.body.is_end_stream() {
-            returning.give_back();
-        }
+        returning.give_back();
         returning
     }
 
     fn give_back(&mut self) {
-        if let Some(Lease { sender, port, home }) = self.lease.take() {
-            home.give_back(port, sender);
+        if let Some(conn) = self.body.take_reusable() {
+            self.home.give_back(self.port, conn);
         }
     }
 }
 
 impl Body for ReturningBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h1::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.give_back(),
-            // A body of known length ends with its last frame; the server may stop polling there.
-            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.give_back(),
-            Poll::Ready(Some(Err(_))) => self.lease = None,
-            Poll::Ready(Some(Ok(_))) | Poll::Pending => {}
+        if polled.is_ready() {
+            self.give_back();
         }
         polled
     }

@@ -1,0 +1,579 @@
+//! The wire format of HTTP/1.1 as the sidecar's client speaks it: request heads written, response
+//! heads parsed and bodies delimited. Pure functions over buffers, so every rule is tested (and
+//! fuzzed, `fuzz/fuzz_targets/upstream_response.rs`) without a socket.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+use crate::Error;
+
+/// The most header fields a response may carry, as in hyper's client.
+const MAX_HEADERS: usize = 100;
+/// The largest response head, and the largest chunk-size line or trailer section, accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// How a request's body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body and no length: a GET, HEAD or DELETE with nothing to send.
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// The framing of a request whose body is `exact` bytes long, when that is known.
+pub fn request_framing(method: &Method, exact: Option<u64>) -> RequestFraming {
+    match exact {
+        // Only methods whose requests are expected to carry content say that theirs is empty.
+        Some(0) if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
+            RequestFraming::None
+        }
+        Some(length) => RequestFraming::Length(length),
+        None => RequestFraming::Chunked,
+    }
+}
+
+/// Writes the request line and header section. The body's framing headers are this client's:
+/// any the request carries are replaced.
+pub fn encode_head(dst: &mut BytesMut, parts: &http::request::Parts, framing: RequestFraming) {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    dst.reserve(64 + target.len() + parts.headers.len() * 32);
+    dst.put_slice(parts.method.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(target.as_bytes());
+    dst.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(length) => {
+            dst.put_slice(b"content-length: ");
+            dst.put_slice(length.to_string().as_bytes());
+            dst.put_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => dst.put_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// A response head, and what its body will be.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub framing: ResponseFraming,
+    /// The connection can carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// How a response's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// A response to HEAD, a 1xx, 204 or 304: no body, whatever the headers say.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Neither a length nor chunked: the body ends when the application closes.
+    UntilClose,
+}
+
+/// Parses a response head from the front of `buf`, taking it out; `None` while it is
+/// incomplete. Header values share the bytes read, without a copy.
+pub fn parse_head(buf: &mut BytesMut, request_was_head: bool) -> Result<Option<Head>, Error> {
+    // Where each name and value lies in `buf`: the parser borrows `buf`, which must be cut
+    // before the values can share it.
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let (length, code, minor_version, count) = {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut slots);
+        let length = match response.parse(buf) {
+            Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD => length,
+            Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
+            Ok(_) => return Err(Error::HeadTooLarge),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Error::Malformed("too many headers"));
+            }
+            Err(_) => return Err(Error::Malformed("invalid response head")),
+        };
+        let start = buf.as_ptr() as usize;
+        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+            let name = field.name.as_ptr() as usize - start;
+            let value = field.value.as_ptr() as usize - start;
+            *span = (
+                name,
+                name + field.name.len(),
+                value,
+                value + field.value.len(),
+            );
+        }
+        let code = response.code.ok_or(Error::Malformed("no status code"))?;
+        let minor = response.version.ok_or(Error::Malformed("no version"))?;
+        (length, code, minor, response.headers.len())
+    };
+    let head = buf.split_to(length).freeze();
+
+    let status = StatusCode::from_u16(code).map_err(|_| Error::Malformed("invalid status"))?;
+    let version = if minor_version == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[name_start..name_end])
+            .map_err(|_| Error::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+            .map_err(|_| Error::Malformed("invalid header value"))?;
+        headers.append(name, value);
+    }
+
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // The sidecar never asks for an upgrade.
+        return Err(Error::Malformed("101 without an upgrade asked for"));
+    }
+    let framing = response_framing(status, &headers, request_was_head)?;
+    if matches!(
+        framing,
+        ResponseFraming::Chunked | ResponseFraming::UntilClose
+    ) {
+        // A length beside a transfer coding is not the length of anything (RFC 9112 §6.3).
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    let keep_alive = match version {
+        Version::HTTP_10 => has_token(&headers, header::CONNECTION, "keep-alive"),
+        _ => !has_token(&headers, header::CONNECTION, "close"),
+    };
+    Ok(Some(Head {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+fn response_framing(
+    status: StatusCode,
+    headers: &HeaderMap,
+    request_was_head: bool,
+) -> Result<ResponseFraming, Error> {
+    if request_was_head
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(ResponseFraming::Empty);
+    }
+    if let Some(last) = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        let chunked_last = last
+            .as_bytes()
+            .rsplit(|b| *b == b',')
+            .next()
+            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        return Ok(if chunked_last {
+            ResponseFraming::Chunked
+        } else {
+            ResponseFraming::UntilClose
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let parsed = std::str::from_utf8(part.trim_ascii())
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(Error::Malformed("invalid content-length"))?;
+            if length.is_some_and(|seen| seen != parsed) {
+                return Err(Error::Malformed("conflicting content-length"));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(length.map_or(ResponseFraming::UntilClose, ResponseFraming::Length))
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Takes a response body out of the bytes read, piece by piece. Pure: fed a buffer, it says
+/// what it found, so its rules are tested as functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoder {
+    Length(u64),
+    /// Expecting a chunk-size line.
+    ChunkSize,
+    /// Inside a chunk, with this many bytes of it left.
+    ChunkData(u64),
+    /// After a chunk's data, expecting its CRLF.
+    ChunkEnd,
+    /// After the last chunk, expecting trailer fields up to an empty line.
+    Trailers,
+    UntilClose,
+    Done,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    Data(Bytes),
+    /// The buffer holds no complete next piece: read more.
+    NeedMore,
+    End,
+}
+
+impl Decoder {
+    pub fn new(framing: ResponseFraming) -> Self {
+        match framing {
+            ResponseFraming::Empty | ResponseFraming::Length(0) => Decoder::Done,
+            ResponseFraming::Length(length) => Decoder::Length(length),
+            ResponseFraming::Chunked => Decoder::ChunkSize,
+            ResponseFraming::UntilClose => Decoder::UntilClose,
+        }
+    }
+
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
+        loop {
+            match *self {
+                Decoder::Done => return Ok(Decoded::End),
+                Decoder::Length(_) | Decoder::ChunkData(_) | Decoder::UntilClose
+                    if buf.is_empty() =>
+                {
+                    return Ok(Decoded::NeedMore);
+                }
+                Decoder::UntilClose => return Ok(Decoded::Data(buf.split().freeze())),
+                Decoder::Length(left) => {
+                    let data = take(buf, left);
+                    let left = left - data.len() as u64;
+                    *self = if left == 0 {
+                        Decoder::Done
+                    } else {
+                        Decoder::Length(left)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                Decoder::ChunkData(left) => {
+                    let data = take(buf, left);
+                    let left = left - data.len() as u64;
+                    *self = if left == 0 {
+                        Decoder::ChunkEnd
+                    } else {
+                        Decoder::ChunkData(left)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                Decoder::ChunkSize => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    let size = chunk_size(&line)?;
+                    *self = if size == 0 {
+                        Decoder::Trailers
+                    } else {
+                        Decoder::ChunkData(size)
+                    };
+                }
+                Decoder::ChunkEnd => {
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    if !line.is_empty() {
+                        return Err(Error::Malformed("chunk data longer than its size"));
+                    }
+                    *self = Decoder::ChunkSize;
+                }
+                Decoder::Trailers => {
+                    // Trailer fields are read and dropped: the sidecar forwards none.
+                    let Some(line) = take_line(buf)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    if line.is_empty() {
+                        *self = Decoder::Done;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a body delimited by the connection's end is, once it has ended.
+    pub fn at_eof(&mut self) -> Result<Decoded, Error> {
+        match self {
+            Decoder::UntilClose | Decoder::Done => {
+                *self = Decoder::Done;
+                Ok(Decoded::End)
+            }
+            _ => Err(Error::ClosedInBody),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        *self == Decoder::Done
+    }
+}
+
+/// Up to `left` bytes from the front of `buf`.
+fn take(buf: &mut BytesMut, left: u64) -> Bytes {
+    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+    buf.split_to(n).freeze()
+}
+
+/// A line from the front of `buf`, without its line ending; `None` while incomplete.
+fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, Error> {
+    // Looked for only as far as the limit, so a long line fails however it arrives.
+    let Some(end) = buf.iter().take(MAX_HEAD + 1).position(|b| *b == b'\n') else {
+        if buf.len() > MAX_HEAD {
+            return Err(Error::Malformed("chunk line too long"));
+        }
+        return Ok(None);
+    };
+    let mut line = buf.split_to(end + 1);
+    line.truncate(end);
+    if line.last() == Some(&b'\r') {
+        line.truncate(end - 1);
+    }
+    Ok(Some(line))
+}
+
+/// The size in a chunk-size line, its extensions ignored.
+fn chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let digits = line
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(Error::Malformed("invalid chunk size"));
+    }
+    let digits = std::str::from_utf8(digits).map_err(|_| Error::Malformed("invalid chunk size"))?;
+    u64::from_str_radix(digits, 16).map_err(|_| Error::Malformed("invalid chunk size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+
+    fn head_of(raw: &str, request_was_head: bool) -> Result<Option<Head>, Error> {
+        parse_head(&mut BytesMut::from(raw), request_was_head)
+    }
+
+    fn framing_of(raw: &str) -> ResponseFraming {
+        head_of(raw, false).unwrap().unwrap().framing
+    }
+
+    #[test]
+    fn a_head_is_taken_from_the_buffer_and_the_body_left() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nX-Many: a\r\nx-many: b\r\nContent-Length: 2\r\n\r\n{}",
+        );
+        let head = parse_head(&mut buf, false).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::CREATED);
+        assert_eq!(head.headers["content-type"], "application/json");
+        let many: Vec<_> = head.headers.get_all("x-many").iter().collect();
+        assert_eq!(many, ["a", "b"]);
+        assert_eq!(head.framing, ResponseFraming::Length(2));
+        assert!(head.keep_alive);
+        assert_eq!(&buf[..], b"{}");
+    }
+
+    #[test]
+    fn an_incomplete_head_waits_for_more() {
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
+        assert!(parse_head(&mut buf, false).unwrap().is_none());
+        assert_eq!(buf.len(), 27, "nothing is taken from an incomplete head");
+    }
+
+    #[test]
+    fn the_framing_follows_rfc_9112() {
+        let chunked =
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n";
+        assert_eq!(framing_of(chunked), ResponseFraming::Chunked);
+        let head = head_of(chunked, false).unwrap().unwrap();
+        assert!(
+            !head.headers.contains_key("content-length"),
+            "a length beside chunked is dropped"
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            ResponseFraming::UntilClose
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\n\r\n"),
+            ResponseFraming::UntilClose
+        );
+        assert_eq!(
+            framing_of("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n"),
+            ResponseFraming::Length(5)
+        );
+        for empty in [
+            "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 100 Continue\r\n\r\n",
+        ] {
+            assert_eq!(framing_of(empty), ResponseFraming::Empty, "{empty}");
+        }
+        let to_head = head_of("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
+        assert_eq!(to_head.unwrap().unwrap().framing, ResponseFraming::Empty);
+    }
+
+    #[test]
+    fn bad_heads_are_errors() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "SMTP ready\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head_of(bad, false), Err(Error::Malformed(_))),
+                "{bad}"
+            );
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
+        let too_many = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert!(matches!(
+            head_of(&too_many, false),
+            Err(Error::Malformed(_))
+        ));
+        let long = "v".repeat(MAX_HEAD);
+        let complete = format!("HTTP/1.1 200 OK\r\nx-long: {long}\r\n\r\n");
+        assert!(matches!(
+            head_of(&complete, false),
+            Err(Error::HeadTooLarge)
+        ));
+        let partial = format!("HTTP/1.1 200 OK\r\nx-long: {long}");
+        assert!(matches!(head_of(&partial, false), Err(Error::HeadTooLarge)));
+    }
+
+    #[test]
+    fn keep_alive_is_the_default_of_1_1_only() {
+        let keep = |raw: &str| head_of(raw, false).unwrap().unwrap().keep_alive;
+        assert!(keep("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!keep(
+            "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keep("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(keep(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        ));
+    }
+
+    /// Feeds `wire` to a decoder one byte at a time, as a slow application would send it.
+    fn decode_byte_by_byte(
+        mut decoder: Decoder,
+        wire: &[u8],
+    ) -> Result<(Vec<u8>, BytesMut), Error> {
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut rest = wire.iter();
+        loop {
+            match decoder.decode(&mut buf)? {
+                Decoded::Data(data) => body.extend_from_slice(&data),
+                Decoded::End => return Ok((body, buf)),
+                Decoded::NeedMore => match rest.next() {
+                    Some(byte) => buf.put_u8(*byte),
+                    None => return decoder.at_eof().map(|_| (body, buf)),
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunked_body_is_decoded_however_it_arrives() {
+        let wire = b"5\r\nhello\r\n6;name=value\r\n world\r\nA \r\n0123456789\r\n0\r\nX-Trailer: dropped\r\n\r\n";
+        let (body, rest) = decode_byte_by_byte(Decoder::ChunkSize, wire).unwrap();
+        assert_eq!(body, b"hello world0123456789");
+        assert!(rest.is_empty());
+
+        // Whole at once, followed by the next response: that stays in the buffer.
+        let mut buf = BytesMut::from(&b"3\r\nabc\r\n0\r\n\r\nHTTP/1.1"[..]);
+        let mut decoder = Decoder::ChunkSize;
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap(),
+            Decoded::Data(Bytes::from("abc"))
+        );
+        assert_eq!(decoder.decode(&mut buf).unwrap(), Decoded::End);
+        assert_eq!(&buf[..], b"HTTP/1.1");
+    }
+
+    #[test]
+    fn bad_chunks_are_errors() {
+        for bad in [
+            &b"z\r\n"[..],
+            b"\r\n",
+            b"3\r\nabcd\r\n",
+            b"ffffffffffffffff\r\n",
+        ] {
+            assert!(
+                matches!(
+                    decode_byte_by_byte(Decoder::ChunkSize, bad),
+                    Err(Error::Malformed(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let cut_short = decode_byte_by_byte(Decoder::ChunkSize, b"5\r\nhel");
+        assert!(matches!(cut_short, Err(Error::ClosedInBody)));
+    }
+
+    #[test]
+    fn a_length_ends_the_body_and_the_end_of_stream_ends_the_rest() {
+        let (body, rest) = decode_byte_by_byte(Decoder::Length(3), b"abcdef").unwrap();
+        assert_eq!((&body[..], &rest[..]), (&b"abc"[..], &b""[..]));
+        let short = decode_byte_by_byte(Decoder::Length(10), b"abc");
+        assert!(matches!(short, Err(Error::ClosedInBody)));
+        let (body, _) = decode_byte_by_byte(Decoder::UntilClose, b"all of it").unwrap();
+        assert_eq!(body, b"all of it");
+    }
+
+    fn head_for(method: &str, headers: &[(&str, &str)], exact: Option<u64>) -> String {
+        let mut request = http::Request::builder().method(method).uri("/event/1?a=b");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let (parts, ()) = request.body(()).unwrap().into_parts();
+        let mut dst = BytesMut::new();
+        encode_head(&mut dst, &parts, request_framing(&parts.method, exact));
+        String::from_utf8(dst.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_request_is_framed_by_its_body() {
+        assert_eq!(
+            head_for("GET", &[("host", "127.0.0.1:8080")], Some(0)),
+            "GET /event/1?a=b HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n"
+        );
+        assert_eq!(
+            head_for("POST", &[], Some(0)),
+            "POST /event/1?a=b HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+        );
+        // The client's framing is replaced by the body's own.
+        assert_eq!(
+            head_for("PUT", &[("content-length", "99"), ("x-a", "1")], Some(2)),
+            "PUT /event/1?a=b HTTP/1.1\r\nx-a: 1\r\ncontent-length: 2\r\n\r\n"
+        );
+        assert_eq!(
+            head_for("POST", &[("transfer-encoding", "gzip")], None),
+            "POST /event/1?a=b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+}
