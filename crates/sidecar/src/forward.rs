@@ -98,6 +98,26 @@ pub async fn send(
     Ok(response)
 }
 
+/// The `X-Forwarded-*` values that describe a client connection rather than a request: made
+/// once per connection, not once per request.
+#[derive(Debug, Clone)]
+pub struct ForwardedHop {
+    client_ip: Option<HeaderValue>,
+    local_port: HeaderValue,
+    proto: HeaderValue,
+}
+
+impl ForwardedHop {
+    pub fn new(conn: &ConnInfo) -> Self {
+        Self {
+            // An IP address is always a valid header value.
+            client_ip: HeaderValue::try_from(conn.remote.ip().to_string()).ok(),
+            local_port: HeaderValue::from(conn.local.port()),
+            proto: HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+        }
+    }
+}
+
 /// The request the application receives: `path` in origin form, hop-by-hop headers dropped,
 /// `Host` its own address, and the identity and `X-Forwarded-*` headers set.
 pub fn upstream_request(
@@ -106,22 +126,27 @@ pub fn upstream_request(
     port: u16,
     path: &str,
     identity: &[(HeaderName, HeaderValue)],
-    conn: &ConnInfo,
+    hop: &ForwardedHop,
 ) -> Result<Request<UpstreamBody>, ForwardError> {
-    let original_host = parts
+    // Taken before the request is rewritten: they describe what the client asked for.
+    let forwarded_host = parts
         .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()));
-    let original_path = parts.uri.path().to_owned();
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .and_then(|host| HeaderValue::from_str(without_port(host)).ok());
+    let forwarded_path = HeaderValue::from_str(parts.uri.path()).ok();
 
-    // Origin form on the wire: the connection already names the application.
-    parts.uri = match parts.uri.query() {
-        Some(query) => Uri::try_from(format!("{path}?{query}")),
-        None => Uri::try_from(path),
+    // Origin form on the wire: the connection already names the application. An HTTP/1.1
+    // request for the same path is in origin form already.
+    let unchanged = parts.uri.scheme().is_none() && parts.uri.path() == path;
+    if !unchanged {
+        parts.uri = match parts.uri.query() {
+            Some(query) => Uri::try_from(format!("{path}?{query}")),
+            None => Uri::try_from(path),
+        }
+        .map_err(http::Error::from)?;
     }
-    .map_err(http::Error::from)?;
     parts.version = Version::HTTP_11;
 
     let headers = &mut parts.headers;
@@ -132,7 +157,7 @@ pub fn upstream_request(
         headers.insert(header::HOST, host); // always valid: an address and a port
     }
     set_identity(headers, identity);
-    set_forwarded(headers, conn, original_host.as_deref(), &original_path);
+    set_forwarded(headers, hop, forwarded_host, forwarded_path);
     Ok(Request::from_parts(parts, body))
 }
 
@@ -142,27 +167,44 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
-    // Headers named in `Connection` are hop-by-hop too.
+    // Headers named in `Connection` are hop-by-hop too. `close` and `keep-alive`, almost
+    // always all it says, name none: the usual message allocates nothing here.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .flat_map(|v| v.split(',').map(str::trim))
+        .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
 }
 
+/// `host` without a trailing `:port`.
+fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
 /// Kong's `X-Forwarded-*` and `X-Real-IP`: the client's address is appended to any
 /// `X-Forwarded-For` chain; the others describe this hop.
-fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, path: &str) {
-    let Ok(client_ip) = HeaderValue::try_from(conn.remote.ip().to_string()) else {
-        return; // an IP address is always a valid header value
+fn set_forwarded(
+    headers: &mut HeaderMap,
+    hop: &ForwardedHop,
+    host: Option<HeaderValue>,
+    path: Option<HeaderValue>,
+) {
+    let Some(client_ip) = &hop.client_ip else {
+        return;
     };
-    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => HeaderValue::try_from(format!("{existing}, {}", conn.remote.ip())).ok(),
+    let chain = match headers.get("x-forwarded-for").map(HeaderValue::as_bytes) {
+        Some(existing) => {
+            HeaderValue::from_bytes(&[existing, b", ", client_ip.as_bytes()].concat()).ok()
+        }
         None => Some(client_ip.clone()),
     };
     let mut set = |name: &'static str, value: Option<HeaderValue>| {
@@ -171,24 +213,11 @@ fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: Option<&str>, p
         }
     };
     set("x-forwarded-for", chain);
-    set("x-real-ip", Some(client_ip));
-    let proto = if conn.tls { "https" } else { "http" };
-    set("x-forwarded-proto", Some(HeaderValue::from_static(proto)));
-    if let Some(host) = host {
-        let host_only = host.rsplit_once(':').map_or(host, |(h, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        });
-        set("x-forwarded-host", HeaderValue::from_str(host_only).ok());
-    }
-    set(
-        "x-forwarded-port",
-        Some(HeaderValue::from(conn.local.port())),
-    );
-    set("x-forwarded-path", HeaderValue::from_str(path).ok());
+    set("x-real-ip", Some(client_ip.clone()));
+    set("x-forwarded-proto", Some(hop.proto.clone()));
+    set("x-forwarded-host", host);
+    set("x-forwarded-port", Some(hop.local_port.clone()));
+    set("x-forwarded-path", path);
 }
 
 #[cfg(test)]
@@ -220,7 +249,8 @@ mod tests {
             HeaderValue::from_static("ClientApp"),
         )];
         let body = Either::Right(Full::new(Bytes::from_static(b"{}")));
-        let request = upstream_request(parts, body, 52773, "/1", &identity, &conn).unwrap();
+        let hop = ForwardedHop::new(&conn);
+        let request = upstream_request(parts, body, 52773, "/1", &identity, &hop).unwrap();
 
         assert_eq!(request.uri(), "/1?a=b");
         assert_eq!(request.version(), Version::HTTP_11);
@@ -262,7 +292,9 @@ mod tests {
         };
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut h, &conn, Some("iamhost:8443"), "/event/1");
+        let host = HeaderValue::from_static("iamhost");
+        let path = HeaderValue::from_static("/event/1");
+        set_forwarded(&mut h, &ForwardedHop::new(&conn), Some(host), Some(path));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
         assert_eq!(h["x-real-ip"], "10.0.0.7");
         assert_eq!(h["x-forwarded-proto"], "https");

@@ -21,7 +21,7 @@ use tollgate_store::TokenStore;
 use uuid::Uuid;
 
 use crate::body::{self, ResponseBody};
-use crate::forward::{self, Upstream};
+use crate::forward::{self, ForwardedHop, Upstream};
 use crate::metrics::Metrics;
 use crate::pool::Bound;
 use crate::routes::{Endpoint, METADATA_PATH, Matched, RouteTable, upstream_path};
@@ -45,6 +45,8 @@ type IdentityHeaders = Vec<(HeaderName, HeaderValue)>;
 #[derive(Clone)]
 pub struct ClientConnection {
     pub info: ConnInfo,
+    /// Its `X-Forwarded-*` values, made once.
+    forwarded: ForwardedHop,
     /// The upstream connection this client's requests go over, kept between them.
     upstream: Arc<Bound>,
 }
@@ -147,6 +149,7 @@ impl<S: TokenStore> Gateway<S> {
     /// Starts serving a client connection; its requests go to [`Gateway::handle`].
     pub fn client_connection(&self, info: ConnInfo) -> ClientConnection {
         ClientConnection {
+            forwarded: ForwardedHop::new(&info),
             info,
             upstream: self.upstream.bind(),
         }
@@ -404,7 +407,7 @@ impl<S: TokenStore> Gateway<S> {
             port,
             &path,
             &identity_headers,
-            &client.info,
+            &client.forwarded,
         ) {
             Ok(request) => forward::send(request, port, &client.upstream).await,
             Err(error) => Err(error),
