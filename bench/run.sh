@@ -339,6 +339,35 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
     fi
 fi
 
+# --- allocations per request (a uprobe on malloc, when perf can place one) ---------------------
+# A count, not a time: the one figure this noisy VM cannot move. The uprobe slows the process
+# tenfold, so the run is short and light (c8) and its req/s mean nothing.
+mallocs() {  # mallocs URL PIDS: malloc calls per request of PIDS during a short c8 run
+    local url=$1 pids=$2 out n
+    perf stat -x, -e probe_libc:malloc -p "$pids" -o "$WORK/mallocs.txt" -- sleep 2.5 >/dev/null 2>&1 &
+    local perf_pid=$!
+    sleep 0.3
+    out=$(wrk -t1 -c8 -d2s -H "Authorization: Bearer $TOKEN" "$url" 2>&1 || true)
+    wait "$perf_pid" || true
+    n=$(echo "$out" | awk '/requests in/{print $1}')
+    awk -F, -v n="${n:-0}" '/probe_libc:malloc/ && n > 0 {printf "%.1f", $1 / n}' "$WORK/mallocs.txt"
+}
+if [ "$PERF" = 1 ] && command -v perf >/dev/null; then
+    LIBC=$(ldd "$BIN" | awk '/libc.so/{print $3}')
+    ADDED_PROBE=0
+    if ! perf probe -l 2>/dev/null | grep -q 'probe_libc:malloc '; then
+        perf probe -q -x "$LIBC" malloc >/dev/null 2>&1 && ADDED_PROBE=1
+    fi
+    if perf probe -l 2>/dev/null | grep -q 'probe_libc:malloc '; then
+        log "malloc calls per request, counted by a uprobe"
+        M_TG=$(mallocs "https://127.0.0.1:$P_TG/" "$PID_TG")
+        M_NGINX=$(mallocs "https://127.0.0.1:$P_NGINX/" \
+            "$(python3 "$BENCH/tools.py" descendants "$PID_NGINX" | tr ' ' ,)")
+        note "malloc calls per proxied request (a uprobe on libc's malloc, c8): tollgate ${M_TG:-?}, nginx ${M_NGINX:-?}"
+        [ "$ADDED_PROBE" = 1 ] && perf probe -q -d probe_libc:malloc >/dev/null 2>&1 || true
+    fi
+fi
+
 # --- token issue rate, against the sidecar's own keep-alive GET rate -----------------------------
 log "token endpoint: client_credentials and password grants against GET, on one Redis and on a 3-master Redis Cluster"
 CLUSTER_BACKENDS="$PID_UP,$(IFS=,; echo "${CLUSTER_PIDS[*]}")"
