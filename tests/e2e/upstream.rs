@@ -207,43 +207,62 @@ async fn concurrent_requests_of_an_http2_client_get_their_own_responses() {
     }
 }
 
-/// An application that answers each connection's first request with `{}` and closes the
-/// connection `linger` later: saying so with `Connection: close` when `announce`, silently
-/// otherwise. Returns its port and the count of connections it accepted.
-async fn one_request_per_connection(announce: bool, linger: Duration) -> (u16, Arc<AtomicUsize>) {
+/// A raw HTTP/1.1 application on a free port: `serve` runs on each connection it accepts.
+/// Returns its port and the count of connections it accepted.
+async fn raw_application<F, Fut>(serve: F) -> (u16, Arc<AtomicUsize>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let close = if announce {
-                    "connection: close\r\n"
-                } else {
-                    ""
-                };
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{close}content-length: 2\r\n\r\n{{}}"
-                );
-                let _ = stream.write_all(response.as_bytes()).await;
-                if !linger.is_zero() {
-                    tokio::time::sleep(linger).await;
-                }
-                let _ = stream.shutdown().await;
-            });
+            tokio::spawn(serve(stream));
         }
     });
     (port, accepted)
+}
+
+/// Reads one request head (the sidecar's GETs have no body); false if the peer closed first.
+async fn read_request_head(stream: &mut tokio::net::TcpStream) -> bool {
+    let mut received = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => received.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
+
+/// An application that answers each connection's first request with `{}` and closes the
+/// connection `linger` later: saying so with `Connection: close` when `announce`, silently
+/// otherwise.
+async fn one_request_per_connection(announce: bool, linger: Duration) -> (u16, Arc<AtomicUsize>) {
+    raw_application(move |mut stream| async move {
+        if !read_request_head(&mut stream).await {
+            return;
+        }
+        let close = if announce {
+            "connection: close\r\n"
+        } else {
+            ""
+        };
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{close}content-length: 2\r\n\r\n{{}}"
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        if !linger.is_zero() {
+            tokio::time::sleep(linger).await;
+        }
+        let _ = stream.shutdown().await;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,36 +328,16 @@ async fn idle_connections_the_application_closes_are_let_go() {
 /// An application that answers the first request of each connection with `{}` and keeps the
 /// connection open, then closes it without answering the next: the race of a keep-alive
 /// connection closed by the application just as the sidecar sends on it, made certain.
-/// Returns its port and the count of connections it accepted.
 async fn drops_the_second_request_of_each_connection() -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut received = Vec::new();
-                let mut chunk = [0u8; 4096];
-                for answer in [true, false] {
-                    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => received.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    received.clear();
-                    if answer {
-                        let response = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-                        let _ = stream.write_all(response.as_bytes()).await;
-                    }
-                }
-                // Dropped: closed with the second request unanswered.
-            });
+    raw_application(|mut stream| async move {
+        if read_request_head(&mut stream).await {
+            let response = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+            let _ = stream.write_all(response.as_bytes()).await;
         }
-    });
-    (port, accepted)
+        // The second request is read, then the connection is dropped unanswered.
+        read_request_head(&mut stream).await;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

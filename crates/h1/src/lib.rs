@@ -17,7 +17,7 @@
 //! asked for, as the sidecar's server offers none. The wire rules are in [`wire`], as pure
 //! functions.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
@@ -231,8 +231,8 @@ where
                         continue;
                     }
                     if sending.chunked {
-                        conn.write
-                            .put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        // Writing to a BytesMut cannot fail.
+                        let _ = write!(conn.write, "{:x}\r\n", data.len());
                         sending.suffix = b"\r\n";
                     }
                     sending.data = data;
