@@ -9,7 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 
 use crate::body::UpstreamBody;
-use crate::gateway::set_identity;
+use crate::gateway::{IdentityHeaders, set_identity};
 use crate::pool::{Bound, Origin, Pool, PoolMetrics, ReturningBody};
 use tollgate_h1::{self as h1, Exchange};
 use tollgate_serve::ConnInfo;
@@ -98,6 +98,13 @@ pub async fn send(
     Ok(response)
 }
 
+/// `Host` as the application on `port` receives it: its own address.
+pub fn upstream_host(port: u16) -> HeaderValue {
+    // An address and a port: always a valid header value.
+    HeaderValue::try_from(format!("127.0.0.1:{port}"))
+        .unwrap_or(HeaderValue::from_static("127.0.0.1"))
+}
+
 /// The `X-Forwarded-*` values that describe a client connection rather than a request: made
 /// once per connection, not once per request.
 #[derive(Debug, Clone)]
@@ -123,9 +130,9 @@ impl ForwardedHop {
 pub fn upstream_request(
     mut parts: http::request::Parts,
     body: UpstreamBody,
-    port: u16,
-    path: &str,
-    identity: &[(HeaderName, HeaderValue)],
+    host: &HeaderValue,
+    rewritten_path: Option<&str>,
+    identity: &IdentityHeaders<'_>,
     hop: &ForwardedHop,
 ) -> Result<Request<UpstreamBody>, ForwardError> {
     // Taken before the request is rewritten: they describe what the client asked for.
@@ -138,9 +145,9 @@ pub fn upstream_request(
     let forwarded_path = HeaderValue::from_str(parts.uri.path()).ok();
 
     // Origin form on the wire: the connection already names the application. An HTTP/1.1
-    // request for the same path is in origin form already.
-    let unchanged = parts.uri.scheme().is_none() && parts.uri.path() == path;
-    if !unchanged {
+    // request whose path the route keeps is in origin form already.
+    if rewritten_path.is_some() || parts.uri.scheme().is_some() {
+        let path = rewritten_path.unwrap_or(parts.uri.path());
         parts.uri = match parts.uri.query() {
             Some(query) => Uri::try_from(format!("{path}?{query}")),
             None => Uri::try_from(path),
@@ -153,9 +160,7 @@ pub fn upstream_request(
     remove_hop_by_hop(headers);
     // Kong does not preserve the client's Host by default: the application sees its own
     // address, as Kong's balancer sends it.
-    if let Ok(host) = HeaderValue::try_from(format!("127.0.0.1:{port}")) {
-        headers.insert(header::HOST, host); // always valid: an address and a port
-    }
+    headers.insert(header::HOST, host.clone());
     set_identity(headers, identity);
     set_forwarded(headers, hop, forwarded_host, forwarded_path);
     Ok(Request::from_parts(parts, body))
@@ -244,13 +249,14 @@ mod tests {
             local: "10.0.0.1:8443".parse().unwrap(),
             tls: true,
         };
-        let identity = [(
+        let identity = IdentityHeaders::owned(vec![(
             HeaderName::from_static("x-consumer-username"),
             HeaderValue::from_static("ClientApp"),
-        )];
+        )]);
         let body = Either::Right(Full::new(Bytes::from_static(b"{}")));
         let hop = ForwardedHop::new(&conn);
-        let request = upstream_request(parts, body, 52773, "/1", &identity, &hop).unwrap();
+        let host = upstream_host(52773);
+        let request = upstream_request(parts, body, &host, Some("/1"), &identity, &hop).unwrap();
 
         assert_eq!(request.uri(), "/1?a=b");
         assert_eq!(request.version(), Version::HTTP_11);

@@ -1,6 +1,7 @@
 //! The proxy listener's request path: route, answer the OAuth endpoints, check the bearer
 //! token, and forward to the application on 127.0.0.1.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,10 +37,29 @@ pub struct Served {
     pub routes: RouteTable,
     /// The identity headers of each application (by id), built once per snapshot rather than
     /// on every request; only the token's own user and scope are added per request.
-    credential_headers: HashMap<Uuid, IdentityHeaders>,
+    credential_headers: HashMap<Uuid, HeaderList>,
+    /// `Host` as each service's application receives it (`127.0.0.1:port`), by service index.
+    upstream_hosts: Vec<HeaderValue>,
 }
 
-type IdentityHeaders = Vec<(HeaderName, HeaderValue)>;
+type HeaderList = Vec<(HeaderName, HeaderValue)>;
+
+/// The identity headers of one request: its application's, built once per snapshot and
+/// borrowed, then its token's own (scope, user), built per request when the token has them.
+pub(crate) struct IdentityHeaders<'s> {
+    shared: &'s [(HeaderName, HeaderValue)],
+    own: HeaderList,
+}
+
+impl<'s> IdentityHeaders<'s> {
+    pub(crate) fn owned(own: HeaderList) -> Self {
+        Self { shared: &[], own }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+        self.shared.iter().chain(&self.own)
+    }
+}
 
 /// One client connection to the proxy listener, as the gateway sees it.
 #[derive(Clone)]
@@ -82,24 +102,33 @@ impl Served {
                 Some((application.id, headers))
             })
             .collect();
+        let upstream_hosts = snapshot
+            .services
+            .iter()
+            .map(|service| forward::upstream_host(service.upstream.port))
+            .collect();
         Self {
             snapshot,
             routes,
             credential_headers,
+            upstream_hosts,
         }
     }
 
     /// Every identity header of an authenticated request.
-    fn identity_headers(&self, identity: &bearer::Authenticated<'_>) -> IdentityHeaders {
-        let mut headers = match self.credential_headers.get(&identity.application.id) {
-            Some(headers) => headers.clone(),
-            None => to_header_values(bearer::credential_headers(
-                identity.consumer,
-                identity.application,
-            )),
-        };
-        headers.extend(to_header_values(bearer::token_headers(&identity.record)));
-        headers
+    fn identity_headers(&self, identity: &bearer::Authenticated<'_>) -> IdentityHeaders<'_> {
+        let token = to_header_values(bearer::token_headers(&identity.record));
+        match self.credential_headers.get(&identity.application.id) {
+            Some(shared) => IdentityHeaders { shared, own: token },
+            None => {
+                let mut own = to_header_values(bearer::credential_headers(
+                    identity.consumer,
+                    identity.application,
+                ));
+                own.extend(token);
+                IdentityHeaders::owned(own)
+            }
+        }
     }
 }
 
@@ -311,14 +340,14 @@ impl<S: TokenStore> Gateway<S> {
         let mut form: Option<Bytes> = None;
         let (token, found_in) = match header_str(&parts.headers, &conf.auth_header_name) {
             Some(value) => (
-                Some(bearer::token_from_header(value).to_owned()),
+                Some(Cow::Borrowed(bearer::token_from_header(value))),
                 FoundIn::Header,
             ),
             None => {
                 let has_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
                 let content_type = header_str(&parts.headers, header::CONTENT_TYPE.as_str());
                 let mut found = (
-                    query_param(parts.uri.query(), "access_token"),
+                    query_param(parts.uri.query(), "access_token").map(Cow::Owned),
                     FoundIn::Query,
                 );
                 if has_body && BodyKind::of(content_type) == BodyKind::Form {
@@ -332,7 +361,7 @@ impl<S: TokenStore> Gateway<S> {
                     };
                     let params = Params::from_urlencoded(&bytes);
                     if let Some(t) = params.text("access_token") {
-                        found = (Some(t.to_owned()), FoundIn::FormBody);
+                        found = (Some(Cow::Owned(t.to_owned())), FoundIn::FormBody);
                     }
                     forwarded_body = Either::Right(Full::new(bytes.clone()));
                     form = Some(bytes);
@@ -365,7 +394,9 @@ impl<S: TokenStore> Gateway<S> {
                         return body::oauth(refusal);
                     }
                     Some(name) => match snapshot.consumer(&service.namespace, name) {
-                        Some(consumer) => to_header_values(bearer::anonymous_headers(consumer)),
+                        Some(consumer) => IdentityHeaders::owned(to_header_values(
+                            bearer::anonymous_headers(consumer),
+                        )),
                         None => {
                             tracing::error!(service = %service.name, consumer = name, "the anonymous consumer does not exist");
                             self.metrics.count("anonymous_missing");
@@ -399,13 +430,18 @@ impl<S: TokenStore> Gateway<S> {
             }
         }
 
-        let path = upstream_path(service.upstream.path.as_deref(), matched, parts.uri.path());
+        // The path the application receives, when the route changes it.
+        let rewritten_path =
+            match upstream_path(service.upstream.path.as_deref(), matched, parts.uri.path()) {
+                Cow::Borrowed(same) if same == parts.uri.path() => None,
+                other => Some(other.into_owned()),
+            };
         let port = service.upstream.port;
         let response = match forward::upstream_request(
             parts,
             forwarded_body,
-            port,
-            &path,
+            &served.upstream_hosts[matched.service],
+            rewritten_path.as_deref(),
             &identity_headers,
             &client.forwarded,
         ) {
@@ -505,7 +541,7 @@ pub fn now_millis() -> u64 {
 
 /// Header values of identity strings. A value a header cannot carry (a control character in
 /// a username, say) is left out rather than failing the request.
-fn to_header_values(headers: Vec<(HeaderName, String)>) -> IdentityHeaders {
+fn to_header_values(headers: Vec<(HeaderName, String)>) -> HeaderList {
     headers
         .into_iter()
         .filter_map(|(name, value)| HeaderValue::from_str(&value).ok().map(|v| (name, v)))
@@ -513,14 +549,14 @@ fn to_header_values(headers: Vec<(HeaderName, String)>) -> IdentityHeaders {
 }
 
 /// Removes the identity headers a client sent, then sets the gateway's own.
-pub(crate) fn set_identity(headers: &mut HeaderMap, identity: &[(HeaderName, HeaderValue)]) {
+pub(crate) fn set_identity(headers: &mut HeaderMap, identity: &IdentityHeaders<'_>) {
     // Clients rarely send these: one look at the names is cheaper than hashing each.
     if headers.keys().any(|name| IDENTITY_HEADERS.contains(name)) {
         for name in &IDENTITY_HEADERS {
             headers.remove(name);
         }
     }
-    for (name, value) in identity {
+    for (name, value) in identity.iter() {
         headers.insert(name.clone(), value.clone());
     }
 }
@@ -574,13 +610,11 @@ mod tests {
         headers.insert("x-consumer-id", HeaderValue::from_static("forged"));
         headers.insert("x-anonymous-consumer", HeaderValue::from_static("true"));
         headers.insert("x-other", HeaderValue::from_static("kept"));
-        set_identity(
-            &mut headers,
-            &[(
-                HeaderName::from_static("x-consumer-id"),
-                HeaderValue::from_static("real"),
-            )],
-        );
+        let identity = IdentityHeaders::owned(vec![(
+            HeaderName::from_static("x-consumer-id"),
+            HeaderValue::from_static("real"),
+        )]);
+        set_identity(&mut headers, &identity);
         assert_eq!(headers.get("x-consumer-id").unwrap(), "real");
         assert!(headers.get("x-anonymous-consumer").is_none());
         assert_eq!(headers.get("x-other").unwrap(), "kept");

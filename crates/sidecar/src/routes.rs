@@ -1,6 +1,8 @@
 //! The route table: which OAuthService a request path belongs to, what the gateway answers
 //! itself, and the path the upstream receives.
 
+use std::borrow::Cow;
+
 use tollgate_api::Snapshot;
 
 /// Routes of a snapshot, longest prefix first so the most specific route wins.
@@ -143,7 +145,11 @@ impl Endpoint {
 
 /// The path the upstream receives: the service's base path, then the request path with the
 /// route prefix removed when `strip_path` is set, as Kong joins them.
-pub fn upstream_path(base: Option<&str>, matched: &Matched<'_>, path: &str) -> String {
+pub fn upstream_path<'p>(
+    base: Option<&'p str>,
+    matched: &Matched<'_>,
+    path: &'p str,
+) -> Cow<'p, str> {
     let rest = if matched.strip_path && matched.prefix != "/" {
         &path[matched.prefix.len().min(path.len())..]
     } else {
@@ -152,10 +158,10 @@ pub fn upstream_path(base: Option<&str>, matched: &Matched<'_>, path: &str) -> S
     let base = base.unwrap_or("");
     let base = base.strip_suffix('/').unwrap_or(base);
     match (base.is_empty(), rest.is_empty()) {
-        (true, true) => "/".to_owned(),
-        (true, false) => rest.to_owned(),
-        (false, true) => base.to_owned(),
-        (false, false) => format!("{base}{rest}"),
+        (true, true) => Cow::Borrowed("/"),
+        (true, false) => Cow::Borrowed(rest),
+        (false, true) => Cow::Borrowed(base),
+        (false, false) => Cow::Owned(format!("{base}{rest}")),
     }
 }
 
