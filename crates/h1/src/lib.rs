@@ -303,13 +303,18 @@ where
         body
     }
 
-    /// Gives up this exchange before it was answered, and starts its request again on `conn`:
-    /// `None` when the request has a body, which cannot be sent twice.
-    pub fn resend_on(self, mut conn: Connection, parts: &http::request::Parts) -> Option<Self> {
-        if !matches!(
+    /// The request has no body, so it is still whole and can be sent again.
+    pub fn can_resend(&self) -> bool {
+        matches!(
             self.framing,
             RequestFraming::None | RequestFraming::Length(0)
-        ) {
+        )
+    }
+
+    /// Gives up this exchange before it was answered, and starts its request again on `conn`:
+    /// `None` when the request has a body ([`Exchange::can_resend`]), which cannot be sent twice.
+    pub fn resend_on(self, mut conn: Connection, parts: &http::request::Parts) -> Option<Self> {
+        if !self.can_resend() {
             return None;
         }
         conn.write.clear();

@@ -80,6 +80,7 @@ pub async fn send(
         Err(h1::Error::ClosedBeforeResponse | h1::Error::Io(_))
             if origin == Origin::Reused
                 && exchange.received_nothing()
+                && exchange.can_resend()
                 && parts.method.is_idempotent() =>
         {
             let conn = bound.connect(port).await?;
