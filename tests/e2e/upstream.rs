@@ -375,3 +375,30 @@ async fn an_idempotent_request_on_a_connection_the_application_just_closed_is_se
     assert_eq!(status_of(request("POST", "{\"a\":1}")).await, 502);
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "the POST went once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_does_not_answer_in_read_timeout_gets_kongs_504() {
+    // Reads each request, then holds the connection without a word.
+    let (port, accepted) = raw_application(|mut stream| async move {
+        read_request_head(&mut stream).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await;
+    let manifests = article_manifests(port, "").replace(
+        &format!("    port: {port}\n"),
+        &format!("    port: {port}\n    readTimeout: 300\n"),
+    );
+    let sidecar = SidecarBuilder::new(manifests).start().await;
+    let token = token(&sidecar).await;
+    for attempt in 1..=2 {
+        let response = sidecar.get_with_token("/event/1", &token).await;
+        assert_eq!(response.status(), 504, "attempt {attempt}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"message": "The upstream server is timing out"})
+        );
+    }
+    // The connection that timed out is never used again: its answer could still come.
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}

@@ -242,6 +242,14 @@ fn compile_service(
         upstream: snapshot::Upstream {
             port: spec.upstream.port,
             path: upstream_path,
+            connect_timeout_ms: spec
+                .upstream
+                .connect_timeout
+                .unwrap_or(snapshot::DEFAULT_TIMEOUT_MS),
+            read_timeout_ms: spec
+                .upstream
+                .read_timeout
+                .unwrap_or(snapshot::DEFAULT_TIMEOUT_MS),
         },
         routes,
         oauth2: snapshot::OAuth2Settings {
@@ -620,6 +628,8 @@ mod tests {
                 upstream: UpstreamSpec {
                     port: 52773,
                     path: None,
+                    connect_timeout: None,
+                    read_timeout: None,
                 },
                 routes: routes
                     .iter()

@@ -66,6 +66,16 @@ pub struct UpstreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^/"))]
     pub path: Option<String>,
+    /// Milliseconds to wait for a connection to the backend, as Kong's `connect_timeout`
+    /// (60000 when unset). When it passes, the client gets 504.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2147483646))]
+    pub connect_timeout: Option<u32>,
+    /// Milliseconds to wait for the backend's response after the request was sent, as
+    /// Kong's `read_timeout` (60000 when unset). When it passes, the client gets 504.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2147483646))]
+    pub read_timeout: Option<u32>,
 }
 
 /// One path prefix routed to this service.

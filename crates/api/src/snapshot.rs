@@ -54,6 +54,19 @@ pub struct Upstream {
     /// Prefix prepended to the forwarded path, like the path of a Kong service URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Kong's `connect_timeout`, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub connect_timeout_ms: u32,
+    /// Kong's `read_timeout`, in milliseconds: how long the response may take to begin.
+    #[serde(default = "default_timeout_ms")]
+    pub read_timeout_ms: u32,
+}
+
+/// Kong's default `connect_timeout` and `read_timeout`: 60 s.
+pub const DEFAULT_TIMEOUT_MS: u32 = 60_000;
+
+fn default_timeout_ms() -> u32 {
+    DEFAULT_TIMEOUT_MS
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

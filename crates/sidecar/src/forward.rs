@@ -4,9 +4,11 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
+use tokio::time::timeout;
 
 use crate::body::UpstreamBody;
 use crate::gateway::{IdentityHeaders, set_identity};
@@ -35,6 +37,9 @@ pub enum ForwardError {
     Uri(#[from] http::Error),
     #[error("cannot connect: {0}")]
     Connect(#[from] std::io::Error),
+    /// Kong's `connect_timeout` or `read_timeout` passed.
+    #[error("the application did not answer in time")]
+    Timeout,
     #[error(transparent)]
     Exchange(#[from] h1::Error),
 }
@@ -60,35 +65,66 @@ impl Upstream {
     }
 }
 
-/// Sends `request` to the application on `port` over a connection `bound` holds or gets.
+/// Where a request goes, and how long it may wait: Kong's `connect_timeout` and
+/// `read_timeout` of the service.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub port: u16,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl Target {
+    pub fn of(upstream: &tollgate_api::snapshot::Upstream) -> Self {
+        Self {
+            port: upstream.port,
+            connect_timeout: Duration::from_millis(upstream.connect_timeout_ms.into()),
+            read_timeout: Duration::from_millis(upstream.read_timeout_ms.into()),
+        }
+    }
+}
+
+/// Sends `request` to the application over a connection `bound` holds or gets.
 ///
 /// Only the I/O is async: the request is built beforehand by [`upstream_request`], so this
 /// future, which hyper moves by value with every request, holds little more than it.
 pub async fn send(
     request: Request<UpstreamBody>,
-    port: u16,
+    target: Target,
     bound: &Arc<Bound>,
 ) -> Result<Response<ReturningBody>, ForwardError> {
-    let (conn, origin) = bound.checkout(port).await?;
+    let port = target.port;
+    let (conn, origin) = bound
+        .checkout(port, target.connect_timeout)
+        .await
+        .map_err(timed_out)?;
     let (parts, body) = request.into_parts();
     let mut exchange = Exchange::new(conn, &parts, body);
-    let head = match poll_fn(|cx| exchange.poll_head(cx)).await {
-        Ok(head) => head,
+    // Kong's `read_timeout` bounds the wait for the response to begin; a timed-out exchange
+    // is dropped, and its connection with it.
+    let head = match timeout(target.read_timeout, poll_fn(|cx| exchange.poll_head(cx))).await {
+        Err(_) => return Err(ForwardError::Timeout),
+        Ok(Ok(head)) => head,
         // The application closed a reused keep-alive connection as the request reached it:
         // it did not answer, and an idempotent request without a body goes once more on a new
         // connection, as nginx does.
-        Err(h1::Error::ClosedBeforeResponse | h1::Error::Io(_))
+        Ok(Err(h1::Error::ClosedBeforeResponse | h1::Error::Io(_)))
             if origin == Origin::Reused
                 && exchange.received_nothing()
                 && exchange.can_resend()
                 && parts.method.is_idempotent() =>
         {
-            let conn = bound.connect(port).await?;
+            let conn = bound
+                .connect(port, target.connect_timeout)
+                .await
+                .map_err(timed_out)?;
             let resent = exchange.resend_on(conn, &parts);
             exchange = resent.ok_or(h1::Error::ClosedBeforeResponse)?;
-            poll_fn(|cx| exchange.poll_head(cx)).await?
+            timeout(target.read_timeout, poll_fn(|cx| exchange.poll_head(cx)))
+                .await
+                .map_err(|_| ForwardError::Timeout)??
         }
-        Err(error) => return Err(error.into()),
+        Ok(Err(error)) => return Err(error.into()),
     };
     let body = exchange.into_body(&head);
     let mut response = Response::new(ReturningBody::new(body, port, bound.clone()));
@@ -97,6 +133,15 @@ pub async fn send(
     *response.headers_mut() = head.headers;
     remove_hop_by_hop(response.headers_mut());
     Ok(response)
+}
+
+/// A connect error, with a connect timeout told apart: Kong answers that with 504, not 502.
+fn timed_out(error: std::io::Error) -> ForwardError {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        ForwardError::Timeout
+    } else {
+        ForwardError::Connect(error)
+    }
 }
 
 /// `Host` as the application on `port` receives it: its own address.

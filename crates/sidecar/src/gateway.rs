@@ -436,7 +436,6 @@ impl<S: TokenStore> Gateway<S> {
                 Cow::Borrowed(same) if same == parts.uri.path() => None,
                 other => Some(other.into_owned()),
             };
-        let port = service.upstream.port;
         let response = match forward::upstream_request(
             parts,
             forwarded_body,
@@ -445,13 +444,24 @@ impl<S: TokenStore> Gateway<S> {
             &identity_headers,
             &client.forwarded,
         ) {
-            Ok(request) => forward::send(request, port, &client.upstream).await,
+            Ok(request) => {
+                let target = forward::Target::of(&service.upstream);
+                forward::send(request, target, &client.upstream).await
+            }
             Err(error) => Err(error),
         };
         match response {
             Ok(response) => {
                 self.metrics.count("forwarded");
                 response.map(Either::Right)
+            }
+            Err(error @ forward::ForwardError::Timeout) => {
+                tracing::warn!(service = %service.name, port = service.upstream.port, %error, "upstream request timed out");
+                self.metrics.count("upstream_timeout");
+                body::message(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The upstream server is timing out",
+                )
             }
             Err(error) => {
                 tracing::warn!(service = %service.name, port = service.upstream.port, %error, "upstream request failed");

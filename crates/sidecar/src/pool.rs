@@ -163,9 +163,11 @@ impl Pool {
         self.with_idle(|idle| idle.take(port, Instant::now()))
     }
 
-    /// Opens a connection to the application.
-    async fn connect(&self, port: u16) -> std::io::Result<Connection> {
-        let conn = Connection::open(port).await?;
+    /// Opens a connection to the application, giving up after `timeout` with `TimedOut`.
+    async fn connect(&self, port: u16, timeout: Duration) -> std::io::Result<Connection> {
+        let conn = tokio::time::timeout(timeout, Connection::open(port))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         self.metrics.opened.inc();
         Ok(conn)
     }
@@ -200,7 +202,11 @@ impl Bound {
 
     /// A connection to `port` ready to carry a request: this client's own, an idle one, or a
     /// new one.
-    pub async fn checkout(&self, port: u16) -> std::io::Result<(Connection, Origin)> {
+    pub async fn checkout(
+        &self,
+        port: u16,
+        connect_timeout: Duration,
+    ) -> std::io::Result<(Connection, Origin)> {
         let own = {
             let mut held = self.held();
             match held.take() {
@@ -218,13 +224,13 @@ impl Bound {
         if let Some(conn) = self.pool.take(port) {
             return Ok((conn, Origin::Reused));
         }
-        Ok((self.connect(port).await?, Origin::New))
+        Ok((self.connect(port, connect_timeout).await?, Origin::New))
     }
 
     /// A new connection to `port`. Boxed: the connect future is large, and inline it would
     /// grow the future of every proxied request, which hyper moves by value.
-    pub async fn connect(&self, port: u16) -> std::io::Result<Connection> {
-        Box::pin(self.pool.connect(port)).await
+    pub async fn connect(&self, port: u16, timeout: Duration) -> std::io::Result<Connection> {
+        Box::pin(self.pool.connect(port, timeout)).await
     }
 
     /// Takes back a connection whose last response has been read whole.

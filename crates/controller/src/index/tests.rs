@@ -65,6 +65,8 @@ fn mk_service(ns: &str, name: &str, route: &str, selector: Option<LabelSelector>
             upstream: UpstreamSpec {
                 port: 52773,
                 path: None,
+                connect_timeout: None,
+                read_timeout: None,
             },
             routes: vec![RouteSpec {
                 path_prefix: route.to_owned(),

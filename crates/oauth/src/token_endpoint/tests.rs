@@ -68,6 +68,8 @@ fn snapshot(edit: impl FnOnce(&mut OAuth2Settings, &mut Application)) -> Snapsho
             upstream: Upstream {
                 port: 52773,
                 path: None,
+                connect_timeout_ms: tollgate_api::snapshot::DEFAULT_TIMEOUT_MS,
+                read_timeout_ms: tollgate_api::snapshot::DEFAULT_TIMEOUT_MS,
             },
             routes: vec![Route {
                 path_prefix: "/event".into(),
