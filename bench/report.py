@@ -199,6 +199,10 @@ def markdown(agg, labels, order, issue_agg, revocation, goal_rows, info, notes, 
         sign = "≥" if hib else "≤"
         spec = "{:.2f}" if unit == "×" else "{:.1f}" if unit in ("MiB", "ms") else "{:.0f}"
         val = fmt(value, spec) + ("" if value is None or unit == "×" else " " + unit)
+        if unit == "×" and value is not None and must is not None \
+                and fmt(value, spec) == fmt(must, spec) and "not met" in status(value, must, aim, hib):
+            # Rounded to the threshold but short of it: show the digit that decides.
+            val = fmt(value, "{:.3f}")
         w("| %s | %s%s | %s %s | %s %s | %s |" % (
             fig, val, " (%s)" % note if note else "", sign, fmt(must, spec), sign,
             fmt(aim, spec), status(value, must, aim, hib) if must is not None else "–"))
