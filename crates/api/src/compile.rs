@@ -738,6 +738,8 @@ mod tests {
         let service = &snapshot.services[0];
         assert_eq!(service.routes[0].path_prefix, "/event");
         assert_eq!(service.upstream.port, 52773);
+        assert_eq!(service.upstream.connect_timeout_ms, 60_000);
+        assert_eq!(service.upstream.read_timeout_ms, 60_000);
         assert_eq!(service.oauth2.token_expiration, 7200);
         assert_eq!(service.oauth2.refresh_token_ttl, 1_209_600);
         assert_eq!(service.oauth2.auth_header_name, "authorization");
@@ -753,6 +755,24 @@ mod tests {
             snapshot.consumer("default", "clientapp").unwrap().username,
             "clientapp"
         );
+    }
+
+    #[test]
+    fn upstream_timeouts_are_kongs_milliseconds() {
+        let mut resources = article();
+        resources.services[0].spec.upstream.read_timeout = Some(500);
+        resources.services[0].spec.upstream.connect_timeout = Some(2000);
+        let upstream = &compile(&resources).snapshot.services[0].upstream;
+        assert_eq!(upstream.read_timeout_ms, 500);
+        assert_eq!(upstream.connect_timeout_ms, 2000);
+    }
+
+    #[test]
+    fn a_snapshot_from_an_older_controller_gets_kongs_default_timeouts() {
+        let upstream: snapshot::Upstream =
+            serde_json::from_value(serde_json::json!({"port": 52773})).unwrap();
+        assert_eq!(upstream.connect_timeout_ms, 60_000);
+        assert_eq!(upstream.read_timeout_ms, 60_000);
     }
 
     #[test]
