@@ -161,11 +161,21 @@ async fn forged_identity_headers_never_reach_the_upstream(store: Store) {
         .header("x-authenticated-scope", "everything")
         .header("x-anonymous-consumer", "true")
         .header("x-consumer-custom-id", "forged")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-real-ip", "203.0.113.9")
+        .header("x-forwarded-proto", "http")
+        .header("x-forwarded-path", "/admin")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     let seen = env.upstream.last();
+    // The forwarded chain keeps what the client sent and ends with the client's address;
+    // the rest describe this hop, whatever the client claimed.
+    assert_eq!(seen.headers["x-forwarded-for"], ["203.0.113.9, 127.0.0.1"]);
+    assert_eq!(seen.headers["x-real-ip"], ["127.0.0.1"]);
+    assert_eq!(seen.headers["x-forwarded-proto"], ["https"]);
+    assert_eq!(seen.headers["x-forwarded-path"], ["/event/1"]);
     assert_eq!(seen.headers["x-consumer-username"], ["ClientApp"]);
     assert_eq!(seen.headers["x-authenticated-userid"], ["1"]);
     assert_eq!(seen.headers["x-consumer-custom-id"], ["client-app-7"]);

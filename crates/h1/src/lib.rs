@@ -30,8 +30,8 @@ use tokio::net::TcpStream;
 
 pub mod wire;
 
-pub use wire::Head;
 use wire::{Decoded, Decoder, MAX_HEAD, RequestFraming, ResponseFraming};
+pub use wire::{Fields, Head, RequestHead};
 
 /// Room made in the read buffer before a read from the socket: enough for most responses
 /// whole, and doubled while reads fill it, for large bodies, up to `MAX_READ_SIZE`.
@@ -170,10 +170,10 @@ where
 {
     /// Starts an exchange: the head is encoded now and written, with as much of the body as
     /// is ready, on the first poll.
-    pub fn new(mut conn: Connection, parts: &http::request::Parts, body: B) -> Self {
-        let framing = wire::request_framing(&parts.method, body.size_hint().exact());
+    pub fn new(mut conn: Connection, head: &impl RequestHead, body: B) -> Self {
+        let framing = wire::request_framing(head.method(), body.size_hint().exact());
         conn.write.clear();
-        wire::encode_head(&mut conn.write, parts, framing);
+        wire::encode_head(&mut conn.write, head, framing);
         let sending = match framing {
             RequestFraming::None | RequestFraming::Length(0) => Sending::bodiless(),
             RequestFraming::Length(_) | RequestFraming::Chunked => Sending {
@@ -189,7 +189,7 @@ where
             framing,
             send_failed: false,
             received_any: false,
-            method_is_head: parts.method == Method::HEAD,
+            method_is_head: *head.method() == Method::HEAD,
         }
     }
 
@@ -313,12 +313,12 @@ where
 
     /// Gives up this exchange before it was answered, and starts its request again on `conn`:
     /// `None` when the request has a body ([`Exchange::can_resend`]), which cannot be sent twice.
-    pub fn resend_on(self, mut conn: Connection, parts: &http::request::Parts) -> Option<Self> {
+    pub fn resend_on(self, mut conn: Connection, head: &impl RequestHead) -> Option<Self> {
         if !self.can_resend() {
             return None;
         }
         conn.write.clear();
-        wire::encode_head(&mut conn.write, parts, self.framing);
+        wire::encode_head(&mut conn.write, head, self.framing);
         Some(Self {
             conn,
             sending: Some(Sending::bodiless()),

@@ -2,9 +2,14 @@
 //! heads parsed and bodies delimited. Pure functions over buffers, so every rule is tested (and
 //! fuzzed, `fuzz/fuzz_targets/upstream_response.rs`) without a socket.
 
+use std::fmt::Write as _;
+use std::mem::MaybeUninit;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version};
+use http::uri::PathAndQuery;
+use http::{Method, StatusCode};
+use smallvec::SmallVec;
 
 use crate::Error;
 
@@ -34,30 +39,118 @@ pub fn request_framing(method: &Method, exact: Option<u64>) -> RequestFraming {
     }
 }
 
-/// Writes the request line and header section. The body's framing headers are this client's:
-/// any the request carries are replaced.
-pub fn encode_head(dst: &mut BytesMut, parts: &http::request::Parts, framing: RequestFraming) {
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    dst.reserve(64 + target.len() + parts.headers.len() * 32);
-    dst.put_slice(parts.method.as_str().as_bytes());
+/// A request head as this client writes it.
+///
+/// The fields that run the connection (RFC 9110 §7.6.1) and the body's framing are this
+/// client's: it keeps the connection alive, writes `Content-Length` or `Transfer-Encoding`
+/// from the body, and leaves out any of them the head gives. A proxy writes the client's
+/// fields and its own straight into the head, without building a second header map.
+pub trait RequestHead {
+    fn method(&self) -> &Method;
+    /// The request target in origin form; `None` is `/`.
+    fn target(&self) -> Option<&PathAndQuery>;
+    /// Writes the header fields, with [`Fields::push`] and its kin.
+    fn write_fields(&self, fields: &mut Fields<'_>);
+}
+
+/// A request as `http` holds it: its URI's path and query, and its headers as they are.
+impl RequestHead for http::request::Parts {
+    fn method(&self) -> &Method {
+        &self.method
+    }
+
+    fn target(&self) -> Option<&PathAndQuery> {
+        self.uri.path_and_query()
+    }
+
+    fn write_fields(&self, fields: &mut Fields<'_>) {
+        for (name, value) in &self.headers {
+            fields.push(name, value);
+        }
+    }
+}
+
+/// The header section being written. Names and values come typed, so nothing a caller
+/// passes can end a line early.
+pub struct Fields<'b> {
+    dst: &'b mut BytesMut,
+}
+
+impl Fields<'_> {
+    /// Writes `name: value`, unless `name` is one of the connection's own fields.
+    pub fn push(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if self.start(name) {
+            self.dst.put_slice(value.as_bytes());
+            self.dst.put_slice(b"\r\n");
+        }
+    }
+
+    /// Writes one field whose value is the list of `values` (RFC 9110 §5.3): how a proxy
+    /// appends to a list a client sent over several lines.
+    pub fn push_list<'v>(
+        &mut self,
+        name: &HeaderName,
+        values: impl IntoIterator<Item = &'v HeaderValue>,
+    ) {
+        if self.start(name) {
+            for (i, value) in values.into_iter().enumerate() {
+                if i > 0 {
+                    self.dst.put_slice(b", ");
+                }
+                self.dst.put_slice(value.as_bytes());
+            }
+            self.dst.put_slice(b"\r\n");
+        }
+    }
+
+    /// Writes `name: value` for a value cut from others, such as a host without its port.
+    /// It is checked as a header value is, and left out if it is not one.
+    pub fn push_str(&mut self, name: &HeaderName, value: &str) {
+        let valid = value
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+        if valid && self.start(name) {
+            self.dst.put_slice(value.as_bytes());
+            self.dst.put_slice(b"\r\n");
+        }
+    }
+
+    fn start(&mut self, name: &HeaderName) -> bool {
+        if is_connection_field(name) {
+            return false;
+        }
+        self.dst.put_slice(name.as_str().as_bytes());
+        self.dst.put_slice(b": ");
+        true
+    }
+}
+
+/// The fields of one connection rather than of the message (RFC 9110 §7.6.1), and the body's
+/// framing: this client sets them, and no head passes them through.
+pub fn is_connection_field(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::CONTENT_LENGTH
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::UPGRADE
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
+/// Writes the request line and header section, and the framing of the body.
+pub fn encode_head(dst: &mut BytesMut, head: &impl RequestHead, framing: RequestFraming) {
+    let target = head.target().map_or("/", PathAndQuery::as_str);
+    dst.reserve(512 + target.len());
+    dst.put_slice(head.method().as_str().as_bytes());
     dst.put_u8(b' ');
     dst.put_slice(target.as_bytes());
     dst.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        dst.put_slice(name.as_str().as_bytes());
-        dst.put_slice(b": ");
-        dst.put_slice(value.as_bytes());
-        dst.put_slice(b"\r\n");
-    }
+    head.write_fields(&mut Fields { dst: &mut *dst });
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(length) => {
-            dst.put_slice(b"content-length: ");
-            dst.put_slice(length.to_string().as_bytes());
-            dst.put_slice(b"\r\n");
+            // Writing into a `BytesMut` cannot fail: it grows.
+            let _ = write!(dst, "content-length: {length}\r\n");
         }
         RequestFraming::Chunked => dst.put_slice(b"transfer-encoding: chunked\r\n"),
     }
@@ -68,6 +161,8 @@ pub fn encode_head(dst: &mut BytesMut, parts: &http::request::Parts, framing: Re
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
+    /// The end-to-end fields. The connection's own ([`is_connection_field`], and any field
+    /// `Connection` names) were this client's to act on, and go no further.
     pub headers: HeaderMap,
     pub framing: ResponseFraming,
     /// The connection can carry another request after this response.
@@ -85,16 +180,52 @@ pub enum ResponseFraming {
     UntilClose,
 }
 
+/// Where a field's name and value lie in the bytes read.
+#[derive(Clone, Copy)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// What the connection's own fields of a response say.
+#[derive(Default)]
+struct ConnectionFields {
+    /// The last `Transfer-Encoding` line: its final coding decides the framing.
+    transfer_encoding: Option<Bytes>,
+    /// The `Connection` lines.
+    connection: SmallVec<[Bytes; 2]>,
+}
+
+impl ConnectionFields {
+    fn connection_has(&self, token: &str) -> bool {
+        self.connection_tokens()
+            .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    fn connection_tokens(&self) -> impl Iterator<Item = &[u8]> {
+        self.connection
+            .iter()
+            .flat_map(|line| line.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+    }
+}
+
 /// Parses a response head from the front of `buf`, taking it out; `None` while it is
 /// incomplete. Header values share the bytes read, without a copy.
 pub fn parse_head(buf: &mut BytesMut, request_was_head: bool) -> Result<Option<Head>, Error> {
-    // Where each name and value lies in `buf`: the parser borrows `buf`, which must be cut
-    // before the values can share it.
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let (length, code, minor_version, count) = {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut slots);
-        let length = match response.parse(buf) {
+    // The parser borrows `buf`, which must be cut before the values can share it: where each
+    // field lies is noted first. Neither array is written before it is used, so a response
+    // costs no clearing of room for a hundred fields.
+    let mut spans: SmallVec<[Span; 24]> = SmallVec::new();
+    let (length, code, minor_version) = {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut slots,
+        );
+        let length = match parsed {
             Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD => length,
             Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
             Ok(_) => return Err(Error::HeadTooLarge),
@@ -104,42 +235,53 @@ pub fn parse_head(buf: &mut BytesMut, request_was_head: bool) -> Result<Option<H
             Err(_) => return Err(Error::Malformed("invalid response head")),
         };
         let start = buf.as_ptr() as usize;
-        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-            let name = field.name.as_ptr() as usize - start;
-            let value = field.value.as_ptr() as usize - start;
-            *span = (
-                name,
-                name + field.name.len(),
-                value,
-                value + field.value.len(),
-            );
-        }
+        // Offsets fit in u32: the head is at most `MAX_HEAD` long.
+        let offset = |field: &[u8]| (field.as_ptr() as usize - start) as u32;
+        spans.extend(response.headers.iter().map(|field| Span {
+            name: (offset(field.name.as_bytes()), field.name.len() as u32),
+            value: (offset(field.value), field.value.len() as u32),
+        }));
         let code = response.code.ok_or(Error::Malformed("no status code"))?;
         let minor = response.version.ok_or(Error::Malformed("no version"))?;
-        (length, code, minor, response.headers.len())
+        (length, code, minor)
     };
     let head = buf.split_to(length).freeze();
 
     let status = StatusCode::from_u16(code).map_err(|_| Error::Malformed("invalid status"))?;
-    let version = if minor_version == 0 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name_start..name_end])
-            .map_err(|_| Error::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
-            .map_err(|_| Error::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
-
     if status == StatusCode::SWITCHING_PROTOCOLS {
         // The sidecar never asks for an upgrade.
         return Err(Error::Malformed("101 without an upgrade asked for"));
     }
-    let framing = response_framing(status, &headers, request_was_head)?;
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut own = ConnectionFields::default();
+    for span in &spans {
+        let (at, len) = (span.name.0 as usize, span.name.1 as usize);
+        let name = HeaderName::from_bytes(&head[at..at + len])
+            .map_err(|_| Error::Malformed("invalid header name"))?;
+        let (at, len) = (span.value.0 as usize, span.value.1 as usize);
+        let value = head.slice(at..at + len);
+        if name == header::CONNECTION {
+            own.connection.push(value);
+        } else if name == header::TRANSFER_ENCODING {
+            own.transfer_encoding = Some(value);
+        } else if !is_connection_field(&name) || name == header::CONTENT_LENGTH {
+            let value = HeaderValue::from_maybe_shared(value)
+                .map_err(|_| Error::Malformed("invalid header value"))?;
+            headers.append(name, value);
+        }
+    }
+    // Fields `Connection` names belong to the connection too (RFC 9110 §7.6.1). Rare: most
+    // say `keep-alive` or `close`, which name none.
+    for token in own.connection_tokens() {
+        if !token.eq_ignore_ascii_case(b"close")
+            && !token.eq_ignore_ascii_case(b"keep-alive")
+            && let Ok(name) = HeaderName::from_bytes(token)
+        {
+            headers.remove(name);
+        }
+    }
+
+    let framing = response_framing(status, &headers, &own, request_was_head)?;
     if matches!(
         framing,
         ResponseFraming::Chunked | ResponseFraming::UntilClose
@@ -147,9 +289,10 @@ pub fn parse_head(buf: &mut BytesMut, request_was_head: bool) -> Result<Option<H
         // A length beside a transfer coding is not the length of anything (RFC 9112 §6.3).
         headers.remove(header::CONTENT_LENGTH);
     }
-    let keep_alive = match version {
-        Version::HTTP_10 => has_token(&headers, header::CONNECTION, "keep-alive"),
-        _ => !has_token(&headers, header::CONNECTION, "close"),
+    let keep_alive = if minor_version == 0 {
+        own.connection_has("keep-alive")
+    } else {
+        !own.connection_has("close")
     };
     Ok(Some(Head {
         status,
@@ -162,6 +305,7 @@ pub fn parse_head(buf: &mut BytesMut, request_was_head: bool) -> Result<Option<H
 fn response_framing(
     status: StatusCode,
     headers: &HeaderMap,
+    own: &ConnectionFields,
     request_was_head: bool,
 ) -> Result<ResponseFraming, Error> {
     if request_was_head
@@ -171,13 +315,8 @@ fn response_framing(
     {
         return Ok(ResponseFraming::Empty);
     }
-    if let Some(last) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
+    if let Some(last) = &own.transfer_encoding {
         let chunked_last = last
-            .as_bytes()
             .rsplit(|b| *b == b',')
             .next()
             .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
@@ -202,15 +341,6 @@ fn response_framing(
         }
     }
     Ok(length.map_or(ResponseFraming::UntilClose, ResponseFraming::Length))
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
 }
 
 /// Takes a response body out of the bytes read, piece by piece. Pure: fed a buffer, it says
@@ -464,6 +594,33 @@ mod tests {
     }
 
     #[test]
+    fn the_connections_own_fields_are_acted_on_and_go_no_further() {
+        let head = head_of(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\n\
+             X-Private: 1\r\nProxy-Connection: close\r\nTrailer: x-sum\r\nX-Kept: 2\r\n\
+             Content-Length: 3\r\n\r\nabc",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        let mut names: Vec<_> = head.headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "x-kept"]);
+        assert_eq!(head.framing, ResponseFraming::Length(3));
+        assert!(head.keep_alive);
+
+        let head = head_of(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(head.headers.is_empty(), "{:?}", head.headers);
+        assert_eq!(head.framing, ResponseFraming::Chunked);
+        assert!(!head.keep_alive);
+    }
+
+    #[test]
     fn keep_alive_is_the_default_of_1_1_only() {
         let keep = |raw: &str| head_of(raw, false).unwrap().unwrap().keep_alive;
         assert!(keep("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
@@ -574,6 +731,59 @@ mod tests {
         assert_eq!(
             head_for("POST", &[("transfer-encoding", "gzip")], None),
             "POST /event/1?a=b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    /// A proxy's head: the client's fields less `host`, then its own.
+    struct Proxied(http::request::Parts);
+
+    impl RequestHead for Proxied {
+        fn method(&self) -> &Method {
+            &self.0.method
+        }
+
+        fn target(&self) -> Option<&PathAndQuery> {
+            self.0.uri.path_and_query()
+        }
+
+        fn write_fields(&self, fields: &mut Fields<'_>) {
+            for (name, value) in &self.0.headers {
+                if name != header::HOST {
+                    fields.push(name, value);
+                }
+            }
+            let xff = HeaderName::from_static("x-forwarded-for");
+            let me = HeaderValue::from_static("10.0.0.7");
+            let chain = self.0.headers.get_all(&xff).iter();
+            fields.push_list(&xff, chain.chain([&me]));
+            fields.push_str(&header::HOST, "app");
+            fields.push_str(&HeaderName::from_static("x-smuggled"), "a\r\nx-evil: 1");
+            fields.push(&header::CONNECTION, &HeaderValue::from_static("close"));
+        }
+    }
+
+    #[test]
+    fn a_head_writes_its_fields_but_never_the_connections_own() {
+        let request = http::Request::builder()
+            .method("GET")
+            .uri("https://iamhost/event/1?a=b")
+            .header("host", "iamhost")
+            .header("connection", "keep-alive")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("upgrade", "websocket")
+            .header("x-forwarded-for", "1.1.1.1")
+            .header("x-forwarded-for", "2.2.2.2")
+            .header("x-kept", "1")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let mut dst = BytesMut::new();
+        encode_head(&mut dst, &Proxied(parts), RequestFraming::None);
+        assert_eq!(
+            std::str::from_utf8(&dst).unwrap(),
+            "GET /event/1?a=b HTTP/1.1\r\nx-forwarded-for: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n\
+             x-kept: 1\r\nx-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.7\r\nhost: app\r\n\r\n"
         );
     }
 }

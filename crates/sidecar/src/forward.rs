@@ -1,31 +1,29 @@
 //! Forwarding to the application on 127.0.0.1: HTTP/1.1 ([`tollgate_h1`]) over reused
-//! connections ([`crate::pool`]), bodies streamed both ways, hop-by-hop headers dropped, Kong's
-//! `X-Forwarded-*` and identity headers set.
+//! connections ([`crate::pool`]), bodies streamed both ways, the head written straight onto the
+//! wire with hop-by-hop fields dropped and Kong's `X-Forwarded-*` and identity headers set.
 
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{Response, Uri};
 use tokio::time::timeout;
 
 use crate::body::UpstreamBody;
-use crate::gateway::{IdentityHeaders, set_identity};
+use crate::gateway::IdentityHeaders;
 use crate::pool::{Bound, Origin, Pool, PoolMetrics, ReturningBody};
 use tollgate_h1::{self as h1, Exchange};
+use tollgate_oauth::bearer::IDENTITY_HEADERS;
 use tollgate_serve::ConnInfo;
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 pub struct Upstream {
     pool: Arc<Pool>,
@@ -84,12 +82,11 @@ impl Target {
     }
 }
 
-/// Sends `request` to the application over a connection `bound` holds or gets.
-///
-/// Only the I/O is async: the request is built beforehand by [`upstream_request`], so this
-/// future, which hyper moves by value with every request, holds little more than it.
+/// Sends the request `head` describes, with `body`, to the application over a connection
+/// `bound` holds or gets.
 pub async fn send(
-    request: Request<UpstreamBody>,
+    head: &UpstreamHead<'_>,
+    body: UpstreamBody,
     target: Target,
     bound: &Arc<Bound>,
 ) -> Result<Response<ReturningBody>, ForwardError> {
@@ -98,13 +95,12 @@ pub async fn send(
         .checkout(port, target.connect_timeout)
         .await
         .map_err(timed_out)?;
-    let (parts, body) = request.into_parts();
-    let mut exchange = Exchange::new(conn, &parts, body);
+    let mut exchange = Exchange::new(conn, head, body);
     // Kong's `read_timeout` bounds the wait for the response to begin; a timed-out exchange
     // is dropped, and its connection with it.
-    let head = match timeout(target.read_timeout, poll_fn(|cx| exchange.poll_head(cx))).await {
+    let response = match timeout(target.read_timeout, poll_fn(|cx| exchange.poll_head(cx))).await {
         Err(_) => return Err(ForwardError::Timeout),
-        Ok(Ok(head)) => head,
+        Ok(Ok(response)) => response,
         // The application closed a reused keep-alive connection as the request reached it:
         // it did not answer, and an idempotent request without a body goes once more on a new
         // connection, as nginx does.
@@ -112,13 +108,13 @@ pub async fn send(
             if origin == Origin::Reused
                 && exchange.received_nothing()
                 && exchange.can_resend()
-                && parts.method.is_idempotent() =>
+                && head.parts.method.is_idempotent() =>
         {
             let conn = bound
                 .connect(port, target.connect_timeout)
                 .await
                 .map_err(timed_out)?;
-            let resent = exchange.resend_on(conn, &parts);
+            let resent = exchange.resend_on(conn, head);
             exchange = resent.ok_or(h1::Error::ClosedBeforeResponse)?;
             timeout(target.read_timeout, poll_fn(|cx| exchange.poll_head(cx)))
                 .await
@@ -126,13 +122,13 @@ pub async fn send(
         }
         Ok(Err(error)) => return Err(error.into()),
     };
-    let body = exchange.into_body(&head);
-    let mut response = Response::new(ReturningBody::new(body, port, bound.clone()));
-    // The version stays 1.1: it describes the application's hop, not the client's.
-    *response.status_mut() = head.status;
-    *response.headers_mut() = head.headers;
-    remove_hop_by_hop(response.headers_mut());
-    Ok(response)
+    let body = exchange.into_body(&response);
+    // The version stays 1.1: it describes the application's hop, not the client's. The
+    // connection's own fields were tollgate-h1's to act on, and are gone already.
+    let mut forwarded = Response::new(ReturningBody::new(body, port, bound.clone()));
+    *forwarded.status_mut() = response.status;
+    *forwarded.headers_mut() = response.headers;
+    Ok(forwarded)
 }
 
 /// A connect error, with a connect timeout told apart: Kong answers that with 504, not 502.
@@ -171,66 +167,123 @@ impl ForwardedHop {
     }
 }
 
-/// The request the application receives: `path` in origin form, hop-by-hop headers dropped,
-/// `Host` its own address, and the identity and `X-Forwarded-*` headers set.
-pub fn upstream_request(
-    mut parts: http::request::Parts,
-    body: UpstreamBody,
-    host: &HeaderValue,
-    rewritten_path: Option<&str>,
-    identity: &IdentityHeaders<'_>,
-    hop: &ForwardedHop,
-) -> Result<Request<UpstreamBody>, ForwardError> {
-    // Taken before the request is rewritten: they describe what the client asked for.
-    let forwarded_host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-        .and_then(|host| HeaderValue::from_str(without_port(host)).ok());
-    let forwarded_path = HeaderValue::from_str(parts.uri.path()).ok();
-
-    // Origin form on the wire: the connection already names the application. An HTTP/1.1
-    // request whose path the route keeps is in origin form already.
-    if rewritten_path.is_some() || parts.uri.scheme().is_some() {
-        let path = rewritten_path.unwrap_or(parts.uri.path());
-        parts.uri = match parts.uri.query() {
-            Some(query) => Uri::try_from(format!("{path}?{query}")),
-            None => Uri::try_from(path),
-        }
-        .map_err(http::Error::from)?;
-    }
-    parts.version = Version::HTTP_11;
-
-    let headers = &mut parts.headers;
-    remove_hop_by_hop(headers);
-    // Kong does not preserve the client's Host by default: the application sees its own
-    // address, as Kong's balancer sends it.
-    headers.insert(header::HOST, host.clone());
-    set_identity(headers, identity);
-    set_forwarded(headers, hop, forwarded_host, forwarded_path);
-    Ok(Request::from_parts(parts, body))
+/// The head the application receives, written straight onto the wire by [`tollgate_h1`]:
+/// the client's method, path and end-to-end fields, then `Host` as the application's own
+/// address, the identity headers and Kong's `X-Forwarded-*`.
+///
+/// The client's own copies of the fields this hop sets are left out, so the application can
+/// trust them. Nothing is copied into a second header map: the head is written once, from
+/// the client's request and the values the snapshot and the connection hold, as nginx's proxy
+/// module writes its upstream request.
+pub struct UpstreamHead<'r> {
+    pub parts: &'r http::request::Parts,
+    /// The path and query the application receives when the route changes the path
+    /// ([`rewritten_target`]); otherwise the client's.
+    pub rewritten: Option<&'r PathAndQuery>,
+    /// `Host`, as the application on this port receives it ([`upstream_host`]).
+    pub host: &'r HeaderValue,
+    pub identity: &'r IdentityHeaders<'r>,
+    pub hop: &'r ForwardedHop,
 }
 
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them, or only `Connection`: one look at the names is
-    // cheaper than hashing seven.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
+impl h1::RequestHead for UpstreamHead<'_> {
+    fn method(&self) -> &http::Method {
+        &self.parts.method
     }
-    // Headers named in `Connection` are hop-by-hop too. `close` and `keep-alive`, almost
-    // always all it says, name none: the usual message allocates nothing here.
-    let named: Vec<HeaderName> = headers
+
+    fn target(&self) -> Option<&PathAndQuery> {
+        // Origin form on the wire, whatever form the client used: the connection already
+        // names the application.
+        self.rewritten.or(self.parts.uri.path_and_query())
+    }
+
+    fn write_fields(&self, fields: &mut h1::Fields<'_>) {
+        let headers = &self.parts.headers;
+        let named = connection_named(headers);
+        for (name, value) in headers {
+            if !set_by_this_hop(name) && !named.contains(name) {
+                fields.push(name, value);
+            }
+        }
+        // Kong does not preserve the client's Host by default: the application sees its own
+        // address, as Kong's balancer sends it.
+        fields.push(&header::HOST, self.host);
+        for (name, value) in self.identity.iter() {
+            fields.push(name, value);
+        }
+        // Kong's `X-Forwarded-*` and `X-Real-IP`: the client's address is appended to any
+        // `X-Forwarded-For` chain; the others describe this hop and what the client asked for.
+        let hop = self.hop;
+        if let Some(client_ip) = &hop.client_ip {
+            let chain = headers.get_all(X_FORWARDED_FOR);
+            fields.push_list(&X_FORWARDED_FOR, chain.iter().chain([client_ip]));
+            fields.push(&X_REAL_IP, client_ip);
+        }
+        fields.push(&X_FORWARDED_PROTO, &hop.proto);
+        if let Some(host) = requested_host(self.parts) {
+            fields.push_str(&X_FORWARDED_HOST, without_port(host));
+        }
+        fields.push(&X_FORWARDED_PORT, &hop.local_port);
+        fields.push_str(&X_FORWARDED_PATH, self.parts.uri.path());
+    }
+}
+
+/// The path and query the application receives when the route makes its path `path`:
+/// `None` when that is the client's own path.
+pub fn rewritten_target(uri: &Uri, path: &str) -> Result<Option<PathAndQuery>, ForwardError> {
+    if path == uri.path() {
+        return Ok(None);
+    }
+    let target = match uri.query() {
+        Some(query) => PathAndQuery::try_from(format!("{path}?{query}")),
+        None => PathAndQuery::try_from(path),
+    };
+    Ok(Some(target.map_err(http::Error::from)?))
+}
+
+/// Fields the client's own `X-Forwarded-*`, identity headers and `Host` would otherwise
+/// give: this hop sets them.
+fn set_by_this_hop(name: &HeaderName) -> bool {
+    if *name == header::HOST {
+        return true;
+    }
+    // One look at the start settles the usual fields: `authorization`, `accept` and the rest.
+    let name = name.as_str();
+    name.starts_with("x-")
+        && (matches!(
+            name,
+            "x-forwarded-for"
+                | "x-forwarded-proto"
+                | "x-forwarded-host"
+                | "x-forwarded-port"
+                | "x-forwarded-path"
+                | "x-real-ip"
+        ) || IDENTITY_HEADERS
+            .iter()
+            .any(|identity| identity.as_str() == name))
+}
+
+/// Fields the client's `Connection` names: they belong to its connection, not the message
+/// (RFC 9110 §7.6.1). `close` and `keep-alive`, almost always all it says, name none, and
+/// then nothing is allocated.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(str::trim))
         .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
         .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
+        .collect()
+}
+
+/// The host the client asked for: its `Host`, or the authority of an HTTP/2 request.
+fn requested_host(parts: &http::request::Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
 /// `host` without a trailing `:port`.
@@ -241,117 +294,147 @@ fn without_port(host: &str) -> &str {
     }
 }
 
-/// Kong's `X-Forwarded-*` and `X-Real-IP`: the client's address is appended to any
-/// `X-Forwarded-For` chain; the others describe this hop.
-fn set_forwarded(
-    headers: &mut HeaderMap,
-    hop: &ForwardedHop,
-    host: Option<HeaderValue>,
-    path: Option<HeaderValue>,
-) {
-    let Some(client_ip) = &hop.client_ip else {
-        return;
-    };
-    let chain = match headers.get("x-forwarded-for").map(HeaderValue::as_bytes) {
-        Some(existing) => {
-            HeaderValue::from_bytes(&[existing, b", ", client_ip.as_bytes()].concat()).ok()
-        }
-        None => Some(client_ip.clone()),
-    };
-    let mut set = |name: &'static str, value: Option<HeaderValue>| {
-        if let Some(value) = value {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    };
-    set("x-forwarded-for", chain);
-    set("x-real-ip", Some(client_ip.clone()));
-    set("x-forwarded-proto", Some(hop.proto.clone()));
-    set("x-forwarded-host", host);
-    set("x-forwarded-port", Some(hop.local_port.clone()));
-    set("x-forwarded-path", path);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use http_body_util::{Either, Full};
+    use bytes::BytesMut;
+    use h1::wire::{RequestFraming, encode_head};
+    use http::Request;
 
-    #[test]
-    fn the_application_gets_origin_form_its_own_host_and_the_identity() {
-        let client_request = Request::builder()
-            .method("POST")
-            .uri("https://iamhost:8443/event/1?a=b")
-            .header("host", "iamhost:8443")
-            .header("connection", "keep-alive, x-hop")
-            .header("x-hop", "1")
-            .header("x-consumer-username", "forged")
-            .header("x-end-to-end", "kept")
-            .body(())
-            .unwrap();
-        let (parts, ()) = client_request.into_parts();
-        let conn = ConnInfo {
+    fn conn() -> ConnInfo {
+        ConnInfo {
             remote: "10.0.0.7:5555".parse().unwrap(),
             local: "10.0.0.1:8443".parse().unwrap(),
             tls: true,
-        };
+        }
+    }
+
+    fn parts_of(request: http::request::Builder) -> http::request::Parts {
+        request.body(()).unwrap().into_parts().0
+    }
+
+    /// The request line, and each field line as `name: value`, as the application reads them.
+    fn on_the_wire(head: &UpstreamHead<'_>) -> (String, Vec<String>) {
+        let mut dst = BytesMut::new();
+        encode_head(&mut dst, head, RequestFraming::None);
+        let text = String::from_utf8(dst.to_vec()).unwrap();
+        let text = text
+            .strip_suffix("\r\n\r\n")
+            .expect("a head ends with an empty line");
+        let mut lines = text.split("\r\n").map(str::to_owned);
+        let request_line = lines.next().unwrap();
+        (request_line, lines.collect())
+    }
+
+    fn value<'l>(fields: &'l [String], name: &str) -> Vec<&'l str> {
+        fields
+            .iter()
+            .filter_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
+            .collect()
+    }
+
+    #[test]
+    fn the_application_gets_origin_form_its_own_host_and_the_identity() {
+        let parts = parts_of(
+            Request::builder()
+                .method("POST")
+                .uri("https://iamhost:8443/event/1?a=b")
+                .header("host", "iamhost:8443")
+                .header("connection", "keep-alive, x-hop")
+                .header("x-hop", "1")
+                .header("x-consumer-username", "forged")
+                .header("x-forwarded-proto", "forged")
+                .header("x-end-to-end", "kept"),
+        );
         let identity = IdentityHeaders::owned(vec![(
             HeaderName::from_static("x-consumer-username"),
             HeaderValue::from_static("ClientApp"),
         )]);
-        let body = Either::Right(Full::new(Bytes::from_static(b"{}")));
-        let hop = ForwardedHop::new(&conn);
-        let host = upstream_host(52773);
-        let request = upstream_request(parts, body, &host, Some("/1"), &identity, &hop).unwrap();
-
-        assert_eq!(request.uri(), "/1?a=b");
-        assert_eq!(request.version(), Version::HTTP_11);
-        let headers = request.headers();
-        assert_eq!(headers["host"], "127.0.0.1:52773");
-        assert_eq!(headers["x-consumer-username"], "ClientApp");
-        assert_eq!(headers.get_all("x-consumer-username").iter().count(), 1);
-        assert_eq!(headers["x-forwarded-host"], "iamhost");
-        assert_eq!(headers["x-forwarded-path"], "/event/1");
-        assert_eq!(headers["x-end-to-end"], "kept");
-        assert!(!headers.contains_key("connection"));
-        assert!(!headers.contains_key("x-hop"));
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("close, x-secret-hop"),
-        );
-        h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert("x-end-to-end", HeaderValue::from_static("1"));
-        remove_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-end-to-end"));
-    }
-
-    #[test]
-    fn forwarded_headers_describe_the_client() {
-        let conn = ConnInfo {
-            remote: "10.0.0.7:5555".parse().unwrap(),
-            local: "10.0.0.1:8443".parse().unwrap(),
-            tls: true,
+        let rewritten = rewritten_target(&parts.uri, "/1").unwrap();
+        let head = UpstreamHead {
+            parts: &parts,
+            rewritten: rewritten.as_ref(),
+            host: &upstream_host(52773),
+            identity: &identity,
+            hop: &ForwardedHop::new(&conn()),
         };
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
-        let host = HeaderValue::from_static("iamhost");
-        let path = HeaderValue::from_static("/event/1");
-        set_forwarded(&mut h, &ForwardedHop::new(&conn), Some(host), Some(path));
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
-        assert_eq!(h["x-real-ip"], "10.0.0.7");
-        assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "iamhost");
-        assert_eq!(h["x-forwarded-port"], "8443");
-        assert_eq!(h["x-forwarded-path"], "/event/1");
+        let (request_line, fields) = on_the_wire(&head);
+
+        assert_eq!(request_line, "POST /1?a=b HTTP/1.1");
+        assert_eq!(value(&fields, "host"), ["127.0.0.1:52773"]);
+        assert_eq!(value(&fields, "x-consumer-username"), ["ClientApp"]);
+        assert_eq!(value(&fields, "x-forwarded-proto"), ["https"]);
+        assert_eq!(value(&fields, "x-forwarded-host"), ["iamhost"]);
+        assert_eq!(value(&fields, "x-forwarded-port"), ["8443"]);
+        assert_eq!(value(&fields, "x-forwarded-path"), ["/event/1"]);
+        assert_eq!(value(&fields, "x-end-to-end"), ["kept"]);
+        assert!(value(&fields, "connection").is_empty(), "{fields:?}");
+        assert!(value(&fields, "x-hop").is_empty(), "{fields:?}");
+    }
+
+    #[test]
+    fn the_client_address_ends_the_forwarded_for_chain() {
+        let parts = parts_of(
+            Request::builder()
+                .uri("/event/1")
+                .header("host", "iamhost")
+                .header("x-forwarded-for", "1.2.3.4")
+                .header("x-forwarded-for", "5.6.7.8")
+                .header("x-real-ip", "forged"),
+        );
+        let identity = IdentityHeaders::owned(Vec::new());
+        let head = UpstreamHead {
+            parts: &parts,
+            rewritten: None,
+            host: &upstream_host(52773),
+            identity: &identity,
+            hop: &ForwardedHop::new(&conn()),
+        };
+        let (request_line, fields) = on_the_wire(&head);
+        assert_eq!(request_line, "GET /event/1 HTTP/1.1");
+        assert_eq!(
+            value(&fields, "x-forwarded-for"),
+            ["1.2.3.4, 5.6.7.8, 10.0.0.7"]
+        );
+        assert_eq!(value(&fields, "x-real-ip"), ["10.0.0.7"]);
+        assert_eq!(value(&fields, "x-forwarded-host"), ["iamhost"]);
+    }
+
+    #[test]
+    fn client_identity_headers_never_reach_the_application() {
+        let mut request = Request::builder().uri("/").header("x-other", "kept");
+        for name in &IDENTITY_HEADERS {
+            request = request.header(name, "forged");
+        }
+        let parts = parts_of(request);
+        let identity = IdentityHeaders::owned(vec![(
+            HeaderName::from_static("x-consumer-id"),
+            HeaderValue::from_static("real"),
+        )]);
+        let head = UpstreamHead {
+            parts: &parts,
+            rewritten: None,
+            host: &upstream_host(52773),
+            identity: &identity,
+            hop: &ForwardedHop::new(&conn()),
+        };
+        let (_, fields) = on_the_wire(&head);
+        assert!(
+            !fields.iter().any(|line| line.ends_with("forged")),
+            "{fields:?}"
+        );
+        assert_eq!(value(&fields, "x-consumer-id"), ["real"]);
+        assert_eq!(value(&fields, "x-other"), ["kept"]);
+    }
+
+    #[test]
+    fn a_path_the_route_cannot_make_a_target_of_is_an_error() {
+        let uri: Uri = "/event/1?a=b".parse().unwrap();
+        assert_eq!(rewritten_target(&uri, "/event/1").unwrap(), None);
+        assert_eq!(
+            rewritten_target(&uri, "/api/1").unwrap().unwrap(),
+            "/api/1?a=b"
+        );
+        assert!(rewritten_target(&uri, "/a b").is_err());
     }
 }

@@ -14,7 +14,7 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tollgate_api::Snapshot;
 use tollgate_api::snapshot::Service;
-use tollgate_oauth::bearer::{self, IDENTITY_HEADERS};
+use tollgate_oauth::bearer;
 use tollgate_oauth::params::{self, BodyKind};
 use tollgate_oauth::standard::{self, ClientRequest};
 use tollgate_oauth::{AuthorizeRequest, OAuthResponse, Params, TokenRequest, Transport};
@@ -56,7 +56,7 @@ impl<'s> IdentityHeaders<'s> {
         Self { shared: &[], own }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
         self.shared.iter().chain(&self.own)
     }
 }
@@ -430,23 +430,18 @@ impl<S: TokenStore> Gateway<S> {
             }
         }
 
-        // The path the application receives, when the route changes it.
-        let rewritten_path =
-            match upstream_path(service.upstream.path.as_deref(), matched, parts.uri.path()) {
-                Cow::Borrowed(same) if same == parts.uri.path() => None,
-                other => Some(other.into_owned()),
-            };
-        let response = match forward::upstream_request(
-            parts,
-            forwarded_body,
-            &served.upstream_hosts[matched.service],
-            rewritten_path.as_deref(),
-            &identity_headers,
-            &client.forwarded,
-        ) {
-            Ok(request) => {
+        let path = upstream_path(service.upstream.path.as_deref(), matched, parts.uri.path());
+        let response = match forward::rewritten_target(&parts.uri, &path) {
+            Ok(rewritten) => {
+                let head = forward::UpstreamHead {
+                    parts: &parts,
+                    rewritten: rewritten.as_ref(),
+                    host: &served.upstream_hosts[matched.service],
+                    identity: &identity_headers,
+                    hop: &client.forwarded,
+                };
                 let target = forward::Target::of(&service.upstream);
-                forward::send(request, target, &client.upstream).await
+                forward::send(&head, forwarded_body, target, &client.upstream).await
             }
             Err(error) => Err(error),
         };
@@ -558,19 +553,6 @@ fn to_header_values(headers: Vec<(HeaderName, String)>) -> HeaderList {
         .collect()
 }
 
-/// Removes the identity headers a client sent, then sets the gateway's own.
-pub(crate) fn set_identity(headers: &mut HeaderMap, identity: &IdentityHeaders<'_>) {
-    // Clients rarely send these: one look at the names is cheaper than hashing each.
-    if headers.keys().any(|name| IDENTITY_HEADERS.contains(name)) {
-        for name in &IDENTITY_HEADERS {
-            headers.remove(name);
-        }
-    }
-    for (name, value) in identity.iter() {
-        headers.insert(name.clone(), value.clone());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,21 +594,5 @@ mod tests {
         );
         let untouched = Bytes::from_static(b"a=1&&b");
         assert_eq!(strip_form_field(&untouched, "access_token"), untouched);
-    }
-
-    #[test]
-    fn client_identity_headers_are_replaced() {
-        let mut headers = HeaderMap::new();
-        headers.insert("x-consumer-id", HeaderValue::from_static("forged"));
-        headers.insert("x-anonymous-consumer", HeaderValue::from_static("true"));
-        headers.insert("x-other", HeaderValue::from_static("kept"));
-        let identity = IdentityHeaders::owned(vec![(
-            HeaderName::from_static("x-consumer-id"),
-            HeaderValue::from_static("real"),
-        )]);
-        set_identity(&mut headers, &identity);
-        assert_eq!(headers.get("x-consumer-id").unwrap(), "real");
-        assert!(headers.get("x-anonymous-consumer").is_none());
-        assert_eq!(headers.get("x-other").unwrap(), "kept");
     }
 }
