@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::body::{self, ResponseBody};
 use crate::forward::{self, ForwardedHop, Upstream};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome};
 use crate::pool::Bound;
 use crate::routes::{Endpoint, METADATA_PATH, Matched, RouteTable, upstream_path};
 use crate::trusted::TrustedIps;
@@ -38,8 +38,20 @@ pub struct Served {
     /// The identity headers of each application (by id), built once per snapshot rather than
     /// on every request; only the token's own user and scope are added per request.
     credential_headers: HashMap<Uuid, HeaderList>,
-    /// `Host` as each service's application receives it (`127.0.0.1:port`), by service index.
-    upstream_hosts: Vec<HeaderValue>,
+    /// What each service's requests need, by service index.
+    prepared: Vec<PreparedService>,
+}
+
+/// What a service's proxied requests need that its snapshot entry only describes: made once
+/// per snapshot, not once per request.
+#[derive(Debug)]
+struct PreparedService {
+    /// `authHeaderName` as a header name; `None` when it is not one, and no request has it.
+    auth_header: Option<HeaderName>,
+    /// `Host` as its application receives it (`127.0.0.1:port`).
+    upstream_host: HeaderValue,
+    /// Where its application listens, and how long it is waited for.
+    target: forward::Target,
 }
 
 type HeaderList = Vec<(HeaderName, HeaderValue)>;
@@ -102,16 +114,20 @@ impl Served {
                 Some((application.id, headers))
             })
             .collect();
-        let upstream_hosts = snapshot
+        let prepared = snapshot
             .services
             .iter()
-            .map(|service| forward::upstream_host(service.upstream.port))
+            .map(|service| PreparedService {
+                auth_header: HeaderName::try_from(&service.oauth2.auth_header_name).ok(),
+                upstream_host: forward::upstream_host(service.upstream.port),
+                target: forward::Target::of(&service.upstream),
+            })
             .collect();
         Self {
             snapshot,
             routes,
             credential_headers,
-            upstream_hosts,
+            prepared,
         }
     }
 
@@ -198,7 +214,7 @@ impl<S: TokenStore> Gateway<S> {
             _ => (path, false),
         };
         let Some(matched) = served.routes.find(route_path) else {
-            self.metrics.count("no_route");
+            self.metrics.count(Outcome::NoRoute);
             return body::message(StatusCode::NOT_FOUND, "no Route matched with those values");
         };
         let endpoint = if root_metadata {
@@ -228,7 +244,7 @@ impl<S: TokenStore> Gateway<S> {
         prefix: &str,
         conn: &ConnInfo,
     ) -> Response<ResponseBody> {
-        self.metrics.count(endpoint.metric());
+        self.metrics.count(endpoint.outcome());
         let realm = service.oauth2.realm.as_deref();
         if endpoint == Endpoint::Metadata {
             if !matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -338,7 +354,13 @@ impl<S: TokenStore> Gateway<S> {
         // string or a form body (the body wins).
         let mut forwarded_body = Either::Left(incoming);
         let mut form: Option<Bytes> = None;
-        let (token, found_in) = match header_str(&parts.headers, &conf.auth_header_name) {
+        let prepared = &served.prepared[matched.service];
+        let auth_header = prepared
+            .auth_header
+            .as_ref()
+            .and_then(|name| parts.headers.get(name))
+            .and_then(|value| value.to_str().ok());
+        let (token, found_in) = match auth_header {
             Some(value) => (
                 Some(Cow::Borrowed(bearer::token_from_header(value))),
                 FoundIn::Header,
@@ -385,12 +407,12 @@ impl<S: TokenStore> Gateway<S> {
             Ok(identity) => served.identity_headers(&identity),
             Err(refusal) => {
                 if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
-                    self.metrics.count("store_error");
+                    self.metrics.count(Outcome::StoreError);
                     return body::oauth(refusal);
                 }
                 match conf.anonymous.as_deref() {
                     None => {
-                        self.metrics.count("unauthorized");
+                        self.metrics.count(Outcome::Unauthorized);
                         return body::oauth(refusal);
                     }
                     Some(name) => match snapshot.consumer(&service.namespace, name) {
@@ -399,7 +421,7 @@ impl<S: TokenStore> Gateway<S> {
                         )),
                         None => {
                             tracing::error!(service = %service.name, consumer = name, "the anonymous consumer does not exist");
-                            self.metrics.count("anonymous_missing");
+                            self.metrics.count(Outcome::AnonymousMissing);
                             return body::message(
                                 StatusCode::INTERNAL_SERVER_ERROR,
                                 &format!(
@@ -436,23 +458,22 @@ impl<S: TokenStore> Gateway<S> {
                 let head = forward::UpstreamHead {
                     parts: &parts,
                     rewritten: rewritten.as_ref(),
-                    host: &served.upstream_hosts[matched.service],
+                    host: &prepared.upstream_host,
                     identity: &identity_headers,
                     hop: &client.forwarded,
                 };
-                let target = forward::Target::of(&service.upstream);
-                forward::send(&head, forwarded_body, target, &client.upstream).await
+                forward::send(&head, forwarded_body, prepared.target, &client.upstream).await
             }
             Err(error) => Err(error),
         };
         match response {
             Ok(response) => {
-                self.metrics.count("forwarded");
+                self.metrics.count(Outcome::Forwarded);
                 response.map(Either::Right)
             }
             Err(error @ forward::ForwardError::Timeout) => {
                 tracing::warn!(service = %service.name, port = service.upstream.port, %error, "upstream request timed out");
-                self.metrics.count("upstream_timeout");
+                self.metrics.count(Outcome::UpstreamTimeout);
                 body::message(
                     StatusCode::GATEWAY_TIMEOUT,
                     "The upstream server is timing out",
@@ -460,7 +481,7 @@ impl<S: TokenStore> Gateway<S> {
             }
             Err(error) => {
                 tracing::warn!(service = %service.name, port = service.upstream.port, %error, "upstream request failed");
-                self.metrics.count("upstream_error");
+                self.metrics.count(Outcome::UpstreamError);
                 body::message(
                     StatusCode::BAD_GATEWAY,
                     "An invalid response was received from the upstream server",

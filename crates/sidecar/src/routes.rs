@@ -5,6 +5,8 @@ use std::borrow::Cow;
 
 use tollgate_api::Snapshot;
 
+use crate::metrics::Outcome;
+
 /// Routes of a snapshot, longest prefix first so the most specific route wins.
 #[derive(Debug, Default)]
 pub struct RouteTable {
@@ -131,14 +133,14 @@ impl Endpoint {
     }
 
     /// The `outcome` label of requests answered by this endpoint.
-    pub fn metric(self) -> &'static str {
+    pub fn outcome(self) -> Outcome {
         match self {
-            Self::Token => "token_endpoint",
-            Self::Authorize => "authorize_endpoint",
-            Self::Introspect => "introspect_endpoint",
-            Self::Revoke => "revoke_endpoint",
-            Self::Metadata => "metadata_endpoint",
-            Self::Proxy => "forwarded",
+            Self::Token => Outcome::TokenEndpoint,
+            Self::Authorize => Outcome::AuthorizeEndpoint,
+            Self::Introspect => Outcome::IntrospectEndpoint,
+            Self::Revoke => Outcome::RevokeEndpoint,
+            Self::Metadata => Outcome::MetadataEndpoint,
+            Self::Proxy => Outcome::Forwarded,
         }
     }
 }
