@@ -377,6 +377,38 @@ async fn an_idempotent_request_on_a_connection_the_application_just_closed_is_se
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_stops_mid_body_for_read_timeout_fails_the_response() {
+    // Answers each request with a head promising 10 bytes, sends 3, then holds the connection.
+    let (port, accepted) = raw_application(|mut stream| async move {
+        read_request_head(&mut stream).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10\r\n\r\nabc";
+        let _ = stream.write_all(head.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await;
+    let manifests = article_manifests(port, "").replace(
+        &format!("    port: {port}\n"),
+        &format!("    port: {port}\n    readTimeout: 300\n"),
+    );
+    let sidecar = SidecarBuilder::new(manifests).start().await;
+    let token = token(&sidecar).await;
+    for attempt in 1..=2 {
+        let response = sidecar.get_with_token("/event/1", &token).await;
+        // The head had come: the client has its status, and then a body that breaks off
+        // rather than one that never ends.
+        assert_eq!(response.status(), 200, "attempt {attempt}");
+        let error = response
+            .bytes()
+            .await
+            .expect_err("3 of 10 bytes is no body");
+        // The sidecar broke the response off; the client's own 20 s timeout did not.
+        assert!(!error.is_timeout(), "attempt {attempt}: {error:?}");
+    }
+    // The connection that stalled is never used again.
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_that_does_not_answer_in_read_timeout_gets_kongs_504() {
     // Reads each request, then holds the connection without a word.
     let (port, accepted) = raw_application(|mut stream| async move {

@@ -71,8 +71,9 @@ pub struct UpstreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 2147483646))]
     pub connect_timeout: Option<u32>,
-    /// Milliseconds to wait for the backend's response after the request was sent, as
-    /// Kong's `read_timeout` (60000 when unset). When it passes, the client gets 504.
+    /// Milliseconds to wait for the backend's response after the request was sent, and then
+    /// between two reads of its body, as Kong's `read_timeout` (60000 when unset). When it
+    /// passes before the response begins, the client gets 504; later, the response is cut off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 2147483646))]
     pub read_timeout: Option<u32>,

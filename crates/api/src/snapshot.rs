@@ -57,7 +57,8 @@ pub struct Upstream {
     /// Kong's `connect_timeout`, in milliseconds.
     #[serde(default = "default_timeout_ms")]
     pub connect_timeout_ms: u32,
-    /// Kong's `read_timeout`, in milliseconds: how long the response may take to begin.
+    /// Kong's `read_timeout`, in milliseconds: how long the response may take to begin, and
+    /// then each wait for more of its body.
     #[serde(default = "default_timeout_ms")]
     pub read_timeout_ms: u32,
 }

@@ -96,8 +96,9 @@ pub async fn send(
         .await
         .map_err(timed_out)?;
     let mut exchange = Exchange::new(conn, head, body);
-    // Kong's `read_timeout` bounds the wait for the response to begin; a timed-out exchange
-    // is dropped, and its connection with it.
+    // Kong's `read_timeout` bounds the wait for the response to begin, and then each wait for
+    // more of its body (`ReturningBody`). A timed-out exchange is dropped, and its connection
+    // with it.
     let response = match timeout(target.read_timeout, poll_fn(|cx| exchange.poll_head(cx))).await {
         Err(_) => return Err(ForwardError::Timeout),
         Ok(Ok(response)) => response,
@@ -125,7 +126,8 @@ pub async fn send(
     let body = exchange.into_body(&response);
     // The version stays 1.1: it describes the application's hop, not the client's. The
     // connection's own fields were tollgate-h1's to act on, and are gone already.
-    let mut forwarded = Response::new(ReturningBody::new(body, port, bound.clone()));
+    let returning = ReturningBody::new(body, port, bound.clone(), target.read_timeout);
+    let mut forwarded = Response::new(returning);
     *forwarded.status_mut() = response.status;
     *forwarded.headers_mut() = response.headers;
     Ok(forwarded)
