@@ -79,10 +79,10 @@ def run_one(name, url, pid, backends, kind, threads, conns, seconds, headers, bo
     pids = tools.descendants(pid)
     backend_pids = [q for b in backends for q in tools.descendants(b)]
     cpu0, bcpu0, t0 = tools.cpu_seconds(pids), tools.cpu_seconds(backend_pids), time.monotonic()
-    cs0 = tools.ctx_switches(pids)
+    cs0, (idle0, all0) = tools.ctx_switches(pids), tools.machine_ticks()
     w = wrk(url, threads, conns, seconds, headers, body, token)
     cpu1, bcpu1, t1 = tools.cpu_seconds(pids), tools.cpu_seconds(backend_pids), time.monotonic()
-    cs1 = tools.ctx_switches(pids)
+    cs1, (idle1, all1) = tools.ctx_switches(pids), tools.machine_ticks()
     n = max(w["requests"], 1)
     errors = (w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["status_errors"]
               + w["timeouts"])
@@ -95,6 +95,9 @@ def run_one(name, url, pid, backends, kind, threads, conns, seconds, headers, bo
         "cpu_s": cpu1 - cpu0, "cpu_us_per_req": (cpu1 - cpu0) * 1e6 / n,
         "backend_cpu_us_per_req": (bcpu1 - bcpu0) * 1e6 / n,
         "cpu_util": (cpu1 - cpu0) / (t1 - t0),
+        # Of the whole machine (wrk, proxy, upstream, Redis): with every core busy, req/s is
+        # bounded by the machine, not by the proxy.
+        "machine_idle": (idle1 - idle0) / max(all1 - all0, 1),
         "ctx_switches_per_req": (cs1 - cs0) / n,
         "rss_end_kib": tools.rss_kib(tools.descendants(pid)),
     }

@@ -212,12 +212,13 @@ def markdown(agg, labels, order, issue_agg, revocation, goal_rows, info, notes, 
     w("| target | req/s c32 | p50 / p99 c32 (ms) | req/s c256 | p50 / p99 c256 (ms) "
       "| p50 / p99 c1 (µs) | proxy CPU µs/req c32 | c256 | context switches/req c32 "
       "| backends CPU µs/req c32 | new TLS conn/s | proxy CPU µs/new conn "
-      "| RSS as c256 ends / 1 s later (MiB) |")
-    w("|---|" + "---|" * 12)
+      "| RSS as c256 ends / 1 s later (MiB) | proxy busy / machine idle c256 |")
+    w("|---|" + "---|" * 13)
     for t in order:
         g = lambda k, f: get(agg, t, k, f)
         rss, rss_end = g("c256", "rss_kib"), g("c256", "rss_end_kib")
-        w("| %s | %s | %s / %s | %s | %s / %s | %s / %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        busy, idle = g("c256", "cpu_util"), g("c256", "machine_idle")
+        w("| %s | %s | %s / %s | %s | %s / %s | %s / %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             labels.get(t, t), fmt(g("c32", "rps")), ms(g("c32", "p50_us")),
             ms(g("c32", "p99_us")), fmt(g("c256", "rps")), ms(g("c256", "p50_us")),
             ms(g("c256", "p99_us")), fmt(g("c1", "p50_us")), fmt(g("c1", "p99_us")),
@@ -226,7 +227,9 @@ def markdown(agg, labels, order, issue_agg, revocation, goal_rows, info, notes, 
             fmt(g("c32", "backend_cpu_us_per_req"), "{:.1f}"), fmt(g("close", "rps")),
             fmt(g("close", "cpu_us_per_req"), "{:.0f}"),
             "%s / %s" % (fmt(None if rss_end is None else rss_end / 1024, "{:.1f}"),
-                         fmt(None if rss is None else rss / 1024, "{:.1f}"))))
+                         fmt(None if rss is None else rss / 1024, "{:.1f}")),
+            "%s / %s" % (fmt(None if busy is None else busy * 100, "{:.0f}%"),
+                         fmt(None if idle is None else idle * 100, "{:.0f}%"))))
     w("")
     w("### Ratios to nginx (TLS proxy, same run)")
     w("")

@@ -138,6 +138,13 @@ def cpu_seconds(pids):
     return total / CLK_TCK
 
 
+def machine_ticks():
+    """(idle, total) clock ticks of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(t) for t in f.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)  # idle + iowait
+
+
 def rss_kib(pids):
     total = 0
     for pid in pids:
