@@ -377,6 +377,47 @@ async fn an_idempotent_request_on_a_connection_the_application_just_closed_is_se
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_that_does_not_accept_in_connect_timeout_gets_kongs_504() {
+    // A listener that never accepts, its one-place queue already full: Linux drops the SYNs
+    // of any further connect, which then hangs as to an unreachable host.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            queued.push(stream);
+        }
+    }
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+        )
+        .await
+        .is_err(),
+        "the listener's queue must be full for this test to mean anything"
+    );
+
+    let manifests = article_manifests(port, "").replace(
+        &format!("    port: {port}\n"),
+        &format!("    port: {port}\n    connectTimeout: 300\n"),
+    );
+    let sidecar = SidecarBuilder::new(manifests).start().await;
+    let token = token(&sidecar).await;
+    let response = sidecar.get_with_token("/event/1", &token).await;
+    assert_eq!(response.status(), 504);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"message": "The upstream server is timing out"})
+    );
+    drop((listener, queued));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_application_that_stops_mid_body_for_read_timeout_fails_the_response() {
     // Answers each request with a head promising 10 bytes, sends 3, then holds the connection.
     let (port, accepted) = raw_application(|mut stream| async move {
