@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use http::{Request, Response};
 pub use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -103,10 +104,9 @@ pub async fn serve_per_connection<M, H, F, B>(
         };
         let open = memory::OpenConnection::track();
         let handler = for_connection(conn);
-        let service = service_fn(move |request| {
-            let response = handler(request);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
+        // A combinator, not an `async` block: a block that awaits the handler's future keeps
+        // a second copy of it, and hyper moves the whole of it with every request.
+        let service = service_fn(move |request| handler(request).map(Ok::<_, Infallible>));
         let builder = auto::Builder::new(TokioExecutor::new());
         match &acceptor {
             Some(acceptor) => {

@@ -3,11 +3,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures_util::future;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
@@ -25,7 +27,7 @@ use crate::body::{self, ResponseBody};
 use crate::forward::{self, ForwardedHop, Upstream};
 use crate::metrics::{Metrics, Outcome};
 use crate::pool::Bound;
-use crate::routes::{Endpoint, METADATA_PATH, Matched, RouteTable, upstream_path};
+use crate::routes::{Endpoint, METADATA_PATH, RouteTable, upstream_path};
 use crate::trusted::TrustedIps;
 use tollgate_serve::ConnInfo;
 
@@ -71,6 +73,20 @@ impl<'s> IdentityHeaders<'s> {
     pub(crate) fn iter(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
         self.shared.iter().chain(&self.own)
     }
+}
+
+/// The answer to one request, as [`Gateway::handle`] returns it: the proxy path's future
+/// itself, or a boxed one for the rarer rest.
+type AnswerFuture = Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>;
+
+/// What the proxy path needs of a request's route, owned: the route table it came from is
+/// borrowed from the snapshot, which the proxy's future holds.
+#[derive(Debug, Clone, Copy)]
+struct ProxyRoute {
+    /// Index into `Snapshot::services`.
+    service: usize,
+    /// Bytes of the path the route strips before it reaches the application.
+    strip_len: usize,
 }
 
 /// One client connection to the proxy listener, as the gateway sees it.
@@ -200,12 +216,16 @@ impl<S: TokenStore> Gateway<S> {
         }
     }
 
-    pub async fn handle(
-        &self,
+    /// Routes a request and returns the future that answers it.
+    ///
+    /// Routing is done here, before any future exists. A proxied request's future is the
+    /// proxy path's own, not wrapped in one more: hyper moves that future by value for each
+    /// request, and every layer of `async fn` keeps one more copy of the request it was given.
+    pub fn handle(
+        self: &Arc<Self>,
         request: Request<Incoming>,
-        client: &ClientConnection,
-    ) -> Response<ResponseBody> {
-        let conn = &client.info;
+        client: &Arc<ClientConnection>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + use<S> {
         let served = self.served.load_full();
         let path = request.uri().path();
         // RFC 8414's own form puts the route after the well-known path.
@@ -215,23 +235,39 @@ impl<S: TokenStore> Gateway<S> {
         };
         let Some(matched) = served.routes.find(route_path) else {
             self.metrics.count(Outcome::NoRoute);
-            return body::message(StatusCode::NOT_FOUND, "no Route matched with those values");
+            let not_found =
+                body::message(StatusCode::NOT_FOUND, "no Route matched with those values");
+            return future::Either::Right(Box::pin(future::ready(not_found)) as AnswerFuture);
         };
         let endpoint = if root_metadata {
             Endpoint::Metadata
         } else {
             matched.endpoint
         };
-        let service = &served.snapshot.services[matched.service];
         if endpoint == Endpoint::Proxy {
-            return self
-                .proxy(request, &served, service, &matched, client)
-                .await;
+            let route = ProxyRoute {
+                service: matched.service,
+                strip_len: matched.strip_len(),
+            };
+            let (parts, incoming) = request.into_parts();
+            return future::Either::Left(self.clone().proxy(
+                parts,
+                incoming,
+                served,
+                route,
+                client.clone(),
+            ));
         }
         // Boxed: the OAuth endpoints' future holds a body parser and a token issue's Redis
-        // calls. Inline, it would make every proxied request's future as large, and hyper moves
-        // that future by value for each request.
-        Box::pin(self.endpoint(request, &served, service, endpoint, matched.prefix, conn)).await
+        // calls. Inline, it would make every proxied request's future as large.
+        let (gateway, client, service) = (self.clone(), client.clone(), matched.service);
+        let prefix = matched.prefix.to_owned();
+        future::Either::Right(Box::pin(async move {
+            let service = &served.snapshot.services[service];
+            gateway
+                .endpoint(request, &served, service, endpoint, &prefix, &client.info)
+                .await
+        }))
     }
 
     /// Answers the OAuth endpoints and the metadata document.
@@ -339,22 +375,22 @@ impl<S: TokenStore> Gateway<S> {
     }
 
     async fn proxy(
-        &self,
-        request: Request<Incoming>,
-        served: &Served,
-        service: &Service,
-        matched: &Matched<'_>,
-        client: &ClientConnection,
+        self: Arc<Self>,
+        mut parts: http::request::Parts,
+        incoming: Incoming,
+        served: Arc<Served>,
+        route: ProxyRoute,
+        client: Arc<ClientConnection>,
     ) -> Response<ResponseBody> {
+        let service = &served.snapshot.services[route.service];
         let snapshot = &served.snapshot;
         let conf = &service.oauth2;
-        let (mut parts, incoming) = request.into_parts();
 
         // Kong's order: the auth header; only when it is absent, `access_token` in the query
         // string or a form body (the body wins).
         let mut forwarded_body = Either::Left(incoming);
         let mut form: Option<Bytes> = None;
-        let prepared = &served.prepared[matched.service];
+        let prepared = &served.prepared[route.service];
         let auth_header = prepared
             .auth_header
             .as_ref()
@@ -452,7 +488,11 @@ impl<S: TokenStore> Gateway<S> {
             }
         }
 
-        let path = upstream_path(service.upstream.path.as_deref(), matched, parts.uri.path());
+        let path = upstream_path(
+            service.upstream.path.as_deref(),
+            route.strip_len,
+            parts.uri.path(),
+        );
         let response = match forward::rewritten_target(&parts.uri, &path) {
             Ok(rewritten) => {
                 let head = forward::UpstreamHead {

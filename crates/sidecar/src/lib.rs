@@ -83,12 +83,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let gateway_per_connection = |gateway: Arc<Gateway<_>>| {
         move |info| {
             let gateway = gateway.clone();
-            let client = gateway.client_connection(info);
-            move |request| {
-                let gateway = gateway.clone();
-                let client = client.clone();
-                async move { gateway.handle(request, &client).await }
-            }
+            let client = Arc::new(gateway.client_connection(info));
+            move |request| gateway.handle(request, &client)
         }
     };
     let proxy = tokio::spawn(tollgate_serve::serve_per_connection(

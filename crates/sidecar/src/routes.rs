@@ -145,18 +145,22 @@ impl Endpoint {
     }
 }
 
-/// The path the upstream receives: the service's base path, then the request path with the
-/// route prefix removed when `strip_path` is set, as Kong joins them.
-pub fn upstream_path<'p>(
-    base: Option<&'p str>,
-    matched: &Matched<'_>,
-    path: &'p str,
-) -> Cow<'p, str> {
-    let rest = if matched.strip_path && matched.prefix != "/" {
-        &path[matched.prefix.len().min(path.len())..]
-    } else {
-        path
-    };
+impl Matched<'_> {
+    /// Bytes of a matched path the route strips: its prefix when `strip_path` is set.
+    pub fn strip_len(&self) -> usize {
+        if self.strip_path && self.prefix != "/" {
+            self.prefix.len()
+        } else {
+            0
+        }
+    }
+}
+
+/// The path the upstream receives: the service's base path, then the request path without
+/// its first `strip_len` bytes ([`Matched::strip_len`]), as Kong joins them.
+pub fn upstream_path<'p>(base: Option<&'p str>, strip_len: usize, path: &'p str) -> Cow<'p, str> {
+    // A prefix ends at a segment boundary, so `strip_len` is one of `path`'s char boundaries.
+    let rest = path.get(strip_len.min(path.len())..).unwrap_or(path);
     let base = base.unwrap_or("");
     let base = base.strip_suffix('/').unwrap_or(base);
     match (base.is_empty(), rest.is_empty()) {
@@ -227,14 +231,20 @@ mod tests {
     fn upstream_paths_as_kong_joins_them() {
         let t = table(&[("/event", true), ("/keep", false)]);
         let strip = t.find("/event/1").unwrap();
-        assert_eq!(upstream_path(None, &strip, "/event/1"), "/1");
-        assert_eq!(upstream_path(None, &strip, "/event"), "/");
-        assert_eq!(upstream_path(Some("/api"), &strip, "/event/1"), "/api/1");
-        assert_eq!(upstream_path(Some("/api/"), &strip, "/event"), "/api");
-        let keep = t.find("/keep/1").unwrap();
-        assert_eq!(upstream_path(None, &keep, "/keep/1"), "/keep/1");
+        assert_eq!(upstream_path(None, strip.strip_len(), "/event/1"), "/1");
+        assert_eq!(upstream_path(None, strip.strip_len(), "/event"), "/");
         assert_eq!(
-            upstream_path(Some("/csp/api"), &keep, "/keep/1"),
+            upstream_path(Some("/api"), strip.strip_len(), "/event/1"),
+            "/api/1"
+        );
+        assert_eq!(
+            upstream_path(Some("/api/"), strip.strip_len(), "/event"),
+            "/api"
+        );
+        let keep = t.find("/keep/1").unwrap();
+        assert_eq!(upstream_path(None, keep.strip_len(), "/keep/1"), "/keep/1");
+        assert_eq!(
+            upstream_path(Some("/csp/api"), keep.strip_len(), "/keep/1"),
             "/csp/api/keep/1"
         );
     }
