@@ -44,12 +44,12 @@ fn check_header(value: &str) {
         start <= value.len() && token.len() <= value.len() - start,
         "the token is not a part of the header value"
     );
-    let words: Vec<&str> = value.split_whitespace().collect();
+    let words: Vec<&str> = value.split_ascii_whitespace().collect();
     let has_scheme = matches!(words.as_slice(), [scheme, _]
         if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"));
     if has_scheme {
         assert_eq!(token, words[1]);
-        assert!(!token.is_empty() && !token.contains(char::is_whitespace));
+        assert!(!token.is_empty() && !token.bytes().any(|b| b.is_ascii_whitespace()));
     } else {
         assert_eq!(token, value);
     }

@@ -30,9 +30,11 @@ pub struct Authenticated<'s> {
 }
 
 /// The token in the value of the `authHeaderName` header: the second word of `Bearer X` or
-/// `Token X` (any case), else the whole value, as Kong reads it.
+/// `Token X` (any case), else the whole value, as Kong reads it. Words are split at ASCII
+/// whitespace, as Kong's Lua patterns split them; a header value read as text is ASCII anyway,
+/// and the ASCII split is several times cheaper than the Unicode one on every request.
 pub fn token_from_header(value: &str) -> &str {
-    let mut words = value.split_whitespace();
+    let mut words = value.split_ascii_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some(scheme), Some(token), None)
             if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") =>
@@ -180,6 +182,7 @@ mod tests {
         assert_eq!(token_from_header("bearer abc"), "abc");
         assert_eq!(token_from_header("TOKEN abc"), "abc");
         assert_eq!(token_from_header("  Bearer   abc  "), "abc");
+        assert_eq!(token_from_header("Bearer\tabc"), "abc");
     }
 
     #[test]
@@ -187,5 +190,7 @@ mod tests {
         assert_eq!(token_from_header("abc"), "abc");
         assert_eq!(token_from_header("Basic abc"), "Basic abc");
         assert_eq!(token_from_header("Bearer a b"), "Bearer a b");
+        // Only ASCII whitespace separates words, as in Kong's Lua patterns.
+        assert_eq!(token_from_header("Bearer\u{a0}abc"), "Bearer\u{a0}abc");
     }
 }
