@@ -1,6 +1,8 @@
 //! The bearer check on every proxied request: where Kong looks for the access token, what it
 //! accepts, and the identity it hands to the upstream.
 
+use std::sync::Arc;
+
 use http::HeaderName;
 use tollgate_api::Snapshot;
 use tollgate_api::snapshot::{Application, Consumer, Service};
@@ -26,7 +28,7 @@ pub const IDENTITY_HEADERS: [HeaderName; 7] = [
 pub struct Authenticated<'s> {
     pub consumer: &'s Consumer,
     pub application: &'s Application,
-    pub record: TokenRecord,
+    pub record: Arc<TokenRecord>,
 }
 
 /// The token in the value of the `authHeaderName` header: the second word of `Bearer X` or
@@ -58,7 +60,7 @@ pub async fn authenticate<'s, S: TokenStore>(
         return Err(OAuthResponse::token_missing(realm));
     };
     let record = store
-        .find_access(&service.namespace, &TokenHash::of(token))
+        .find_access_shared(&service.namespace, &TokenHash::of(token))
         .await
         .map_err(|e| crate::token_endpoint::store_failure(&e))?
         .ok_or_else(|| OAuthResponse::token_invalid(realm))?;
@@ -71,7 +73,7 @@ pub async fn authenticate<'s, S: TokenStore>(
 pub fn check_record<'s>(
     snapshot: &'s Snapshot,
     service: &Service,
-    record: TokenRecord,
+    record: Arc<TokenRecord>,
     now: EpochMillis,
 ) -> Result<Authenticated<'s>, OAuthResponse> {
     let realm = service.oauth2.realm.as_deref();

@@ -2,6 +2,8 @@
 //! token introspection (RFC 7662), token revocation (RFC 7009) and authorization server
 //! metadata (RFC 8414).
 
+use std::sync::Arc;
+
 use http::StatusCode;
 use serde::Serialize;
 use tollgate_api::Snapshot;
@@ -86,7 +88,7 @@ pub async fn introspect<S: TokenStore>(
                 if is_refresh {
                     checked.expires_in = 0;
                 }
-                let Ok(identity) = check_record(snapshot, service, checked, now) else {
+                let Ok(identity) = check_record(snapshot, service, Arc::new(checked), now) else {
                     break;
                 };
                 return OAuthResponse::ok_json(&describe(

@@ -31,7 +31,7 @@ pub struct CachedStore<S> {
 pub struct ValidationCache {
     /// Keyed by the hash alone: 256-bit random tokens do not collide across namespaces, and a
     /// hit is checked against the asking namespace, so the hot path allocates no key.
-    entries: Cache<TokenHash, TokenRecord>,
+    entries: Cache<TokenHash, Arc<TokenRecord>>,
     /// Record id → entry, so this sidecar's own deletes and refreshes evict at once, without
     /// waiting for their message to come back from Redis.
     by_id: Cache<Uuid, TokenHash>,
@@ -158,18 +158,27 @@ impl<S: TokenStore + Clone> TokenStore for CachedStore<S> {
         namespace: &str,
         access: &TokenHash,
     ) -> Result<Option<TokenRecord>, StoreError> {
+        let found = self.find_access_shared(namespace, access).await?;
+        Ok(found.map(Arc::unwrap_or_clone))
+    }
+
+    async fn find_access_shared(
+        &self,
+        namespace: &str,
+        access: &TokenHash,
+    ) -> Result<Option<Arc<TokenRecord>>, StoreError> {
         let Some(cache) = self
             .cache
             .as_ref()
             .filter(|c| c.live.load(Ordering::Acquire))
         else {
-            return self.inner.find_access(namespace, access).await;
+            return self.inner.find_access_shared(namespace, access).await;
         };
         if let Some(record) = cache.entries.get(access) {
             return Ok((record.namespace == namespace).then_some(record));
         }
         let epoch = cache.epoch.load(Ordering::Acquire);
-        let found = self.inner.find_access(namespace, access).await?;
+        let found = self.inner.find_access_shared(namespace, access).await?;
         if let Some(record) = &found
             && cache.live.load(Ordering::Acquire)
             && cache.epoch.load(Ordering::Acquire) == epoch

@@ -18,6 +18,7 @@ mod redis;
 mod revocations;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -129,6 +130,17 @@ pub trait TokenStore: Send + Sync + 'static {
         namespace: &str,
         access: &TokenHash,
     ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    /// [`TokenStore::find_access`], with the record shared rather than owned, for callers
+    /// that only read it. A store that keeps records in memory, such as the sidecar's
+    /// validation cache, hands out its own copy, with no field cloned.
+    fn find_access_shared(
+        &self,
+        namespace: &str,
+        access: &TokenHash,
+    ) -> impl Future<Output = Result<Option<Arc<TokenRecord>>, StoreError>> + Send {
+        async move { Ok(self.find_access(namespace, access).await?.map(Arc::new)) }
+    }
 
     /// The record a live refresh token belongs to.
     fn find_refresh(
