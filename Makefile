@@ -112,6 +112,12 @@ e2e-cluster: test-deps
 bench-controller:
 	$(CARGO) run --release --locked -p tollgate-controller --example propagation
 
+## bench-instructions: user-space instructions per proxied request, counted by valgrind
+## (bench/instructions.sh): the figure of `make bench` that this VM's neighbours cannot move
+.PHONY: bench-instructions
+bench-instructions:
+	CARGO="$(CARGO)" ./bench/instructions.sh
+
 ## bench-micro: cargo's micro-benchmarks (`cargo bench --locked -p tollgate-api`, divan): the
 ## client-secret digest the token endpoint verifies; writes bench/results/micro.md
 .PHONY: bench-micro
