@@ -227,6 +227,18 @@ where
     (port, accepted)
 }
 
+/// The article's sidecar in front of the application on `port`, with `setting` (such as
+/// `readTimeout: 300`) added to its service's `upstream`, and a token for it.
+async fn sidecar_with_upstream(port: u16, setting: &str) -> (Sidecar, String) {
+    let manifests = article_manifests(port, "").replace(
+        &format!("    port: {port}\n"),
+        &format!("    port: {port}\n    {setting}\n"),
+    );
+    let sidecar = SidecarBuilder::new(manifests).start().await;
+    let token = token(&sidecar).await;
+    (sidecar, token)
+}
+
 /// Reads one request head (the sidecar's GETs have no body); false if the peer closed first.
 async fn read_request_head(stream: &mut tokio::net::TcpStream) -> bool {
     let mut received = Vec::new();
@@ -401,12 +413,7 @@ async fn an_application_that_does_not_accept_in_connect_timeout_gets_kongs_504()
         "the listener's queue must be full for this test to mean anything"
     );
 
-    let manifests = article_manifests(port, "").replace(
-        &format!("    port: {port}\n"),
-        &format!("    port: {port}\n    connectTimeout: 300\n"),
-    );
-    let sidecar = SidecarBuilder::new(manifests).start().await;
-    let token = token(&sidecar).await;
+    let (sidecar, token) = sidecar_with_upstream(port, "connectTimeout: 300").await;
     let response = sidecar.get_with_token("/event/1", &token).await;
     assert_eq!(response.status(), 504);
     let body: serde_json::Value = response.json().await.unwrap();
@@ -427,12 +434,7 @@ async fn an_application_that_stops_mid_body_for_read_timeout_fails_the_response(
         tokio::time::sleep(Duration::from_secs(60)).await;
     })
     .await;
-    let manifests = article_manifests(port, "").replace(
-        &format!("    port: {port}\n"),
-        &format!("    port: {port}\n    readTimeout: 300\n"),
-    );
-    let sidecar = SidecarBuilder::new(manifests).start().await;
-    let token = token(&sidecar).await;
+    let (sidecar, token) = sidecar_with_upstream(port, "readTimeout: 300").await;
     for attempt in 1..=2 {
         let response = sidecar.get_with_token("/event/1", &token).await;
         // The head had come: the client has its status, and then a body that breaks off
@@ -457,12 +459,7 @@ async fn an_application_that_does_not_answer_in_read_timeout_gets_kongs_504() {
         tokio::time::sleep(Duration::from_secs(60)).await;
     })
     .await;
-    let manifests = article_manifests(port, "").replace(
-        &format!("    port: {port}\n"),
-        &format!("    port: {port}\n    readTimeout: 300\n"),
-    );
-    let sidecar = SidecarBuilder::new(manifests).start().await;
-    let token = token(&sidecar).await;
+    let (sidecar, token) = sidecar_with_upstream(port, "readTimeout: 300").await;
     for attempt in 1..=2 {
         let response = sidecar.get_with_token("/event/1", &token).await;
         assert_eq!(response.status(), 504, "attempt {attempt}");

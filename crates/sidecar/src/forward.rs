@@ -328,6 +328,20 @@ mod tests {
         (request_line, lines.collect())
     }
 
+    /// The head of `parts` as the application on port 52773 receives it from 10.0.0.7.
+    fn forwarded(
+        parts: &http::request::Parts,
+        identity: &IdentityHeaders<'_>,
+    ) -> (String, Vec<String>) {
+        on_the_wire(&UpstreamHead {
+            parts,
+            rewritten: None,
+            host: &upstream_host(52773),
+            identity,
+            hop: &ForwardedHop::new(&conn()),
+        })
+    }
+
     fn value<'l>(fields: &'l [String], name: &str) -> Vec<&'l str> {
         fields
             .iter()
@@ -384,15 +398,7 @@ mod tests {
                 .header("x-forwarded-for", "5.6.7.8")
                 .header("x-real-ip", "forged"),
         );
-        let identity = IdentityHeaders::owned(Vec::new());
-        let head = UpstreamHead {
-            parts: &parts,
-            rewritten: None,
-            host: &upstream_host(52773),
-            identity: &identity,
-            hop: &ForwardedHop::new(&conn()),
-        };
-        let (request_line, fields) = on_the_wire(&head);
+        let (request_line, fields) = forwarded(&parts, &IdentityHeaders::owned(Vec::new()));
         assert_eq!(request_line, "GET /event/1 HTTP/1.1");
         assert_eq!(
             value(&fields, "x-forwarded-for"),
@@ -413,14 +419,7 @@ mod tests {
             HeaderName::from_static("x-consumer-id"),
             HeaderValue::from_static("real"),
         )]);
-        let head = UpstreamHead {
-            parts: &parts,
-            rewritten: None,
-            host: &upstream_host(52773),
-            identity: &identity,
-            hop: &ForwardedHop::new(&conn()),
-        };
-        let (_, fields) = on_the_wire(&head);
+        let (_, fields) = forwarded(&parts, &identity);
         assert!(
             !fields.iter().any(|line| line.ends_with("forged")),
             "{fields:?}"
