@@ -116,7 +116,8 @@ impl Fields<'_> {
     }
 
     fn start(&mut self, name: &HeaderName) -> bool {
-        if is_connection_field(name) {
+        // The body's length is this client's to write, from the body itself.
+        if is_connection_field(name) || *name == header::CONTENT_LENGTH {
             return false;
         }
         self.dst.put_slice(name.as_str().as_bytes());
@@ -125,11 +126,10 @@ impl Fields<'_> {
     }
 }
 
-/// The fields of one connection rather than of the message (RFC 9110 §7.6.1), and the body's
-/// framing: this client sets them, and no head passes them through.
+/// The fields of one connection rather than of the message (RFC 9110 §7.6.1): this client
+/// acts on them and sets its own, and no head passes them through.
 pub fn is_connection_field(name: &HeaderName) -> bool {
     *name == header::CONNECTION
-        || *name == header::CONTENT_LENGTH
         || *name == header::TRANSFER_ENCODING
         || *name == header::TE
         || *name == header::TRAILER
@@ -264,7 +264,7 @@ pub fn parse_head(buf: &mut BytesMut, request_was_head: bool) -> Result<Option<H
             own.connection.push(value);
         } else if name == header::TRANSFER_ENCODING {
             own.transfer_encoding = Some(value);
-        } else if !is_connection_field(&name) || name == header::CONTENT_LENGTH {
+        } else if !is_connection_field(&name) {
             let value = HeaderValue::from_maybe_shared(value)
                 .map_err(|_| Error::Malformed("invalid header value"))?;
             headers.append(name, value);
