@@ -56,6 +56,14 @@ struct PreparedService {
     target: forward::Target,
 }
 
+impl PreparedService {
+    /// The value of the service's `authHeaderName` header in `headers`, when it is text.
+    fn auth_header_value<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        let value = headers.get(self.auth_header.as_ref()?)?;
+        value.to_str().ok()
+    }
+}
+
 type HeaderList = Vec<(HeaderName, HeaderValue)>;
 
 /// The identity headers of one request: its application's, built once per snapshot and
@@ -263,7 +271,6 @@ impl<S: TokenStore> Gateway<S> {
         let (gateway, client, service) = (self.clone(), client.clone(), matched.service);
         let prefix = matched.prefix.to_owned();
         future::Either::Right(Box::pin(async move {
-            let service = &served.snapshot.services[service];
             gateway
                 .endpoint(request, &served, service, endpoint, &prefix, &client.info)
                 .await
@@ -275,11 +282,12 @@ impl<S: TokenStore> Gateway<S> {
         &self,
         request: Request<Incoming>,
         served: &Served,
-        service: &Service,
+        service_index: usize,
         endpoint: Endpoint,
         prefix: &str,
         conn: &ConnInfo,
     ) -> Response<ResponseBody> {
+        let service = &served.snapshot.services[service_index];
         self.metrics.count(endpoint.outcome());
         let realm = service.oauth2.realm.as_deref();
         if endpoint == Endpoint::Metadata {
@@ -302,7 +310,7 @@ impl<S: TokenStore> Gateway<S> {
             Ok(params) => params,
             Err(response) => return response,
         };
-        let auth_header = header_str(&parts.headers, &service.oauth2.auth_header_name);
+        let auth_header = served.prepared[service_index].auth_header_value(&parts.headers);
         let snapshot = &served.snapshot;
         let store = &self.store;
         let response = match endpoint {
@@ -391,12 +399,7 @@ impl<S: TokenStore> Gateway<S> {
         let mut forwarded_body = Either::Left(incoming);
         let mut form: Option<Bytes> = None;
         let prepared = &served.prepared[route.service];
-        let auth_header = prepared
-            .auth_header
-            .as_ref()
-            .and_then(|name| parts.headers.get(name))
-            .and_then(|value| value.to_str().ok());
-        let (token, found_in) = match auth_header {
+        let (token, found_in) = match prepared.auth_header_value(&parts.headers) {
             Some(value) => (
                 Some(Cow::Borrowed(bearer::token_from_header(value))),
                 FoundIn::Header,
