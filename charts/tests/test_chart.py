@@ -3,6 +3,7 @@ rendered with the default values and with every option on. Run by `make chart-te
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -327,7 +328,7 @@ def test_with_cert_manager_the_controller_cannot_touch_webhook_configurations():
 def test_token_roles_grant_only_the_admin_api():
     objs = objects()
     assert rules(objs, "ClusterRole", "tollgate-token-admin") == [
-        {"apiGroups": ["oauth.tollgate.dev"], "resources": ["oauth2tokens"], "verbs": ["get", "list", "delete"]}
+        {"apiGroups": ["oauth.tollgate.dev"], "resources": ["oauth2tokens"], "verbs": ["get", "list", "delete", "deletecollection", "create"]}
     ]
     assert rules(objs, "ClusterRole", "tollgate-token-viewer") == [
         {"apiGroups": ["oauth.tollgate.dev"], "resources": ["oauth2tokens"], "verbs": ["get", "list"]}
@@ -428,6 +429,36 @@ def test_the_network_policy_admits_only_8443_to_injected_pods():
     assert ingress[1] == {"ports": [{"port": 9090, "protocol": "TCP"}], "from": ALL_ON["networkPolicy"]["metricsFrom"]}
 
     assert not find(objects({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
+
+
+def test_the_controller_keeps_the_injected_pods_policy_in_every_namespace():
+    objs = objects(ALL_ON)
+    e = env(one(objs, "Deployment", "tollgate-controller"))
+    assert e["TOLLGATE_NETWORK_POLICY_NAME"]["value"] == "tollgate-injected-pods"
+    assert json.loads(e["TOLLGATE_NETWORK_POLICY_PROXY_FROM"]["value"]) == ALL_ON["networkPolicy"]["proxyFrom"]
+    assert json.loads(e["TOLLGATE_NETWORK_POLICY_METRICS_FROM"]["value"]) == ALL_ON["networkPolicy"]["metricsFrom"]
+    cluster = rules(objs, "ClusterRole", "tollgate-controller")
+    assert {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
+            "resourceNames": ["tollgate-injected-pods"], "verbs": ["get", "patch"]} in cluster
+    off = objects({"networkPolicy": {"enabled": False}})
+    assert "TOLLGATE_NETWORK_POLICY_NAME" not in env(one(off, "Deployment", "tollgate-controller"))
+    assert not [r for r in rules(off, "ClusterRole", "tollgate-controller") if "networking.k8s.io" in r["apiGroups"]]
+
+
+def test_the_controllers_network_policy_opens_its_listeners_only():
+    label = re.search(r'pub const LABEL_INJECTED: &str = "([^"]+)"', source("crates/inject/src/lib.rs")).group(1)
+    policy = one(objects(), "NetworkPolicy", "tollgate-controller")
+    assert policy["metadata"]["namespace"] == NS
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "controller"
+    ingress = policy["spec"]["ingress"]
+    assert ingress[0] == {
+        "ports": [{"port": 8090, "protocol": "TCP"}],
+        "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {label: "true"}}}],
+    }
+    assert ingress[1] == {"ports": [{"port": 8444, "protocol": "TCP"}, {"port": 9443, "protocol": "TCP"}]}
+    assert len(ingress) == 2, "metrics only from networkPolicy.metricsFrom"
+    ingress = one(objects(ALL_ON), "NetworkPolicy", "tollgate-controller")["spec"]["ingress"]
+    assert ingress[-1] == {"ports": [{"port": 9090, "protocol": "TCP"}], "from": ALL_ON["networkPolicy"]["metricsFrom"]}
 
 
 # === generated files kept in step ===

@@ -1,19 +1,24 @@
-//! The admin API: paging, get, delete, filters, and its errors.
+//! The admin API: paging, get, delete, filters, and its errors; and what a standalone
+//! sidecar's admin API keeps out of reach: other namespaces' tokens, and everything without
+//! the --admin-token-file token.
 
 use std::collections::HashSet;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::harness::{Sidecar, Store, env};
+use crate::harness::{
+    RedisServer, Sidecar, SidecarBuilder, Store, Upstream, article_manifests, env, tollgate,
+};
 
 crate::both_stores!(
     listing_pages_through_every_token_once,
     get_by_id_and_unknown_ids,
     delete_twice_is_404_the_second_time,
     listing_filters_by_user_and_client,
-    other_namespaces_are_empty,
+    other_namespaces_are_not_served,
     an_exported_iam_token_is_imported_and_works,
     imports_are_checked,
+    the_admin_token_file_guards_every_request,
 );
 
 async fn get_json(sidecar: &Sidecar, path: &str) -> (u16, Value) {
@@ -164,14 +169,169 @@ async fn listing_filters_by_user_and_client(store: Store) {
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
 }
 
-async fn other_namespaces_are_empty(store: Store) {
+async fn other_namespaces_are_not_served(store: Store) {
     let env = env(store, "").await;
     grant_for(&env.sidecar, "1").await;
     let (status, list) = get_json(&env.sidecar, "/kube-system/oauth2_tokens").await;
-    assert_eq!(status, 200);
-    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    assert_eq!(status, 404, "{list}");
+    assert!(
+        list["message"].as_str().unwrap().contains("kube-system"),
+        "{list}"
+    );
     let (status, _) = get_json(&env.sidecar, "/default/consumers").await;
     assert_eq!(status, 404);
+}
+
+/// The article's manifests, every object in `namespace`.
+fn manifests_in(namespace: &str, upstream_port: u16) -> String {
+    article_manifests(upstream_port, "").replace(
+        "metadata:\n  name:",
+        &format!("metadata:\n  namespace: {namespace}\n  name:"),
+    )
+}
+
+/// Two standalone sidecars share one Redis, one configured for `default`, the other for
+/// `team-b`. Whatever reaches the first one's admin API (IRIS, or an SSRF in it) can neither
+/// read, revoke nor mint `team-b`'s tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_namespaces_tokens_are_out_of_reach() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let team_b = manifests_in("team-b", upstream.port);
+    assert!(team_b.contains("namespace: team-b"), "{team_b}");
+    let a = SidecarBuilder::new(article_manifests(upstream.port, ""))
+        .redis(&redis.url())
+        .start()
+        .await;
+    let b = SidecarBuilder::new(team_b)
+        .redis(&redis.url())
+        .start()
+        .await;
+    let victim = grant_for(&b, "victim").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, listed) = get_json(&b, "/team-b/oauth2_tokens").await;
+    assert_eq!(status, 200, "{listed}");
+    let id = listed["data"][0]["id"].as_str().unwrap().to_owned();
+
+    let (status, body) = get_json(&a, "/team-b/oauth2_tokens").await;
+    assert_eq!(status, 404, "listing another namespace: {body}");
+    let (status, body) = get_json(&a, &format!("/team-b/oauth2_tokens/{id}")).await;
+    assert_eq!(status, 404, "getting another namespace's token: {body}");
+    for path in [
+        format!("/team-b/oauth2_tokens/{id}"),
+        "/team-b/oauth2_tokens?authenticated_userid=victim".to_owned(),
+    ] {
+        let response = a.client.delete(a.admin_url(&path)).send().await.unwrap();
+        assert_eq!(response.status(), 404, "DELETE {path}");
+    }
+    // The forged import: any user, any scope, never expiring.
+    let forged = "forged-token-of-my-own-choosing";
+    let response = a
+        .client
+        .post(a.admin_url("/team-b/oauth2_tokens"))
+        .json(&json!({"access_token": forged, "client_id": "clientid",
+                      "authenticated_userid": "admin", "scope": "all", "expires_in": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+
+    assert_eq!(b.get_with_token("/event/1", forged).await.status(), 401);
+    assert_eq!(b.get_with_token("/event/1", &victim).await.status(), 200);
+    assert_eq!(
+        upstream.last().header("x-authenticated-userid"),
+        Some("victim")
+    );
+    let (_, listed) = get_json(&b, "/team-b/oauth2_tokens").await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+}
+
+/// With --admin-token-file, nothing passes without `Authorization: Bearer <token>`: not a
+/// listing, not the forged import.
+async fn the_admin_token_file_guards_every_request(store: Store) {
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "s3cret-admin-token-0123456789\n").unwrap();
+    let mut builder = SidecarBuilder::new(article_manifests(upstream.port, ""))
+        .arg("--admin-token-file")
+        .arg(token_file.to_str().unwrap());
+    let redis = matches!(store, Store::Redis).then(RedisServer::start);
+    if let Some(redis) = &redis {
+        builder = builder.redis(&redis.url());
+    }
+    let sidecar = builder.start().await;
+    grant_for(&sidecar, "1").await;
+    let list = sidecar.admin_url("/default/oauth2_tokens");
+    let forged = "forged-token-of-my-own-choosing";
+    let import = json!({"access_token": forged, "client_id": "clientid",
+                        "authenticated_userid": "admin", "expires_in": 0});
+    for authorization in [
+        None,
+        Some("Bearer wrong-token-0123456789abcdef"),
+        Some("Bearer s3cret-admin-token-012345678"),
+        Some("Basic s3cret-admin-token-0123456789"),
+    ] {
+        let with = |request: reqwest::RequestBuilder| match authorization {
+            Some(value) => request.header("authorization", value),
+            None => request,
+        };
+        let response = with(sidecar.client.get(&list)).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            "Bearer",
+            "{authorization:?}"
+        );
+        let response = with(sidecar.client.post(&list).json(&import))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{authorization:?}");
+    }
+    assert_eq!(
+        sidecar.get_with_token("/event/1", forged).await.status(),
+        401
+    );
+    let response = sidecar
+        .client
+        .get(&list)
+        .bearer_auth("s3cret-admin-token-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"].as_array().unwrap().len(), 1, "{body}");
+    assert!(!sidecar.logs().contains("s3cret-admin-token"));
+}
+
+#[test]
+fn a_bad_admin_token_file_is_one_message_and_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("article.yaml");
+    std::fs::write(&manifests, article_manifests(1, "")).unwrap();
+    let short = dir.path().join("short-token");
+    std::fs::write(&short, "tiny-secret\n").unwrap();
+    let missing = dir.path().join("missing-token");
+    for (file, expected) in [(&short, "at least 16 bytes"), (&missing, "No such file")] {
+        let output = tollgate()
+            .arg("sidecar")
+            .arg("--manifests")
+            .arg(&manifests)
+            .arg("--admin-token-file")
+            .arg(file)
+            .env_remove("TOLLGATE_REDIS_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{stderr}");
+        assert!(stderr.contains("--admin-token-file"), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!stderr.contains("tiny-secret"), "{stderr}");
+    }
 }
 
 async fn an_exported_iam_token_is_imported_and_works(store: Store) {

@@ -628,6 +628,240 @@ subjects: [{{kind: ServiceAccount, name: token-admin, namespace: {ns}}}]
     .await;
 }
 
+/// The controller's admin API, one verb at a time: a ServiceAccount granted only that verb on
+/// oauth2tokens may make exactly the request that needs it, and gets 403 for every other.
+/// Bulk delete and import go through the controller like the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn each_admin_verb_is_granted_alone_by_rbac() {
+    let ns = Namespace::new();
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    apply_ok(&ns.0, &article(upstream.port));
+    let controller = KubeController::start(work.path(), &ns.0, &redis.url()).await;
+    let ns_name = ns.0.clone();
+    eventually(SETTLE, "the application is ready", || {
+        let ready = ready_condition(&ns_name, "oauthapplication/sampleapp", "status");
+        async move { ready == "True" }
+    })
+    .await;
+    let verbs = ["list", "get", "delete", "deletecollection", "create"];
+    let mut rbac = String::new();
+    for verb in verbs {
+        rbac.push_str(&format!(
+            r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: only-{verb}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: only-{verb}}}
+rules:
+- apiGroups: [oauth.tollgate.dev]
+  resources: [oauth2tokens]
+  verbs: [{verb}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: only-{verb}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: only-{verb}}}
+subjects: [{{kind: ServiceAccount, name: only-{verb}, namespace: {ns}}}]
+---
+"#,
+            ns = ns.0
+        ));
+    }
+    apply_ok(&ns.0, &rbac);
+    let token_of = |verb: &str| {
+        kubectl_ok(&["create", "token", &format!("only-{verb}"), "-n", &ns.0])
+            .trim()
+            .to_owned()
+    };
+    let tokens: Vec<(&str, String)> = verbs.iter().map(|v| (*v, token_of(v))).collect();
+    let token = |verb: &str| tokens.iter().find(|(v, _)| *v == verb).unwrap().1.clone();
+
+    let base = format!("/{}/oauth2_tokens", ns.0);
+    let import_body = |access: &str, user: &str| {
+        json!({"access_token": access, "client_id": "clientid",
+               "service_name": "sampleirisservice", "authenticated_userid": user})
+    };
+    let send = |verb: &str, token: &str, id: &str| {
+        let client = &controller.client;
+        let request = match verb {
+            "list" => client.get(controller.admin_url(&base)),
+            "get" => client.get(controller.admin_url(&format!("{base}/{id}"))),
+            "delete" => client.delete(controller.admin_url(&format!("{base}/{id}"))),
+            "deletecollection" => client
+                .delete(controller.admin_url(&format!("{base}?authenticated_userid=bulk-user"))),
+            "create" => client
+                .post(controller.admin_url(&base))
+                .json(&import_body("imported-by-create-0001", "bulk-user")),
+            _ => unreachable!(),
+        };
+        request.bearer_auth(token).send()
+    };
+
+    // Every account is refused every verb but its own.
+    let unknown_id = "0b7c1f0e-58a5-4c4e-9a3c-000000000001";
+    for (holder, held) in &tokens {
+        for verb in verbs {
+            if verb == *holder {
+                continue;
+            }
+            let response = send(verb, held, unknown_id).await.unwrap();
+            assert_eq!(
+                response.status(),
+                403,
+                "{holder} must not {verb}: {:?}",
+                response.text().await
+            );
+        }
+    }
+
+    // create: an import through the controller mints a token the sidecar accepts.
+    let response = send("create", &token("create"), "").await.unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let redis_url = redis.url();
+    let pod_token_0 = pod_token(&ns.0, "iris-0");
+    let sidecar = PodSidecarBuilder::new(
+        &controller.stream_url(),
+        &controller.ca,
+        &ns.0,
+        "iris-0",
+        &pod_token_0,
+        &work.path().join("iris-0.snapshot.json"),
+    )
+    .redis(&redis_url)
+    .start()
+    .await;
+    let response = sidecar
+        .get_with_token("/event/1", "imported-by-create-0001")
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        upstream.last().header("x-authenticated-userid"),
+        Some("bulk-user")
+    );
+
+    // list and get see it.
+    let listed: Value = send("list", &token("list"), "")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = listed["data"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("nothing listed: {listed}"))
+        .to_owned();
+    let response = send("get", &token("get"), &id).await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // deletecollection revokes it with every other token of the user.
+    let response = send("deletecollection", &token("deletecollection"), "")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["deleted"], 1, "{body}");
+    eventually(
+        SETTLE,
+        "the sidecar refuses the bulk-deleted token",
+        || async {
+            sidecar
+                .get_with_token("/event/1", "imported-by-create-0001")
+                .await
+                .status()
+                == 401
+        },
+    )
+    .await;
+
+    // delete, one token by id.
+    let access = sidecar.password_grant().await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let listed: Value = send("list", &token("list"), "")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = listed["data"][0]["id"].as_str().unwrap().to_owned();
+    let response = send("delete", &token("delete"), &id).await.unwrap();
+    assert_eq!(response.status(), 204);
+    eventually(SETTLE, "the sidecar refuses the deleted token", || async {
+        sidecar.get_with_token("/event/1", &access).await.status() == 401
+    })
+    .await;
+}
+
+/// The injected pods' NetworkPolicy appears in a namespace with its first injected pod, made
+/// by the controller with server-side apply; a namespace without one gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn the_network_policy_follows_the_first_injected_pod() {
+    let ns = Namespace::new();
+    let quiet = Namespace::new();
+    let work = tempfile::tempdir().unwrap();
+    let _controller = KubeController::start_with(
+        work.path(),
+        &ns.0,
+        &[
+            "--network-policy-name",
+            "tollgate-e2e-injected-pods",
+            "--network-policy-metrics-from",
+            r#"[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]"#,
+        ],
+    )
+    .await;
+    let policy = |namespace: &str| get(Some(namespace), "networkpolicy/tollgate-e2e-injected-pods");
+    assert!(policy(&ns.0).is_none(), "no injected pod yet");
+    apply_ok(
+        &ns.0,
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: iris-0
+  labels: {app: iris, oauth.tollgate.dev/injected: "true"}
+spec:
+  containers: [{name: iris, image: intersystemsdc/iris-community}]
+"#,
+    );
+    let ns_name = ns.0.clone();
+    eventually(SETTLE, "the NetworkPolicy appears", || {
+        let found = policy(&ns_name).is_some();
+        async move { found }
+    })
+    .await;
+    let made = policy(&ns.0).unwrap();
+    assert_eq!(
+        made["spec"]["podSelector"],
+        json!({"matchLabels": {"oauth.tollgate.dev/injected": "true"}})
+    );
+    assert_eq!(
+        made["spec"]["ingress"][0],
+        json!({"ports": [{"port": 8443, "protocol": "TCP"}]})
+    );
+    assert_eq!(made["spec"]["ingress"][1]["ports"][0]["port"], 9090);
+    let managers = kubectl_ok(&[
+        "get",
+        "networkpolicy/tollgate-e2e-injected-pods",
+        "-n",
+        &ns.0,
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}:{.metadata.managedFields[*].operation}",
+    ]);
+    assert_eq!(managers.trim(), "tollgate-controller:Apply");
+    assert!(
+        policy(&quiet.0).is_none(),
+        "a namespace without injected pods"
+    );
+}
+
 // --- the injection webhook ---
 
 /// Every pod of a webhook test carries this label, valued with the test's run id, and the

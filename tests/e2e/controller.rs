@@ -308,3 +308,105 @@ async fn the_controller_serves_the_injection_webhook_with_its_ca() {
     let ca_json = serde_json::to_string(&ca).unwrap();
     assert!(patch.contains(ca_json.trim_matches('"')), "{patch}");
 }
+
+/// The controller's admin API serves the whole grammar, bulk delete and import included,
+/// behind its token check; a sidecar fed by it serves no admin API at all, unless asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_serves_every_admin_request_and_injected_sidecars_none() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let manifests = work.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    write_manifests(&manifests, &article_manifests(upstream.port, ""));
+    std::fs::write(manifests.join("pods.yaml"), PODS).unwrap();
+    let tokens = work.path().join("tokens");
+    std::fs::write(&tokens, TOKENS).unwrap();
+    let controller = Controller::start(work.path(), &manifests, &tokens, Some(&redis.url())).await;
+    let pod = |name: &str| {
+        PodSidecarBuilder::new(
+            &controller.stream_url(),
+            &controller.ca,
+            "default",
+            name,
+            &format!("token-{name}"),
+            &work.path().join(format!("{name}.snapshot.json")),
+        )
+        .redis(&redis.url())
+    };
+    // As injected: the proxy and metrics listeners only.
+    let injected = pod("iris-0").start().await;
+    assert_eq!(
+        injected.listening_ports(),
+        sorted(&[injected.proxy.port(), injected.metrics.port()]),
+        "{}",
+        injected.logs()
+    );
+    // Asked for explicitly, it is there (so the check above can tell).
+    let asked = pod("iris-1").admin_listen().start().await;
+    assert_eq!(
+        asked.listening_ports(),
+        sorted(&[asked.proxy.port(), asked.metrics.port(), asked.admin.port()])
+    );
+
+    let admin = |method: reqwest::Method, path: &str| {
+        controller
+            .client
+            .request(method, controller.admin_url(path))
+            .bearer_auth("token-iris-0")
+    };
+    // Import through the controller: the token works on the sidecars.
+    let imported = "an-exported-iam-token-0001";
+    let response = admin(reqwest::Method::POST, "/default/oauth2_tokens")
+        .json(
+            &serde_json::json!({"access_token": imported, "client_id": "clientid",
+                                  "service_name": "sampleirisservice",
+                                  "authenticated_userid": "imported-user"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let response = injected.get_with_token("/event/1", imported).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        upstream.last().header("x-authenticated-userid"),
+        Some("imported-user")
+    );
+    // Bulk delete through the controller: the token is refused from then on.
+    let response = admin(
+        reqwest::Method::DELETE,
+        "/default/oauth2_tokens?authenticated_userid=imported-user",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["deleted"], 1, "{body}");
+    eventually(PROPAGATION, "the bulk-deleted token is refused", || async {
+        status_of(&injected, "/event/1", imported).await == 401
+    })
+    .await;
+    // The static token of a pod in `default` has no right in another namespace.
+    let response = admin(reqwest::Method::POST, "/other/oauth2_tokens")
+        .json(&serde_json::json!({"access_token": "x", "client_id": "clientid"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let response = controller
+        .client
+        .post(controller.admin_url("/default/oauth2_tokens"))
+        .json(&serde_json::json!({"access_token": "y", "client_id": "clientid"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+fn sorted(ports: &[u16]) -> Vec<u16> {
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    ports
+}

@@ -357,20 +357,20 @@ struct SidecarLaunch {
 }
 
 impl SidecarLaunch {
-    fn new(http: bool) -> Self {
+    /// Without `admin`, no `--admin-listen` is given, and `Sidecar::admin` is a port nothing
+    /// was told to listen on.
+    fn new(http: bool, admin: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certs = Certs::new(dir.path());
         let log = dir.path().join("sidecar.log");
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        let [proxy, admin, metrics, http_port] = free_ports::<4>().map(addr);
+        let [proxy, admin_addr, metrics, http_port] = free_ports::<4>().map(addr);
         let http = http.then_some(http_port);
         let mut command = tollgate();
         command
             .arg("sidecar")
             .arg("--listen")
             .arg(proxy.to_string())
-            .arg("--admin-listen")
-            .arg(admin.to_string())
             .arg("--metrics-listen")
             .arg(metrics.to_string())
             .arg("--tls-cert")
@@ -386,13 +386,16 @@ impl SidecarLaunch {
         if let Some(http) = http {
             command.arg("--listen-http").arg(http.to_string());
         }
+        if admin {
+            command.arg("--admin-listen").arg(admin_addr.to_string());
+        }
         Self {
             command,
             dir,
             certs,
             log,
             proxy,
-            admin,
+            admin: admin_addr,
             metrics,
             http,
         }
@@ -458,7 +461,7 @@ impl SidecarBuilder {
     }
 
     async fn spawn(&self) -> Result<Sidecar, String> {
-        let mut launch = SidecarLaunch::new(self.listen_http);
+        let mut launch = SidecarLaunch::new(self.listen_http, true);
         let manifests = launch.dir.path().join("manifests.yaml");
         std::fs::write(&manifests, &self.manifests).unwrap();
         let command = &mut launch.command;
@@ -519,6 +522,39 @@ impl Sidecar {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.admin.port())
+    }
+
+    /// The TCP ports the sidecar process listens on, sorted, as the kernel tells it: its
+    /// sockets' inodes matched against the listening ones of /proc/net/tcp and tcp6.
+    pub fn listening_ports(&self) -> Vec<u16> {
+        let fd_dir = format!("/proc/{}/fd", self.child.id());
+        let inodes: std::collections::HashSet<String> = std::fs::read_dir(fd_dir)
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .filter_map(|target| {
+                let target = target.to_string_lossy().into_owned();
+                Some(
+                    target
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .to_owned(),
+                )
+            })
+            .collect();
+        let mut ports = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = std::fs::read_to_string(table).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // local_address is ADDR:PORT in hex, state 0A is LISTEN, field 9 the inode.
+                if fields.len() > 9 && fields[3] == "0A" && inodes.contains(fields[9]) {
+                    let port = fields[1].rsplit(':').next().unwrap();
+                    ports.push(u16::from_str_radix(port, 16).unwrap());
+                }
+            }
+        }
+        ports.sort_unstable();
+        ports
     }
 
     pub fn logs(&self) -> String {
@@ -805,6 +841,7 @@ pub struct PodSidecarBuilder {
     token: String,
     cache: PathBuf,
     redis_url: Option<String>,
+    admin_listen: bool,
 }
 
 impl PodSidecarBuilder {
@@ -824,7 +861,14 @@ impl PodSidecarBuilder {
             token: token.to_owned(),
             cache: cache.to_owned(),
             redis_url: None,
+            admin_listen: false,
         }
+    }
+
+    /// Also give `--admin-listen`, which an injected sidecar never has.
+    pub fn admin_listen(mut self) -> Self {
+        self.admin_listen = true;
+        self
     }
 
     pub fn redis(mut self, url: &str) -> Self {
@@ -834,7 +878,7 @@ impl PodSidecarBuilder {
 
     /// Starts the sidecar without waiting for it to be ready.
     pub fn spawn(&self) -> Sidecar {
-        let mut launch = SidecarLaunch::new(false);
+        let mut launch = SidecarLaunch::new(false, self.admin_listen);
         let token_file = launch.dir.path().join("token");
         std::fs::write(&token_file, format!("{}\n", self.token)).unwrap();
         let command = &mut launch.command;

@@ -18,11 +18,8 @@ use tollgate_api::SecretString;
 
 use crate::index::ObjectRef;
 
-/// The API group whose `oauth2tokens` resource the admin API's rights are checked on.
-pub const ADMIN_GROUP: &str = "oauth.tollgate.dev";
-/// The resource the admin API's rights are checked on: `kubectl create role … --verb=list
-/// --resource=oauth2tokens.oauth.tollgate.dev`.
-pub const ADMIN_RESOURCE: &str = "oauth2tokens";
+/// The resource (and its group) the admin API's rights are checked on.
+pub use tollgate_admin::{ADMIN_GROUP, ADMIN_RESOURCE};
 /// The extra field of a TokenReview naming the pod a token is bound to.
 pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
 
@@ -38,7 +35,7 @@ pub struct Identity {
 /// What the caller wants to do through the admin API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Access {
-    /// `list`, `get` or `delete`.
+    /// `list`, `get`, `delete`, `deletecollection` or `create`.
     pub verb: &'static str,
     pub namespace: String,
     /// The token id, for `get` and `delete`: RBAC `resourceNames` can name it.
@@ -89,6 +86,19 @@ pub struct StaticTokens {
 
 /// The service account name static tokens authenticate as.
 const STATIC_SERVICE_ACCOUNT: &str = "tollgate-static";
+
+// === impl Access ===
+
+impl Access {
+    /// The right an admin request needs.
+    pub fn of(request: &tollgate_admin::AdminRequest) -> Self {
+        Self {
+            verb: request.verb(),
+            namespace: request.namespace().to_owned(),
+            name: request.name().map(str::to_owned),
+        }
+    }
+}
 
 // === impl Identity ===
 

@@ -12,6 +12,8 @@ use tollgate_sidecar::tls::TlsSource;
 use crate::auth::StaticTokens;
 use crate::file_source::{self, Manifests};
 use crate::index::ObjectRef;
+use crate::network_policy::{self, PolicySettings};
+use crate::review_guard::{DEFAULT_REVIEW_CONCURRENCY, DEFAULT_TOKEN_REVIEW_CACHE_SECONDS};
 
 /// The snapshot stream's port (DESIGN.md's port table).
 pub const DEFAULT_STREAM_LISTEN: &str = "0.0.0.0:8090";
@@ -114,6 +116,43 @@ pub struct ControllerArgs {
     #[arg(long, env = "TOLLGATE_WORKER_THREADS", default_value_t = DEFAULT_WORKER_THREADS)]
     pub worker_threads: usize,
 
+    /// Seconds a TokenReview's answer is remembered (under a digest of the token), so a
+    /// caller cannot make the controller ask the API server once per request. 0 remembers
+    /// nothing.
+    #[arg(long, env = "TOLLGATE_TOKEN_REVIEW_CACHE_SECONDS",
+          default_value_t = DEFAULT_TOKEN_REVIEW_CACHE_SECONDS,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub token_review_cache_seconds: u64,
+
+    /// Keep a NetworkPolicy of this name, by server-side apply, in every namespace with
+    /// injected pods: they then accept only :8443 (and :9090 from
+    /// --network-policy-metrics-from). Off when not given.
+    #[arg(
+        long,
+        env = "TOLLGATE_NETWORK_POLICY_NAME",
+        conflicts_with = "manifests"
+    )]
+    pub network_policy_name: Option<String>,
+
+    /// Who may reach injected pods' :8443, a JSON list of NetworkPolicy peers; `[]`: anyone.
+    #[arg(long, env = "TOLLGATE_NETWORK_POLICY_PROXY_FROM", default_value = "[]")]
+    pub network_policy_proxy_from: String,
+
+    /// Who may reach injected pods' :9090, a JSON list of NetworkPolicy peers; `[]`: nobody
+    /// but the node.
+    #[arg(
+        long,
+        env = "TOLLGATE_NETWORK_POLICY_METRICS_FROM",
+        default_value = "[]"
+    )]
+    pub network_policy_metrics_from: String,
+
+    /// TokenReviews and SubjectAccessReviews in flight to the API server at once; more wait.
+    #[arg(long, env = "TOLLGATE_REVIEW_CONCURRENCY",
+          default_value_t = DEFAULT_REVIEW_CONCURRENCY,
+          value_parser = parse_review_concurrency)]
+    pub review_concurrency: usize,
+
     /// The injection webhook.
     #[command(flatten)]
     pub webhook: WebhookArgs,
@@ -164,6 +203,11 @@ pub enum Source {
 
 #[derive(Clone, Debug)]
 pub struct KubeSettings {
+    /// How long a TokenReview's answer is remembered.
+    pub token_review_cache: std::time::Duration,
+    pub review_concurrency: usize,
+    /// The NetworkPolicy kept in namespaces with injected pods, when asked for.
+    pub network_policy: Option<PolicySettings>,
     pub ca_secret: Option<ObjectRef>,
     pub secret_label_selector: String,
     pub pod_label_selector: String,
@@ -211,6 +255,9 @@ impl Config {
                 .or_else(host_name)
                 .unwrap_or_else(|| "tollgate-controller".to_owned());
             Some(Source::Kube(KubeSettings {
+                token_review_cache: std::time::Duration::from_secs(args.token_review_cache_seconds),
+                review_concurrency: args.review_concurrency,
+                network_policy: network_policy_settings(args, &mut errors),
                 ca_secret,
                 secret_label_selector: args.secret_label_selector.clone(),
                 pod_label_selector: args.pod_label_selector.clone(),
@@ -337,6 +384,43 @@ fn load_webhook(args: &ControllerArgs, errors: &mut Vec<String>) -> Option<Webho
         url: flags.webhook_url.clone(),
         inject: inject?,
     })
+}
+
+fn network_policy_settings(
+    args: &ControllerArgs,
+    errors: &mut Vec<String>,
+) -> Option<PolicySettings> {
+    let name = args.network_policy_name.clone()?;
+    let mut peers = |flag: &str, json: &str| {
+        network_policy::parse_peers(flag, json)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default()
+    };
+    let proxy_from = peers(
+        "--network-policy-proxy-from",
+        &args.network_policy_proxy_from,
+    );
+    let metrics_from = peers(
+        "--network-policy-metrics-from",
+        &args.network_policy_metrics_from,
+    );
+    if name.is_empty() {
+        errors.push("--network-policy-name: empty".to_owned());
+    }
+    Some(PolicySettings {
+        name,
+        proxy_from,
+        metrics_from,
+    })
+}
+
+fn parse_review_concurrency(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{value}` is not a number of reviews from 1 to 1024"
+        )),
+    }
 }
 
 fn parse_object_ref(value: &str) -> Result<ObjectRef, String> {

@@ -260,6 +260,15 @@ impl Index {
         }
     }
 
+    /// Everything `namespace` configures, as one snapshot: what an import through the admin
+    /// API is checked against. Empty for a namespace the index does not know.
+    pub fn namespace_snapshot(&self, namespace: &str) -> Snapshot {
+        self.namespaces
+            .get(namespace)
+            .map(|ns| tollgate_api::compile(&ns.resources(None)).snapshot)
+            .unwrap_or_default()
+    }
+
     /// The pod's snapshots, from the current one on; `None` for a pod the index does not know.
     pub fn subscribe(&self, namespace: &str, pod: &str) -> Option<SnapshotRx> {
         let entry = self.namespaces.get(namespace)?.pods.get(pod)?;
@@ -289,6 +298,15 @@ impl Index {
     /// The highest snapshot version handed out so far.
     pub fn latest_version(&self) -> u64 {
         self.version
+    }
+
+    /// The namespaces with at least one injected pod.
+    pub fn namespaces_with_pods(&self) -> BTreeSet<String> {
+        self.namespaces
+            .iter()
+            .filter(|(_, ns)| !ns.pods.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     pub fn pod_count(&self) -> usize {

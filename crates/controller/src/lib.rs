@@ -15,6 +15,8 @@ pub mod file_source;
 pub mod index;
 pub mod kube_source;
 pub mod metrics;
+pub mod network_policy;
+pub mod review_guard;
 pub mod server;
 pub mod status;
 pub mod stream;
@@ -34,6 +36,7 @@ use crate::ca::Ca;
 pub use crate::config::{Config, ConfigErrors, ControllerArgs, Source};
 use crate::index::{Index, SharedIndex};
 use crate::metrics::Metrics;
+use crate::review_guard::GuardedReviewer;
 use crate::stream::StreamServer;
 
 /// Runs the controller until SIGINT or SIGTERM.
@@ -83,6 +86,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             (index, tokens.clone(), tokens, ca)
         }
         Source::Kube(settings) => {
+            let settings_review = (settings.token_review_cache, settings.review_concurrency);
             let client = kube::Client::try_default()
                 .await
                 .context("cannot reach the API server (kubeconfig or in-cluster configuration)")?;
@@ -104,6 +108,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     stopped.clone(),
                 )));
             }
+            if let Some(policy) = settings.network_policy.clone() {
+                tasks.push(tokio::spawn(network_policy::keep_network_policies(
+                    client.clone(),
+                    policy,
+                    index.clone(),
+                    stopped.clone(),
+                )));
+            }
             tasks.extend(kube_source::spawn(
                 client.clone(),
                 settings,
@@ -111,7 +123,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 metrics.clone(),
                 stopped.clone(),
             ));
-            let reviewer = Arc::new(KubeReviewer::new(client));
+            let reviewer = Arc::new(GuardedReviewer::new(
+                Arc::new(KubeReviewer::new(client)),
+                settings_review.0,
+                settings_review.1,
+            ));
             (index, reviewer.clone(), reviewer, ca)
         }
     };
@@ -182,7 +198,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         stopped.clone(),
     ));
-    let admin = Arc::new(AdminServer::new(store, reviewer, access));
+    let configuration = {
+        let index = index.clone();
+        Arc::new(move |namespace: &str| index.lock().namespace_snapshot(namespace))
+    };
+    let admin = Arc::new(AdminServer::new(store, reviewer, access, configuration));
     let mut servers: Vec<_> = webhook.into_iter().collect();
     // Every sidecar holds a stream open here: after a rollout the controller, too, would keep
     // the memory of thousands of closed streams without this.

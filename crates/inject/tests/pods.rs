@@ -789,3 +789,37 @@ fn many_pods_keep_what_they_had() {
         let _: Pod = typed(&after);
     }
 }
+
+/// The controller serves the admin API behind RBAC; an injected sidecar serves none, so the
+/// pod's other containers cannot list, revoke or mint tokens through it.
+#[test]
+fn the_injected_sidecar_is_never_given_an_admin_api() {
+    let mut config = config();
+    config.redis = Some(RedisUrlSource::Url("redis://redis:6379".to_owned()));
+    for annotations in [
+        &[("tollgate.dev/inject", "enabled")][..],
+        &[
+            ("tollgate.dev/inject", "enabled"),
+            ("tollgate.dev/tls-secret", "iris-tls"),
+        ],
+    ] {
+        let pod = injected(
+            &mk_pod("default", "iris-0", annotations),
+            &config,
+            Scope::PodAnnotation,
+        )
+        .unwrap();
+        let sidecar = sidecar(&pod);
+        let args = sidecar.args.unwrap_or_default();
+        assert!(args.iter().all(|a| !a.contains("admin")), "{args:?}");
+        let env = sidecar.env.unwrap_or_default();
+        assert!(env.iter().all(|e| !e.name.contains("ADMIN")), "{env:?}");
+        let ports: Vec<i32> = sidecar
+            .ports
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.container_port)
+            .collect();
+        assert!(!ports.contains(&8444), "{ports:?}");
+    }
+}

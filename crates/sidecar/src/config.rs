@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use tollgate_admin::AdminToken;
 use tollgate_api::Snapshot;
 
 use crate::controller_client::{ControllerSource, ControllerSourceArgs};
@@ -14,7 +15,9 @@ use crate::trusted::TrustedIps;
 
 /// Kong's proxy TLS port, the article's port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
-/// Kong's admin TLS port. Loopback only: the admin API can revoke every token.
+/// Kong's admin TLS port, for a standalone sidecar. Loopback only: the admin API can revoke
+/// every token. A sidecar fed by `--controller` has no admin API unless `--admin-listen` is
+/// given: the controller serves it, behind Kubernetes RBAC.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8444";
 /// Loopback by default; a pod exposes it to the kubelet through its probes.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9090";
@@ -60,9 +63,17 @@ pub struct SidecarArgs {
     )]
     pub trusted_ips: Vec<String>,
 
-    /// Address of the admin API, `/{namespace}/oauth2_tokens` (TLS).
-    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
-    pub admin_listen: SocketAddr,
+    /// Address of the admin API, `/{namespace}/oauth2_tokens` (TLS), serving only the
+    /// namespaces of this sidecar's configuration. Default 127.0.0.1:8444 standalone; with
+    /// --controller, none unless given (the controller serves the admin API).
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// File holding a bearer token the admin API then requires (`Authorization: Bearer …`),
+    /// at least 16 printable characters; a trailing newline is ignored. Without it, anything
+    /// that reaches --admin-listen may use the admin API.
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// Address of `/metrics`, `/healthz` and `/readyz` (plain HTTP).
     #[arg(long, env = "TOLLGATE_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
@@ -114,7 +125,9 @@ pub struct Config {
     pub snapshot: Snapshot,
     pub controller: Option<ControllerSource>,
     pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
+    /// `None`: no admin API (a sidecar fed by the controller, by default).
+    pub admin_listen: Option<SocketAddr>,
+    pub admin_token: Option<AdminToken>,
     pub metrics_listen: SocketAddr,
     pub tls: TlsSource,
     pub redis_url: Option<RedisUrl>,
@@ -168,11 +181,25 @@ impl Config {
             _ => Some(TlsSource::SelfSigned),
         };
 
+        let admin_listen = admin_listen(args.admin_listen, controller.is_some());
+        let admin_token = match (&args.admin_token_file, admin_listen) {
+            (None, _) => None,
+            (Some(_), None) => {
+                errors.push(
+                    "--admin-token-file: there is no admin API to protect: a sidecar fed by --controller serves one only with --admin-listen"
+                        .to_owned(),
+                );
+                None
+            }
+            (Some(path), Some(_)) => AdminToken::load(path).map_err(|e| errors.push(e)).ok(),
+        };
         let mut addresses = vec![
             ("--listen", args.listen),
-            ("--admin-listen", args.admin_listen),
             ("--metrics-listen", args.metrics_listen),
         ];
+        if let Some(admin) = admin_listen {
+            addresses.push(("--admin-listen", admin));
+        }
         if let Some(http) = args.listen_http {
             addresses.push(("--listen-http", http));
         }
@@ -204,7 +231,8 @@ impl Config {
                 snapshot,
                 controller,
                 listen: args.listen,
-                admin_listen: args.admin_listen,
+                admin_listen,
+                admin_token,
                 metrics_listen: args.metrics_listen,
                 tls,
                 redis_url,
@@ -215,6 +243,21 @@ impl Config {
             }),
             _ => Err(ConfigErrors(errors)),
         }
+    }
+}
+
+/// Where the admin API listens: where asked; else Kong's loopback port when standalone, and
+/// nowhere when fed by the controller, whose own admin API checks Kubernetes RBAC. (An
+/// injected pod's other containers must not reach an unauthenticated admin API.)
+pub fn admin_listen(asked: Option<SocketAddr>, controller_fed: bool) -> Option<SocketAddr> {
+    match (asked, controller_fed) {
+        (Some(addr), _) => Some(addr),
+        (None, false) => Some(
+            DEFAULT_ADMIN_LISTEN
+                .parse()
+                .expect("DEFAULT_ADMIN_LISTEN is an address"),
+        ),
+        (None, true) => None,
     }
 }
 
@@ -293,6 +336,18 @@ impl std::fmt::Display for RedisUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_standalone_sidecar_has_an_admin_api_by_default() {
+        let asked: SocketAddr = "127.0.0.1:9444".parse().unwrap();
+        assert_eq!(
+            admin_listen(None, false),
+            Some(DEFAULT_ADMIN_LISTEN.parse().unwrap())
+        );
+        assert_eq!(admin_listen(None, true), None);
+        assert_eq!(admin_listen(Some(asked), true), Some(asked));
+        assert_eq!(admin_listen(Some(asked), false), Some(asked));
+    }
 
     #[test]
     fn redis_url_scheme_is_checked() {

@@ -2,7 +2,6 @@
 //! other request, forwarding to the application on 127.0.0.1, the admin API, and metrics.
 #![forbid(unsafe_code)]
 
-pub mod admin;
 mod body;
 pub mod config;
 pub mod controller_client;
@@ -58,7 +57,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("{flag} {addr}: cannot listen"))
     };
     let proxy_listener = bind("--listen", config.listen).await?;
-    let admin_listener = bind("--admin-listen", config.admin_listen).await?;
+    let admin_listener = match config.admin_listen {
+        Some(addr) => Some(bind("--admin-listen", addr).await?),
+        None => None,
+    };
     let metrics_listener = bind("--metrics-listen", config.metrics_listen).await?;
     let http_listener = match config.listen_http {
         Some(addr) => Some(bind("--listen-http", addr).await?),
@@ -101,7 +103,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             gateway_per_connection(gateway.clone()),
         ))
     });
-    let admin = {
+    let admin_token = config.admin_token.map(Arc::new);
+    let admin = admin_listener.map(|admin_listener| {
         let gateway = gateway.clone();
         tokio::spawn(tollgate_serve::serve(
             admin_listener,
@@ -109,6 +112,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             stopped.clone(),
             move |request, _conn| {
                 let gateway = gateway.clone();
+                let admin_token = admin_token.clone();
                 async move {
                     let (parts, incoming) = request.into_parts();
                     let bytes = match body::read_bounded(incoming).await {
@@ -120,12 +124,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     let now = gateway::now_millis();
                     let store = gateway.store();
                     body::full(
-                        admin::handle_with_config(store, &served.snapshot, &request, now).await,
+                        tollgate_admin::serve_standalone(
+                            store,
+                            &served.snapshot,
+                            admin_token.as_deref(),
+                            &request,
+                            now,
+                        )
+                        .await,
                     )
                 }
             },
         ))
-    };
+    });
     let metrics_server = {
         let metrics = metrics.clone();
         tokio::spawn(tollgate_serve::serve(
@@ -154,7 +165,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!(
         listen = %config.listen,
-        admin = %config.admin_listen,
+        admin = ?config.admin_listen,
         metrics = %config.metrics_listen,
         services = gateway.snapshot().snapshot.services.len(),
         validation_cache = gateway.store().is_enabled(),
@@ -169,9 +180,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(controller) = controller {
         controller.abort();
     }
-    let _ = tokio::join!(proxy, admin, metrics_server, revocations, reclaim, sweep);
-    if let Some(plain) = plain {
-        let _ = plain.await;
+    let _ = tokio::join!(proxy, metrics_server, revocations, reclaim, sweep);
+    for task in [plain, admin].into_iter().flatten() {
+        let _ = task.await;
     }
     tracing::info!("stopped");
     Ok(())

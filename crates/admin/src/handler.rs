@@ -1,12 +1,14 @@
-//! The admin API of the article: `/{namespace}/oauth2_tokens` to list, get and delete tokens,
-//! in Kong's envelope. Token values are never shown: tokens are named by their `id`.
+//! What each admin request does to the token store, in Kong's envelope, once it is routed and
+//! authorised. Token values are never shown: tokens are named by their `id`.
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use tollgate_api::Snapshot;
 use tollgate_store::{ListFilter, StoreError, TokenHash, TokenRecord, TokenStore};
 use uuid::Uuid;
+
+use crate::request::{AdminRequest, Unrouted};
 
 /// Kong's default page size, and its maximum.
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -86,40 +88,56 @@ struct IdRef {
     id: Uuid,
 }
 
-/// Serves one admin request whose body has been read, with the configuration imports are
-/// checked against.
-pub async fn handle_with_config<S: TokenStore>(
+/// Serves one routed admin request, once whoever serves it has authorised it. `body` is the
+/// request's body, read whole; `snapshot` holds the configuration an import is checked
+/// against (only an import reads it).
+pub async fn handle<S: TokenStore>(
     store: &S,
+    request: &AdminRequest,
+    query: Option<&str>,
+    body: &[u8],
     snapshot: &Snapshot,
-    request: &Request<Bytes>,
     now_ms: u64,
 ) -> Response<Bytes> {
-    if request.method() == Method::POST
-        && let Some(namespace) = collection_namespace(request.uri().path())
-    {
-        return match import(store, snapshot, namespace, request.body(), now_ms).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
-        };
+    match route(store, request, query, body, snapshot, now_ms).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
     }
-    handle(store, request).await
 }
 
-/// `/{ns}/oauth2_tokens` (or `/oauth2_tokens`): the namespace of the collection path.
-fn collection_namespace(path: &str) -> Option<&str> {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["oauth2_tokens"] => Some("default"),
-        [namespace, "oauth2_tokens"] => Some(namespace),
-        _ => None,
+/// Kong's 404 or 405 for a request that is not an admin request.
+pub fn unrouted(refusal: Unrouted) -> Response<Bytes> {
+    match refusal {
+        Unrouted::NotFound => AdminError::NotFound,
+        Unrouted::MethodNotAllowed => AdminError::MethodNotAllowed,
     }
+    .into_response()
+}
+
+/// Kong's `{"message": …}` body with `status`.
+pub fn message(status: StatusCode, text: &str) -> Response<Bytes> {
+    #[derive(Serialize)]
+    struct Message<'a> {
+        message: &'a str,
+    }
+    json(status, &Message { message: text })
+}
+
+/// 401 with `WWW-Authenticate: Bearer`, for a request without a valid bearer token.
+pub fn unauthorized() -> Response<Bytes> {
+    let mut response = message(StatusCode::UNAUTHORIZED, "Unauthorized");
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 async fn import<S: TokenStore>(
     store: &S,
     snapshot: &Snapshot,
     namespace: &str,
-    body: &Bytes,
+    body: &[u8],
     now_ms: u64,
 ) -> Result<Response<Bytes>, AdminError> {
     let token: Import = serde_json::from_slice(body)
@@ -224,36 +242,28 @@ async fn import<S: TokenStore>(
     Ok(json(StatusCode::CREATED, &entry(&record)))
 }
 
-/// Serves one admin request.
-pub async fn handle<S: TokenStore, B>(store: &S, request: &Request<B>) -> Response<Bytes> {
-    match route(store, request).await {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
-    }
-}
-
-async fn route<S: TokenStore, B>(
+async fn route<S: TokenStore>(
     store: &S,
-    request: &Request<B>,
+    request: &AdminRequest,
+    query: Option<&str>,
+    body: &[u8],
+    snapshot: &Snapshot,
+    now_ms: u64,
 ) -> Result<Response<Bytes>, AdminError> {
-    let segments: Vec<&str> = request.uri().path().trim_matches('/').split('/').collect();
-    // `/oauth2_tokens` without a workspace is Kong's default workspace.
-    let (namespace, rest) = match segments.as_slice() {
-        ["oauth2_tokens", rest @ ..] => ("default", rest),
-        [namespace, "oauth2_tokens", rest @ ..] => (*namespace, rest),
-        _ => return Err(AdminError::NotFound),
-    };
-    match (request.method(), rest) {
-        (&Method::GET, []) => list(store, namespace, request.uri().query()).await,
-        (&Method::DELETE, []) => bulk_delete(store, namespace, request.uri().query()).await,
-        (&Method::GET, [id]) => {
+    match request {
+        AdminRequest::List { namespace } => list(store, namespace, query).await,
+        AdminRequest::BulkDelete { namespace } => bulk_delete(store, namespace, query).await,
+        AdminRequest::Import { namespace } => {
+            import(store, snapshot, namespace, body, now_ms).await
+        }
+        AdminRequest::Get { namespace, id } => {
             let id = parse_id(id)?;
             let record = store.get(namespace, id).await.map_err(AdminError::Store)?;
             record.map_or(Err(AdminError::NotFound), |r| {
                 Ok(json(StatusCode::OK, &entry(&r)))
             })
         }
-        (&Method::DELETE, [id]) => {
+        AdminRequest::Delete { namespace, id } => {
             let id = parse_id(id)?;
             if store
                 .delete(namespace, id)
@@ -266,8 +276,6 @@ async fn route<S: TokenStore, B>(
                 Err(AdminError::NotFound)
             }
         }
-        (_, [] | [_]) => Err(AdminError::MethodNotAllowed),
-        _ => Err(AdminError::NotFound),
     }
 }
 
@@ -408,11 +416,7 @@ fn empty(status: StatusCode) -> Response<Bytes> {
 
 impl AdminError {
     fn into_response(self) -> Response<Bytes> {
-        #[derive(Serialize)]
-        struct Message<'a> {
-            message: &'a str,
-        }
-        let (status, message) = match &self {
+        let (status, text) = match &self {
             Self::NotFound => (StatusCode::NOT_FOUND, "Not found".to_owned()),
             Self::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -427,6 +431,6 @@ impl AdminError {
                 )
             }
         };
-        json(status, &Message { message: &message })
+        message(status, &text)
     }
 }
