@@ -289,6 +289,7 @@ def test_rbac_writes_only_what_tollgate_owns(values):
         ("ClusterRole", "authentication.k8s.io", "tokenreviews"): ({"create"}, None),
         ("ClusterRole", "authorization.k8s.io", "subjectaccessreviews"): ({"create"}, None),
         ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"): ({"patch"}, ["tollgate"]),
+        ("ClusterRole", "networking.k8s.io", "networkpolicies"): ({"patch"}, ["tollgate-injected-pods"]),
         ("Role", "coordination.k8s.io", "leases"): ({"create", "update"}, None),
         ("Role", "", "secrets"): ({"create"}, None),
     }
