@@ -289,7 +289,7 @@ def test_rbac_writes_only_what_tollgate_owns(values):
         ("ClusterRole", "authentication.k8s.io", "tokenreviews"): ({"create"}, None),
         ("ClusterRole", "authorization.k8s.io", "subjectaccessreviews"): ({"create"}, None),
         ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"): ({"patch"}, ["tollgate"]),
-        ("ClusterRole", "networking.k8s.io", "networkpolicies"): ({"patch"}, ["tollgate-injected-pods"]),
+        ("ClusterRole", "networking.k8s.io", "networkpolicies"): ({"patch", "create"}, ["tollgate-injected-pods"]),
         ("Role", "coordination.k8s.io", "leases"): ({"create", "update"}, None),
         ("Role", "", "secrets"): ({"create"}, None),
     }
@@ -440,7 +440,7 @@ def test_the_controller_keeps_the_injected_pods_policy_in_every_namespace():
     assert json.loads(e["TOLLGATE_NETWORK_POLICY_METRICS_FROM"]["value"]) == ALL_ON["networkPolicy"]["metricsFrom"]
     cluster = rules(objs, "ClusterRole", "tollgate-controller")
     assert {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
-            "resourceNames": ["tollgate-injected-pods"], "verbs": ["get", "patch"]} in cluster
+            "resourceNames": ["tollgate-injected-pods"], "verbs": ["get", "patch", "create"]} in cluster
     off = objects({"networkPolicy": {"enabled": False}})
     assert "TOLLGATE_NETWORK_POLICY_NAME" not in env(one(off, "Deployment", "tollgate-controller"))
     assert not [r for r in rules(off, "ClusterRole", "tollgate-controller") if "networking.k8s.io" in r["apiGroups"]]
