@@ -446,6 +446,28 @@ def test_the_controller_keeps_the_injected_pods_policy_in_every_namespace():
     assert not [r for r in rules(off, "ClusterRole", "tollgate-controller") if "networking.k8s.io" in r["apiGroups"]]
 
 
+def test_watch_namespaces_grants_namespaced_roles_only():
+    objs = objects({"watchNamespaces": ["shop", "billing"]})
+    e = env(one(objs, "Deployment", "tollgate-controller"))
+    assert e["TOLLGATE_WATCH_NAMESPACES"]["value"] == "shop,billing"
+    cluster = rules(objs, "ClusterRole", "tollgate-controller")
+    groups = {g for r in cluster for g in r["apiGroups"]}
+    assert groups == {"authentication.k8s.io", "authorization.k8s.io", "admissionregistration.k8s.io"}
+    roles = [o for o in find(objs, "Role", "tollgate-controller-watch")]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["billing", "shop"]
+    for role in roles:
+        resources = {res for r in role["rules"] for res in r["resources"]}
+        assert {"pods", "secrets", "oauthservices", "oauthservices/status", "networkpolicies"} <= resources
+    bindings = find(objs, "RoleBinding", "tollgate-controller-watch")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["billing", "shop"]
+    assert all(b["subjects"][0]["namespace"] == NS for b in bindings)
+    # The default: one ClusterRole reads everywhere, no watch Roles.
+    objs = objects()
+    assert "TOLLGATE_WATCH_NAMESPACES" not in env(one(objs, "Deployment", "tollgate-controller"))
+    assert not find(objs, "Role", "tollgate-controller-watch")
+    assert {"pods", "secrets"} <= {res for r in rules(objs, "ClusterRole", "tollgate-controller") for res in r["resources"]}
+
+
 def test_the_controllers_network_policy_opens_its_listeners_only():
     label = re.search(r'pub const LABEL_INJECTED: &str = "([^"]+)"', source("crates/inject/src/lib.rs")).group(1)
     policy = one(objects(), "NetworkPolicy", "tollgate-controller")

@@ -180,11 +180,25 @@ impl KubeController {
 
     /// [`KubeController::start`] with other flags instead of `--redis-url`.
     async fn start_with(dir: &Path, namespace: &str, flags: &[&str]) -> Self {
+        Self::start_as(dir, namespace, flags, None).await
+    }
+
+    /// [`KubeController::start_with`], with the credentials of `kubeconfig` when given.
+    async fn start_as(
+        dir: &Path,
+        namespace: &str,
+        flags: &[&str],
+        kubeconfig: Option<&Path>,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let [stream, admin, metrics] = free_ports::<3>();
         let ca = dir.join("controller-ca.pem");
         let log = dir.join("controller.log");
-        let child = tollgate()
+        let mut command = tollgate();
+        if let Some(kubeconfig) = kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let child = command
             .arg("controller")
             .args(["--stream-listen", &format!("127.0.0.1:{stream}")])
             .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
@@ -860,6 +874,156 @@ spec:
         policy(&quiet.0).is_none(),
         "a namespace without injected pods"
     );
+}
+
+/// A kubeconfig for ServiceAccount `account` of `namespace`: the test cluster's server and CA,
+/// with a token of that account.
+fn service_account_kubeconfig(dir: &Path, namespace: &str, account: &str) -> PathBuf {
+    let view = |path: &str| {
+        kubectl_ok(&[
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "-o",
+            &format!("jsonpath={{{path}}}"),
+        ])
+    };
+    let server = view(".clusters[0].cluster.server");
+    let ca = view(".clusters[0].cluster.certificate-authority-data");
+    let token = kubectl_ok(&[
+        "create",
+        "token",
+        account,
+        "-n",
+        namespace,
+        "--duration",
+        "1h",
+    ]);
+    let ca_line = if ca.is_empty() {
+        "insecure-skip-tls-verify: true".to_owned()
+    } else {
+        format!("certificate-authority-data: {ca}")
+    };
+    let path = dir.join(format!("{account}.kubeconfig"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    {ca_line}\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u, namespace: {namespace}}}\ncurrent-context: x\n",
+            token.trim()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// watchNamespaces: a controller holding only the chart's namespaced Role in one namespace
+/// (and the cluster-scoped review rights) watches that namespace alone, becomes ready, and
+/// writes status there; another namespace's objects are never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn watch_namespaces_reads_only_its_namespaces() {
+    let inside = Namespace::new();
+    let outside = Namespace::new();
+    let upstream = Upstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    apply_ok(&inside.0, &article(upstream.port));
+    apply_ok(&outside.0, &article(upstream.port));
+    // The chart's rights with watchNamespaces: a Role of reads in the watched namespace, the
+    // Lease and CA rights in the controller's own, and only the reviews cluster-wide.
+    let reviews = format!("tollgate-e2e-reviews-{}", inside.0);
+    apply_ok(
+        &inside.0,
+        &format!(
+            r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: controller}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: controller-watch}}
+rules:
+- apiGroups: [oauth.tollgate.dev]
+  resources: [oauthservices, consumers, oauthapplications]
+  verbs: [get, list, watch]
+- apiGroups: [oauth.tollgate.dev]
+  resources: [oauthservices/status, consumers/status, oauthapplications/status]
+  verbs: [get, patch]
+- apiGroups: [""]
+  resources: [pods, secrets]
+  verbs: [get, list, watch]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [create, get, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: controller-watch}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: controller-watch}}
+subjects: [{{kind: ServiceAccount, name: controller, namespace: {ns}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {reviews}}}
+rules:
+- apiGroups: [authentication.k8s.io]
+  resources: [tokenreviews]
+  verbs: [create]
+- apiGroups: [authorization.k8s.io]
+  resources: [subjectaccessreviews]
+  verbs: [create]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {reviews}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {reviews}}}
+subjects: [{{kind: ServiceAccount, name: controller, namespace: {ns}}}]
+"#,
+            ns = inside.0
+        ),
+    );
+    let kubeconfig = service_account_kubeconfig(work.path(), &inside.0, "controller");
+    // Without the flag, that account cannot list cluster-wide: the controller never lists.
+    let denied = kubectl(
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "get",
+            "pods",
+            "-n",
+            &outside.0,
+        ],
+        None,
+    );
+    assert!(
+        !denied.status.success(),
+        "the account reads nothing outside"
+    );
+
+    let controller = KubeController::start_as(
+        work.path(),
+        &inside.0,
+        &["--watch-namespaces", &inside.0],
+        Some(&kubeconfig),
+    )
+    .await;
+    let inside_name = inside.0.clone();
+    eventually(SETTLE, "status is written in the watched namespace", || {
+        let ready = ready_condition(&inside_name, "oauthapplication/sampleapp", "status");
+        async move { ready == "True" }
+    })
+    .await;
+    // Status writes took well under SETTLE; the other namespace's objects have none.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        field(&outside.0, "oauthapplication/sampleapp", ".status"),
+        "",
+        "an object outside watchNamespaces was read"
+    );
+    let logs = controller.logs();
+    assert!(!logs.contains("forbidden"), "{logs}");
+    let _ = kubectl(&["delete", "clusterrolebinding", &reviews], None);
+    let _ = kubectl(&["delete", "clusterrole", &reviews], None);
 }
 
 // --- the injection webhook ---

@@ -124,6 +124,16 @@ pub struct ControllerArgs {
           value_parser = clap::value_parser!(u64).range(0..=300))]
     pub token_review_cache_seconds: u64,
 
+    /// Watch only these namespaces (comma-separated), so that namespaced Roles in them are
+    /// all the rights the controller needs to read. Every namespace when not given.
+    #[arg(
+        long,
+        env = "TOLLGATE_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        conflicts_with = "manifests"
+    )]
+    pub watch_namespaces: Vec<String>,
+
     /// Keep a NetworkPolicy of this name, by server-side apply, in every namespace with
     /// injected pods: they then accept only :8443 (and :9090 from
     /// --network-policy-metrics-from). Off when not given.
@@ -208,6 +218,8 @@ pub struct KubeSettings {
     pub review_concurrency: usize,
     /// The NetworkPolicy kept in namespaces with injected pods, when asked for.
     pub network_policy: Option<PolicySettings>,
+    /// Empty: every namespace.
+    pub watch_namespaces: Vec<String>,
     pub ca_secret: Option<ObjectRef>,
     pub secret_label_selector: String,
     pub pod_label_selector: String,
@@ -258,6 +270,7 @@ impl Config {
                 token_review_cache: std::time::Duration::from_secs(args.token_review_cache_seconds),
                 review_concurrency: args.review_concurrency,
                 network_policy: network_policy_settings(args, &mut errors),
+                watch_namespaces: watch_namespaces(&args.watch_namespaces, &mut errors),
                 ca_secret,
                 secret_label_selector: args.secret_label_selector.clone(),
                 pod_label_selector: args.pod_label_selector.clone(),
@@ -412,6 +425,31 @@ fn network_policy_settings(
         proxy_from,
         metrics_from,
     })
+}
+
+/// The namespaces of --watch-namespaces, trimmed, each a DNS label, without repeats.
+fn watch_namespaces(given: &[String], errors: &mut Vec<String>) -> Vec<String> {
+    let mut namespaces: Vec<String> = given
+        .iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    for namespace in &namespaces {
+        let label = (1..=63).contains(&namespace.len())
+            && namespace
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !namespace.starts_with('-')
+            && !namespace.ends_with('-');
+        if !label {
+            errors.push(format!(
+                "--watch-namespaces: `{namespace}` is not a namespace name"
+            ));
+        }
+    }
+    namespaces.sort();
+    namespaces.dedup();
+    namespaces
 }
 
 fn parse_review_concurrency(value: &str) -> Result<usize, String> {

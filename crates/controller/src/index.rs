@@ -189,29 +189,65 @@ impl Index {
 
     /// Replaces every OAuthService with `services` (a watch restarted, or files re-read).
     pub fn reset_services(&mut self, services: Vec<OAuthService>) {
-        self.reset(services);
+        self.reset(None, services);
+    }
+
+    /// Replaces the services of `scope` (every namespace when `None`): one namespace's watch
+    /// relisted leaves the other namespaces' objects alone.
+    pub fn reset_services_in(&mut self, scope: Option<&str>, services: Vec<OAuthService>) {
+        self.reset(scope, services);
     }
 
     pub fn reset_consumers(&mut self, consumers: Vec<Consumer>) {
-        self.reset(consumers);
+        self.reset(None, consumers);
+    }
+
+    /// Replaces the consumers of `scope` (every namespace when `None`): one namespace's watch
+    /// relisted leaves the other namespaces' objects alone.
+    pub fn reset_consumers_in(&mut self, scope: Option<&str>, consumers: Vec<Consumer>) {
+        self.reset(scope, consumers);
     }
 
     pub fn reset_applications(&mut self, applications: Vec<OAuthApplication>) {
-        self.reset(applications);
+        self.reset(None, applications);
+    }
+
+    /// Replaces the applications of `scope` (every namespace when `None`): one namespace's watch
+    /// relisted leaves the other namespaces' objects alone.
+    pub fn reset_applications_in(
+        &mut self,
+        scope: Option<&str>,
+        applications: Vec<OAuthApplication>,
+    ) {
+        self.reset(scope, applications);
     }
 
     pub fn reset_secrets(&mut self, secrets: Vec<Secret>) {
-        self.reset(secrets);
+        self.reset(None, secrets);
+    }
+
+    /// Replaces the secrets of `scope` (every namespace when `None`): one namespace's watch
+    /// relisted leaves the other namespaces' objects alone.
+    pub fn reset_secrets_in(&mut self, scope: Option<&str>, secrets: Vec<Secret>) {
+        self.reset(scope, secrets);
     }
 
     /// Replaces every pod with `pods`. Pods that stay keep their channel.
     pub fn reset_pods(&mut self, pods: &[Pod]) {
+        self.reset_pods_in(None, pods);
+    }
+
+    /// Replaces the pods of `scope` (every namespace when `None`).
+    pub fn reset_pods_in(&mut self, scope: Option<&str>, pods: &[Pod]) {
         let keep: BTreeSet<ObjectRef> = pods
             .iter()
             .filter_map(|p| object_ref(&p.metadata))
             .collect();
         let mut gone = Vec::new();
         for (namespace, ns) in &self.namespaces {
+            if scope.is_some_and(|scope| scope != namespace) {
+                continue;
+            }
             for name in ns.pods.keys() {
                 let object = ObjectRef::new(namespace, name);
                 if !keep.contains(&object) {
@@ -426,14 +462,17 @@ impl Index {
         }
     }
 
-    fn reset<K: Stored>(&mut self, objects: Vec<K>) {
+    fn reset<K: Stored>(&mut self, scope: Option<&str>, objects: Vec<K>) {
         let mut touched = BTreeSet::new();
-        for ns in self.namespaces.values_mut() {
+        for (name, ns) in &mut self.namespaces {
+            if scope.is_some_and(|scope| scope != name) {
+                continue;
+            }
             if !K::map(ns).is_empty() {
                 K::map(ns).clear();
             }
+            touched.insert(name.clone());
         }
-        touched.extend(self.namespaces.keys().cloned());
         for object in objects {
             let Some(key) = object_ref(object.metadata()) else {
                 continue;

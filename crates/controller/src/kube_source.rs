@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -48,8 +48,9 @@ const STATUS_RETRY: Duration = Duration::from_secs(5);
 pub const CA_CERT_KEY: &str = "ca.crt";
 pub const CA_KEY_KEY: &str = "ca.key";
 
-/// The five watches; the controller is ready when each has listed its objects once.
-const WATCHES: u8 = 5;
+/// The five watches per watched scope (the cluster, or each of --watch-namespaces); the
+/// controller is ready when each has listed its objects once.
+const WATCHES_PER_SCOPE: usize = 5;
 
 /// What a replica does with the Lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,61 +71,82 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
-    let synced = Arc::new(AtomicU8::new(0));
+    // The whole cluster, or each namespace of --watch-namespaces (namespaced Roles suffice).
+    let scopes: Vec<Option<String>> = if settings.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings
+            .watch_namespaces
+            .iter()
+            .cloned()
+            .map(Some)
+            .collect()
+    };
     let all = watcher::Config::default();
     let secrets = watcher::Config::default().labels(&settings.secret_label_selector);
     let pods = watcher::Config::default().labels(&settings.pod_label_selector);
     let watch = Watch {
         index: index.clone(),
         metrics: metrics.clone(),
-        synced,
+        synced: Arc::new(AtomicUsize::new(0)),
+        expected: WATCHES_PER_SCOPE * scopes.len(),
+        scope: None,
     };
     let (leader_tx, leader_rx) = watch::channel(false);
     let lease_namespace = settings
         .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    vec![
-        tokio::spawn(watch.clone().run(
-            Api::<OAuthService>::all(client.clone()),
-            all.clone(),
-            |index, o| index.apply_service(o),
-            |index, ns, name| index.delete_service(ns, name),
-            |index, objects| index.reset_services(objects),
-            |o| o,
-        )),
-        tokio::spawn(watch.clone().run(
-            Api::<Consumer>::all(client.clone()),
-            all.clone(),
-            |index, o| index.apply_consumer(o),
-            |index, ns, name| index.delete_consumer(ns, name),
-            |index, objects| index.reset_consumers(objects),
-            |o| o,
-        )),
-        tokio::spawn(watch.clone().run(
-            Api::<OAuthApplication>::all(client.clone()),
-            all,
-            |index, o| index.apply_application(o),
-            |index, ns, name| index.delete_application(ns, name),
-            |index, objects| index.reset_applications(objects),
-            |o| o,
-        )),
-        tokio::spawn(watch.clone().run(
-            Api::<Secret>::all(client.clone()),
-            secrets,
-            |index, o| index.apply_secret(o),
-            |index, ns, name| index.delete_secret(ns, name),
-            |index, objects| index.reset_secrets(objects),
-            trim_secret,
-        )),
-        tokio::spawn(watch.run(
-            Api::<Pod>::all(client.clone()),
-            pods,
-            |index, o| index.apply_pod(&o),
-            |index, ns, name| index.delete_pod(ns, name),
-            |index, objects| index.reset_pods(&objects),
-            trim_pod,
-        )),
+    let mut tasks = Vec::new();
+    for scope in scopes {
+        let watch = Watch {
+            scope: scope.clone(),
+            ..watch.clone()
+        };
+        tasks.extend([
+            tokio::spawn(watch.clone().run(
+                api::<OAuthService>(&client, scope.as_deref()),
+                all.clone(),
+                |index, o| index.apply_service(o),
+                |index, ns, name| index.delete_service(ns, name),
+                |index, scope, objects| index.reset_services_in(scope, objects),
+                |o| o,
+            )),
+            tokio::spawn(watch.clone().run(
+                api::<Consumer>(&client, scope.as_deref()),
+                all.clone(),
+                |index, o| index.apply_consumer(o),
+                |index, ns, name| index.delete_consumer(ns, name),
+                |index, scope, objects| index.reset_consumers_in(scope, objects),
+                |o| o,
+            )),
+            tokio::spawn(watch.clone().run(
+                api::<OAuthApplication>(&client, scope.as_deref()),
+                all.clone(),
+                |index, o| index.apply_application(o),
+                |index, ns, name| index.delete_application(ns, name),
+                |index, scope, objects| index.reset_applications_in(scope, objects),
+                |o| o,
+            )),
+            tokio::spawn(watch.clone().run(
+                api::<Secret>(&client, scope.as_deref()),
+                secrets.clone(),
+                |index, o| index.apply_secret(o),
+                |index, ns, name| index.delete_secret(ns, name),
+                |index, scope, objects| index.reset_secrets_in(scope, objects),
+                trim_secret,
+            )),
+            tokio::spawn(watch.clone().run(
+                api::<Pod>(&client, scope.as_deref()),
+                pods.clone(),
+                |index, o| index.apply_pod(&o),
+                |index, ns, name| index.delete_pod(ns, name),
+                |index, scope, objects| index.reset_pods_in(scope, &objects),
+                trim_pod,
+            )),
+        ]);
+    }
+    tasks.extend([
         tokio::spawn(hold_lease(
             Api::namespaced(client.clone(), &lease_namespace),
             settings.lease_name,
@@ -134,7 +156,19 @@ pub fn spawn(
             shutdown.clone(),
         )),
         tokio::spawn(write_statuses(client, index, leader_rx, metrics, shutdown)),
-    ]
+    ]);
+    tasks
+}
+
+/// The API of `K` in `scope`: one namespace, or every namespace.
+fn api<K>(client: &Client, scope: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match scope {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
 }
 
 // === watches ===
@@ -143,7 +177,11 @@ pub fn spawn(
 struct Watch {
     index: SharedIndex,
     metrics: Arc<Metrics>,
-    synced: Arc<AtomicU8>,
+    synced: Arc<AtomicUsize>,
+    /// How many watches must list once before the controller is ready.
+    expected: usize,
+    /// The namespace watched; `None`: every namespace.
+    scope: Option<String>,
 }
 
 impl Watch {
@@ -155,7 +193,7 @@ impl Watch {
         config: watcher::Config,
         apply: fn(&mut Index, K),
         delete: fn(&mut Index, &str, &str),
-        reset: fn(&mut Index, Vec<K>),
+        reset: fn(&mut Index, Option<&str>, Vec<K>),
         trim: fn(K) -> K,
     ) where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
@@ -169,11 +207,19 @@ impl Watch {
                 Ok(Event::Init) => listed.clear(),
                 Ok(Event::InitApply(object)) => listed.push(trim(object)),
                 Ok(Event::InitDone) => {
-                    reset(&mut self.index.lock(), std::mem::take(&mut listed));
+                    reset(
+                        &mut self.index.lock(),
+                        self.scope.as_deref(),
+                        std::mem::take(&mut listed),
+                    );
                     if !synced_once {
                         synced_once = true;
-                        tracing::info!(kind, "listed");
-                        if self.synced.fetch_add(1, Ordering::AcqRel) + 1 == WATCHES {
+                        tracing::info!(
+                            kind,
+                            namespace = self.scope.as_deref().unwrap_or("*"),
+                            "listed"
+                        );
+                        if self.synced.fetch_add(1, Ordering::AcqRel) + 1 == self.expected {
                             self.metrics.set_ready(true);
                             tracing::info!("every watch listed: ready");
                         }

@@ -602,6 +602,29 @@ fn resets_replace_a_kind_and_keep_surviving_pods_channels() {
     assert!(snapshot.consumers.is_empty());
 }
 
+/// With --watch-namespaces each namespace has its own watches: one relisting leaves the
+/// other namespaces' objects and pods alone.
+#[test]
+fn a_scoped_reset_replaces_only_its_namespace() {
+    let mut index = Index::new(1);
+    article(&mut index, "team-a");
+    article(&mut index, "team-b");
+    index.apply_pod(&mk_pod("team-a", "a", &[("app", "iris")]));
+    index.apply_pod(&mk_pod("team-b", "b", &[("app", "iris")]));
+    let mut b = index.subscribe("team-b", "b").unwrap();
+    let before = current(&mut b);
+    assert!(!before.services.is_empty());
+
+    index.reset_services_in(Some("team-a"), vec![]);
+    index.reset_pods_in(Some("team-a"), &[]);
+    assert!(index.subscribe("team-a", "a").is_none());
+    assert!(!b.has_changed().unwrap(), "team-b is untouched");
+    assert_eq!(current(&mut b), before);
+    assert_eq!(index.namespaces_with_pods(), ["team-b".to_owned()].into());
+    assert!(index.namespace_snapshot("team-a").services.is_empty());
+    assert!(!index.namespace_snapshot("team-b").services.is_empty());
+}
+
 #[test]
 fn objects_without_names_are_ignored_and_no_namespace_means_default() {
     let mut index = Index::new(1);
