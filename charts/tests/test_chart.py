@@ -461,6 +461,9 @@ def test_watch_namespaces_grants_namespaced_roles_only():
     bindings = find(objs, "RoleBinding", "tollgate-controller-watch")
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["billing", "shop"]
     assert all(b["subjects"][0]["namespace"] == NS for b in bindings)
+    for webhook in one(objs, "MutatingWebhookConfiguration")["webhooks"]:
+        assert {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop", "billing"]} in \
+            webhook["namespaceSelector"]["matchExpressions"]
     # The default: one ClusterRole reads everywhere, no watch Roles.
     objs = objects()
     assert "TOLLGATE_WATCH_NAMESPACES" not in env(one(objs, "Deployment", "tollgate-controller"))
