@@ -65,3 +65,77 @@ pub fn served_namespaces(snapshot: &Snapshot) -> BTreeSet<&str> {
     let applications = snapshot.applications.iter().map(|a| a.namespace.as_str());
     services.chain(consumers).chain(applications).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use http::Method;
+    use tollgate_store::MemoryStore;
+
+    use super::*;
+
+    const CONSUMER: &str = "apiVersion: oauth.tollgate.dev/v1alpha1
+kind: Consumer
+metadata: {name: clientapp, namespace: team-a}
+spec: {username: ClientApp}
+";
+
+    async fn status(token: Option<&AdminToken>, method: Method, path: &str, auth: &str) -> u16 {
+        let resources = tollgate_api::manifests::load_str(Path::new("t.yaml"), CONSUMER).unwrap();
+        let snapshot = tollgate_api::compile(&resources).snapshot;
+        let mut request = Request::builder().method(method).uri(path);
+        if !auth.is_empty() {
+            request = request.header("authorization", auth);
+        }
+        let request = request.body(Bytes::new()).unwrap();
+        let store = MemoryStore::new();
+        serve_standalone(&store, &snapshot, token, &request, 0)
+            .await
+            .status()
+            .as_u16()
+    }
+
+    #[tokio::test]
+    async fn only_the_configured_namespaces_are_served() {
+        assert_eq!(
+            status(None, Method::GET, "/team-a/oauth2_tokens", "").await,
+            200
+        );
+        for (method, path) in [
+            (Method::GET, "/team-b/oauth2_tokens"),
+            (Method::GET, "/oauth2_tokens"),
+            (
+                Method::DELETE,
+                "/team-b/oauth2_tokens?authenticated_userid=x",
+            ),
+            (Method::POST, "/team-b/oauth2_tokens"),
+        ] {
+            assert_eq!(
+                status(None, method.clone(), path, "").await,
+                404,
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_token_is_checked_before_anything_else() {
+        let token = AdminToken::parse(b"0123456789abcdef").unwrap();
+        let token = Some(&token);
+        assert_eq!(
+            status(token, Method::GET, "/team-a/oauth2_tokens", "").await,
+            401
+        );
+        assert_eq!(status(token, Method::GET, "/nowhere", "").await, 401);
+        let good = "Bearer 0123456789abcdef";
+        assert_eq!(
+            status(token, Method::GET, "/team-a/oauth2_tokens", good).await,
+            200
+        );
+        assert_eq!(
+            status(token, Method::GET, "/team-b/oauth2_tokens", good).await,
+            404
+        );
+    }
+}
