@@ -38,6 +38,9 @@ curl -sk -X DELETE -i https://localhost:8444/default/oauth2_tokens/$ID
 ACCESS=$(sed -E 's/.*"access_token":"([^"]+)".*/\1/' /tmp/tollgate-token.json)
 curl -sk -i https://localhost:8443/event/1 -H "Authorization: Bearer $ACCESS"
 
+# 6. The authorization server metadata (RFC 8414), from spec.oauth2.issuer:
+curl -sk https://localhost:8443/.well-known/oauth-authorization-server/event
+
 CURL
 
 "$bin/tollgate" sidecar --manifests deploy/examples/ "$@"

@@ -52,8 +52,11 @@ crate::both_stores!(
     plain_http_is_refused_unless_terminated_by_a_trusted_proxy,
     introspection_describes_active_tokens_only,
     revocation_of_a_refresh_token_revokes_its_access_token,
-    revocation_ignores_other_clients_tokens,
+    revocation_refuses_other_clients_tokens,
+    client_credentials_is_refused_to_public_clients,
+    introspection_needs_a_confidential_client,
     metadata_describes_the_route,
+    metadata_without_an_issuer_is_404_whatever_the_host,
     allowed_grants_and_scopes_limit_an_application,
     a_reused_refresh_token_revokes_its_whole_chain,
     a_reused_refresh_token_within_the_grace_window_revokes_nothing,
@@ -1021,7 +1024,9 @@ async fn revocation_of_a_refresh_token_revokes_its_access_token(store: Store) {
     assert_eq!(status, 400);
 }
 
-async fn revocation_ignores_other_clients_tokens(store: Store) {
+/// (stricter than Kong: RFC 7009 §2.1) A token of another client is refused and stays valid,
+/// whether the caller is a confidential client or a public one; an unknown token gets 200.
+async fn revocation_refuses_other_clients_tokens(store: Store) {
     let other = PUBLIC_APP
         .replace("spa-client", "otherid")
         .replace("name: spa", "name: other")
@@ -1029,31 +1034,165 @@ async fn revocation_ignores_other_clients_tokens(store: Store) {
             "clientType: public",
             "clientSecretRef:\n    name: sampleapp-secret",
         );
-    let env = with(store, ALL_GRANTS, &other).await;
+    let env = with(store, ALL_GRANTS, &(other + PUBLIC_APP)).await;
     let token = env.sidecar.password_grant().await;
-    let response = env
-        .sidecar
-        .client
-        .post(env.sidecar.url("/event/oauth2/revoke"))
-        .basic_auth("otherid", Some("clientsecret"))
-        .form(&[("token", token["access_token"].as_str().unwrap())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "RFC 7009: no difference visible");
+    let revoke = |form: Vec<(&'static str, String)>| {
+        env.sidecar
+            .client
+            .post(env.sidecar.url("/event/oauth2/revoke"))
+            .form(&form)
+            .send()
+    };
+    let callers = [
+        vec![
+            ("client_id", "otherid".to_owned()),
+            ("client_secret", "clientsecret".to_owned()),
+        ],
+        vec![("client_id", "spa-client".to_owned())],
+    ];
+    for caller in callers {
+        for presented in ["access_token", "refresh_token"] {
+            let mut form = caller.clone();
+            form.push(("token", token[presented].as_str().unwrap().to_owned()));
+            let response = revoke(form).await.unwrap();
+            assert_eq!(
+                response.status(),
+                400,
+                "{caller:?} revoking the {presented}"
+            );
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(
+                body,
+                error("invalid_grant", "The token was issued to another client")
+            );
+        }
+    }
     assert_eq!(
         env.sidecar
             .get_with_token("/event/1", token["access_token"].as_str().unwrap())
             .await
             .status(),
-        200
+        200,
+        "the token still works"
+    );
+    let (status, _) = refresh_with(&env.sidecar, &token["refresh_token"]).await;
+    assert_eq!(status, 200, "and so does its refresh token");
+
+    let unknown = vec![
+        ("token", "an-unknown-token".to_owned()),
+        ("client_id", "otherid".to_owned()),
+        ("client_secret", "clientsecret".to_owned()),
+    ];
+    assert_eq!(
+        revoke(unknown).await.unwrap().status(),
+        200,
+        "RFC 7009 §2.2"
     );
 }
 
+/// (stricter than Kong: RFC 6749 §4.4) A public client, which anyone can name, gets no token
+/// from the client credentials grant, and Redis gets no record.
+async fn client_credentials_is_refused_to_public_clients(store: Store) {
+    let env = with(store, ALL_GRANTS, PUBLIC_APP).await;
+    for _ in 0..3 {
+        let (status, body) = post(
+            &env.sidecar,
+            "/event/oauth2/token",
+            json!({"grant_type": "client_credentials", "client_id": "spa-client"}),
+        )
+        .await;
+        assert_eq!(
+            (status, body),
+            (
+                400,
+                error(
+                    "unauthorized_client",
+                    "The client_credentials grant is only for confidential clients"
+                )
+            )
+        );
+    }
+    if let Some(redis) = &env.redis {
+        assert_eq!(redis.keys(), Vec::<String>::new(), "no record was written");
+    }
+    // A confidential client still gets its token.
+    let (status, _) = post(
+        &env.sidecar,
+        "/event/oauth2/token",
+        json!({"grant_type": "client_credentials", "client_id": "clientid", "client_secret": "clientsecret"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+/// (stricter than Kong: RFC 7662 §2.1) Introspection takes a confidential client's secret. A
+/// public client's id alone learns nothing of another client's token.
+async fn introspection_needs_a_confidential_client(store: Store) {
+    let env = with(store, ALL_GRANTS, PUBLIC_APP).await;
+    let token = env.sidecar.password_grant().await;
+    let access = token["access_token"].as_str().unwrap();
+    let introspect = |form: Vec<(&str, &str)>, basic: Option<(&str, Option<&str>)>| {
+        let mut request = env
+            .sidecar
+            .client
+            .post(env.sidecar.url("/event/oauth2/introspect"))
+            .form(&form);
+        if let Some((id, secret)) = basic {
+            request = request.basic_auth(id, secret);
+        }
+        request.send()
+    };
+    let refused = [
+        (vec![("token", access), ("client_id", "spa-client")], None),
+        (vec![("token", access)], Some(("spa-client", None))),
+        (vec![("token", access)], Some(("spa-client", Some("")))),
+        (vec![("token", access), ("client_id", "clientid")], None),
+        (
+            vec![
+                ("token", access),
+                ("client_id", "clientid"),
+                ("client_secret", "wrong"),
+            ],
+            None,
+        ),
+        (vec![("token", access)], None),
+    ];
+    for (form, basic) in refused {
+        let what = format!("{form:?} {basic:?}");
+        let response = introspect(form, basic).await.unwrap();
+        assert_eq!(response.status(), 401, "{what}");
+        assert_eq!(
+            response
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok()),
+            Some("Basic realm=\"OAuth2.0\""),
+            "{what}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            error("invalid_client", "Invalid client authentication"),
+            "{what}"
+        );
+    }
+    let response = introspect(
+        vec![("token", access)],
+        Some(("clientid", Some("clientsecret"))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!((&body["active"], &body["sub"]), (&json!(true), &json!("1")));
+}
+
+/// The document names the configured issuer, whatever Host the request carries.
 async fn metadata_describes_the_route(store: Store) {
     let env = env(
         store,
-        "enableAuthorizationCode: true\nenableClientCredentials: true\nscopes: [read]",
+        "enableAuthorizationCode: true\nenableClientCredentials: true\nscopes: [read]\n\
+         issuer: https://iris.example.com/event/",
     )
     .await;
     for path in [
@@ -1069,7 +1208,7 @@ async fn metadata_describes_the_route(store: Store) {
             .unwrap();
         assert_eq!(response.status(), 200, "{path}");
         let body: Value = response.json().await.unwrap();
-        let base = format!("https://localhost:{}/event", env.sidecar.proxy.port());
+        let base = "https://iris.example.com/event";
         assert_eq!(body["issuer"], base);
         assert_eq!(body["token_endpoint"], format!("{base}/oauth2/token"));
         assert_eq!(
@@ -1088,8 +1227,63 @@ async fn metadata_describes_the_route(store: Store) {
         assert_eq!(body["response_types_supported"], json!(["code"]));
         assert_eq!(body["scopes_supported"], json!(["read"]));
         assert_eq!(body["code_challenge_methods_supported"], json!(["S256"]));
+        assert_eq!(
+            body["introspection_endpoint_auth_methods_supported"],
+            json!(["client_secret_basic", "client_secret_post"])
+        );
     }
+    let (status, body) = metadata_with_host(&env.sidecar, "evil.example").await;
+    assert_eq!(status, 200);
+    assert!(!body.contains("evil"), "{body}");
+    assert!(
+        body.contains("\"issuer\":\"https://iris.example.com/event\""),
+        "{body}"
+    );
     assert_eq!(env.upstream.count(), 0);
+}
+
+/// (stricter than Kong's peers) With no `spec.oauth2.issuer`, no document: one built from the
+/// request's Host would name whatever endpoints a client put there.
+async fn metadata_without_an_issuer_is_404_whatever_the_host(store: Store) {
+    let env = env(store, ALL_GRANTS).await;
+    for host in ["evil.example", "localhost"] {
+        let (status, body) = metadata_with_host(&env.sidecar, host).await;
+        assert_eq!(status, 404, "{body}");
+        assert!(!body.contains("evil"), "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body["message"],
+            "No authorization server metadata: the OAuthService sets no spec.oauth2.issuer"
+        );
+    }
+    let response = env
+        .sidecar
+        .client
+        .get(
+            env.sidecar
+                .url("/event/.well-known/oauth-authorization-server"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(env.upstream.count(), 0);
+}
+
+/// `GET /.well-known/oauth-authorization-server/event` over HTTP/1.1 with this `Host`.
+async fn metadata_with_host(sidecar: &Sidecar, host: &str) -> (u16, String) {
+    use http_body_util::BodyExt as _;
+    let mut connection = sidecar.http1_connection().await;
+    let request = http::Request::builder()
+        .uri("/.well-known/oauth-authorization-server/event")
+        .header("host", host)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    connection.ready().await.unwrap();
+    let response = connection.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 async fn allowed_grants_and_scopes_limit_an_application(store: Store) {

@@ -228,6 +228,16 @@ fn compile_service(
             oauth2.auth_header_name
         )));
     }
+    let issuer = match oauth2.issuer.as_deref().filter(|i| !i.is_empty()) {
+        None => None,
+        // The value is not repeated in the message: a URL may carry a password.
+        Some(issuer) => Some(normalise_issuer(issuer).map_err(|why| {
+            object.invalid(format!(
+                "issuer {why}: use the https URL clients reach a route of this service at, \
+                 such as https://iris.example.com/event"
+            ))
+        })?),
+    };
     let secret_ref = &oauth2.provision_key_secret_ref;
     let provision_key = secrets.digest(&object, &secret_ref.name, &secret_ref.key)?;
 
@@ -274,8 +284,28 @@ fn compile_service(
             refresh_token_reuse_grace: oauth2.refresh_token_reuse_grace,
             pkce: oauth2.pkce,
             realm: oauth2.realm.clone(),
+            issuer,
         },
     })
+}
+
+/// RFC 8414 §2: an https URL with a host and no query or fragment. The trailing `/` is
+/// dropped, so that the endpoints appended to it have one `/` each.
+fn normalise_issuer(issuer: &str) -> Result<String, &'static str> {
+    let url = url::Url::parse(issuer).map_err(|_| "is not an absolute URL")?;
+    if url.scheme() != "https" {
+        return Err("is not an https URL, which RFC 8414 requires");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("has a query or a fragment, which RFC 8414 forbids");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("holds a user name or password");
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 // === Consumer ===
@@ -1034,6 +1064,33 @@ mod tests {
         let mut resources = article();
         resources.services[0].spec.routes.clear();
         assert_eq!(only_error(&compile(&resources)).reason, Reason::Invalid);
+    }
+
+    #[test]
+    fn issuer_is_an_https_url_without_query_or_fragment() {
+        let mut resources = article();
+        assert_eq!(compile(&resources).snapshot.services[0].oauth2.issuer, None);
+        resources.services[0].spec.oauth2.issuer = Some("https://IRIS.example.com/event/".into());
+        let snapshot = compile(&resources).snapshot;
+        assert_eq!(
+            snapshot.services[0].oauth2.issuer.as_deref(),
+            Some("https://iris.example.com/event")
+        );
+        resources.services[0].spec.oauth2.issuer = Some(String::new());
+        assert_eq!(compile(&resources).snapshot.services[0].oauth2.issuer, None);
+        for bad in [
+            "http://iris.example.com/event",
+            "iris.example.com/event",
+            "https://iris.example.com/event?x=1",
+            "https://iris.example.com/event#top",
+            "https://user:pw@iris.example.com/event",
+        ] {
+            resources.services[0].spec.oauth2.issuer = Some(bad.into());
+            let error = only_error(&compile(&resources)).clone();
+            assert_eq!(error.reason, Reason::Invalid, "{bad}");
+            assert!(error.message.starts_with("issuer "), "{error}");
+            assert!(!error.message.contains("pw"), "{error}");
+        }
     }
 
     #[test]

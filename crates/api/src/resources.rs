@@ -167,6 +167,18 @@ pub struct OAuth2Config {
     /// Realm added to `WWW-Authenticate` headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
+    /// (beyond Kong) The issuer of the RFC 8414 metadata document: the https URL at which
+    /// clients reach one of this service's routes, such as `https://iris.example.com/event`.
+    /// The document's endpoints are this URL followed by `/oauth2/token`, `/oauth2/authorize`,
+    /// and so on. Unset, the document is not served (404): the sidecar never builds it from
+    /// the request's Host, which any client chooses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(url, length(min = 1, max = 2048))]
+    #[x_kube(
+        validation = Rule::new("isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname() != '' && !self.contains('?') && !self.contains('#')")
+            .message("issuer must be an https URL with a host, and no query or fragment")
+    )]
+    pub issuer: Option<String>,
 }
 
 /// A key of a Secret in the OAuthService's namespace holding the provision key.

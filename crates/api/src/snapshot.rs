@@ -111,6 +111,10 @@ pub struct OAuth2Settings {
     pub pkce: Pkce,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub realm: Option<String>,
+    /// (beyond Kong) RFC 8414's issuer, an https URL without a trailing `/`. The metadata
+    /// document is served only when it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -196,6 +196,15 @@ impl OAuthError {
         }
     }
 
+    /// `invalid_client` as RFC 6749 §5.2 and RFC 7662 §2.3 answer it wherever Kong has no
+    /// say: 401 with a Basic challenge, however the client sent its credentials.
+    pub fn unauthenticated_client() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            ..Self::invalid_client(true)
+        }
+    }
+
     pub fn into_response(self, state: Option<&str>) -> OAuthResponse {
         OAuthResponse {
             status: self.status,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use serde::Serialize;
 use tollgate_api::Snapshot;
-use tollgate_api::snapshot::{Application, Service};
+use tollgate_api::snapshot::{Application, ClientType, Service};
 use tollgate_store::{TokenHash, TokenRecord, TokenStore};
 
 use crate::bearer::check_record;
@@ -49,8 +49,9 @@ struct Introspection<'a> {
 }
 
 /// `POST …/oauth2/introspect`: whether `token` is an active access or refresh token for this
-/// service, and what it grants. Any authenticated client of the namespace may ask: resource
-/// servers introspect tokens issued to other clients.
+/// service, and what it grants. Any confidential client of the namespace may ask, with its
+/// secret: resource servers introspect tokens issued to other clients. A public client's id
+/// is no credential (anyone can send it), so it may not (RFC 7662 §2.1, §4).
 pub async fn introspect<S: TokenStore>(
     store: &S,
     snapshot: &Snapshot,
@@ -58,7 +59,7 @@ pub async fn introspect<S: TokenStore>(
     request: ClientRequest<'_>,
     now: EpochMillis,
 ) -> OAuthResponse {
-    if let Err(error) = authenticate_client(snapshot, service, &request) {
+    if let Err(error) = authenticate_confidential_client(snapshot, service, &request) {
         return error.into_response(None);
     }
     let Some(token) = request.params.text("token").filter(|t| !t.is_empty()) else {
@@ -134,9 +135,11 @@ fn describe<'a>(
 }
 
 /// `POST …/oauth2/revoke`: revokes an access or refresh token of the calling client, with
-/// the whole record, so revoking a refresh token revokes its access token too. Unknown tokens
-/// and other clients' tokens get 200 as well, as RFC 7009 §2.2 asks, so the endpoint reveals
-/// nothing.
+/// the whole record, so revoking a refresh token revokes its access token too. An unknown
+/// token gets 200, as RFC 7009 §2.2 asks. A token issued to another client is refused and
+/// left alone (RFC 7009 §2.1): 400 `invalid_grant`, RFC 6749 §5.2's code for a grant "issued
+/// to another client". That tells the caller no more than the token itself does: whoever
+/// holds a token can already learn whether it works by using it.
 pub async fn revoke<S: TokenStore>(
     store: &S,
     snapshot: &Snapshot,
@@ -161,7 +164,15 @@ pub async fn revoke<S: TokenStore>(
         },
         Err(error) => return store_failure(&error),
     };
-    if let Some(record) = record.filter(|r| r.credential_id == client.id) {
+    if let Some(record) = record {
+        if record.credential_id != client.id {
+            tracing::info!(namespace, id = %record.id, client = %client.client_id, "a client tried to revoke another client's token: refused");
+            return OAuthError::bad_request(
+                "invalid_grant",
+                "The token was issued to another client",
+            )
+            .into_response(None);
+        }
         if let Err(error) = store.delete(namespace, record.id).await {
             return store_failure(&error);
         }
@@ -197,6 +208,30 @@ fn authenticate_client<'s>(
     }
 }
 
+/// The client of an introspection request: a confidential client with its secret. Every
+/// failure, a public client included, is 401 `invalid_client` with a Basic challenge, as
+/// RFC 7662 §2.3 answers a resource server whose credentials do not work.
+fn authenticate_confidential_client<'s>(
+    snapshot: &'s Snapshot,
+    service: &Service,
+    request: &ClientRequest<'_>,
+) -> Result<&'s Application, OAuthError> {
+    if let Some(reason) = request.transport.https_error() {
+        return Err(OAuthError::bad_request("access_denied", reason));
+    }
+    let credentials = ClientCredentials::find(request.params, request.auth_header);
+    let client = credentials
+        .client_id
+        .as_deref()
+        .and_then(|id| snapshot.application_by_client_id(&service.namespace, id))
+        .filter(|client| client.client_type == ClientType::Confidential)
+        .ok_or_else(OAuthError::unauthenticated_client)?;
+    match check_client_secret(client, &credentials) {
+        Some(_) => Err(OAuthError::unauthenticated_client()),
+        None => Ok(client),
+    }
+}
+
 /// RFC 8414 metadata for one route: where its endpoints are and what they support.
 #[derive(Serialize)]
 struct Metadata {
@@ -211,18 +246,28 @@ struct Metadata {
     response_types_supported: Vec<&'static str>,
     grant_types_supported: Vec<&'static str>,
     token_endpoint_auth_methods_supported: [&'static str; 3],
-    introspection_endpoint_auth_methods_supported: [&'static str; 3],
+    introspection_endpoint_auth_methods_supported: [&'static str; 2],
     revocation_endpoint_auth_methods_supported: [&'static str; 3],
     #[serde(skip_serializing_if = "Option::is_none")]
     code_challenge_methods_supported: Option<[&'static str; 1]>,
 }
 
 const AUTH_METHODS: [&str; 3] = ["client_secret_basic", "client_secret_post", "none"];
+/// Introspection takes a confidential client's secret: no `none`.
+const SECRET_AUTH_METHODS: [&str; 2] = ["client_secret_basic", "client_secret_post"];
 
-/// `GET …/.well-known/oauth-authorization-server`. `base` is the route as the client reached
-/// it, e.g. `https://iamhost:8443/event`.
-pub fn metadata(service: &Service, base: &str) -> OAuthResponse {
+/// `GET …/.well-known/oauth-authorization-server`: the document of the service's configured
+/// `issuer`, its endpoints under it. Without one, 404: the request's Host is the client's to
+/// choose, so building the document from it would let anyone name the endpoints (a cache or
+/// a client that trusts the document would send credentials there).
+pub fn metadata(service: &Service) -> OAuthResponse {
     let conf = &service.oauth2;
+    let Some(base) = conf.issuer.as_deref() else {
+        return OAuthResponse::message(
+            StatusCode::NOT_FOUND,
+            "No authorization server metadata: the OAuthService sets no spec.oauth2.issuer",
+        );
+    };
     let mut response_types = Vec::new();
     let mut grants = Vec::new();
     if conf.enable_authorization_code {
@@ -253,7 +298,7 @@ pub fn metadata(service: &Service, base: &str) -> OAuthResponse {
         response_types_supported: response_types,
         grant_types_supported: grants,
         token_endpoint_auth_methods_supported: AUTH_METHODS,
-        introspection_endpoint_auth_methods_supported: AUTH_METHODS,
+        introspection_endpoint_auth_methods_supported: SECRET_AUTH_METHODS,
         revocation_endpoint_auth_methods_supported: AUTH_METHODS,
         code_challenge_methods_supported: conf.enable_authorization_code.then_some(["S256"]),
     };

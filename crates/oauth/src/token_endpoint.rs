@@ -136,6 +136,17 @@ async fn token_grant<S: TokenStore>(
         return Err(OAuthError::invalid_client(credentials.from_header).into());
     };
 
+    // (stricter than Kong) RFC 6749 §4.4: the client credentials grant is for confidential
+    // clients only. Anyone can present a public client's id, so Kong's answer let anyone mint
+    // tokens, and records that live for refreshTokenTtl.
+    if grant == GrantType::ClientCredentials && client.client_type == ClientType::Public {
+        return Err(OAuthError::bad_request(
+            "unauthorized_client",
+            "The client_credentials grant is only for confidential clients",
+        )
+        .into());
+    }
+
     // (beyond Kong) an application may be limited to some grants.
     if let Some(allowed) = &client.allowed_grants
         && !allowed.contains(&grant)

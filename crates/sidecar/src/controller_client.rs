@@ -388,7 +388,8 @@ fn read_cache(path: &Path) -> Option<Snapshot> {
 }
 
 /// Keeps `snapshot` in `path`, through a temporary file and a rename: a crash mid-write
-/// leaves the previous snapshot, never half of one.
+/// leaves the previous snapshot, never half of one. The file is the sidecar's alone (mode
+/// 0600): it holds the hashes of its namespace's client secrets and provision keys.
 async fn write_cache(path: &Path, snapshot: &Snapshot) {
     let Ok(bytes) = serde_json::to_vec(snapshot) else {
         return;
@@ -400,7 +401,7 @@ async fn write_cache(path: &Path, snapshot: &Snapshot) {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temporary = path.with_file_name(format!(".{name}.tmp"));
-        std::fs::write(&temporary, &bytes).and_then(|()| std::fs::rename(&temporary, &path))
+        write_private(&temporary, &bytes).and_then(|()| std::fs::rename(&temporary, &path))
     })
     .await;
     match written {
@@ -408,6 +409,24 @@ async fn write_cache(path: &Path, snapshot: &Snapshot) {
         Ok(Err(error)) => tracing::warn!(%error, "cannot write the snapshot cache"),
         Err(error) => tracing::warn!(%error, "cannot write the snapshot cache"),
     }
+}
+
+/// Writes `bytes` to a new file at `path` that only its owner may read (mode 0600). A file
+/// left there before is removed first: opening it would keep whatever mode it had.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
 }
 
 fn read_token(path: &Path) -> Result<String, StreamError> {
@@ -571,6 +590,27 @@ mod tests {
         assert_eq!(read_cache(&path), Some(snapshot));
         std::fs::write(&path, "{not json").unwrap();
         assert!(read_cache(&path).is_none());
+    }
+
+    #[test]
+    fn the_cache_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.json");
+        // A cache and a leftover temporary file written before, readable by all.
+        std::fs::write(&path, "{}").unwrap();
+        std::fs::write(dir.path().join(".snapshot.json.tmp"), "{}").unwrap();
+        for file in [&path, &dir.path().join(".snapshot.json.tmp")] {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(write_cache(&path, &Snapshot::default()));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        assert_eq!(read_cache(&path), Some(Snapshot::default()));
     }
 
     #[test]

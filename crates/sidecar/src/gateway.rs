@@ -269,10 +269,9 @@ impl<S: TokenStore> Gateway<S> {
         // Boxed: the OAuth endpoints' future holds a body parser and a token issue's Redis
         // calls. Inline, it would make every proxied request's future as large.
         let (gateway, client, service) = (self.clone(), client.clone(), matched.service);
-        let prefix = matched.prefix.to_owned();
         future::Either::Right(Box::pin(async move {
             gateway
-                .endpoint(request, &served, service, endpoint, &prefix, &client.info)
+                .endpoint(request, &served, service, endpoint, &client.info)
                 .await
         }))
     }
@@ -284,7 +283,6 @@ impl<S: TokenStore> Gateway<S> {
         served: &Served,
         service_index: usize,
         endpoint: Endpoint,
-        prefix: &str,
         conn: &ConnInfo,
     ) -> Response<ResponseBody> {
         let service = &served.snapshot.services[service_index];
@@ -294,8 +292,8 @@ impl<S: TokenStore> Gateway<S> {
             if !matches!(*request.method(), Method::GET | Method::HEAD) {
                 return body::message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
             }
-            let base = route_base(&request, conn, prefix);
-            return body::oauth(standard::metadata(service, &base));
+            // From the configured issuer, never from the client's Host.
+            return body::oauth(standard::metadata(service));
         }
         if request.method() != Method::POST {
             return body::oauth(OAuthResponse::invalid_method(
@@ -532,19 +530,6 @@ impl<S: TokenStore> Gateway<S> {
             }
         }
     }
-}
-
-/// `https://host[:port]/route`: the issuer and endpoint base a client reached this route at.
-fn route_base(request: &Request<Incoming>, conn: &ConnInfo, prefix: &str) -> String {
-    let host = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| header_str(request.headers(), header::HOST.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| conn.local.to_string());
-    let scheme = if conn.tls { "https" } else { "http" };
-    let prefix = if prefix == "/" { "" } else { prefix };
-    format!("{scheme}://{host}{prefix}")
 }
 
 /// Reads the OAuth parameters of an endpoint request: query string and body.

@@ -40,6 +40,7 @@ fn settings() -> OAuth2Settings {
         refresh_token_reuse_grace: 0,
         pkce: Pkce::Lax,
         realm: None,
+        issuer: None,
     }
 }
 
@@ -349,4 +350,25 @@ async fn basic_credentials_and_a_bad_redirect_uri() {
     let (status, e) = call(&store, &snap, body, Some(basic)).await;
     assert_eq!(status, 400);
     assert_eq!(e["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn client_credentials_is_for_confidential_clients_only() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|_, a| {
+        a.client_type = ClientType::Public;
+        a.client_secret = None;
+    });
+    let body = json!({"grant_type": "client_credentials", "client_id": "clientid"});
+    let (status, body) = call(&store, &snap, body, None).await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            err(
+                "unauthorized_client",
+                "The client_credentials grant is only for confidential clients"
+            )
+        )
+    );
 }
