@@ -170,6 +170,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 listener,
                 webhook_tls,
                 inject,
+                tollgate_inject::server::WebhookLimits {
+                    listener: config.listener_limits,
+                    budget: tollgate_serve::BodyBudget::new(config.body_buffer_budget),
+                },
                 stopped.clone(),
             )))
         }
@@ -192,6 +196,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     servers.push(tokio::spawn(server::serve(
         stream_listener,
         Some(tls.clone()),
+        config.listener_limits,
         stopped.clone(),
         move |request| {
             let streams = streams.clone();
@@ -201,6 +206,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     servers.push(tokio::spawn(server::serve(
         admin_listener,
         Some(tls),
+        config.listener_limits,
         stopped.clone(),
         move |request| {
             let admin = admin.clone();
@@ -213,6 +219,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         servers.push(tokio::spawn(server::serve(
             metrics_listener,
             None,
+            config.listener_limits,
             stopped.clone(),
             move |request| {
                 let metrics = metrics.clone();
