@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -22,6 +23,9 @@ pub(crate) struct ConnState {
     /// Requests finished, so the IO sees a new idle period start even between two polls.
     finished: AtomicU64,
     linger: AtomicBool,
+    /// The IO's reader, waiting while busy: woken when the last request in flight ends, so
+    /// the idle timeout starts then and not at the client's next byte.
+    idle_waiter: AtomicWaker,
 }
 
 impl ConnState {
@@ -45,7 +49,9 @@ pub(crate) struct InFlight(Arc<ConnState>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.finished.fetch_add(1, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle_waiter.wake();
+        }
     }
 }
 
@@ -142,7 +148,12 @@ impl<T> ClientTimeouts<T> {
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Wait> {
         self.refresh();
         if self.wait == Wait::Busy {
-            return Poll::Pending;
+            self.state.idle_waiter.register(cx.waker());
+            // The request may have ended in between.
+            self.refresh();
+            if self.wait == Wait::Busy {
+                return Poll::Pending;
+            }
         }
         let deadline = self.deadline;
         let timer = self

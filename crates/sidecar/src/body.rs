@@ -35,7 +35,14 @@ pub fn message(status: StatusCode, text: &str) -> Response<ResponseBody> {
 pub fn read_error(error: ReadError) -> Response<ResponseBody> {
     match error {
         ReadError::TooLarge => {
-            message(StatusCode::PAYLOAD_TOO_LARGE, "Request size limit exceeded")
+            // The rest of the body is not read: over HTTP/1.1 the connection closes (after a
+            // lingering read), and the client is told so, as nginx does.
+            let mut response =
+                message(StatusCode::PAYLOAD_TOO_LARGE, "Request size limit exceeded");
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
         }
         ReadError::BudgetSpent => {
             let mut response = message(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable");
