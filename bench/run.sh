@@ -145,7 +145,8 @@ read -r P_UP P_AUTH P_NGINX P_AUTHREQ P_HAPROXY P_REDIS P_REDIS2 \
     P_TG P_TG_ADMIN P_TG_METRICS P_NC P_NC_ADMIN P_NC_METRICS \
     P_RA P_RA_ADMIN P_RA_METRICS P_RB P_RB_ADMIN P_RB_METRICS \
     P_CL1 P_CL2 P_CL3 P_CLBUS1 P_CLBUS2 P_CLBUS3 P_TC P_TC_ADMIN P_TC_METRICS \
-    <<<"$(python3 "$BENCH/tools.py" ports 28)"
+    P_TA P_TA_ADMIN P_TA_METRICS \
+    <<<"$(python3 "$BENCH/tools.py" ports 31)"
 
 render() { python3 "$BENCH/tools.py" render "$@"; }
 mkdir -p "$WORK/upstream" "$WORK/nginx" "$WORK/nginx-authreq" "$WORK/haproxy" \
@@ -388,6 +389,22 @@ note "Redis Cluster after the token runs: ${keys[*]} keys on its three masters (
 log "revocation: $REVOCATIONS tokens revoked on one sidecar, seen by both"
 python3 "$BENCH/revocation.py" "https://127.0.0.1:$P_RA/" "https://127.0.0.1:$P_RA_ADMIN/" \
     "https://127.0.0.1:$P_RB/" "$CERT" "$WORK/revocation.json" "$REVOCATIONS"
+
+# --- under attack (issue 13): keep-alive GETs while clients with no token hold connections ---
+# A sidecar of its own, started now, so that its RSS owes nothing to the runs above.
+log "under attack: c32 GETs while 200 slowloris connections and 150 stalled 1 MiB bodies are held"
+start_sidecar tollgate-attack "$P_TA" "$P_TA_ADMIN" "$P_TA_METRICS" "$P_REDIS"; PID_TA=$LAST_PID
+wait_http "http://127.0.0.1:$P_TA_METRICS/readyz"
+python3 "$BENCH/attack.py" "https://127.0.0.1:$P_TA/" 127.0.0.1 "$P_TA" "$CERT" "$PID_TA" \
+    "$WORK/attack.json"
+note "$(python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("under attack (200 slowloris + 150 stalled 1 MiB token bodies held, %d open): RSS peak %.1f MiB (quiet run %.1f MiB; bar 48 MiB), legitimate c32 p99 %.0f us against %.0f us quiet, x%.2f (bar x2), %d errors" % (
+    r["attack_connections"], r["rss_peak_kib"] / 1024, r["rss_quiet_kib"] / 1024,
+    r["attacked_p99_us"], r["quiet_p99_us"], r["p99_ratio"], r["attacked_errors"]))
+' "$WORK/attack.json")"
+kill -TERM "$PID_TA" 2>/dev/null || true
 
 echo "compilers_end=$(compilers)" >>"$WORK/meta.txt"
 if [ "$(compilers)" -gt 0 ] || [ "$COMPILERS_START" -gt 0 ]; then note "other builds were running on this machine during the run: figures are noisier than on a quiet machine; ratios, taken in the same run with the targets alternated, hold up best"; fi

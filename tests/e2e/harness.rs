@@ -613,6 +613,32 @@ impl Sidecar {
         sender
     }
 
+    /// A TLS connection to `addr` (one of its TLS listeners) offering `protocols` by ALPN,
+    /// for tests that write and read raw bytes.
+    pub async fn tls_stream(
+        &self,
+        addr: SocketAddr,
+        protocols: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let tls = Arc::new(self.certs.tls_config(protocols));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    }
+
+    /// A client TLS configuration trusting its certificate.
+    pub fn tls_config(&self, protocols: &[&[u8]]) -> rustls::ClientConfig {
+        self.certs.tls_config(protocols)
+    }
+
+    /// The PEM of the certificate it serves, for clients outside this process (curl).
+    pub fn cert_pem_file(&self) -> &Path {
+        &self.certs.cert
+    }
+
     /// The certificate and key files it serves (`--tls-cert`, `--tls-key`).
     pub fn tls_files(&self) -> (&Path, &Path) {
         (&self.certs.cert, &self.certs.key)

@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod controller;
 mod grants;
+mod limits;
 mod memory;
 mod oauth_client;
 mod proxy;

@@ -170,6 +170,11 @@ pub struct ControllerArgs {
     /// How injected sidecars look.
     #[command(flatten)]
     pub inject: InjectArgs,
+
+    /// Client timeouts and caps of every listener (the snapshot stream keeps its connections
+    /// with HTTP/2 pings, not the idle timeout: a stream is a request in flight).
+    #[command(flatten)]
+    pub limits: tollgate_serve::ListenerLimitArgs,
 }
 
 /// Everything the controller runs with, validated.
@@ -182,6 +187,9 @@ pub struct Config {
     pub ca_out: Option<PathBuf>,
     pub tls_sans: Vec<String>,
     pub webhook: Option<Webhook>,
+    pub listener_limits: tollgate_serve::ListenerLimits,
+    /// `--body-buffer-budget`: the webhook's AdmissionReviews held in memory at once.
+    pub body_buffer_budget: usize,
 }
 
 /// The injection webhook, when --webhook-listen is given. Not `Debug`: the sidecars' Redis URL
@@ -358,6 +366,8 @@ impl Config {
                 ca_out: args.ca_out.clone(),
                 tls_sans,
                 webhook,
+                listener_limits: args.limits.limits(),
+                body_buffer_budget: args.limits.body_buffer_budget,
             }),
             _ => Err(ConfigErrors(errors)),
         }

@@ -186,6 +186,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 listener,
                 webhook_tls,
                 inject,
+                tollgate_inject::server::WebhookLimits {
+                    listener: config.listener_limits,
+                    budget: tollgate_serve::BodyBudget::new(config.body_buffer_budget),
+                },
                 stopped.clone(),
             )))
         }
@@ -212,6 +216,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     servers.push(tokio::spawn(server::serve(
         stream_listener,
         Some(tls.clone()),
+        config.listener_limits,
         stopped.clone(),
         move |request| {
             let streams = streams.clone();
@@ -221,6 +226,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     servers.push(tokio::spawn(server::serve(
         admin_listener,
         Some(tls),
+        config.listener_limits,
         stopped.clone(),
         move |request| {
             let admin = admin.clone();
@@ -233,6 +239,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         servers.push(tokio::spawn(server::serve(
             metrics_listener,
             None,
+            config.listener_limits,
             stopped.clone(),
             move |request| {
                 let metrics = metrics.clone();

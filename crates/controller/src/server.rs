@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tollgate_serve::{Incoming, ListenerLimits};
 
 /// Every response body of the controller.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -21,13 +21,14 @@ pub type Body = BoxBody<Bytes, Infallible>;
 pub async fn serve<H, F>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ListenerLimits,
     shutdown: watch::Receiver<bool>,
     handler: H,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    tollgate_serve::serve(listener, tls, shutdown, move |request, _conn| {
+    tollgate_serve::serve(listener, tls, limits, shutdown, move |request, _conn| {
         handler(request)
     })
     .await;

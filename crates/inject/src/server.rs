@@ -8,17 +8,19 @@
 //!   injected unless annotated `disabled` ([`Scope::Namespace`]).
 //!
 //! [`handle`] is the whole HTTP behaviour as a function of a buffered request, so it is
-//! tested without a socket; [`serve_webhook`] adds TLS, HTTP/1.1 and HTTP/2, a body limit
-//! and a graceful drain.
+//! tested without a socket; [`serve_webhook`] adds TLS, HTTP/1.1 and HTTP/2, the listener's
+//! client timeouts, a body limit within the process's body budget, and a graceful drain.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tollgate_serve::body::{ReadError, Reservation, read_bounded};
+pub use tollgate_serve::{BodyBudget, ListenerLimits};
 
 use crate::review::{Outcome, review_with_outcome};
 use crate::{InjectConfig, Scope};
@@ -29,9 +31,9 @@ pub const MUTATE_PATH: &str = "/mutate";
 pub const MUTATE_NAMESPACE_PATH: &str = "/mutate/namespace";
 /// The webhook's port (DESIGN.md).
 pub const DEFAULT_WEBHOOK_LISTEN: &str = "0.0.0.0:9443";
-/// The API server caps objects at 1.5 MiB; an AdmissionReview holds one (twice for UPDATE,
-/// which we do not register for) plus a little. Anything larger is not from the API server.
-pub const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
+/// The API server's own limit on a request body, 3 MiB: an AdmissionReview holds one object
+/// (at most 1.5 MiB) plus a little. Anything larger is not from the API server.
+pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 
 /// The API server gives up on a webhook after its timeoutSeconds (the chart sets 5 s); a
 /// request still unread after this is not from it.
@@ -77,6 +79,13 @@ pub fn handle(request: Request<Bytes>, config: &InjectConfig) -> Response<Bytes>
     }
 }
 
+/// The webhook listener's client limits, and the controller's budget of buffered bodies.
+#[derive(Debug, Clone)]
+pub struct WebhookLimits {
+    pub listener: ListenerLimits,
+    pub budget: BodyBudget,
+}
+
 /// Serves the webhook on `listener` with `tls` until `shutdown` turns true, then drains,
 /// through the accept loop every tollgate listener shares.
 ///
@@ -86,35 +95,67 @@ pub async fn serve_webhook(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     config: Arc<InjectConfig>,
+    limits: WebhookLimits,
     shutdown: watch::Receiver<bool>,
 ) {
-    tollgate_serve::serve(listener, Some(tls), shutdown, move |request, _conn| {
-        let config = config.clone();
-        async move {
-            let response = match buffer(request).await {
-                Ok(request) => handle(request, &config),
-                Err(response) => response,
-            };
-            response.map(Full::new)
-        }
-    })
+    let WebhookLimits {
+        listener: listener_limits,
+        budget,
+    } = limits;
+    tollgate_serve::serve(
+        listener,
+        Some(tls),
+        listener_limits,
+        shutdown,
+        move |request, _conn| {
+            let config = config.clone();
+            let budget = budget.clone();
+            async move {
+                let response = match buffer(request, &budget).await {
+                    // The review's bytes stay in the budget until it has been answered.
+                    Ok((request, _reservation)) => handle(request, &config),
+                    Err(response) => response,
+                };
+                response.map(Full::new)
+            }
+        },
+    )
     .await;
 }
 
-/// Reads the whole body, at most [`MAX_REVIEW_BYTES`], within [`BODY_READ_TIMEOUT`].
+/// Reads the whole body, at most [`MAX_REVIEW_BYTES`] within the process's body budget, and
+/// within [`BODY_READ_TIMEOUT`] in all.
 async fn buffer(
     request: Request<tollgate_serve::Incoming>,
-) -> Result<Request<Bytes>, Response<Bytes>> {
+    budget: &BodyBudget,
+) -> Result<(Request<Bytes>, Reservation), Response<Bytes>> {
     let (parts, body) = request.into_parts();
-    let read = Limited::new(body, MAX_REVIEW_BYTES).collect();
+    let read = read_bounded(body, MAX_REVIEW_BYTES, budget);
     match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
-        Ok(Ok(collected)) => Ok(Request::from_parts(parts, collected.to_bytes())),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(plain(
+        Ok(Ok(buffered)) => Ok((
+            Request::from_parts(parts, buffered.bytes),
+            buffered.reservation,
+        )),
+        Ok(Err(ReadError::TooLarge)) => Err(plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             "AdmissionReview too large\n",
         )),
-        Ok(Err(_)) => Err(plain(StatusCode::BAD_REQUEST, "cannot read the body\n")),
-        Err(_) => Err(plain(StatusCode::REQUEST_TIMEOUT, "body read timed out\n")),
+        Ok(Err(ReadError::BudgetSpent)) => {
+            let mut response = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many reviews at once\n",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            Err(response)
+        }
+        Ok(Err(ReadError::Aborted)) => {
+            Err(plain(StatusCode::BAD_REQUEST, "cannot read the body\n"))
+        }
+        Ok(Err(ReadError::TimedOut)) | Err(_) => {
+            Err(plain(StatusCode::REQUEST_TIMEOUT, "body read timed out\n"))
+        }
     }
 }
 

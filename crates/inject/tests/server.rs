@@ -11,7 +11,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
 use tollgate_inject::InjectConfig;
-use tollgate_inject::server::{MAX_REVIEW_BYTES, handle, serve_webhook};
+use tollgate_inject::server::{
+    BodyBudget, ListenerLimits, MAX_REVIEW_BYTES, WebhookLimits, handle, serve_webhook,
+};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
@@ -78,7 +80,7 @@ struct Webhook {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn start() -> Webhook {
+async fn start(budget: usize) -> Webhook {
     let generated =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -114,7 +116,17 @@ async fn start() -> Webhook {
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let config = Arc::new(InjectConfig::new("tollgate:test"));
-    let task = tokio::spawn(serve_webhook(listener, Arc::new(server), config, stopped));
+    let limits = WebhookLimits {
+        listener: ListenerLimits::default(),
+        budget: BodyBudget::new(budget),
+    };
+    let task = tokio::spawn(serve_webhook(
+        listener,
+        Arc::new(server),
+        config,
+        limits,
+        stopped,
+    ));
     Webhook {
         url,
         client,
@@ -125,7 +137,7 @@ async fn start() -> Webhook {
 
 #[tokio::test]
 async fn serves_reviews_over_tls_and_stops_on_signal() {
-    let webhook = start().await;
+    let webhook = start(16 << 20).await;
     let response = webhook
         .client
         .post(format!("{}/mutate", webhook.url))
@@ -159,4 +171,59 @@ async fn serves_reviews_over_tls_and_stops_on_signal() {
         .await
         .expect("the listener stops")
         .unwrap();
+}
+
+#[tokio::test]
+async fn reviews_held_at_once_are_bounded_by_the_body_budget() {
+    let webhook = start(64 * 1024).await;
+    // A client that sends most of the budget's worth of a review, then stalls.
+    let (stall, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    stall.send(Ok(vec![b' '; 60 * 1024])).await.unwrap();
+    let stalled = webhook
+        .client
+        .post(format!("{}/mutate", webhook.url))
+        .body(reqwest::Body::wrap(ChannelBody(rx)))
+        .send();
+    let stalled = tokio::spawn(stalled);
+    // Its bytes are in the budget once the webhook has read them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = webhook
+        .client
+        .post(format!("{}/mutate", webhook.url))
+        .header("content-type", "application/json")
+        .body(fixture("pod-annotated.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    drop(stall);
+    let _ = stalled.await;
+    // Given back when the stalled review ended.
+    let response = webhook
+        .client
+        .post(format!("{}/mutate", webhook.url))
+        .header("content-type", "application/json")
+        .body(fixture("pod-annotated.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+}
+
+/// A request body sent chunk by chunk through a channel; it ends when the sender is dropped.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|chunk| chunk.map(|c| http_body::Frame::data(c.into()))))
+    }
 }

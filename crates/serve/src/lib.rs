@@ -4,24 +4,32 @@
 // One exception, `memory::trim`, calls glibc's malloc_trim.
 #![deny(unsafe_code)]
 
+pub mod body;
+mod conn;
+pub mod limits;
 pub mod memory;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use http::{Request, Response};
-pub use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+
+pub use crate::body::{BodyBudget, BodyError, Incoming};
+use crate::conn::{ClientTimeouts, ConnState, InFlight, LingeringClose};
+pub use crate::limits::{ListenerLimitArgs, ListenerLimits};
 
 /// A client that opens a connection and never finishes the handshake must not hold a task
 /// and a socket for ever.
@@ -45,15 +53,16 @@ pub struct ConnInfo {
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ListenerLimits,
     shutdown: watch::Receiver<bool>,
     handler: H,
 ) where
     H: Fn(Request<Incoming>, ConnInfo) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_per_connection(listener, tls, shutdown, move |conn| {
+    serve_per_connection(listener, tls, limits, shutdown, move |conn| {
         let handler = handler.clone();
         move |request| handler(request, conn)
     })
@@ -67,24 +76,27 @@ pub async fn serve<H, F, B>(
 pub async fn serve_per_connection<M, H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: ListenerLimits,
     mut shutdown: watch::Receiver<bool>,
     for_connection: M,
 ) where
     M: Fn(ConnInfo) -> H,
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
     loop {
+        // At --max-connections, new connections wait in the kernel's accept queue.
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener, &connections) => accepted,
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
-        let (stream, remote) = match accepted {
+        let (stream, remote, slot) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -102,12 +114,29 @@ pub async fn serve_per_connection<M, H, F, B>(
             local,
             tls: acceptor.is_some(),
         };
-        let open = memory::OpenConnection::track();
+        let open = (memory::OpenConnection::track(), slot);
+        let state = Arc::new(ConnState::default());
         let handler = for_connection(conn);
+        let lingering = limits.lingering;
+        let body_timeout = limits.body_timeout;
+        let service_state = state.clone();
         // A combinator, not an `async` block: a block that awaits the handler's future keeps
         // a second copy of it, and hyper moves the whole of it with every request.
-        let service = service_fn(move |request| handler(request).map(Ok::<_, Infallible>));
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+            let in_flight = service_state.start_request();
+            let http2 = request.version() == http::Version::HTTP_2;
+            let request = request.map(|body| {
+                Incoming::new(body, service_state.clone(), http2, body_timeout, lingering)
+            });
+            handler(request).map(move |response| {
+                Ok::<_, Infallible>(response.map(|body| Counted {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            })
+        });
+        let builder = builder(&limits);
+        let stream = LingeringClose::new(stream, state.clone(), lingering);
         match &acceptor {
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -128,8 +157,10 @@ pub async fn serve_per_connection<M, H, F, B>(
                                 return;
                             }
                         };
+                    let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let io = ClientTimeouts::new(tls, state, &limits, http2);
                     let connection = builder
-                        .serve_connection(TokioIo::new(tls), service)
+                        .serve_connection(TokioIo::new(io), service)
                         .into_owned();
                     if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!(%remote, %error, "connection ended with an error");
@@ -137,8 +168,9 @@ pub async fn serve_per_connection<M, H, F, B>(
                 });
             }
             None => {
+                let io = ClientTimeouts::new(stream, state, &limits, false);
                 let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(TokioIo::new(io), service)
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
@@ -159,5 +191,65 @@ pub async fn serve_per_connection<M, H, F, B>(
             ?local,
             "connections still open after the drain period were closed"
         );
+    }
+}
+
+/// Accepts a connection once a slot under --max-connections is free; the slot is held for the
+/// connection's life.
+async fn accept(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+) -> std::io::Result<(
+    tokio::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let slot = connections
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(std::io::Error::other)?;
+    let (stream, remote) = listener.accept().await?;
+    Ok((stream, remote, slot))
+}
+
+/// The HTTP/1.1 and HTTP/2 settings of a listener's connections.
+fn builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The request head's timeout is kept on the IO (`ClientTimeouts`): hyper's own would also
+    // end kept-alive connections after the header timeout, not the idle one.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(limits.http2_keepalive_timeout);
+    builder
+}
+
+/// A response body that counts its request as in flight until it has been sent (or dropped),
+/// so the connection's idle timeout starts only then.
+struct Counted<B> {
+    body: B,
+    _in_flight: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Counted<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

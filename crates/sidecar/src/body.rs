@@ -3,34 +3,20 @@
 //! gateway rewrote.
 
 use bytes::Bytes;
-use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{Either, Full};
 use tollgate_oauth::OAuthResponse;
+pub use tollgate_serve::Incoming;
+pub use tollgate_serve::body::{Buffered, ReadError, read_bounded, read_up_to};
 
 use crate::pool::ReturningBody;
 
 pub type ResponseBody = Either<Full<Bytes>, ReturningBody>;
 pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
-/// Bodies the gateway reads whole (OAuth parameters, a form carrying `access_token`) are
-/// bounded, so a client cannot make the sidecar buffer without limit.
-pub const MAX_BUFFERED_BODY: usize = 1024 * 1024;
-
-/// Why a body could not be read whole.
-#[derive(Debug)]
-pub enum ReadError {
-    TooLarge,
-    Aborted,
-}
-
-pub async fn read_bounded(body: Incoming) -> Result<Bytes, ReadError> {
-    match Limited::new(body, MAX_BUFFERED_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ReadError::TooLarge),
-        Err(_) => Err(ReadError::Aborted),
-    }
-}
+/// Seconds a client refused for a spent body budget is asked to wait: buffered bodies are
+/// small and read quickly, so the budget frees up within about that.
+const RETRY_AFTER_SECONDS: &str = "1";
 
 pub fn full(response: Response<Bytes>) -> Response<ResponseBody> {
     response.map(|b| Either::Left(Full::new(b)))
@@ -45,11 +31,28 @@ pub fn message(status: StatusCode, text: &str) -> Response<ResponseBody> {
     oauth(OAuthResponse::message(status, text))
 }
 
+/// The answer to a body that could not be read whole, with Kong's messages.
 pub fn read_error(error: ReadError) -> Response<ResponseBody> {
     match error {
         ReadError::TooLarge => {
-            message(StatusCode::PAYLOAD_TOO_LARGE, "Request size limit exceeded")
+            // The rest of the body is not read: over HTTP/1.1 the connection closes (after a
+            // lingering read), and the client is told so, as nginx does.
+            let mut response =
+                message(StatusCode::PAYLOAD_TOO_LARGE, "Request size limit exceeded");
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
         }
+        ReadError::BudgetSpent => {
+            let mut response = message(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable");
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+            response
+        }
+        ReadError::TimedOut => message(StatusCode::REQUEST_TIMEOUT, "Request timeout"),
         ReadError::Aborted => message(
             StatusCode::BAD_REQUEST,
             "The request body could not be read",

@@ -27,6 +27,12 @@ pub const DEFAULT_VALIDATION_CACHE_SIZE: u64 = 10_000;
 pub const DEFAULT_VALIDATION_CACHE_TTL: u64 = 30;
 /// A sidecar shares its pod's CPU with the application, so one thread is the default.
 pub const DEFAULT_WORKER_THREADS: usize = 1;
+/// `--max-oauth-body`: a token request is under 4 KiB.
+pub const DEFAULT_MAX_OAUTH_BODY: usize = 64 * 1024;
+/// `--client-body-buffer-size`: nginx's `client_body_buffer_size` on 64-bit systems.
+pub const DEFAULT_CLIENT_BODY_BUFFER_SIZE: usize = 16 * 1024;
+/// `--upstream-keepalive-idle-timeout`: Kong's `upstream_keepalive_idle_timeout`.
+pub const DEFAULT_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT: u64 = 60;
 
 /// `tollgate sidecar`: TLS termination, the OAuth endpoints, token checks and forwarding to
 /// the application on 127.0.0.1.
@@ -110,6 +116,27 @@ pub struct SidecarArgs {
           value_parser = parse_worker_threads)]
     pub worker_threads: usize,
 
+    /// Bytes of a request body the OAuth endpoints read; a longer one gets 413.
+    #[arg(long, env = "TOLLGATE_MAX_OAUTH_BODY", default_value_t = DEFAULT_MAX_OAUTH_BODY,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=(64 << 20)))]
+    pub max_oauth_body: usize,
+
+    /// Bytes of a proxied form body read to look for `access_token`; a longer body is
+    /// streamed to the application unread, and a token in it is not seen.
+    #[arg(long, env = "TOLLGATE_CLIENT_BODY_BUFFER_SIZE", default_value_t = DEFAULT_CLIENT_BODY_BUFFER_SIZE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1024..=(64 << 20)))]
+    pub client_body_buffer_size: usize,
+
+    /// Seconds a client connection keeps the application connection of its last request
+    /// with no new request; after, that connection is closed.
+    #[arg(long, env = "TOLLGATE_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT",
+          default_value_t = DEFAULT_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub upstream_keepalive_idle_timeout: u64,
+
+    #[command(flatten)]
+    pub limits: tollgate_serve::ListenerLimitArgs,
+
     #[command(flatten)]
     pub controller_source: ControllerSourceArgs,
 }
@@ -135,6 +162,21 @@ pub struct Config {
     pub trusted_ips: TrustedIps,
     pub validation_cache_size: u64,
     pub validation_cache_ttl: std::time::Duration,
+    pub body_limits: BodyLimits,
+    /// Every listener's client timeouts and caps.
+    pub listener_limits: tollgate_serve::ListenerLimits,
+    pub upstream_keepalive_idle_timeout: std::time::Duration,
+}
+
+/// How much of a request body the sidecar reads into memory, per request and in all.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// `--max-oauth-body`, also the admin API's.
+    pub oauth: usize,
+    /// `--client-body-buffer-size`.
+    pub proxied_form: usize,
+    /// `--body-buffer-budget`.
+    pub budget: usize,
 }
 
 /// All configuration problems found, one line each.
@@ -240,6 +282,15 @@ impl Config {
                 trusted_ips,
                 validation_cache_size: args.validation_cache_size,
                 validation_cache_ttl: std::time::Duration::from_secs(args.validation_cache_ttl),
+                body_limits: BodyLimits {
+                    oauth: args.max_oauth_body,
+                    proxied_form: args.client_body_buffer_size,
+                    budget: args.limits.body_buffer_budget,
+                },
+                listener_limits: args.limits.limits(),
+                upstream_keepalive_idle_timeout: std::time::Duration::from_secs(
+                    args.upstream_keepalive_idle_timeout,
+                ),
             }),
             _ => Err(ConfigErrors(errors)),
         }

@@ -43,9 +43,11 @@ pub enum ForwardError {
 }
 
 impl Upstream {
-    pub fn new(metrics: PoolMetrics) -> Self {
+    /// `held_idle_timeout`: how long a client connection keeps an upstream connection it
+    /// does not use (`--upstream-keepalive-idle-timeout`).
+    pub fn new(metrics: PoolMetrics, held_idle_timeout: std::time::Duration) -> Self {
         Self {
-            pool: Pool::new(metrics),
+            pool: Pool::new(metrics, held_idle_timeout),
         }
     }
 

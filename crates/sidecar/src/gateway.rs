@@ -13,7 +13,6 @@ use futures_util::future;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use tollgate_api::Snapshot;
 use tollgate_api::snapshot::Service;
 use tollgate_oauth::bearer;
@@ -23,7 +22,8 @@ use tollgate_oauth::{AuthorizeRequest, OAuthResponse, Params, TokenRequest, Tran
 use tollgate_store::TokenStore;
 use uuid::Uuid;
 
-use crate::body::{self, ResponseBody};
+use crate::body::{self, Incoming, ResponseBody};
+use crate::config::BodyLimits;
 use crate::forward::{self, ForwardedHop, Upstream};
 use crate::metrics::{Metrics, Outcome};
 use crate::pool::Bound;
@@ -113,6 +113,9 @@ pub struct Gateway<S> {
     upstream: Upstream,
     metrics: Arc<Metrics>,
     trusted_ips: TrustedIps,
+    body_limits: BodyLimits,
+    /// Bytes of request bodies held in memory at once, over every listener of the sidecar.
+    body_budget: tollgate_serve::BodyBudget,
 }
 
 /// Where the access token of a request was found; `hideCredentials` removes it from there.
@@ -180,16 +183,25 @@ impl<S: TokenStore> Gateway<S> {
         store: S,
         metrics: Arc<Metrics>,
         trusted_ips: TrustedIps,
+        body_limits: BodyLimits,
+        upstream_held_idle_timeout: std::time::Duration,
     ) -> Self {
         metrics.snapshot_version.set(snapshot.version as i64);
         metrics.services.set(snapshot.services.len() as i64);
         Self {
             served: ArcSwap::from_pointee(Served::new(snapshot)),
             store,
-            upstream: Upstream::new(metrics.upstream.clone()),
+            upstream: Upstream::new(metrics.upstream.clone(), upstream_held_idle_timeout),
             metrics,
             trusted_ips,
+            body_limits,
+            body_budget: tollgate_serve::BodyBudget::new(body_limits.budget),
         }
+    }
+
+    /// The per-request body limits, and the process's budget of buffered body bytes.
+    pub fn body_limits(&self) -> (&BodyLimits, &tollgate_serve::BodyBudget) {
+        (&self.body_limits, &self.body_budget)
     }
 
     /// Replaces the configuration for every request that starts after this call.
@@ -304,7 +316,8 @@ impl<S: TokenStore> Gateway<S> {
         }
         let transport = self.transport(&request, service, conn);
         let (parts, incoming) = request.into_parts();
-        let params = match read_params(&parts, incoming).await {
+        let read = body::read_bounded(incoming, self.body_limits.oauth, &self.body_budget);
+        let params = match read_params(&parts, read).await {
             Ok(params) => params,
             Err(response) => return response,
         };
@@ -396,6 +409,8 @@ impl<S: TokenStore> Gateway<S> {
         // string or a form body (the body wins).
         let mut forwarded_body = Either::Left(incoming);
         let mut form: Option<Bytes> = None;
+        // The buffered form's place in the body budget, until it has been forwarded.
+        let mut _form_reservation = None;
         let prepared = &served.prepared[route.service];
         let (token, found_in) = match prepared.auth_header_value(&parts.headers) {
             Some(value) => (
@@ -413,17 +428,27 @@ impl<S: TokenStore> Gateway<S> {
                     let Either::Left(incoming) = forwarded_body else {
                         unreachable!("the body is only taken here");
                     };
-                    // Boxed, as a rare path: see `handle`.
-                    let bytes = match Box::pin(body::read_bounded(incoming)).await {
-                        Ok(bytes) => bytes,
+                    // Boxed, as a rare path: see `handle`. A form longer than nginx's
+                    // `client_body_buffer_size` is streamed unread, as a body with no token.
+                    let read = body::read_up_to(
+                        incoming,
+                        self.body_limits.proxied_form,
+                        &self.body_budget,
+                    );
+                    match Box::pin(read).await {
+                        Ok(Ok(buffered)) => {
+                            let bytes = buffered.bytes;
+                            let params = Params::from_urlencoded(&bytes);
+                            if let Some(t) = params.text("access_token") {
+                                found = (Some(Cow::Owned(t.to_owned())), FoundIn::FormBody);
+                            }
+                            forwarded_body = Either::Right(Full::new(bytes.clone()));
+                            form = Some(bytes);
+                            _form_reservation = Some(buffered.reservation);
+                        }
+                        Ok(Err(unread)) => forwarded_body = Either::Left(unread),
                         Err(e) => return body::read_error(e),
-                    };
-                    let params = Params::from_urlencoded(&bytes);
-                    if let Some(t) = params.text("access_token") {
-                        found = (Some(Cow::Owned(t.to_owned())), FoundIn::FormBody);
                     }
-                    forwarded_body = Either::Right(Full::new(bytes.clone()));
-                    form = Some(bytes);
                 }
                 match found {
                     (Some(t), at) => (Some(t), at),
@@ -532,14 +557,17 @@ impl<S: TokenStore> Gateway<S> {
     }
 }
 
-/// Reads the OAuth parameters of an endpoint request: query string and body.
+/// Reads the OAuth parameters of an endpoint request: query string and `read`, its body.
 async fn read_params(
     parts: &http::request::Parts,
-    incoming: Incoming,
+    read: impl Future<Output = Result<body::Buffered, body::ReadError>>,
 ) -> Result<Params, Response<ResponseBody>> {
-    let bytes = body::read_bounded(incoming)
-        .await
-        .map_err(body::read_error)?;
+    // The parameters are parsed into owned values: the body's place in the budget is given
+    // back once they are.
+    let body::Buffered {
+        bytes,
+        reservation: _reservation,
+    } = read.await.map_err(body::read_error)?;
     let content_type = header_str(&parts.headers, header::CONTENT_TYPE.as_str());
     Params::parse(parts.uri.query(), content_type, bytes)
         .await

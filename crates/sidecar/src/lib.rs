@@ -73,7 +73,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store,
         metrics.clone(),
         config.trusted_ips,
+        config.body_limits,
+        config.upstream_keepalive_idle_timeout,
     ));
+    let limits = config.listener_limits;
     let (stop, stopped) = watch::channel(false);
     let revocations = tokio::spawn(gateway.store().clone().follow_revocations(stopped.clone()));
     let reclaim = tokio::spawn(tollgate_serve::memory::reclaim_freed_memory(
@@ -92,6 +95,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let proxy = tokio::spawn(tollgate_serve::serve_per_connection(
         proxy_listener,
         Some(tls.clone()),
+        limits,
         stopped.clone(),
         gateway_per_connection(gateway.clone()),
     ));
@@ -99,6 +103,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(tollgate_serve::serve_per_connection(
             listener,
             None,
+            limits,
             stopped.clone(),
             gateway_per_connection(gateway.clone()),
         ))
@@ -109,14 +114,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(tollgate_serve::serve(
             admin_listener,
             Some(tls),
+            limits,
             stopped.clone(),
             move |request, _conn| {
                 let gateway = gateway.clone();
                 let admin_token = admin_token.clone();
                 async move {
                     let (parts, incoming) = request.into_parts();
-                    let bytes = match body::read_bounded(incoming).await {
-                        Ok(bytes) => bytes,
+                    let (bodies, budget) = gateway.body_limits();
+                    let read = body::read_bounded(incoming, bodies.oauth, budget).await;
+                    let body::Buffered {
+                        bytes,
+                        reservation: _reservation,
+                    } = match read {
+                        Ok(buffered) => buffered,
                         Err(error) => return body::read_error(error),
                     };
                     let request = http::Request::from_parts(parts, bytes);
@@ -142,6 +153,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(tollgate_serve::serve(
             metrics_listener,
             None,
+            limits,
             stopped.clone(),
             move |request, _conn| {
                 let metrics = metrics.clone();

@@ -8,10 +8,14 @@
 //! Upstream connections whose client has gone wait in a small shared idle list for the next
 //! client, as in Kong's `upstream_keepalive_pool_size`; an HTTP/2 client with several requests
 //! in flight draws its extra connections from there too.
+//!
+//! A client that stays connected but sends nothing keeps its upstream connection only for
+//! Kong's `upstream_keepalive_idle_timeout`: then the connection is closed, so idle clients
+//! never hold more of the application's connections than the idle list's cap.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -118,6 +122,10 @@ fn expire<C>(list: &mut VecDeque<(Instant, C)>, now: Instant, timeout: Duration)
 pub struct Pool {
     idle: Mutex<IdleList<Connection>>,
     metrics: PoolMetrics,
+    /// Every client connection's [`Bound`], for the sweep to take back what they hold idle.
+    bound: Mutex<Vec<Weak<Bound>>>,
+    /// How long a client connection keeps an upstream connection it does not use.
+    held_idle_timeout: Duration,
 }
 
 /// `tollgate_upstream_connections_total` and `tollgate_upstream_idle_connections`.
@@ -128,10 +136,12 @@ pub struct PoolMetrics {
 }
 
 impl Pool {
-    pub fn new(metrics: PoolMetrics) -> Arc<Self> {
+    pub fn new(metrics: PoolMetrics, held_idle_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             idle: Mutex::new(IdleList::new(MAX_IDLE_PER_PORT, IDLE_TIMEOUT)),
             metrics,
+            bound: Mutex::new(Vec::new()),
+            held_idle_timeout,
         })
     }
 
@@ -144,15 +154,40 @@ impl Pool {
         result
     }
 
-    /// Sweeps the idle list every `IDLE_TIMEOUT / 3` until `stop`.
+    /// Sweeps the idle list, and the connections client connections hold unused, every third
+    /// of the shorter idle timeout until `stop`.
     pub async fn sweep_idle(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut every = tokio::time::interval(IDLE_TIMEOUT / 3);
+        let mut every = tokio::time::interval(IDLE_TIMEOUT.min(self.held_idle_timeout) / 3);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = every.tick() => self.with_idle(|idle| idle.sweep(Instant::now())),
+                _ = every.tick() => {
+                    let now = Instant::now();
+                    self.with_idle(|idle| idle.sweep(now));
+                    self.close_held_idle(now);
+                }
                 _ = stop.wait_for(|stop| *stop) => return,
             }
+        }
+    }
+
+    fn register(&self, bound: Weak<Bound>) {
+        self.bound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(bound);
+    }
+
+    /// Closes the upstream connections that client connections have held unused for the
+    /// held idle timeout, and forgets the client connections that have closed.
+    fn close_held_idle(&self, now: Instant) {
+        let live: Vec<Arc<Bound>> = {
+            let mut bound = self.bound.lock().unwrap_or_else(PoisonError::into_inner);
+            bound.retain(|b| b.strong_count() > 0);
+            bound.iter().filter_map(Weak::upgrade).collect()
+        };
+        for bound in live {
+            bound.close_if_idle(now, self.held_idle_timeout);
         }
     }
 
@@ -178,7 +213,14 @@ impl Pool {
 /// connection closes, the upstream connection goes to the shared idle list.
 pub struct Bound {
     pool: Arc<Pool>,
-    held: Mutex<Option<(u16, Connection)>>,
+    held: Mutex<Option<Held>>,
+}
+
+/// The connection a client connection holds, to which port, and since when unused.
+struct Held {
+    port: u16,
+    conn: Connection,
+    since: Instant,
 }
 
 /// Where a connection for a request came from; only a reused connection can have been closed by
@@ -191,14 +233,28 @@ pub enum Origin {
 
 impl Bound {
     pub fn new(pool: Arc<Pool>) -> Arc<Self> {
-        Arc::new(Self {
+        let bound = Arc::new(Self {
             pool,
             held: Mutex::new(None),
-        })
+        });
+        bound.pool.register(Arc::downgrade(&bound));
+        bound
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, Option<(u16, Connection)>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Held>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes the held connection when it has not carried a request for `timeout`: a client
+    /// that sends nothing must not keep one of the application's connections.
+    fn close_if_idle(&self, now: Instant, timeout: Duration) {
+        let mut held = self.held();
+        if held
+            .as_ref()
+            .is_some_and(|held| now.duration_since(held.since) >= timeout)
+        {
+            *held = None;
+        }
     }
 
     /// A connection to `port` ready to carry a request: this client's own, an idle one, or a
@@ -211,7 +267,11 @@ impl Bound {
         let own = {
             let mut held = self.held();
             match held.take() {
-                Some((held_port, conn)) if held_port == port => Some(conn),
+                Some(Held {
+                    port: held_port,
+                    conn,
+                    ..
+                }) if held_port == port => Some(conn),
                 other => {
                     *held = other;
                     None
@@ -238,7 +298,13 @@ impl Bound {
     pub fn give_back(&self, port: u16, conn: Connection) {
         let mut held = self.held();
         match &*held {
-            None => *held = Some((port, conn)),
+            None => {
+                *held = Some(Held {
+                    port,
+                    conn,
+                    since: Instant::now(),
+                })
+            }
             // An HTTP/2 client had two requests in flight: keep one connection, share the other.
             Some(_) => {
                 drop(held);
@@ -250,7 +316,7 @@ impl Bound {
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        if let Some((port, conn)) = self.held().take() {
+        if let Some(Held { port, conn, .. }) = self.held().take() {
             self.pool.put(port, conn);
         }
     }
