@@ -11,6 +11,7 @@ mod controller;
 mod grants;
 mod memory;
 mod oauth_client;
+mod path_and_headers;
 mod proxy;
 mod redis_faults;
 mod secrets;

@@ -154,7 +154,7 @@ fn decode_unreserved(raw: &str, out: &mut String) -> Result<(), PathError> {
         let (Some(high), Some(low)) = (high, low) else {
             return Err(PathError::BadPercentEncoding);
         };
-        let byte = high << 4 | low;
+        let byte = (high << 4) | low;
         if byte == 0 {
             return Err(PathError::EncodedNul);
         }
