@@ -16,14 +16,19 @@ use tollgate_canon::header_name::{FORWARDED_HEADERS, Verdict, judge};
 use tollgate_oauth::bearer::IDENTITY_HEADERS;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, name)) = data.split_first() else { return };
+    let Some((&flags, name)) = data.split_first() else {
+        return;
+    };
     let drop_underscore = flags & 1 == 1;
-    let Ok(name) = HeaderName::from_bytes(name) else { return };
+    let Ok(name) = HeaderName::from_bytes(name) else {
+        return;
+    };
     let name = name.as_str();
+    let identity = IDENTITY_HEADERS;
     let protected: Vec<&str> = FORWARDED_HEADERS
         .iter()
         .copied()
-        .chain(IDENTITY_HEADERS.iter().map(HeaderName::as_str))
+        .chain(identity.iter().map(HeaderName::as_str))
         .collect();
     let verdict = judge(name, protected.iter().copied(), drop_underscore);
 
@@ -38,8 +43,14 @@ fuzz_target!(|data: &[u8]| {
     } else {
         Verdict::Keep
     };
-    assert_eq!(verdict, expected, "{name:?}, dropUnderscoreHeaders {drop_underscore}");
+    assert_eq!(
+        verdict, expected,
+        "{name:?}, dropUnderscoreHeaders {drop_underscore}"
+    );
     if !drop_underscore {
-        assert_eq!(judge("custom_header_name", protected.iter().copied(), false), Verdict::Keep);
+        assert_eq!(
+            judge("custom_header_name", protected.iter().copied(), false),
+            Verdict::Keep
+        );
     }
 });

@@ -26,7 +26,9 @@ fuzz_target!(|data: &[u8]| {
     let segments: Vec<&str> = once[1..].split('/').collect();
     let (last, middle) = segments.split_last().expect("split yields one at least");
     assert!(
-        middle.iter().all(|s| !s.is_empty() && *s != "." && *s != ".."),
+        middle
+            .iter()
+            .all(|s| !s.is_empty() && *s != "." && *s != ".."),
         "{path:?} -> {once:?}"
     );
     assert!(*last != "." && *last != "..", "{path:?} -> {once:?}");
