@@ -12,6 +12,7 @@ mod grants;
 mod limits;
 mod memory;
 mod oauth_client;
+mod path_and_headers;
 mod proxy;
 mod redis_faults;
 mod secrets;

@@ -260,6 +260,7 @@ fn compile_service(
                 .upstream
                 .read_timeout
                 .unwrap_or(snapshot::DEFAULT_TIMEOUT_MS),
+            drop_underscore_headers: spec.upstream.drop_underscore_headers,
         },
         routes,
         oauth2: snapshot::OAuth2Settings {
@@ -461,7 +462,20 @@ fn normalize_path(path: &str) -> Result<String, &'static str> {
     if trimmed.contains("//") {
         return Err("contains an empty segment (`//`)");
     }
-    Ok(format!("/{trimmed}"))
+    let path = format!("/{trimmed}");
+    // Requests are routed, and reach the backend, by their normalised path: a prefix that is
+    // not one would match nothing, or match what the backend reads as another path.
+    let upper = path.to_ascii_uppercase();
+    if path.contains('\\') || upper.contains("%2F") || upper.contains("%5C") {
+        return Err("contains a backslash or an encoded slash (`%2F`, `%5C`)");
+    }
+    match tollgate_canon::path::normalize(&path) {
+        Ok(normal) if normal == path => Ok(path),
+        _ => Err(
+            "is not a normalised path: it has a `.` or `..` segment, a percent-encoded letter, \
+             digit or `-._~`, lower-case or invalid percent-encoding",
+        ),
+    }
 }
 
 /// An RFC 9110 token, which is what a header name is.
@@ -660,6 +674,7 @@ mod tests {
                     path: None,
                     connect_timeout: None,
                     read_timeout: None,
+                    drop_underscore_headers: false,
                 },
                 routes: routes
                     .iter()
@@ -1051,7 +1066,10 @@ mod tests {
 
     #[test]
     fn bad_route_is_invalid() {
-        for bad in ["/a b", "/a?x=1", "/a#b", "/a//b"] {
+        for bad in [
+            "/a b", "/a?x=1", "/a#b", "/a//b", "/a/../b", "/a/./b", "/%7Ea", "/a%2fb", "/a%2Fb",
+            "/a\\b", "/a%", "/a%2e%2e", "/a%5Cb", "/%c3%a9",
+        ] {
             let mut resources = article();
             resources.services[0].spec.routes[0].path_prefix = bad.into();
             let error = only_error(&compile(&resources)).clone();

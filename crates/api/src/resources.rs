@@ -77,6 +77,12 @@ pub struct UpstreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 2147483646))]
     pub read_timeout: Option<u32>,
+    /// Drop every request header with `_` in its name before forwarding, as nginx does by
+    /// default (`underscores_in_headers off`). Off by default, as in Kong: underscore headers
+    /// reach the backend, except look-alikes of the headers the sidecar sets
+    /// (`X_Consumer_Username`), which are always dropped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_underscore_headers: bool,
 }
 
 /// One path prefix routed to this service.

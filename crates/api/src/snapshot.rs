@@ -61,6 +61,9 @@ pub struct Upstream {
     /// then each wait for more of its body.
     #[serde(default = "default_timeout_ms")]
     pub read_timeout_ms: u32,
+    /// Drop every request header with `_` in its name, as nginx does by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_underscore_headers: bool,
 }
 
 /// Kong's default `connect_timeout` and `read_timeout`: 60 s.

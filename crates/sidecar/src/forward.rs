@@ -13,7 +13,9 @@ use tokio::time::timeout;
 
 use crate::body::UpstreamBody;
 use crate::gateway::IdentityHeaders;
+use crate::metrics::DroppedHeader;
 use crate::pool::{Bound, Origin, Pool, PoolMetrics, ReturningBody};
+use tollgate_canon::header_name::{self, FORWARDED_HEADERS, Verdict};
 use tollgate_h1::{self as h1, Exchange};
 use tollgate_oauth::bearer::IDENTITY_HEADERS;
 use tollgate_serve::ConnInfo;
@@ -267,6 +269,38 @@ fn set_by_this_hop(name: &HeaderName) -> bool {
             .any(|identity| identity.as_str() == name))
 }
 
+/// Drops the client's headers an application could take for one this hop sets: those that
+/// read, with `_` as `-`, as an identity header, `X-Forwarded-*` or `X-Real-IP`
+/// ([`header_name::judge`]); and with `drop_underscore`, every header with `_` in its name.
+/// `dropped` is told of each name removed. A request with no such header allocates nothing.
+pub fn drop_confusable_headers(
+    headers: &mut HeaderMap,
+    drop_underscore: bool,
+    mut dropped: impl FnMut(DroppedHeader),
+) {
+    // A static, not the const: the names are borrowed for as long as the judge runs.
+    static IDENTITY: [HeaderName; 7] = IDENTITY_HEADERS;
+    let protected = || {
+        FORWARDED_HEADERS
+            .iter()
+            .copied()
+            .chain(IDENTITY.iter().map(HeaderName::as_str))
+    };
+    let mut doomed = Vec::new();
+    for name in headers.keys() {
+        let reason = match header_name::judge(name.as_str(), protected(), drop_underscore) {
+            Verdict::Keep => continue,
+            Verdict::LookAlike => DroppedHeader::LookAlike,
+            Verdict::Underscore => DroppedHeader::Underscore,
+        };
+        dropped(reason);
+        doomed.push(name.clone());
+    }
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
 /// Fields the client's `Connection` names: they belong to its connection, not the message
 /// (RFC 9110 §7.6.1). `close` and `keep-alive`, almost always all it says, name none, and
 /// then nothing is allocated.
@@ -428,6 +462,36 @@ mod tests {
         );
         assert_eq!(value(&fields, "x-consumer-id"), ["real"]);
         assert_eq!(value(&fields, "x-other"), ["kept"]);
+    }
+
+    #[test]
+    fn look_alikes_of_the_headers_this_hop_sets_are_dropped() {
+        let mut parts = parts_of(
+            Request::builder()
+                .uri("/")
+                .header("x_consumer_username", "forged")
+                .header("X_Authenticated_Userid", "forged")
+                .header("x_real_ip", "forged")
+                .header("x-forwarded_for", "forged")
+                .header("custom_header_name", "kept")
+                .header("x-other", "kept"),
+        );
+        let mut reasons = Vec::new();
+        drop_confusable_headers(&mut parts.headers, false, |r| reasons.push(r));
+        assert_eq!(reasons, [DroppedHeader::LookAlike; 4]);
+        let (_, fields) = forwarded(&parts, &IdentityHeaders::owned(Vec::new()));
+        assert!(
+            !fields.iter().any(|line| line.ends_with("forged")),
+            "{fields:?}"
+        );
+        assert_eq!(value(&fields, "custom_header_name"), ["kept"]);
+        assert_eq!(value(&fields, "x-other"), ["kept"]);
+
+        reasons.clear();
+        drop_confusable_headers(&mut parts.headers, true, |r| reasons.push(r));
+        assert_eq!(reasons, [DroppedHeader::Underscore]);
+        assert!(parts.headers.get("custom_header_name").is_none());
+        assert_eq!(parts.headers["x-other"], "kept");
     }
 
     #[test]

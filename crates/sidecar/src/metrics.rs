@@ -30,11 +30,14 @@ pub enum Outcome {
     IntrospectEndpoint,
     RevokeEndpoint,
     MetadataEndpoint,
+    /// A request the gateway cannot read one way only: a path with no normal form, or an
+    /// HTTP/1.1 request without exactly one `Host`.
+    BadRequest,
 }
 
 impl Outcome {
     /// Every outcome, in the order of its discriminant.
-    const ALL: [Outcome; 12] = [
+    const ALL: [Outcome; 13] = [
         Outcome::Forwarded,
         Outcome::Unauthorized,
         Outcome::StoreError,
@@ -47,6 +50,7 @@ impl Outcome {
         Outcome::IntrospectEndpoint,
         Outcome::RevokeEndpoint,
         Outcome::MetadataEndpoint,
+        Outcome::BadRequest,
     ];
 
     /// The `outcome` label.
@@ -64,6 +68,7 @@ impl Outcome {
             Outcome::IntrospectEndpoint => "introspect_endpoint",
             Outcome::RevokeEndpoint => "revoke_endpoint",
             Outcome::MetadataEndpoint => "metadata_endpoint",
+            Outcome::BadRequest => "bad_request",
         }
     }
 }
@@ -73,6 +78,32 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+/// Why a client's header was dropped before forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DroppedHeader {
+    /// Read with `_` as `-`, it names a header the sidecar sets (`X_Consumer_Username`).
+    LookAlike,
+    /// It has `_` in its name, and its service sets `upstream.dropUnderscoreHeaders`.
+    Underscore,
+}
+
+impl DroppedHeader {
+    const ALL: [DroppedHeader; 2] = [DroppedHeader::LookAlike, DroppedHeader::Underscore];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DroppedHeader::LookAlike => "look_alike",
+            DroppedHeader::Underscore => "underscore",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -80,6 +111,8 @@ pub struct Metrics {
     /// atomic add, with no label hashed or lock taken. Every outcome is exported from the
     /// start, at zero, as Prometheus advises.
     requests: [Counter; Outcome::ALL.len()],
+    /// Client headers dropped before forwarding, by reason, as `requests`.
+    dropped_headers: [Counter; DroppedHeader::ALL.len()],
     pub snapshot_version: Gauge,
     pub services: Gauge,
     pub upstream: PoolMetrics,
@@ -126,9 +159,23 @@ impl Metrics {
                 })
                 .clone()
         });
+        let dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "dropped_request_headers",
+            "Client request headers dropped before forwarding, by reason",
+            dropped.clone(),
+        );
+        let dropped_headers = DroppedHeader::ALL.map(|reason| {
+            dropped
+                .get_or_create(&ReasonLabels {
+                    reason: reason.label(),
+                })
+                .clone()
+        });
         Arc::new(Self {
             registry,
             requests,
+            dropped_headers,
             snapshot_version,
             services,
             upstream,
@@ -138,6 +185,10 @@ impl Metrics {
 
     pub fn count(&self, outcome: Outcome) {
         self.requests[outcome as usize].inc();
+    }
+
+    pub fn count_dropped_header(&self, reason: DroppedHeader) {
+        self.dropped_headers[reason as usize].inc();
     }
 
     pub fn set_ready(&self, ready: bool) {

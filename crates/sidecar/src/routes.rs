@@ -1,9 +1,12 @@
 //! The route table: which OAuthService a request path belongs to, what the gateway answers
-//! itself, and the path the upstream receives.
+//! itself, and the path the upstream receives. Paths here are normalised already
+//! ([`tollgate_canon::path::normalize`]): the one path routing, `stripPath` and the upstream
+//! request all use.
 
 use std::borrow::Cow;
 
 use tollgate_api::Snapshot;
+use tollgate_canon::path::match_prefix;
 
 use crate::metrics::Outcome;
 
@@ -26,6 +29,9 @@ pub struct Matched<'p> {
     /// Index into `Snapshot::services`.
     pub service: usize,
     pub prefix: &'p str,
+    /// Bytes of the path the prefix covers: its own length, or more when the path separates
+    /// the prefix's segments with `%2F` or runs of separators.
+    pub matched_len: usize,
     pub strip_path: bool,
     pub endpoint: Endpoint,
 }
@@ -70,28 +76,20 @@ impl RouteTable {
     }
 
     /// The route of `path`. A prefix matches at a segment boundary: `/event` matches `/event`,
-    /// `/event/1` and `/event?x`, not `/events`.
+    /// `/event/1` and `/event%2F1` (an application may decode `%2F`), not `/events`
+    /// ([`match_prefix`]).
     pub fn find<'t>(&'t self, path: &str) -> Option<Matched<'t>> {
-        let entry = self
+        let (entry, matched_len) = self
             .entries
             .iter()
-            .find(|e| prefix_matches(&e.prefix, path))?;
+            .find_map(|e| Some((e, match_prefix(&e.prefix, path)?)))?;
         Some(Matched {
             service: entry.service,
             prefix: &entry.prefix,
+            matched_len,
             strip_path: entry.strip_path,
             endpoint: Endpoint::of(path),
         })
-    }
-}
-
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return path.starts_with('/');
-    }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
     }
 }
 
@@ -146,10 +144,11 @@ impl Endpoint {
 }
 
 impl Matched<'_> {
-    /// Bytes of a matched path the route strips: its prefix when `strip_path` is set.
+    /// Bytes of a matched path the route strips: what its prefix matched when `strip_path`
+    /// is set.
     pub fn strip_len(&self) -> usize {
         if self.strip_path && self.prefix != "/" {
-            self.prefix.len()
+            self.matched_len
         } else {
             0
         }
@@ -163,11 +162,19 @@ pub fn upstream_path<'p>(base: Option<&'p str>, strip_len: usize, path: &'p str)
     let rest = path.get(strip_len.min(path.len())..).unwrap_or(path);
     let base = base.unwrap_or("");
     let base = base.strip_suffix('/').unwrap_or(base);
-    match (base.is_empty(), rest.is_empty()) {
-        (true, true) => Cow::Borrowed("/"),
-        (true, false) => Cow::Borrowed(rest),
-        (false, true) => Cow::Borrowed(base),
-        (false, false) => Cow::Owned(format!("{base}{rest}")),
+    // What follows a stripped prefix may be an encoded separator (`%2F1`): the upstream path
+    // still begins a segment there, as Kong begins a stripped path with `/`.
+    let slash = if rest.is_empty() || rest.starts_with('/') {
+        ""
+    } else {
+        "/"
+    };
+    match (base.is_empty(), rest.is_empty(), slash.is_empty()) {
+        (true, true, _) => Cow::Borrowed("/"),
+        (true, false, true) => Cow::Borrowed(rest),
+        (false, true, _) => Cow::Borrowed(base),
+        (false, false, true) => Cow::Owned(format!("{base}{rest}")),
+        (_, false, false) => Cow::Owned(format!("{base}/{rest}")),
     }
 }
 
@@ -240,6 +247,16 @@ mod tests {
         assert_eq!(
             upstream_path(Some("/api/"), strip.strip_len(), "/event"),
             "/api"
+        );
+        // A prefix followed by an encoded slash still strips at a segment boundary.
+        let encoded = t.find("/event%2F1").unwrap();
+        assert_eq!(
+            upstream_path(None, encoded.strip_len(), "/event%2F1"),
+            "/%2F1"
+        );
+        assert_eq!(
+            upstream_path(Some("/api"), encoded.strip_len(), "/event%2F1"),
+            "/api/%2F1"
         );
         let keep = t.find("/keep/1").unwrap();
         assert_eq!(upstream_path(None, keep.strip_len(), "/keep/1"), "/keep/1");

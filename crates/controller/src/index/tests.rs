@@ -67,6 +67,7 @@ fn mk_service(ns: &str, name: &str, route: &str, selector: Option<LabelSelector>
                 path: None,
                 connect_timeout: None,
                 read_timeout: None,
+                drop_underscore_headers: false,
             },
             routes: vec![RouteSpec {
                 path_prefix: route.to_owned(),

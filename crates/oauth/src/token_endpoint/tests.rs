@@ -71,6 +71,7 @@ fn snapshot(edit: impl FnOnce(&mut OAuth2Settings, &mut Application)) -> Snapsho
                 path: None,
                 connect_timeout_ms: tollgate_api::snapshot::DEFAULT_TIMEOUT_MS,
                 read_timeout_ms: tollgate_api::snapshot::DEFAULT_TIMEOUT_MS,
+                drop_underscore_headers: false,
             },
             routes: vec![Route {
                 path_prefix: "/event".into(),
