@@ -13,6 +13,7 @@ mod memory;
 mod oauth_client;
 mod proxy;
 mod redis_faults;
+mod sealed_store;
 mod secrets;
 mod tls;
 mod token_endpoint;
