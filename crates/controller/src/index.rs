@@ -690,8 +690,6 @@ impl std::fmt::Display for ObjectRef {
     }
 }
 
-/// The object's namespace (as `kubectl apply` defaults it) and name; `None` without a name.
-
 /// What a pod of `namespace` gets of the store key: that namespace's keys only.
 fn namespace_store_key(root: &KeyPair, namespace: &str) -> NamespaceStoreKey {
     let keys = root.for_namespace(namespace);
@@ -701,6 +699,8 @@ fn namespace_store_key(root: &KeyPair, namespace: &str) -> NamespaceStoreKey {
         previous: keys.previous.map(|key| KeyMaterial(key.expose().to_vec())),
     }
 }
+
+/// The object's namespace (as `kubectl apply` defaults it) and name; `None` without a name.
 fn object_ref(meta: &ObjectMeta) -> Option<ObjectRef> {
     let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
     let namespace = meta
