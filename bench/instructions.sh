@@ -63,6 +63,7 @@ python3 "$BENCH/tools.py" render "$BENCH/conf/upstream.nginx.conf" "$WORK/upstre
 python3 "$BENCH/tools.py" render "$BENCH/conf/manifests.yaml" "$WORK/manifests.yaml" \
     UPSTREAM_PORT="$P_UP"
 
+head -c 32 /dev/urandom >"$WORK/store.key"
 redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$WORK" >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
@@ -73,7 +74,8 @@ env TOLLGATE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/call
     "$BIN" sidecar --manifests "$WORK/manifests.yaml" --listen "127.0.0.1:$P_TG" \
     --admin-listen "127.0.0.1:$P_ADMIN" --metrics-listen "127.0.0.1:$P_METRICS" \
     --tls-cert "$WORK/tls.crt" --tls-key "$WORK/tls.key" \
-    --redis-url "redis://127.0.0.1:$P_REDIS" --worker-threads 1 >"$WORK/sidecar.log" 2>&1 &
+    --redis-url "redis://127.0.0.1:$P_REDIS" --store-key-file "$WORK/store.key" \
+    --worker-threads 1 >"$WORK/sidecar.log" 2>&1 &
 SIDECAR=$!
 PIDS+=("$SIDECAR")
 python3 "$BENCH/tools.py" wait "http://127.0.0.1:$P_METRICS/readyz" 120 >/dev/null

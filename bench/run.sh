@@ -227,9 +227,12 @@ start_sidecar() {  # start_sidecar NAME PROXY ADMIN METRICS REDIS_PORT [FLAGS...
     start "$name" env TOLLGATE_LOG=warn "$BIN" sidecar --manifests "$WORK/manifests.yaml" \
         --listen "127.0.0.1:$proxy" --admin-listen "127.0.0.1:$admin" \
         --metrics-listen "127.0.0.1:$metrics" --tls-cert "$CERT" --tls-key "$WORK/tls.key" \
-        --redis-url "redis://127.0.0.1:$redis" --worker-threads 1 "$@"
+        --redis-url "redis://127.0.0.1:$redis" --store-key-file "$WORK/store.key" \
+        --worker-threads 1 "$@"
 }
 
+# Every sidecar seals what it keeps in Redis with this key; sharing it lets them share tokens.
+head -c 32 /dev/urandom >"$WORK/store.key"
 log "starting redis-server, nginx (upstream, TLS proxy, auth_request), haproxy, sidecars"
 start_redis redis "$P_REDIS" "$WORK/redis";  PID_REDIS=$LAST_PID
 start_redis redis2 "$P_REDIS2" "$WORK/redis2"

@@ -3,6 +3,7 @@ rendered with the default values and with every option on. Run by `make chart-te
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -249,9 +250,13 @@ def test_every_environment_variable_is_a_real_flag():
 
 def test_redis_settings_reach_the_controller_and_the_sidecars():
     bundled = env(one(objects({"redis": {"bundled": {"enabled": True}}}), "Deployment", "tollgate-controller"))
-    url = "redis://tollgate-redis.tollgate-system.svc:6379"
-    assert bundled["TOLLGATE_REDIS_URL"]["value"] == url
-    assert bundled["TOLLGATE_SIDECAR_REDIS_URL"]["value"] == url
+    assert bundled["TOLLGATE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "tollgate-redis", "key": "password"}
+    assert bundled["TOLLGATE_REDIS_URL"]["value"] == "redis://:$(TOLLGATE_REDIS_PASSWORD)@tollgate-redis.tollgate-system.svc:6379"
+    names = list(bundled)
+    assert names.index("TOLLGATE_REDIS_PASSWORD") < names.index("TOLLGATE_REDIS_URL"), "substitution needs order"
+    # Sidecars read the URL, password included, from a Secret of their own namespace.
+    assert bundled["TOLLGATE_SIDECAR_REDIS_SECRET"]["value"] == "tollgate-redis-url:url"
+    assert "TOLLGATE_SIDECAR_REDIS_URL" not in bundled
 
     external = env(one(objects(EXTERNAL_REDIS), "Deployment", "tollgate-controller"))
     assert external["TOLLGATE_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "password"}
@@ -261,9 +266,54 @@ def test_redis_settings_reach_the_controller_and_the_sidecars():
     names = list(external)
     assert names.index("TOLLGATE_REDIS_PASSWORD") < names.index("TOLLGATE_REDIS_URL"), "substitution needs order"
 
-    redis_policy = one(objects({"redis": {"bundled": {"enabled": True}}}), "NetworkPolicy", "tollgate-redis")
-    sources = redis_policy["spec"]["ingress"][0]["from"]
-    assert {"namespaceSelector": {}, "podSelector": {"matchLabels": {"oauth.tollgate.dev/injected": "true"}}} in sources
+
+
+def test_the_bundled_redis_needs_its_generated_password_and_admits_only_its_clients():
+    values = {"redis": {"bundled": {"enabled": True, "clientNamespaces": ["default", "shop"]}}}
+    objs = objects(values)
+    secret = one(objs, "Secret", "tollgate-redis")
+    assert secret["metadata"]["namespace"] == NS
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{40}", password), "random and URL-safe"
+    again = one(objects(values), "Secret", "tollgate-redis")["data"]["password"]
+    assert base64.b64decode(again).decode() != password, "each fresh install gets its own password"
+    # Kept across `helm upgrade`: an existing Secret's password is reused (lookup).
+    helper = source("charts/tollgate/templates/_helpers.tpl")
+    assert 'lookup "v1" "Secret" .Release.Namespace (printf "%s-redis"' in helper
+    urls = find(objs, "Secret", "tollgate-redis-url")
+    assert {u["metadata"]["namespace"] for u in urls} == {"default", "shop"}
+    for url in urls:
+        assert base64.b64decode(url["data"]["url"]).decode() == f"redis://:{password}@tollgate-redis.tollgate-system.svc:6379"
+
+    redis = one(objs, "Deployment", "tollgate-redis")["spec"]["template"]["spec"]["containers"][0]
+    script = " ".join(redis["command"])
+    assert "--protected-mode yes" in script and "protected-mode no" not in script
+    assert "requirepass" in script and "/data/auth.conf" in script
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"]} == {
+        "REDIS_PASSWORD": {"name": "tollgate-redis", "key": "password"},
+        "REDISCLI_AUTH": {"name": "tollgate-redis", "key": "password"},
+    }
+    # The password is never written into a pod spec in the clear.
+    for deployment in find(objs, "Deployment"):
+        assert password not in yaml.safe_dump(deployment)
+
+    policy = one(objs, "NetworkPolicy", "tollgate-redis")
+    sources = policy["spec"]["ingress"][0]["from"]
+    assert {"namespaceSelector": {}, "podSelector": {"matchLabels": {"oauth.tollgate.dev/injected": "true"}}} not in sources, "a label anyone sets, from anywhere"
+    injected = [s for s in sources if "namespaceSelector" in s]
+    assert injected == [{
+        "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["default", "shop"]}]},
+        "podSelector": {"matchLabels": {"oauth.tollgate.dev/injected": "true"}},
+    }]
+    controller = [s for s in sources if "namespaceSelector" not in s]
+    assert controller == [{"podSelector": {"matchLabels": one(objs, "Deployment", "tollgate-controller")["spec"]["selector"]["matchLabels"]}}]
+
+
+def test_the_controller_keeps_its_store_key_in_a_secret_of_its_namespace():
+    variables = env(one(objects(), "Deployment", "tollgate-controller"))
+    assert variables["TOLLGATE_STORE_KEY_SECRET"]["value"] == "tollgate-system/tollgate-store-key"
+    role = rules(objects(), "Role", "tollgate-controller")
+    assert {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["tollgate-store-key"], "verbs": ["get", "patch"]} in role
 
 
 # === RBAC: least privilege ===
@@ -291,7 +341,7 @@ def test_rbac_writes_only_what_tollgate_owns(values):
         ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"): ({"patch"}, ["tollgate"]),
         ("ClusterRole", "networking.k8s.io", "networkpolicies"): ({"patch", "create"}, ["tollgate-injected-pods"]),
         ("Role", "coordination.k8s.io", "leases"): ({"create", "update"}, None),
-        ("Role", "", "secrets"): ({"create"}, None),
+        ("Role", "", "secrets"): ({"create", "patch"}, None),
     }
     for kind in ("ClusterRole", "Role"):
         for rule in rules(objs, kind, "tollgate-controller"):
@@ -306,6 +356,9 @@ def test_rbac_writes_only_what_tollgate_owns(values):
                     assert writes <= verbs, f"{key}: {sorted(writes)}"
                     if names is not None:
                         assert rule.get("resourceNames") == names, f"{key} must name its object"
+                    # `patch` of a Secret is only of the store key's.
+                    if resource == "secrets" and "patch" in writes:
+                        assert rule.get("resourceNames") == ["tollgate-store-key"]
                     # `update` of a Lease is only of the controller's own.
                     if resource == "leases" and "update" in writes:
                         assert rule.get("resourceNames") == ["tollgate-controller"]

@@ -294,10 +294,16 @@ data:
 
 // === the sidecar process ===
 
+/// The `--store-key-file` every sidecar on Redis gets unless told otherwise: the same for
+/// all, as replicas sharing a Redis need.
+pub const STORE_KEY: &[u8] = b"e2e store key: thirty-two bytes or more\n";
+
 pub struct SidecarBuilder {
     manifests: String,
     store: Store,
     redis_url: Option<String>,
+    /// Written to a file for --store-key-file, with --redis-url.
+    store_key: Option<Vec<u8>>,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
     listen_http: bool,
@@ -378,6 +384,8 @@ impl SidecarLaunch {
             .arg("--tls-key")
             .arg(&certs.key)
             .env_remove("TOLLGATE_REDIS_URL")
+            .env_remove("TOLLGATE_STORE_KEY_FILE")
+            .env_remove("TOLLGATE_STORE_PREVIOUS_KEY_FILE")
             .env_remove("TOLLGATE_MANIFESTS")
             .env("TOLLGATE_LOG", "debug")
             .stdin(Stdio::null())
@@ -423,6 +431,7 @@ impl SidecarBuilder {
             manifests,
             store: Store::Memory,
             redis_url: None,
+            store_key: Some(STORE_KEY.to_vec()),
             extra_args: Vec::new(),
             env: Vec::new(),
             listen_http: false,
@@ -432,6 +441,12 @@ impl SidecarBuilder {
     pub fn redis(mut self, url: &str) -> Self {
         self.store = Store::Redis;
         self.redis_url = Some(url.to_owned());
+        self
+    }
+
+    /// Seal Redis values with this key (`--store-key-file`), or give no key file at all.
+    pub fn store_key(mut self, key: Option<&[u8]>) -> Self {
+        self.store_key = key.map(<[u8]>::to_vec);
         self
     }
 
@@ -471,6 +486,11 @@ impl SidecarBuilder {
             .args(&self.extra_args);
         if let Some(url) = &self.redis_url {
             command.arg("--redis-url").arg(url);
+            if let Some(key) = &self.store_key {
+                let file = launch.dir.path().join("store.key");
+                std::fs::write(&file, key).unwrap();
+                command.arg("--store-key-file").arg(file);
+            }
         }
         for (k, v) in &self.env {
             command.env(k, v);

@@ -15,6 +15,7 @@ mod oauth_client;
 mod path_and_headers;
 mod proxy;
 mod redis_faults;
+mod sealed_store;
 mod secrets;
 mod tls;
 mod token_endpoint;

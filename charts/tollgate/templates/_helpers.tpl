@@ -66,3 +66,14 @@ service:
 {{- define "tollgate.bundledRedisUrl" -}}
 {{- printf "redis://%s-redis.%s.svc:6379" (include "tollgate.fullname" .) .Release.Namespace -}}
 {{- end -}}
+
+{{/* The bundled Redis's password: the one in its Secret when the release already has it
+(helm upgrade keeps it), else a new random one. */}}
+{{- define "tollgate.bundledRedisPassword" -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (printf "%s-redis" (include "tollgate.fullname" .)) -}}
+{{- if and $existing $existing.data (hasKey $existing.data "password") -}}
+{{- index $existing.data "password" | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 40 -}}
+{{- end -}}
+{{- end -}}

@@ -105,6 +105,7 @@ pub fn compile(resources: &Resources) -> Compiled {
             services,
             consumers,
             applications,
+            store_key: None,
         },
         errors,
     }

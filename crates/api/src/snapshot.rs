@@ -2,7 +2,8 @@
 //!
 //! The same type is built from manifest files (standalone mode) and by the controller, and
 //! pushed to sidecars as JSON. It holds no secret in the clear: client secrets and provision
-//! keys are [`SecretDigest`]s.
+//! keys are [`SecretDigest`]s. The one secret it carries is the key that seals its
+//! namespace's token records in Redis ([`NamespaceStoreKey`]), which never shows in `Debug`.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,26 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     pub consumers: Vec<Consumer>,
     pub applications: Vec<Application>,
+    /// From the controller: the key that seals the pod's namespace's values in Redis, and
+    /// that namespace's only. `None` in standalone mode (`--store-key-file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_key: Option<NamespaceStoreKey>,
 }
+
+/// The store key of one namespace, as the controller derives it from its own: the current
+/// one seals, the current and the previous one verify.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceStoreKey {
+    pub namespace: String,
+    pub current: KeyMaterial,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<KeyMaterial>,
+}
+
+/// Secret key bytes, base64 in JSON. `Debug` shows only the length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyMaterial(pub Vec<u8>);
 
 /// One OAuthService: a protected backend and the plugin's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -214,6 +234,44 @@ impl Snapshot {
     }
 }
 
+// === impl NamespaceStoreKey ===
+
+impl std::fmt::Debug for NamespaceStoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamespaceStoreKey")
+            .field("namespace", &self.namespace)
+            .field("current", &self.current)
+            .field("previous", &self.previous)
+            .finish()
+    }
+}
+
+// === impl KeyMaterial ===
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeyMaterial({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for KeyMaterial {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use base64::Engine;
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyMaterial {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use base64::Engine;
+        let text = String::deserialize(deserializer)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map(Self)
+            .map_err(|_| serde::de::Error::custom("a store key is not valid base64"))
+    }
+}
+
 // === impl GrantType ===
 
 impl GrantType {
@@ -225,5 +283,37 @@ impl GrantType {
             Self::Password => "password",
             Self::RefreshToken => "refresh_token",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_key_travels_as_base64_and_never_shows_in_debug() {
+        let snapshot = Snapshot {
+            store_key: Some(NamespaceStoreKey {
+                namespace: "shop".into(),
+                current: KeyMaterial(b"very secret key material, 32 b!!".to_vec()),
+                previous: None,
+            }),
+            ..Snapshot::default()
+        };
+        let json = serde_json::to_string(&snapshot).unwrap();
+        assert!(
+            json.contains(r#""storeKey":{"namespace":"shop","current":"dmVyeS"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Snapshot>(&json).unwrap(), snapshot);
+        let shown = format!("{snapshot:?}");
+        assert!(!shown.contains("secret key"), "{shown}");
+        assert!(shown.contains("KeyMaterial(32 bytes)"), "{shown}");
+        // Standalone snapshots say nothing of it.
+        assert!(
+            !serde_json::to_string(&Snapshot::default())
+                .unwrap()
+                .contains("storeKey")
+        );
     }
 }

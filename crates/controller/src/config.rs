@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use tollgate_inject::{InjectArgs, InjectConfig, WebhookArgs};
 use tollgate_sidecar::config::RedisUrl;
 use tollgate_sidecar::tls::TlsSource;
+use tollgate_store::{KeyPair, StoreKey};
 
 use crate::auth::StaticTokens;
 use crate::file_source::{self, Manifests};
@@ -81,6 +82,17 @@ pub struct ControllerArgs {
     /// Without it a new CA is made at each start.
     #[arg(long, env = "TOLLGATE_CA_SECRET", conflicts_with = "manifests")]
     pub ca_secret: Option<String>,
+
+    /// Secret (NAMESPACE/NAME) keeping the root key that seals token records in Redis, as
+    /// `current` (and `previous` during a rotation); created when missing. Each pod is sent
+    /// only its own namespace's key, derived from it. Without this flag or --store-key-file, a
+    /// new key is made at each start, and tokens do not outlive the controller.
+    #[arg(long, env = "TOLLGATE_STORE_KEY_SECRET", conflicts_with_all = ["manifests", "store_key_file"])]
+    pub store_key_secret: Option<String>,
+
+    /// The root store key from a file instead: at least 32 bytes, a trailing newline ignored.
+    #[arg(long, env = "TOLLGATE_STORE_KEY_FILE")]
+    pub store_key_file: Option<PathBuf>,
 
     /// Write the CA certificate (PEM) to this file, for sidecars' --controller-ca.
     #[arg(long, env = "TOLLGATE_CA_OUT")]
@@ -184,6 +196,7 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     pub redis_url: Option<RedisUrl>,
+    pub store_key: StoreKeySource,
     pub ca_out: Option<PathBuf>,
     pub tls_sans: Vec<String>,
     pub webhook: Option<Webhook>,
@@ -204,6 +217,16 @@ pub struct Webhook {
     pub url: Option<String>,
     /// What injected sidecars look like; the controller's CA is added at start.
     pub inject: InjectConfig,
+}
+
+/// Where the root store key comes from. Not `Debug`-derived: it may hold the key.
+pub enum StoreKeySource {
+    /// --store-key-secret, read (or created) once the API server is reachable.
+    Secret(ObjectRef),
+    /// --store-key-file.
+    File(KeyPair),
+    /// Neither: a new key for this process alone.
+    Generated,
 }
 
 /// Where the index's objects come from.
@@ -337,6 +360,29 @@ impl Config {
             None => None,
         };
 
+        let store_key = match (&args.store_key_secret, &args.store_key_file) {
+            (Some(secret), _) => match parse_object_ref(secret) {
+                Ok(secret) => StoreKeySource::Secret(secret),
+                Err(e) => {
+                    errors.push(format!("--store-key-secret: {e}"));
+                    StoreKeySource::Generated
+                }
+            },
+            (None, Some(path)) => {
+                match std::fs::read(path)
+                    .map_err(|e| format!("cannot read it: {e}"))
+                    .and_then(|b| StoreKey::from_file_contents(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(key) => StoreKeySource::File(KeyPair::new(key)),
+                    Err(e) => {
+                        errors.push(format!("--store-key-file {}: {e}", path.display()));
+                        StoreKeySource::Generated
+                    }
+                }
+            }
+            (None, None) => StoreKeySource::Generated,
+        };
+
         let tls_sans: Vec<String> = args
             .tls_sans
             .iter()
@@ -363,6 +409,7 @@ impl Config {
                 admin_listen: args.admin_listen,
                 metrics_listen: args.metrics_listen,
                 redis_url,
+                store_key,
                 ca_out: args.ca_out.clone(),
                 tls_sans,
                 webhook,

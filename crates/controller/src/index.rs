@@ -7,6 +7,10 @@
 //! its namespace whose `podSelector` matches its labels, and every Consumer, OAuthApplication
 //! and Secret of its namespace.
 //!
+//! Each snapshot also carries the key that seals its namespace's token records in Redis,
+//! derived from the controller's root key for that namespace alone
+//! ([`tollgate_store::KeyPair::for_namespace`]).
+//!
 //! The index also keeps what each object's status should say, for the status writer, and
 //! which version each pod's sidecar was last handed, to count up-to-date pods.
 
@@ -21,6 +25,8 @@ use tollgate_api::Snapshot;
 use tollgate_api::compile::{CompileError, Reason};
 use tollgate_api::manifests::{DEFAULT_NAMESPACE, Resources};
 use tollgate_api::resources::{Consumer, OAuthApplication, OAuthService};
+use tollgate_api::snapshot::{KeyMaterial, NamespaceStoreKey};
+use tollgate_store::KeyPair;
 
 /// The kinds that get a status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -80,6 +86,8 @@ pub struct Index {
     version: u64,
     /// Added to SecretNotFound messages: where the controller looks for Secrets.
     secret_hint: Option<String>,
+    /// The root store key pair; each pod gets its namespace's keys derived from it.
+    store_key: Option<KeyPair>,
     /// Bumped on every change, for the status writer.
     changes: watch::Sender<u64>,
 }
@@ -127,8 +135,15 @@ impl Index {
             namespaces: BTreeMap::new(),
             version: first_version.saturating_sub(1),
             secret_hint: None,
+            store_key: None,
             changes: watch::channel(0).0,
         }
+    }
+
+    /// Snapshots carry the keys of their pod's namespace, derived from `root`.
+    pub fn with_store_key(mut self, root: KeyPair) -> Self {
+        self.store_key = Some(root);
+        self
     }
 
     /// Adds `hint` to every SecretNotFound message (for example which label Secrets need).
@@ -533,6 +548,13 @@ impl Index {
                 }
             }
         }
+        let store_key = self
+            .store_key
+            .as_ref()
+            .map(|root| namespace_store_key(root, namespace));
+        for compiled in compiled.values_mut() {
+            compiled.snapshot.store_key.clone_from(&store_key);
+        }
         let now = Instant::now();
         for (name, selected) in &selections {
             let (Some(pod), Some(result)) =
@@ -722,6 +744,16 @@ impl ObjectRef {
 impl std::fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What a pod of `namespace` gets of the store key: that namespace's keys only.
+fn namespace_store_key(root: &KeyPair, namespace: &str) -> NamespaceStoreKey {
+    let keys = root.for_namespace(namespace);
+    NamespaceStoreKey {
+        namespace: namespace.to_owned(),
+        current: KeyMaterial(keys.current.expose().to_vec()),
+        previous: keys.previous.map(|key| KeyMaterial(key.expose().to_vec())),
     }
 }
 

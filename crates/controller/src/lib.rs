@@ -19,6 +19,7 @@ pub mod network_policy;
 pub mod review_guard;
 pub mod server;
 pub mod status;
+pub mod store_key;
 pub mod stream;
 
 use std::path::Path;
@@ -28,12 +29,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tollgate_store::{AnyTokenStore, MemoryStore, RedisStore};
+use tollgate_store::{AnyTokenStore, KeyPair, MemoryStore, RedisStore, StoreKeys};
 
 use crate::admin::AdminServer;
 use crate::auth::{AccessReviewer, KubeReviewer, TokenReviewer};
 use crate::ca::Ca;
-pub use crate::config::{Config, ConfigErrors, ControllerArgs, Source};
+pub use crate::config::{Config, ConfigErrors, ControllerArgs, Source, StoreKeySource};
 use crate::index::{Index, SharedIndex};
 use crate::metrics::Metrics;
 use crate::review_guard::GuardedReviewer;
@@ -56,11 +57,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .as_ref()
         .and_then(|w| Some((w.configuration.clone()?, w.url.clone())));
 
-    let (index, reviewer, access, ca): (
+    let (index, reviewer, access, ca, store_root): (
         SharedIndex,
         Arc<dyn TokenReviewer>,
         Arc<dyn AccessReviewer>,
         Ca,
+        KeyPair,
     ) = match config.source {
         Source::Files {
             paths,
@@ -71,7 +73,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tracing::warn!(
                 "reading resources from --manifests and sidecar tokens from --static-tokens: a test and development mode"
             );
-            let index = SharedIndex::new(Index::new(first_version));
+            let store_root = match config.store_key {
+                StoreKeySource::File(keys) => keys,
+                // Refused by `Config::load`: --store-key-secret needs the API server.
+                StoreKeySource::Secret(_) | StoreKeySource::Generated => generated_store_key()?,
+            };
+            let index =
+                SharedIndex::new(Index::new(first_version).with_store_key(store_root.clone()));
             file_source::feed(&mut index.lock(), manifests);
             tasks.push(tokio::spawn(file_source::watch(
                 paths,
@@ -83,17 +91,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let tokens = Arc::new(tokens);
             let ca = Ca::generate().context("cannot make the controller's CA")?;
             metrics.set_ready(true);
-            (index, tokens.clone(), tokens, ca)
+            (index, tokens.clone(), tokens, ca, store_root)
         }
         Source::Kube(settings) => {
             let settings_review = (settings.token_review_cache, settings.review_concurrency);
             let client = kube::Client::try_default()
                 .await
                 .context("cannot reach the API server (kubeconfig or in-cluster configuration)")?;
-            let index = SharedIndex::new(Index::new(first_version).with_secret_hint(format!(
-                "the controller only reads Secrets labelled {}",
-                settings.secret_label_selector
-            )));
+            let store_root = match config.store_key {
+                StoreKeySource::Secret(secret) => {
+                    store_key::load_or_create(&client, &secret).await?
+                }
+                StoreKeySource::File(keys) => keys,
+                StoreKeySource::Generated => generated_store_key()?,
+            };
+            let index = SharedIndex::new(
+                Index::new(first_version)
+                    .with_secret_hint(format!(
+                        "the controller only reads Secrets labelled {}",
+                        settings.secret_label_selector
+                    ))
+                    .with_store_key(store_root.clone()),
+            );
             let ca = match &settings.ca_secret {
                 Some(secret) => kube_source::load_or_create_ca(&client, secret).await?,
                 None => Ca::generate().context("cannot make the controller's CA")?,
@@ -128,7 +147,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 settings_review.0,
                 settings_review.1,
             ));
-            (index, reviewer.clone(), reviewer, ca)
+            (index, reviewer.clone(), reviewer, ca, store_root)
         }
     };
     tasks.push(tokio::spawn(report_findings(
@@ -147,7 +166,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let store = match &config.redis_url {
         Some(url) => {
-            let store = RedisStore::connect(url.expose())
+            let store = RedisStore::connect(url.expose(), StoreKeys::from_root(store_root))
                 .await
                 .with_context(|| format!("--redis-url {url}: cannot use the token store"))?;
             AnyTokenStore::Redis(store)
@@ -271,6 +290,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A root store key for this process alone, when none is configured.
+fn generated_store_key() -> anyhow::Result<KeyPair> {
+    tracing::warn!(
+        "no --store-key-secret or --store-key-file: made a store key for this process alone; tokens in Redis will not verify after a restart"
+    );
+    Ok(KeyPair::new(store_key::generate()?))
 }
 
 /// Logs objects that become ready or not, and counts new problems by reason.

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use tollgate_admin::AdminToken;
 use tollgate_api::Snapshot;
+use tollgate_store::{KeyPair, StoreKey};
 
 use crate::controller_client::{ControllerSource, ControllerSourceArgs};
 use crate::tls::TlsSource;
@@ -100,6 +101,22 @@ pub struct SidecarArgs {
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Key that seals every value kept in Redis, so that nothing written there without it is
+    /// believed: a file of at least 32 bytes (a trailing newline ignored), e.g. from
+    /// `head -c 32 /dev/urandom`. Required with --redis-url; replicas sharing tokens need the
+    /// same file. With --controller, the controller delivers each pod its namespace's key.
+    #[arg(long, env = "TOLLGATE_STORE_KEY_FILE")]
+    pub store_key_file: Option<PathBuf>,
+
+    /// The key file before a rotation: what it sealed still verifies, nothing new is sealed
+    /// with it. Drop it once every token sealed before the rotation has expired.
+    #[arg(
+        long,
+        env = "TOLLGATE_STORE_PREVIOUS_KEY_FILE",
+        requires = "store_key_file"
+    )]
+    pub store_previous_key_file: Option<PathBuf>,
+
     /// Live tokens remembered per sidecar, so most requests need no Redis round trip. Revoked
     /// tokens are evicted at once through Redis's revocation channel. 0 turns the cache off.
     #[arg(long, env = "TOLLGATE_VALIDATION_CACHE_SIZE", default_value_t = DEFAULT_VALIDATION_CACHE_SIZE)]
@@ -158,6 +175,9 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub tls: TlsSource,
     pub redis_url: Option<RedisUrl>,
+    /// From --store-key-file: seals Redis values of every namespace. `None` in memory, and
+    /// with --controller, whose snapshots bring the key of the pod's namespace.
+    pub store_key: Option<KeyPair>,
     pub listen_http: Option<SocketAddr>,
     pub trusted_ips: TrustedIps,
     pub validation_cache_size: u64,
@@ -268,6 +288,9 @@ impl Config {
             None => None,
         };
 
+        let store_key =
+            load_store_key(args, redis_url.is_some(), controller.is_some(), &mut errors);
+
         match (snapshot, tls, errors.is_empty()) {
             (Some(snapshot), Some(tls), true) => Ok(Self {
                 snapshot,
@@ -278,6 +301,7 @@ impl Config {
                 metrics_listen: args.metrics_listen,
                 tls,
                 redis_url,
+                store_key,
                 listen_http: args.listen_http,
                 trusted_ips,
                 validation_cache_size: args.validation_cache_size,
@@ -309,6 +333,51 @@ pub fn admin_listen(asked: Option<SocketAddr>, controller_fed: bool) -> Option<S
                 .expect("DEFAULT_ADMIN_LISTEN is an address"),
         ),
         (None, true) => None,
+    }
+}
+
+/// The key pair of --store-key-file and --store-previous-key-file; an error for each problem.
+fn load_store_key(
+    args: &SidecarArgs,
+    redis: bool,
+    controller: bool,
+    errors: &mut Vec<String>,
+) -> Option<KeyPair> {
+    let read = |flag: &str, path: &PathBuf, errors: &mut Vec<String>| {
+        let result = std::fs::read(path)
+            .map_err(|e| format!("cannot read it: {e}"))
+            .and_then(|bytes| StoreKey::from_file_contents(&bytes).map_err(|e| e.to_string()));
+        result
+            .map_err(|e| errors.push(format!("{flag} {}: {e}", path.display())))
+            .ok()
+    };
+    match (&args.store_key_file, controller) {
+        (Some(_), true) => {
+            errors.push(
+                "--store-key-file: not used with --controller, which delivers each pod the key of its namespace"
+                    .into(),
+            );
+            None
+        }
+        (None, false) if redis => {
+            errors.push(
+                "--store-key-file: required with --redis-url: a file of at least 32 bytes, the same for every replica sharing that Redis"
+                    .into(),
+            );
+            None
+        }
+        (None, _) => None,
+        (Some(path), false) => {
+            let current = read("--store-key-file", path, errors);
+            let previous = args
+                .store_previous_key_file
+                .as_ref()
+                .map(|path| read("--store-previous-key-file", path, errors));
+            Some(KeyPair {
+                current: current?,
+                previous: previous.flatten(),
+            })
+        }
     }
 }
 

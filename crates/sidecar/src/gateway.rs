@@ -21,7 +21,7 @@ use tollgate_oauth::bearer;
 use tollgate_oauth::params::{self, BodyKind};
 use tollgate_oauth::standard::{self, ClientRequest};
 use tollgate_oauth::{AuthorizeRequest, OAuthResponse, Params, TokenRequest, Transport};
-use tollgate_store::TokenStore;
+use tollgate_store::{KeyPair, StoreKey, StoreKeys, TokenStore};
 use uuid::Uuid;
 
 use crate::body::{self, Incoming, ResponseBody};
@@ -118,6 +118,8 @@ pub struct Gateway<S> {
     body_limits: BodyLimits,
     /// Bytes of request bodies held in memory at once, over every listener of the sidecar.
     body_budget: tollgate_serve::BodyBudget,
+    /// Controller-fed: the Redis store's keys, replaced with each snapshot's.
+    snapshot_store_keys: Option<StoreKeys>,
 }
 
 /// Where the access token of a request was found; `hideCredentials` removes it from there.
@@ -198,6 +200,7 @@ impl<S: TokenStore> Gateway<S> {
             trusted_ips,
             body_limits,
             body_budget: tollgate_serve::BodyBudget::new(body_limits.budget),
+            snapshot_store_keys: None,
         }
     }
 
@@ -206,8 +209,19 @@ impl<S: TokenStore> Gateway<S> {
         (&self.body_limits, &self.body_budget)
     }
 
+    /// Takes the store's keys from each snapshot swapped in (a controller-fed sidecar: the
+    /// controller sends the key of the pod's namespace).
+    pub fn with_snapshot_store_keys(mut self, keys: StoreKeys) -> Self {
+        self.snapshot_store_keys = Some(keys);
+        self
+    }
+
     /// Replaces the configuration for every request that starts after this call.
     pub fn swap(&self, snapshot: Snapshot) {
+        // The keys first: a request under the new snapshot must find its namespace's key.
+        if let Some(keys) = &self.snapshot_store_keys {
+            keys.replace_namespaces(store_keys_of(&snapshot));
+        }
         self.metrics.snapshot_version.set(snapshot.version as i64);
         self.metrics.services.set(snapshot.services.len() as i64);
         self.served.store(Arc::new(Served::new(snapshot)));
@@ -675,6 +689,27 @@ fn to_header_values(headers: Vec<(HeaderName, String)>) -> HeaderList {
         .collect()
 }
 
+/// The store keys a snapshot brings: its namespace's, when the controller sent one that is
+/// long enough.
+fn store_keys_of(snapshot: &Snapshot) -> Vec<(String, KeyPair)> {
+    let Some(key) = &snapshot.store_key else {
+        return Vec::new();
+    };
+    let pair = StoreKey::new(key.current.0.clone()).map(|current| KeyPair {
+        current,
+        previous: key
+            .previous
+            .as_ref()
+            .and_then(|previous| StoreKey::new(previous.0.clone()).ok()),
+    });
+    match pair {
+        Ok(pair) => vec![(key.namespace.clone(), pair)],
+        Err(error) => {
+            tracing::warn!(%error, namespace = %key.namespace, "ignored the snapshot's store key");
+            Vec::new()
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tollgate_store::{AnyTokenStore, MemoryStore, RedisStore};
+use tollgate_store::{AnyTokenStore, MemoryStore, RedisStore, StoreKeys};
 
 pub use crate::config::{Config, ConfigErrors, SidecarArgs};
 use crate::gateway::Gateway;
@@ -30,7 +30,13 @@ use crate::validation_cache::CachedStore;
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = match &config.redis_url {
         Some(url) => {
-            let store = RedisStore::connect(url.expose())
+            // Standalone: the key file's, for every namespace. Fed by the controller: none
+            // until the first snapshot brings the pod's namespace's key.
+            let keys = match &config.store_key {
+                Some(pair) => StoreKeys::everywhere(pair.clone()),
+                None => StoreKeys::per_namespace([]),
+            };
+            let store = RedisStore::connect(url.expose(), keys)
                 .await
                 .with_context(|| format!("--redis-url {url}: cannot use the token store"))?;
             tracing::info!(redis = %url, "tokens are kept in Redis");
@@ -42,6 +48,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             );
             AnyTokenStore::Memory(MemoryStore::new())
         }
+    };
+    let store_keys = match &store {
+        AnyTokenStore::Redis(redis) => Some(redis.keys().clone()),
+        AnyTokenStore::Memory(_) => None,
     };
     // The memory store is already local: a cache in front of it would only cost.
     let cache_size = match store {
@@ -67,15 +77,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    let metrics = Metrics::new();
-    let gateway = Arc::new(Gateway::new(
+    let metrics = Metrics::new(store_keys.clone());
+    let mut gateway = Gateway::new(
         config.snapshot,
         store,
         metrics.clone(),
         config.trusted_ips,
         config.body_limits,
         config.upstream_keepalive_idle_timeout,
-    ));
+    );
+    if config.controller.is_some()
+        && let Some(keys) = store_keys
+    {
+        gateway = gateway.with_snapshot_store_keys(keys);
+    }
+    let gateway = Arc::new(gateway);
     let limits = config.listener_limits;
     let (stop, stopped) = watch::channel(false);
     let revocations = tokio::spawn(gateway.store().clone().follow_revocations(stopped.clone()));

@@ -5,13 +5,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use tollgate_serve::memory;
+use tollgate_store::StoreKeys;
 
 use crate::pool::PoolMetrics;
 
@@ -119,9 +121,15 @@ pub struct Metrics {
     ready: AtomicBool,
 }
 
+/// `tollgate_store_unverified_records_total`, read from the store's keys at each scrape.
+#[derive(Debug)]
+struct StoreRefusals(Option<StoreKeys>);
+
 impl Metrics {
-    pub fn new() -> Arc<Self> {
+    /// `store_keys`: those of the Redis store, whose refusals are exported; `None` in memory.
+    pub fn new(store_keys: Option<StoreKeys>) -> Arc<Self> {
         let mut registry = Registry::with_prefix("tollgate");
+        registry.register_collector(Box::new(StoreRefusals(store_keys)));
         let requests = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "requests",
@@ -230,5 +238,21 @@ impl Metrics {
             http::HeaderValue::from_static(content_type),
         );
         response
+    }
+}
+
+// === impl StoreRefusals ===
+
+impl Collector for StoreRefusals {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let total = self.0.as_ref().map_or(0, StoreKeys::unverified_total);
+        let counter = ConstCounter::new(total);
+        let metric = encoder.encode_descriptor(
+            "store_unverified_records",
+            "Values read from Redis whose seal did not verify, each treated as absent",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
     }
 }

@@ -16,6 +16,7 @@ mod expiry;
 mod memory;
 mod redis;
 mod revocations;
+mod seal;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use crate::any::AnyTokenStore;
 pub use crate::memory::MemoryStore;
 pub use crate::redis::{REVOCATION_CHANNEL, RedisStore};
 pub use crate::revocations::{RevocationEvent, Revocations};
+pub use crate::seal::{KeyError, KeyPair, MIN_KEY_LEN, StoreKey, StoreKeys};
 
 /// SHA-256 of a token (access, refresh or authorization code). The only form in which a
 /// token reaches a store.

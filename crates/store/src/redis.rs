@@ -13,15 +13,27 @@
 //!
 //! | key                       | type   | holds                                            | TTL             |
 //! |---------------------------|--------|--------------------------------------------------|-----------------|
-//! | `{tg:<ns>}:at:<sha256>`   | string | record JSON, so `find_access` is one GET         | access, ≤ record |
-//! | `{tg:<ns>}:rt:<sha256>`   | string | record id                                        | record          |
-//! | `{tg:<ns>}:tok:<id>`      | hash   | `record` JSON, `at` and `rt` hashes, member `m`  | record          |
+//! | `{tg:<ns>}:at:<sha256>`   | string | sealed record JSON, so `find_access` is one GET  | access, ≤ record |
+//! | `{tg:<ns>}:rt:<sha256>`   | string | sealed record id                                 | record          |
+//! | `{tg:<ns>}:tok:<id>`      | hash   | `record`: sealed JSON; `at` and `rt` hashes, member `m` | record   |
 //! | `{tg:<ns>}:idx`           | zset   | members `m` = `<created_at, 20 digits>:<id>`, score 0 | none       |
 //! | `{tg:<ns>}:exp`           | zset   | members `m`, score = record deadline (Redis clock, ms) | none      |
-//! | `{tg:<ns>}:code:<sha256>` | string | authorization code payload                       | as given        |
+//! | `{tg:<ns>}:code:<sha256>` | string | sealed authorization code payload                | as given        |
 //! | `{tg:<ns>}:retired:<sha256>` | string | `<old id>\|<successor id>\|<retired at, ms>\|<successor's refresh sha256 or empty>` | old record's remainder |
 //!
-//! "None" TTL where the lifetime is 0 (forever). `idx` orders the listing lexicographically,
+//! "None" TTL where the lifetime is 0 (forever).
+//!
+//! # Seals
+//!
+//! "Sealed" is `<hex HMAC-SHA256>.<payload>`, the MAC bound to the key name (see
+//! [`crate::seal`]). Every value a credential is checked against is sealed, and verified in
+//! this process, never in a script: a value that does not verify is absent, and is counted
+//! ([`StoreKeys::unverified_total`]). The swap script takes the refresh key's value verified
+//! here and swaps only if the key still holds it. What is left unsealed can only make the
+//! store delete or keep less: the `at`, `rt` and `m` fields of `tok` (which keys a removal
+//! deletes), the indexes, `retired` entries (which records reuse detection deletes), and
+//! revocation messages (which cached validations a sidecar drops). Whoever can write to
+//! Redis can delete anything anyway; what they cannot do is make a token work. `idx` orders the listing lexicographically,
 //! which is exactly `(created_at, id)`. It cannot expire member by member, so `exp` tells
 //! which members belong to expired records: every write prunes a few of them, and listing
 //! drops any it meets, which keeps both sets bounded by the live records.
@@ -60,6 +72,7 @@ use redis::{AsyncCommands, Client, Cmd, Pipeline, RedisError, RedisFuture, Scrip
 use uuid::Uuid;
 
 use crate::expiry::{self, Remaining};
+use crate::seal::{SEAL_PREFIX, Sealer, StoreKeys};
 use crate::{
     ListFilter, Page, Reuse, Revocations, StoreError, TokenHash, TokenRecord, TokenStore, cursor,
 };
@@ -89,6 +102,13 @@ const RECONNECT_RETRIES: usize = 1;
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 
+/// How far the clocks of the sidecar that issued a token and of the one reading it may
+/// disagree before the reader counts the token's lifetime over by its own clock.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Where a sealed value's payload starts, for the scripts (Lua counts from 1).
+const PAYLOAD_AT: usize = SEAL_PREFIX + 1;
+
 /// How many index members a listing reads per round trip.
 const LIST_BATCH: usize = 256;
 
@@ -102,6 +122,8 @@ pub struct RedisStore {
     /// Holds the password, so it must never be shown (`Client`'s own `Debug` would).
     /// Shared: it is large, and the store is cloned often.
     pubsub: Arc<Client>,
+    /// Seal what is written and verify what is read; see [`crate::seal`].
+    keys: StoreKeys,
 }
 
 /// The connection to a single Redis or to a cluster. Both are multiplexed and reconnect by
@@ -118,17 +140,28 @@ impl RedisStore {
     /// Connects to `redis://[user:password@]host[:port][/db]` or `rediss://…` (TLS, checked
     /// against the system's root certificates). Fails when Redis cannot be reached now; later
     /// outages are survived (requests fail with [`StoreError::Unavailable`] meanwhile).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        Self::connect_tls(url, None).await
+    ///
+    /// Values are sealed and verified with `keys`: a namespace without a key can neither
+    /// store nor find anything.
+    pub async fn connect(url: &str, keys: StoreKeys) -> Result<Self, StoreError> {
+        Self::connect_tls(url, None, keys).await
     }
 
     /// Like [`RedisStore::connect`], trusting only `ca_pem` (a PEM bundle) for `rediss://`:
     /// for a Redis whose certificate comes from a private CA, e.g. cert-manager's.
-    pub async fn connect_with_ca(url: &str, ca_pem: &[u8]) -> Result<Self, StoreError> {
-        Self::connect_tls(url, Some(ca_pem)).await
+    pub async fn connect_with_ca(
+        url: &str,
+        ca_pem: &[u8],
+        keys: StoreKeys,
+    ) -> Result<Self, StoreError> {
+        Self::connect_tls(url, Some(ca_pem), keys).await
     }
 
-    async fn connect_tls(url: &str, ca_pem: Option<&[u8]>) -> Result<Self, StoreError> {
+    async fn connect_tls(
+        url: &str,
+        ca_pem: Option<&[u8]>,
+        keys: StoreKeys,
+    ) -> Result<Self, StoreError> {
         // Error messages of the redis crate do not echo URLs, but a malformed URL must not
         // leak its password through some future version's message either.
         let scrub = |message: String| scrub_password(url, message);
@@ -175,6 +208,7 @@ impl RedisStore {
                 conn: Conn::Single(single),
                 target,
                 pubsub: Arc::new(client),
+                keys,
             });
         }
         let mut builder = ClusterClientBuilder::new([url])
@@ -199,7 +233,41 @@ impl RedisStore {
             conn: Conn::Cluster(cluster),
             target,
             pubsub: Arc::new(client),
+            keys,
         })
+    }
+
+    /// The keys this store seals and verifies with: the sidecar counts refusals from them,
+    /// and swaps in new ones with each snapshot.
+    pub fn keys(&self) -> &StoreKeys {
+        &self.keys
+    }
+
+    /// What seals values of `namespace`, for a write: without it nothing can be stored.
+    fn sealer(&self, namespace: &str) -> Result<Arc<Sealer>, StoreError> {
+        self.keys.sealer(namespace).ok_or_else(|| {
+            StoreError::Unavailable(format!("no store key for namespace {namespace:?}"))
+        })
+    }
+
+    /// The payload of `value`, read from `key`, if its seal verifies; else `None`, the
+    /// refusal counted and logged.
+    fn open<'a>(&self, sealer: &Sealer, key: &str, value: &'a [u8]) -> Option<&'a [u8]> {
+        let opened = sealer.open(key, value);
+        if opened.is_none() {
+            self.keys.refused(key);
+        }
+        opened
+    }
+
+    /// The record in `value`, read from `key`: `None` unless its seal verifies.
+    fn open_record(
+        &self,
+        sealer: &Sealer,
+        key: &str,
+        value: &[u8],
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        self.open(sealer, key, value).map(decode).transpose()
     }
 
     fn conn(&self) -> Conn {
@@ -213,7 +281,8 @@ impl RedisStore {
     }
 
     /// Runs the insert-like scripts: `KEYS[1]` as given, ARGV as the prelude's `store`
-    /// reads them, then the refresh token being swapped (`''` for an insert).
+    /// reads them, then the refresh token being swapped and the sealed value its key must
+    /// still hold (`''` for an insert).
     #[allow(clippy::too_many_arguments)]
     async fn run_store_script(
         &self,
@@ -224,21 +293,31 @@ impl RedisStore {
         access: &TokenHash,
         refresh: Option<&TokenHash>,
         old_refresh: Option<&TokenHash>,
+        old_refresh_value: Option<&[u8]>,
     ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(record)
+        let json = serde_json::to_vec(record)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode a record: {e}")))?;
+        let sealer = self.sealer(&record.namespace)?;
+        let id = record.id.to_string();
         let lifetimes = expiry::lifetimes(record, expiry::now_ms());
         let mut invocation = script.key(key);
         invocation
             .arg(&keys.prefix)
-            .arg(record.id.to_string())
+            .arg(&id)
             .arg(member(record.created_at, record.id))
-            .arg(json)
+            .arg(sealer.seal(&keys.record(record.id), &json))
             .arg(access.to_hex())
             .arg(refresh.map(TokenHash::to_hex).unwrap_or_default())
             .arg(ttl_arg(lifetimes.access))
             .arg(ttl_arg(lifetimes.record))
-            .arg(old_refresh.map(TokenHash::to_hex).unwrap_or_default());
+            .arg(old_refresh.map(TokenHash::to_hex).unwrap_or_default())
+            .arg(sealer.seal(&keys.access(access), &json))
+            .arg(
+                refresh
+                    .map(|refresh| sealer.seal(&keys.refresh(refresh), id.as_bytes()))
+                    .unwrap_or_default(),
+            )
+            .arg(old_refresh_value.unwrap_or_default());
         let done: i64 = invocation
             .invoke_async(&mut self.conn())
             .await
@@ -271,6 +350,7 @@ impl TokenStore for RedisStore {
             access,
             refresh,
             None,
+            None,
         )
         .await
         .map(drop)
@@ -281,13 +361,26 @@ impl TokenStore for RedisStore {
         namespace: &str,
         access: &TokenHash,
     ) -> Result<Option<TokenRecord>, StoreError> {
+        // A namespace without a key has nothing to find: nothing it holds can verify.
+        let Some(sealer) = self.keys.sealer(namespace) else {
+            return Ok(None);
+        };
         // One GET: the access key holds the record itself, and expires by itself.
-        let json: Option<String> = self
+        let key = Keys::new(namespace).access(access);
+        let value: Option<Vec<u8>> = self
             .conn()
-            .get(Keys::new(namespace).access(access))
+            .get(&key)
             .await
             .map_err(|e| self.unavailable(e))?;
-        json.as_deref().map(decode).transpose()
+        let Some(record) = value
+            .map(|value| self.open_record(&sealer, &key, &value))
+            .transpose()?
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        // A genuine value put back after its token was revoked still ends at its deadline.
+        Ok(access_still_valid(&record, expiry::now_ms()).then_some(record))
     }
 
     async fn find_refresh(
@@ -295,15 +388,31 @@ impl TokenStore for RedisStore {
         namespace: &str,
         refresh: &TokenHash,
     ) -> Result<Option<TokenRecord>, StoreError> {
+        let Some(sealer) = self.keys.sealer(namespace) else {
+            return Ok(None);
+        };
         let keys = Keys::new(namespace);
-        let json: Option<String> = SCRIPTS
+        let key = keys.refresh(refresh);
+        let found: Vec<Vec<u8>> = SCRIPTS
             .find_refresh
-            .key(keys.refresh(refresh))
+            .key(&key)
             .arg(&keys.prefix)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.unavailable(e))?;
-        json.as_deref().map(decode).transpose()
+        let [id, record] = found.as_slice() else {
+            return Ok(None);
+        };
+        // The refresh key must name this record (a forged one could name any), and the
+        // record must be the one stored under that id.
+        let Some(id) = self
+            .open(&sealer, &key, id)
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .and_then(|id| Uuid::parse_str(id).ok())
+        else {
+            return Ok(None);
+        };
+        self.open_record(&sealer, &keys.record(id), record)
     }
 
     async fn swap_refresh(
@@ -314,26 +423,51 @@ impl TokenStore for RedisStore {
         access: &TokenHash,
         refresh: Option<&TokenHash>,
     ) -> Result<bool, StoreError> {
+        let Some(sealer) = self.keys.sealer(namespace) else {
+            return Ok(false);
+        };
         let keys = Keys::new(namespace);
+        let key = keys.refresh(old_refresh);
+        // The refresh key's value is checked here, where the key is, and the script swaps
+        // only if it still holds exactly that value.
+        let value: Option<Vec<u8>> = self
+            .conn()
+            .get(&key)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let Some(value) = value else {
+            return Ok(false);
+        };
+        if self.open(&sealer, &key, &value).is_none() {
+            return Ok(false);
+        }
         self.run_store_script(
             &SCRIPTS.swap,
-            keys.refresh(old_refresh),
+            key,
             &keys,
             new,
             access,
             refresh,
             Some(old_refresh),
+            Some(&value),
         )
         .await
     }
 
     async fn get(&self, namespace: &str, id: Uuid) -> Result<Option<TokenRecord>, StoreError> {
-        let json: Option<String> = self
+        let Some(sealer) = self.keys.sealer(namespace) else {
+            return Ok(None);
+        };
+        let key = Keys::new(namespace).record(id);
+        let value: Option<Vec<u8>> = self
             .conn()
-            .hget(Keys::new(namespace).record(id), "record")
+            .hget(&key, "record")
             .await
             .map_err(|e| self.unavailable(e))?;
-        json.as_deref().map(decode).transpose()
+        Ok(value
+            .map(|value| self.open_record(&sealer, &key, &value))
+            .transpose()?
+            .flatten())
     }
 
     async fn list(
@@ -346,6 +480,9 @@ impl TokenStore for RedisStore {
         let start = offset.map(cursor::decode).transpose()?;
         let size = size.max(1);
         let keys = Keys::new(namespace);
+        let Some(sealer) = self.keys.sealer(namespace) else {
+            return Ok(Page::default());
+        };
         let mut conn = self.conn();
         // Exclusive lower bound in ZRANGEBYLEX syntax: after the cursor, or from the start.
         let mut lower = match start {
@@ -371,21 +508,27 @@ impl TokenStore for RedisStore {
             lower = format!("({last}");
 
             let mut pipe = redis::pipe();
+            let mut names = Vec::with_capacity(members.len());
             for m in &members {
-                pipe.hget(keys.record(member_id(m)?), "record");
+                let name = keys.record(member_id(m)?);
+                pipe.hget(&name, "record");
+                names.push(name);
             }
-            let found: Vec<Option<String>> = pipe
+            let found: Vec<Option<Vec<u8>>> = pipe
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| self.unavailable(e))?;
 
             let mut dead = Vec::new();
-            for (m, json) in members.iter().zip(found) {
-                let Some(json) = json else {
+            for ((m, name), value) in members.iter().zip(&names).zip(found) {
+                let Some(value) = value else {
                     dead.push(m.as_str());
                     continue;
                 };
-                let record = decode(&json)?;
+                // A record that does not verify is not listed, as if absent.
+                let Some(record) = self.open_record(&sealer, name, &value)? else {
+                    continue;
+                };
                 if !filter.matches(&record) {
                     continue;
                 }
@@ -512,11 +655,12 @@ impl TokenStore for RedisStore {
         ttl_secs: u32,
     ) -> Result<(), StoreError> {
         let key = Keys::new(namespace).code(code);
+        let sealed = self.sealer(namespace)?.seal(&key, payload);
         let mut conn = self.conn();
         let result = if ttl_secs == 0 {
-            conn.set::<_, _, ()>(key, payload).await
+            conn.set::<_, _, ()>(key, sealed).await
         } else {
-            conn.set_ex::<_, _, ()>(key, payload, u64::from(ttl_secs))
+            conn.set_ex::<_, _, ()>(key, sealed, u64::from(ttl_secs))
                 .await
         };
         result.map_err(|e| self.unavailable(e))
@@ -527,13 +671,18 @@ impl TokenStore for RedisStore {
         namespace: &str,
         code: &TokenHash,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(sealer) = self.keys.sealer(namespace) else {
+            return Ok(None);
+        };
+        let key = Keys::new(namespace).code(code);
         // A script rather than GETDEL, which needs Redis 6.2; equally atomic.
-        SCRIPTS
+        let value: Option<Vec<u8>> = SCRIPTS
             .take_code
-            .key(Keys::new(namespace).code(code))
+            .key(&key)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(|e| self.unavailable(e))
+            .map_err(|e| self.unavailable(e))?;
+        Ok(value.and_then(|value| self.open(&sealer, &key, &value).map(<[u8]>::to_vec)))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -694,8 +843,17 @@ fn ttl_arg(remaining: Remaining) -> i64 {
     }
 }
 
-fn decode(json: &str) -> Result<TokenRecord, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("token record: {e}")))
+fn decode(json: &[u8]) -> Result<TokenRecord, StoreError> {
+    serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(format!("token record: {e}")))
+}
+
+/// Whether `record`'s access token is still within its lifetime at `now_ms` on this clock,
+/// give or take [`CLOCK_SKEW`]. Redis expires the access key by itself; this bounds a
+/// genuine value that someone with write access saved and put back after a revocation.
+fn access_still_valid(record: &TokenRecord, now_ms: u64) -> bool {
+    let skew = u64::try_from(CLOCK_SKEW.as_millis()).unwrap_or(u64::MAX);
+    let now = now_ms.saturating_sub(skew);
+    expiry::lifetimes(record, now).access != Remaining::Expired
 }
 
 /// `scheme://[user@]host:port/db`: enough to tell which Redis, never the password.
@@ -770,10 +928,12 @@ local function retire(id, keep)
   return redis.call('DEL', tok)
 end
 
--- Stores the record of ARGV[2..8]: id, member, JSON, access hash, refresh hash ('' for
--- none), access TTL, record TTL (ms; 0 = forever, -1 = already expired: not stored).
+-- Stores the record of ARGV[2..8]: id, member, sealed record for `tok`, access hash, refresh
+-- hash ('' for none), access TTL, record TTL (ms; 0 = forever, -1 = already expired: not
+-- stored); ARGV[10] and ARGV[11]: the values sealed for the access and the refresh key.
 local function store(now)
   local id, m, json, at, rt = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  local at_v, rt_v = ARGV[10], ARGV[11]
   local at_ms, rec_ms = tonumber(ARGV[7]), tonumber(ARGV[8])
   if rec_ms < 0 then return end
   local tok = p .. 'tok:' .. id
@@ -781,17 +941,17 @@ local function store(now)
   if at_ms >= 0 then
     redis.call('HSET', tok, 'at', at)
     if at_ms > 0 then
-      redis.call('SET', p .. 'at:' .. at, json, 'PX', at_ms)
+      redis.call('SET', p .. 'at:' .. at, at_v, 'PX', at_ms)
     else
-      redis.call('SET', p .. 'at:' .. at, json)
+      redis.call('SET', p .. 'at:' .. at, at_v)
     end
   end
   if rt ~= '' then
     redis.call('HSET', tok, 'rt', rt)
     if rec_ms > 0 then
-      redis.call('SET', p .. 'rt:' .. rt, id, 'PX', rec_ms)
+      redis.call('SET', p .. 'rt:' .. rt, rt_v, 'PX', rec_ms)
     else
-      redis.call('SET', p .. 'rt:' .. rt, id)
+      redis.call('SET', p .. 'rt:' .. rt, rt_v)
     end
   end
   redis.call('ZADD', p .. 'idx', 0, m)
@@ -847,13 +1007,15 @@ prune(now)
 return 1
 "#
     )),
-    // KEYS[1] = rt:<old refresh hash>, ARGV[9] = that hash. Changes nothing and returns 0
-    // unless it is live. Unless the refresh token stays (reuse_refresh_token), leaves a
-    // `retired` key behind for reuse detection, as long-lived as the old record would be.
+    // KEYS[1] = rt:<old refresh hash>, ARGV[9] = that hash, ARGV[12] = the sealed value the
+    // caller verified there. Changes nothing and returns 0 unless the key still holds it.
+    // Unless the refresh token stays (reuse_refresh_token), leaves a `retired` key behind
+    // for reuse detection, as long-lived as the old record would be.
     swap: Script::new(&format!(
         r#"{PRELUDE}
-local old = redis.call('GET', KEYS[1])
-if not old then return 0 end
+local v = redis.call('GET', KEYS[1])
+if not v or v ~= ARGV[12] then return 0 end
+local old = string.sub(v, {PAYLOAD_AT})
 local left = redis.call('PTTL', p .. 'tok:' .. old)
 if left == -2 then
   redis.call('DEL', KEYS[1])
@@ -875,14 +1037,17 @@ prune(now)
 return 1
 "#
     )),
-    // KEYS[1] = rt:<hash>; one round trip instead of GET then HGET.
-    find_refresh: Script::new(
+    // KEYS[1] = rt:<hash>; one round trip instead of GET then HGET. Returns the refresh
+    // key's sealed value and the sealed record it names, or nothing.
+    find_refresh: Script::new(&format!(
         r#"
-local id = redis.call('GET', KEYS[1])
-if not id then return false end
-return redis.call('HGET', ARGV[1] .. 'tok:' .. id, 'record')
-"#,
-    ),
+local v = redis.call('GET', KEYS[1])
+if not v then return {{}} end
+local record = redis.call('HGET', ARGV[1] .. 'tok:' .. string.sub(v, {PAYLOAD_AT}), 'record')
+if not record then return {{}} end
+return {{v, record}}
+"#
+    )),
     // KEYS[1] = tok:<id>, ARGV[2] = id.
     delete: Script::new(&format!(
         r#"{PRELUDE}
@@ -908,7 +1073,7 @@ for _, m in ipairs(members) do
     redis.call('ZREM', KEYS[1], m)
     redis.call('ZREM', p .. 'exp', m)
   else
-    local ok, r = pcall(cjson.decode, json)
+    local ok, r = pcall(cjson.decode, string.sub(json, {PAYLOAD_AT}))
     if ok and type(r) == 'table' and want(r.authenticated_userid, ARGV[4])
         and want(r.client_id, ARGV[5]) and want(r.service_id, ARGV[6]) then
       n = n + retire(id, '')
@@ -985,11 +1150,11 @@ mod tests {
         let hash = TokenHash::of("token");
         for namespace in ["default", "we}ird:ns", "a b", "100%", "é", ""] {
             let payload = revocation_payload(namespace, &hash);
-            assert_eq!(payload.matches(' ').count(), 1, "{payload}");
+            assert_eq!(payload.matches(' ').count(), 1, "{PAYLOAD_AT}");
             assert_eq!(
                 parse_revocation(payload.as_bytes()),
                 Some((namespace.to_owned(), hash)),
-                "{payload}"
+                "{PAYLOAD_AT}"
             );
         }
         assert_eq!(
@@ -1032,6 +1197,32 @@ mod tests {
         );
         assert_eq!(member_id(&member(10, high)).ok(), Some(high));
         assert!(member_id("garbage").is_err());
+    }
+
+    #[test]
+    fn a_put_back_access_value_ends_at_its_deadline_give_or_take_the_skew() {
+        let record = TokenRecord {
+            id: Uuid::nil(),
+            namespace: "ns".into(),
+            credential_id: Uuid::nil(),
+            client_id: "c".into(),
+            service_id: None,
+            authenticated_userid: None,
+            scope: String::new(),
+            expires_in: 100,
+            created_at: 1_000_000,
+            ttl: 0,
+        };
+        let deadline = 1_000_000 + 100_000;
+        let skew = CLOCK_SKEW.as_millis() as u64;
+        assert!(access_still_valid(&record, deadline - 1));
+        assert!(access_still_valid(&record, deadline + skew - 1));
+        assert!(!access_still_valid(&record, deadline + skew));
+        let forever = TokenRecord {
+            expires_in: 0,
+            ..record
+        };
+        assert!(access_still_valid(&forever, u64::MAX));
     }
 
     #[test]

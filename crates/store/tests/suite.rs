@@ -10,8 +10,9 @@ use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tollgate_store::{
-    AnyTokenStore, ListFilter, MemoryStore, REVOCATION_CHANNEL, RedisStore, Reuse, RevocationEvent,
-    Revocations, StoreError, TokenHash, TokenRecord, TokenStore,
+    AnyTokenStore, KeyPair, ListFilter, MemoryStore, REVOCATION_CHANNEL, RedisStore, Reuse,
+    RevocationEvent, Revocations, StoreError, StoreKey, StoreKeys, TokenHash, TokenRecord,
+    TokenStore,
 };
 use tollgate_test_support::RedisServer;
 use uuid::Uuid;
@@ -31,6 +32,20 @@ fn now_ms() -> u64 {
         .as_millis()
         .try_into()
         .unwrap()
+}
+
+/// The store key of these tests: one material for every namespace, as a key file gives.
+fn keys() -> StoreKeys {
+    keys_of(b'k', None)
+}
+
+/// Keys from a material of 32 `byte`s, with an optional previous one, for every namespace.
+fn keys_of(byte: u8, previous: Option<u8>) -> StoreKeys {
+    let key = |byte| StoreKey::new(vec![byte; 32]).unwrap();
+    StoreKeys::everywhere(KeyPair {
+        current: key(byte),
+        previous: previous.map(key),
+    })
 }
 
 fn record(namespace: &str) -> TokenRecord {
@@ -123,7 +138,7 @@ fn sorted(mut records: Vec<TokenRecord>) -> Vec<TokenRecord> {
 
 async fn redis() -> (RedisServer, RedisStore) {
     let server = RedisServer::start();
-    let store = RedisStore::connect(&server.url()).await.unwrap();
+    let store = RedisStore::connect(&server.url(), keys()).await.unwrap();
     (server, store)
 }
 
@@ -1771,7 +1786,7 @@ async fn redis_separate_connections_one_winner() {
     let old = issue(&store, record(NS)).await;
     let mut stores = Vec::new();
     for _ in 0..16 {
-        stores.push(RedisStore::connect(&server.url()).await.unwrap());
+        stores.push(RedisStore::connect(&server.url(), keys()).await.unwrap());
     }
     let mut tasks = tokio::task::JoinSet::new();
     for sidecar in stores {
@@ -1799,12 +1814,231 @@ async fn redis_separate_connections_one_winner() {
     assert_eq!(wins, 1);
 }
 
+// === Redis only: seals ===
+
+/// Redis's reply to `GET key`, as bytes.
+fn raw(server: &RedisServer, key: &str) -> String {
+    server.command(&["GET", key]).as_string().unwrap()
+}
+
+fn access_key(namespace: &str, hash: &TokenHash) -> String {
+    format!("{{tg:{namespace}}}:at:{}", hash.to_hex())
+}
+
+fn refresh_key(namespace: &str, hash: &TokenHash) -> String {
+    format!("{{tg:{namespace}}}:rt:{}", hash.to_hex())
+}
+
+#[tokio::test]
+async fn a_record_written_without_the_key_is_absent() {
+    let (server, store) = redis().await;
+    let mut forged = record(NS);
+    forged.authenticated_userid = Some("root".into());
+    forged.expires_in = 0;
+    let json = serde_json::to_string(&forged).unwrap();
+    let mine = token();
+    let key = access_key(NS, &TokenHash::of(&mine));
+    // As the store wrote records before seals, and with a seal made up.
+    server.command(&["SET", &key, &json]);
+    assert_eq!(
+        store.find_access(NS, &TokenHash::of(&mine)).await.unwrap(),
+        None
+    );
+    server.command(&["SET", &key, &format!("{}.{json}", "0".repeat(64))]);
+    assert_eq!(
+        store.find_access(NS, &TokenHash::of(&mine)).await.unwrap(),
+        None
+    );
+    // A record of the same shape as a genuine one, in the record hash, is not listed either.
+    let tok = format!("{{tg:{NS}}}:tok:{}", forged.id);
+    server.command(&["HSET", &tok, "record", &json]);
+    server.command(&[
+        "ZADD",
+        &format!("{{tg:{NS}}}:idx"),
+        "0",
+        &format!("{:020}:{}", forged.created_at, forged.id),
+    ]);
+    assert_eq!(store.get(NS, forged.id).await.unwrap(), None);
+    let page = store
+        .list(NS, &ListFilter::default(), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(page.records, vec![]);
+    assert_eq!(store.keys().unverified_total(), 4);
+}
+
+#[tokio::test]
+async fn a_genuine_value_moved_to_another_key_or_namespace_is_absent() {
+    let (server, store) = redis().await;
+    let victim = issue(&store, record(NS)).await;
+    let genuine = raw(&server, &access_key(NS, &victim.access()));
+    let mine = token();
+    server.command(&["SET", &access_key(NS, &TokenHash::of(&mine)), &genuine]);
+    assert_eq!(
+        store.find_access(NS, &TokenHash::of(&mine)).await.unwrap(),
+        None
+    );
+    server.command(&["SET", &access_key("other", &victim.access()), &genuine]);
+    assert_eq!(
+        store.find_access("other", &victim.access()).await.unwrap(),
+        None
+    );
+    // The genuine one still works where it belongs.
+    assert_eq!(
+        store.find_access(NS, &victim.access()).await.unwrap(),
+        Some(victim.record.clone())
+    );
+    assert_eq!(store.keys().unverified_total(), 2);
+}
+
+#[tokio::test]
+async fn a_forged_refresh_key_neither_finds_nor_refreshes_a_record() {
+    let (server, store) = redis().await;
+    let victim = issue(&store, record(NS)).await;
+    let genuine = raw(&server, &refresh_key(NS, &victim.refresh()));
+    let mine = token();
+    let mine_hash = TokenHash::of(&mine);
+    // The victim's record id, plainly, then the victim's genuine sealed id, under my token.
+    for forged in [victim.record.id.to_string(), genuine] {
+        server.command(&["SET", &refresh_key(NS, &mine_hash), &forged]);
+        assert_eq!(store.find_refresh(NS, &mine_hash).await.unwrap(), None);
+        let next = successor(record(NS));
+        assert!(
+            !store
+                .swap_refresh(
+                    NS,
+                    &mine_hash,
+                    &next.record,
+                    &next.access(),
+                    Some(&next.refresh())
+                )
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.find_access(NS, &next.access()).await.unwrap(), None);
+    }
+    // The victim's own refresh token still works.
+    assert_eq!(
+        store.find_refresh(NS, &victim.refresh()).await.unwrap(),
+        Some(victim.record.clone())
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_key_swapped_after_its_check_does_not_refresh() {
+    // The swap re-checks, atomically, that the refresh key holds what was verified: a value
+    // moved there by someone else in between does not count.
+    let (server, store) = redis().await;
+    let first = issue(&store, record(NS)).await;
+    let other = issue(&store, record(NS)).await;
+    let others = raw(&server, &refresh_key(NS, &other.refresh()));
+    server.command(&["SET", &refresh_key(NS, &first.refresh()), &others]);
+    let next = successor(record(NS));
+    assert!(
+        !store
+            .swap_refresh(
+                NS,
+                &first.refresh(),
+                &next.record,
+                &next.access(),
+                Some(&next.refresh())
+            )
+            .await
+            .unwrap()
+    );
+    assert!(store.get(NS, other.record.id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_forged_or_moved_authorization_code_is_absent() {
+    let (server, store) = redis().await;
+    let code = TokenHash::of(&token());
+    store
+        .put_code(NS, &code, b"{\"user\":\"alice\"}", 300)
+        .await
+        .unwrap();
+    let genuine = raw(&server, &format!("{{tg:{NS}}}:code:{}", code.to_hex()));
+    let mine = TokenHash::of(&token());
+    let mine_key = format!("{{tg:{NS}}}:code:{}", mine.to_hex());
+    server.command(&["SET", &mine_key, &genuine]);
+    assert_eq!(store.take_code(NS, &mine).await.unwrap(), None);
+    server.command(&["SET", &mine_key, "{\"user\":\"root\"}"]);
+    assert_eq!(store.take_code(NS, &mine).await.unwrap(), None);
+    assert_eq!(
+        store.take_code(NS, &code).await.unwrap().as_deref(),
+        Some(&b"{\"user\":\"alice\"}"[..])
+    );
+}
+
+#[tokio::test]
+async fn replicas_share_tokens_by_key_and_rotation_keeps_the_previous_one() {
+    let server = RedisServer::start();
+    let first = RedisStore::connect(&server.url(), keys_of(1, None))
+        .await
+        .unwrap();
+    let issued = issue(&first, record(NS)).await;
+    let found = |store: RedisStore| {
+        let access = issued.access();
+        async move { store.find_access(NS, &access).await.unwrap().is_some() }
+    };
+    let same = RedisStore::connect(&server.url(), keys_of(1, None))
+        .await
+        .unwrap();
+    assert!(found(same).await, "a replica with the same key file");
+    let stranger = RedisStore::connect(&server.url(), keys_of(2, None))
+        .await
+        .unwrap();
+    assert!(!found(stranger.clone()).await, "another key file");
+    let rotated = RedisStore::connect(&server.url(), keys_of(2, Some(1)))
+        .await
+        .unwrap();
+    assert!(
+        found(rotated.clone()).await,
+        "the previous key still verifies"
+    );
+    // The rotated store seals with its current key: the old one cannot read that.
+    let fresh = issue(&rotated, record(NS)).await;
+    assert!(
+        first
+            .find_access(NS, &fresh.access())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        stranger
+            .find_access(NS, &fresh.access())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_namespace_without_a_key_stores_and_finds_nothing() {
+    let server = RedisServer::start();
+    let key = StoreKey::new(vec![7; 32]).unwrap();
+    let keys = StoreKeys::per_namespace([(NS.to_owned(), KeyPair::new(key))]);
+    let store = RedisStore::connect(&server.url(), keys).await.unwrap();
+    issue(&store, record(NS)).await;
+    let other = record("other");
+    let err = store
+        .insert(&other, &TokenHash::of(&token()), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err}");
+    assert!(err.to_string().contains("no store key"), "{err}");
+    let code = TokenHash::of(&token());
+    assert!(store.put_code("other", &code, b"x", 0).await.is_err());
+    assert_eq!(store.take_code("other", &code).await.unwrap(), None);
+}
+
 // === Redis only: revocations ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_revocations_reach_every_sidecar() {
     let (server, store) = redis().await;
-    let other = RedisStore::connect(&server.url()).await.unwrap();
+    let other = RedisStore::connect(&server.url(), keys()).await.unwrap();
     let mut mine = subscribed(&store).await;
     let mut theirs = subscribed(&other).await;
     let mut wire = server.subscribe(REVOCATION_CHANNEL);
@@ -2055,7 +2289,7 @@ async fn redis_outage_fails_fast_and_recovers() {
 async fn redis_down_at_connect_is_an_error() {
     let (mut server, _store) = redis().await;
     server.kill();
-    let result = bounded("connect", RedisStore::connect(&server.url())).await;
+    let result = bounded("connect", RedisStore::connect(&server.url(), keys())).await;
     assert!(
         matches!(result, Err(StoreError::Unavailable(_))),
         "{result:?}"
@@ -2067,7 +2301,7 @@ async fn redis_auth_from_the_url_never_shown() {
     let password = "correct-horse-battery";
     let server = RedisServer::start_with_args(&["--requirepass", password]);
     let url = format!("redis://:{password}@127.0.0.1:{}", server.port());
-    let store = RedisStore::connect(&url).await.unwrap();
+    let store = RedisStore::connect(&url, keys()).await.unwrap();
     let mut events = subscribed(&store).await;
     let issued = issue(&store, record(NS)).await;
     assert_eq!(
@@ -2087,13 +2321,13 @@ async fn redis_auth_from_the_url_never_shown() {
 
     // A wrong password and a missing one: errors, without the password in them.
     let wrong = format!("redis://:not-{password}@127.0.0.1:{}", server.port());
-    let err = bounded("connect", RedisStore::connect(&wrong))
+    let err = bounded("connect", RedisStore::connect(&wrong, keys()))
         .await
         .unwrap_err();
     let shown = format!("{err} {err:?}");
     assert!(!shown.contains(password), "{shown}");
     // Without a password, the server refuses commands.
-    let anonymous = RedisStore::connect(&server.url()).await;
+    let anonymous = RedisStore::connect(&server.url(), keys()).await;
     match anonymous {
         Err(err) => assert!(matches!(err, StoreError::Unavailable(_))),
         Ok(store) => assert!(matches!(
@@ -2102,7 +2336,7 @@ async fn redis_auth_from_the_url_never_shown() {
         )),
     }
     // And a garbage URL.
-    let err = RedisStore::connect("redis://:hunter2@[::1")
+    let err = RedisStore::connect("redis://:hunter2@[::1", keys())
         .await
         .unwrap_err();
     assert!(!err.to_string().contains("hunter2"), "{err}");
@@ -2151,7 +2385,7 @@ async fn redis_over_tls_with_a_private_ca() {
         "no",
     ]);
     let url = format!("rediss://localhost:{tls_port}");
-    let store = RedisStore::connect_with_ca(&url, ca.pem().as_bytes())
+    let store = RedisStore::connect_with_ca(&url, ca.pem().as_bytes(), keys())
         .await
         .unwrap();
     let mut events = subscribed(&store).await;
@@ -2165,7 +2399,7 @@ async fn redis_over_tls_with_a_private_ca() {
     assert!(format!("{store:?}").contains("rediss://"));
 
     // Not trusted without the CA.
-    let untrusted = bounded("connect", RedisStore::connect(&url)).await;
+    let untrusted = bounded("connect", RedisStore::connect(&url, keys())).await;
     assert!(
         matches!(untrusted, Err(StoreError::Unavailable(_))),
         "{untrusted:?}"
@@ -2220,7 +2454,7 @@ async fn cluster() -> Vec<RedisServer> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster() {
     let nodes = cluster().await;
-    let store = RedisStore::connect(&nodes[1].url()).await.unwrap();
+    let store = RedisStore::connect(&nodes[1].url(), keys()).await.unwrap();
     assert!(format!("{store:?}").contains("(cluster)"), "{store:?}");
     // One subscription, on one node, hears the revocations of every node.
     let mut events = subscribed(&store).await;
@@ -2322,7 +2556,7 @@ async fn redis_cluster_subscription_moves_to_another_node() {
         let reply = node.command(&["CONFIG", "SET", "cluster-require-full-coverage", "no"]);
         assert_eq!(reply.to_string(), "OK", "{reply:?}");
     }
-    let store = RedisStore::connect(&nodes[1].url()).await.unwrap();
+    let store = RedisStore::connect(&nodes[1].url(), keys()).await.unwrap();
     let mut events = subscribed(&store).await;
     // The node the URL names goes away: the subscription is lost, and taken up again on a
     // node that remains.

@@ -684,3 +684,59 @@ fn replacing_everything_sends_one_consistent_snapshot() {
     assert_eq!(after.services[0].routes[0].path_prefix, "/events");
     assert!(gone.has_changed().is_err());
 }
+
+// --- store keys ---
+
+fn root_key() -> KeyPair {
+    KeyPair {
+        current: tollgate_store::StoreKey::new(vec![1; 32]).unwrap(),
+        previous: Some(tollgate_store::StoreKey::new(vec![2; 32]).unwrap()),
+    }
+}
+
+#[test]
+fn each_pod_gets_the_store_key_of_its_own_namespace_only() {
+    let root = root_key();
+    let mut index = Index::new(1).with_store_key(root.clone());
+    article(&mut index, "a");
+    article(&mut index, "b");
+    index.apply_pod(&mk_pod("a", "p", &[("app", "iris")]));
+    index.apply_pod(&mk_pod("a", "q", &[("app", "web")]));
+    index.apply_pod(&mk_pod("b", "p", &[("app", "iris")]));
+
+    let key_of = |index: &Index, ns: &str, pod: &str| {
+        let mut rx = index.subscribe(ns, pod).unwrap();
+        current(&mut rx).store_key.clone().unwrap()
+    };
+    let a = key_of(&index, "a", "p");
+    assert_eq!(a.namespace, "a");
+    assert_eq!(a.current.0, root.for_namespace("a").current.expose());
+    assert_eq!(
+        a.previous.as_ref().unwrap().0,
+        root.for_namespace("a").previous.unwrap().expose()
+    );
+    assert_eq!(
+        key_of(&index, "a", "q"),
+        a,
+        "every pod of a namespace shares its key"
+    );
+    let b = key_of(&index, "b", "p");
+    assert_eq!(b.namespace, "b");
+    assert_ne!(b.current, a.current);
+    for material in [&a.current, &b.current] {
+        assert_ne!(material.0, root.current.expose(), "the root never leaves");
+        assert_ne!(material.0, root.previous.as_ref().unwrap().expose());
+    }
+    let mut rx = index.subscribe("a", "p").unwrap();
+    let shown = format!("{:?}", current(&mut rx));
+    assert!(shown.contains("KeyMaterial(32 bytes)"), "{shown}");
+}
+
+#[test]
+fn without_a_store_key_snapshots_carry_none() {
+    let mut index = Index::new(1);
+    article(&mut index, "a");
+    index.apply_pod(&mk_pod("a", "p", &[("app", "iris")]));
+    let mut rx = index.subscribe("a", "p").unwrap();
+    assert!(current(&mut rx).store_key.is_none());
+}

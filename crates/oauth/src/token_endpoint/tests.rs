@@ -88,6 +88,7 @@ fn snapshot(edit: impl FnOnce(&mut OAuth2Settings, &mut Application)) -> Snapsho
             tags: vec![],
         }],
         applications: vec![app],
+        store_key: None,
     }
 }
 
