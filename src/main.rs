@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the proxy, the OAuth endpoints and the admin API for one pod.
-    Sidecar(SidecarArgs),
+    Sidecar(Box<SidecarArgs>),
     /// Watch the resources, stream each pod's snapshot to its sidecar, write status, and serve
     /// the admin API.
     #[cfg(feature = "control-plane")]
