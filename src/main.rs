@@ -39,7 +39,7 @@ enum Command {
     Crdgen,
     /// Print a manifest with the sidecar injected into its pods and pod templates.
     #[cfg(feature = "control-plane")]
-    Inject(InjectCommand),
+    Inject(Box<InjectCommand>),
 }
 
 fn main() -> ExitCode {
