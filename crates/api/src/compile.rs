@@ -13,10 +13,10 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use uuid::Uuid;
 
-use crate::SecretDigest;
 use crate::Snapshot;
 use crate::manifests::{DEFAULT_NAMESPACE, Resources};
 use crate::resources::{Consumer, OAuthApplication, OAuthService};
+use crate::secret::{SecretDigest, SecretHashes};
 use crate::snapshot::{self, ClientType};
 
 /// Namespace of the UUIDv5 ids given to resources without a `metadata.uid` (manifest files),
@@ -559,8 +559,9 @@ impl<'a> SecretIndex<'a> {
         )
     }
 
-    /// Reads `key` of Secret `name` in the object's namespace and digests it, salted with the
-    /// object's identity. The value never leaves this function in the clear.
+    /// Reads `key` of Secret `name` in the object's namespace and hashes it, with a random
+    /// salt of the object's own, made once per value (see [`SecretHashes`]). The value never
+    /// leaves this function in the clear.
     fn digest(&self, object: &Object, name: &str, key: &str) -> Result<SecretDigest, CompileError> {
         let Some(secret) = self.0.get(&(object.namespace.as_str(), name)) else {
             return Err(object.error(
@@ -606,7 +607,7 @@ impl<'a> SecretIndex<'a> {
                 "Secret `{name}` key `{key}` is empty: an empty secret would let anyone in"
             )));
         }
-        Ok(SecretDigest::new(object.key().as_bytes(), value))
+        Ok(SecretHashes::global().hash(&object.key(), value))
     }
 }
 
@@ -982,15 +983,38 @@ mod tests {
     }
 
     #[test]
-    fn digests_are_salted_with_the_owner() {
-        let snapshot = compile(&article()).snapshot;
-        let expected = SecretDigest::new(b"OAuthApplication/default/sampleapp", "clientsecret");
-        assert_eq!(
-            snapshot.applications[0].client_secret.as_ref(),
-            Some(&expected)
+    fn secrets_get_random_salts_stable_across_recompiles() {
+        let mut resources = article();
+        // The provision key and the client secret hold the same value: still two salts.
+        resources.secrets[1] = mk_secret("default", "sampleapp-secret", "clientSecret", "same");
+        resources.secrets[0] = mk_secret(
+            "default",
+            "sampleirisservice-provision-key",
+            "provisionKey",
+            "same",
         );
-        let expected = SecretDigest::new(b"OAuthService/default/sampleirisservice", "provisionkey");
-        assert_eq!(snapshot.services[0].oauth2.provision_key, expected);
+        let first = compile(&resources).snapshot;
+        let client_secret = first.applications[0].client_secret.as_ref().unwrap();
+        let provision_key = &first.services[0].oauth2.provision_key;
+        assert!(client_secret.matches("same") && provision_key.matches("same"));
+        assert_ne!(client_secret.salt(), provision_key.salt());
+        assert_ne!(
+            client_secret.salt(),
+            b"OAuthApplication/default/sampleapp".as_slice(),
+            "no longer the owner's public name"
+        );
+        // Recompiling the same objects gives the same snapshot, byte for byte.
+        let again = compile(&resources).snapshot;
+        assert_eq!(
+            serde_json::to_string(&again).unwrap(),
+            serde_json::to_string(&first).unwrap()
+        );
+        // A new value gets a new salt.
+        resources.secrets[1] = mk_secret("default", "sampleapp-secret", "clientSecret", "new");
+        let changed = compile(&resources).snapshot;
+        let new_secret = changed.applications[0].client_secret.as_ref().unwrap();
+        assert!(new_secret.matches("new") && !new_secret.matches("same"));
+        assert_ne!(new_secret.salt(), client_secret.salt());
     }
 
     // --- OAuthService ---

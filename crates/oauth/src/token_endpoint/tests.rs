@@ -23,7 +23,7 @@ fn settings() -> OAuth2Settings {
     OAuth2Settings {
         scopes: vec![],
         mandatory_scope: false,
-        provision_key: SecretDigest::new(b"svc", "provisionkey"),
+        provision_key: SecretDigest::with_iterations("provisionkey", 10),
         token_expiration: 7200,
         enable_authorization_code: false,
         enable_implicit_grant: false,
@@ -52,7 +52,7 @@ fn snapshot(edit: impl FnOnce(&mut OAuth2Settings, &mut Application)) -> Snapsho
         id: Uuid::from_u128(2),
         consumer: "clientapp".into(),
         client_id: "clientid".into(),
-        client_secret: Some(SecretDigest::new(b"app", "clientsecret")),
+        client_secret: Some(SecretDigest::with_iterations("clientsecret", 10)),
         redirect_uris: vec!["https://localhost/callback".into()],
         client_type: ClientType::Confidential,
         hash_secret: false,
