@@ -16,6 +16,7 @@ mod path_and_headers;
 mod proxy;
 mod redis_faults;
 mod sealed_store;
+mod secret_hashes;
 mod secrets;
 mod tls;
 mod token_endpoint;

@@ -148,22 +148,49 @@ impl SecretDigest {
     /// microsecond, for a wrong value as for the right one: only one value can match, so a
     /// different keyed digest means a different value. Before that, each call runs the full
     /// hash.
+    ///
+    /// This runs on the calling thread; the token endpoint bounds and moves the full hash
+    /// elsewhere with [`SecretDigest::remembered`], [`SecretDigest::full_check`] and
+    /// [`SecretDigest::remember`].
     pub fn matches(&self, candidate: &str) -> bool {
-        if let Some(verified) = self.verified.get() {
-            return bool::from(keyed_digest(&self.hash, candidate).ct_eq(verified));
+        if let Some(answer) = self.remembered(candidate) {
+            return answer;
         }
-        let matched = pbkdf2::verify(
-            pbkdf2::PBKDF2_HMAC_SHA256,
-            non_zero(self.iterations),
-            &self.salt,
-            candidate.as_bytes(),
-            &self.hash,
-        )
-        .is_ok();
-        if matched {
-            let _ = self.verified.set(keyed_digest(&self.hash, candidate));
+        match self.full_check().run(candidate) {
+            Some(proof) => {
+                self.remember(&proof);
+                true
+            }
+            None => false,
         }
-        matched
+    }
+
+    /// The answer for `candidate` from the remembered verification, without hashing: `None`
+    /// while no value has matched yet. About a microsecond.
+    pub fn remembered(&self, candidate: &str) -> Option<bool> {
+        let verified = self.verified.get()?;
+        Some(bool::from(
+            keyed_digest(&self.hash, candidate).ct_eq(verified),
+        ))
+    }
+
+    /// The full hash of this digest, detached from it so that it can run on another thread
+    /// (the token endpoint runs it on tokio's blocking pool); [`SecretDigest::remember`]
+    /// takes its result back.
+    pub fn full_check(&self) -> FullCheck {
+        FullCheck {
+            iterations: self.iterations,
+            salt: self.salt,
+            hash: self.hash,
+        }
+    }
+
+    /// Remembers a verification that [`FullCheck::run`] proved for this digest. A proof of
+    /// another digest is ignored.
+    pub fn remember(&self, proof: &VerifiedMatch) {
+        if proof.hash == self.hash {
+            let _ = self.verified.set(proof.keyed_digest);
+        }
     }
 
     /// Whether a successful verification is remembered: for tests of the cache.
@@ -174,6 +201,38 @@ impl SecretDigest {
     /// The salt, for tests that show salts differ between secrets.
     pub fn salt(&self) -> &[u8] {
         &self.salt
+    }
+}
+
+/// The full PBKDF2 verification of a [`SecretDigest`], owned, to run where it may block.
+pub struct FullCheck {
+    iterations: u32,
+    salt: [u8; SALT_LEN],
+    hash: [u8; HASH_LEN],
+}
+
+/// Proof that a value matched a digest: its keyed digest, for [`SecretDigest::remember`].
+/// Made only by [`FullCheck::run`], so nothing unverified can be remembered.
+pub struct VerifiedMatch {
+    hash: [u8; HASH_LEN],
+    keyed_digest: [u8; 32],
+}
+
+impl FullCheck {
+    /// Runs the full hash of `candidate`, compared in constant time: slow on purpose.
+    pub fn run(&self, candidate: &str) -> Option<VerifiedMatch> {
+        pbkdf2::verify(
+            pbkdf2::PBKDF2_HMAC_SHA256,
+            non_zero(self.iterations),
+            &self.salt,
+            candidate.as_bytes(),
+            &self.hash,
+        )
+        .ok()?;
+        Some(VerifiedMatch {
+            hash: self.hash,
+            keyed_digest: keyed_digest(&self.hash, candidate),
+        })
     }
 }
 
@@ -352,6 +411,20 @@ mod tests {
         assert_eq!(json["iterations"], 3);
         assert_eq!(json["salt"], hex::encode([7; SALT_LEN]));
         assert_eq!(PBKDF2_ITERATIONS, 50_000);
+    }
+
+    #[test]
+    fn a_detached_check_is_remembered_only_for_its_own_digest() {
+        let digest = quick("s");
+        let other = quick("s");
+        assert_eq!(digest.remembered("s"), None);
+        assert!(digest.full_check().run("t").is_none());
+        let proof = digest.full_check().run("s").unwrap();
+        other.remember(&proof);
+        assert!(!other.is_verified(), "another digest's proof is ignored");
+        digest.remember(&proof);
+        assert_eq!(digest.remembered("s"), Some(true));
+        assert_eq!(digest.remembered("t"), Some(false));
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub async fn authorize<S: TokenStore>(
     if let Some(reason) = request.transport.https_error() {
         return OAuthError::bad_request("access_denied", reason).into_response(state);
     }
-    if let Err(error) = check_provision_key(service, params) {
+    if let Err(error) = check_provision_key(service, params).await {
         return error.into_response(state);
     }
     let userid = match authenticated_userid(params) {

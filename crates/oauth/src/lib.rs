@@ -11,6 +11,7 @@ pub mod params;
 pub mod random;
 pub mod redirect;
 pub mod response;
+pub mod secret_gate;
 pub mod standard;
 pub mod token_endpoint;
 
@@ -18,6 +19,7 @@ pub use authorize::{AuthorizeRequest, authorize};
 pub use bearer::{Authenticated, authenticate};
 pub use params::{ParamValue, Params};
 pub use response::OAuthResponse;
+pub use secret_gate::configure_secret_hashing;
 pub use token_endpoint::{TokenRequest, issue_token};
 
 /// Milliseconds since the Unix epoch: the clock every rule takes as an argument.

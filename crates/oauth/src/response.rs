@@ -17,6 +17,8 @@ pub struct OAuthResponse {
     /// The token and authorize endpoints forbid caching (RFC 6749 §5.1); the bearer check's
     /// 401s carry no such headers in Kong.
     pub no_store: bool,
+    /// Seconds for a `Retry-After` header: on a 503 that a later attempt may not get.
+    pub retry_after: Option<u32>,
 }
 
 /// An error of the OAuth endpoints, before the `state` is added.
@@ -27,6 +29,8 @@ pub struct OAuthError {
     pub description: Cow<'static, str>,
     /// Client credentials came in the auth header: Kong answers 401 with a Basic challenge.
     pub basic_challenge: bool,
+    /// Seconds for a `Retry-After` header (a 503 the client may retry).
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -47,6 +51,7 @@ impl OAuthResponse {
             body: to_json(body),
             www_authenticate: None,
             no_store: true,
+            retry_after: None,
         }
     }
 
@@ -57,6 +62,7 @@ impl OAuthResponse {
             body: to_json(body),
             www_authenticate: None,
             no_store: true,
+            retry_after: None,
         }
     }
 
@@ -76,6 +82,7 @@ impl OAuthResponse {
                 Some(("invalid_method", &description)),
             )),
             no_store: true,
+            retry_after: None,
         }
     }
 
@@ -90,6 +97,7 @@ impl OAuthResponse {
             }),
             www_authenticate: Some(bearer_challenge(realm, None)),
             no_store: false,
+            retry_after: None,
         }
     }
 
@@ -120,6 +128,7 @@ impl OAuthResponse {
                 Some(("invalid_token", description)),
             )),
             no_store: false,
+            retry_after: None,
         }
     }
 
@@ -134,6 +143,7 @@ impl OAuthResponse {
             body: to_json(&MessageBody { message }),
             www_authenticate: None,
             no_store: false,
+            retry_after: None,
         }
     }
 
@@ -148,6 +158,9 @@ impl OAuthResponse {
         if self.no_store {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(challenge) = self.www_authenticate {
             // A realm with bytes a header cannot hold is refused by the schema; should one slip
@@ -178,6 +191,7 @@ impl OAuthError {
             code,
             description: description.into(),
             basic_challenge: false,
+            retry_after: None,
         }
     }
 
@@ -193,6 +207,7 @@ impl OAuthError {
             code: "invalid_client",
             description: Cow::Borrowed("Invalid client authentication"),
             basic_challenge: from_header,
+            retry_after: None,
         }
     }
 
@@ -202,6 +217,18 @@ impl OAuthError {
         Self {
             status: StatusCode::UNAUTHORIZED,
             ..Self::invalid_client(true)
+        }
+    }
+
+    /// 503 `temporarily_unavailable` (RFC 6749 §4.1.2.1's code) with `Retry-After`: the
+    /// server cannot take the request now, and the same request may succeed later.
+    pub fn temporarily_unavailable(description: &'static str, retry_after: u32) -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "temporarily_unavailable",
+            description: Cow::Borrowed(description),
+            basic_challenge: false,
+            retry_after: Some(retry_after),
         }
     }
 
@@ -217,6 +244,7 @@ impl OAuthError {
                 .basic_challenge
                 .then(|| "Basic realm=\"OAuth2.0\"".to_owned()),
             no_store: true,
+            retry_after: self.retry_after,
         }
     }
 }

@@ -59,7 +59,7 @@ pub async fn introspect<S: TokenStore>(
     request: ClientRequest<'_>,
     now: EpochMillis,
 ) -> OAuthResponse {
-    if let Err(error) = authenticate_confidential_client(snapshot, service, &request) {
+    if let Err(error) = authenticate_confidential_client(snapshot, service, &request).await {
         return error.into_response(None);
     }
     let Some(token) = request.params.text("token").filter(|t| !t.is_empty()) else {
@@ -146,7 +146,7 @@ pub async fn revoke<S: TokenStore>(
     service: &Service,
     request: ClientRequest<'_>,
 ) -> OAuthResponse {
-    let client = match authenticate_client(snapshot, service, &request) {
+    let client = match authenticate_client(snapshot, service, &request).await {
         Ok(client) => client,
         Err(error) => return error.into_response(None),
     };
@@ -183,12 +183,13 @@ pub async fn revoke<S: TokenStore>(
         body: bytes::Bytes::new(),
         www_authenticate: None,
         no_store: true,
+        retry_after: None,
     }
 }
 
 /// The client credentials of an introspection or revocation request, checked as the token
 /// endpoint checks them.
-fn authenticate_client<'s>(
+async fn authenticate_client<'s>(
     snapshot: &'s Snapshot,
     service: &Service,
     request: &ClientRequest<'_>,
@@ -202,7 +203,7 @@ fn authenticate_client<'s>(
         .as_deref()
         .and_then(|id| snapshot.application_by_client_id(&service.namespace, id))
         .ok_or_else(|| OAuthError::invalid_client(credentials.from_header))?;
-    match check_client_secret(client, &credentials) {
+    match check_client_secret(client, &credentials).await {
         Some(error) => Err(error),
         None => Ok(client),
     }
@@ -211,7 +212,7 @@ fn authenticate_client<'s>(
 /// The client of an introspection request: a confidential client with its secret. Every
 /// failure, a public client included, is 401 `invalid_client` with a Basic challenge, as
 /// RFC 7662 §2.3 answers a resource server whose credentials do not work.
-fn authenticate_confidential_client<'s>(
+async fn authenticate_confidential_client<'s>(
     snapshot: &'s Snapshot,
     service: &Service,
     request: &ClientRequest<'_>,
@@ -226,7 +227,8 @@ fn authenticate_confidential_client<'s>(
         .and_then(|id| snapshot.application_by_client_id(&service.namespace, id))
         .filter(|client| client.client_type == ClientType::Confidential)
         .ok_or_else(OAuthError::unauthenticated_client)?;
-    match check_client_secret(client, &credentials) {
+    match check_client_secret(client, &credentials).await {
+        Some(busy) if busy.status == http::StatusCode::SERVICE_UNAVAILABLE => Err(busy),
         Some(_) => Err(OAuthError::unauthenticated_client()),
         None => Ok(client),
     }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::authorize::{CodeGrant, verify_code_verifier};
 use crate::response::{OAuthError, OAuthResponse};
-use crate::{EpochMillis, Params, Transport, random};
+use crate::{EpochMillis, Params, Transport, random, secret_gate};
 
 /// What the token endpoint needs from the HTTP request.
 #[derive(Debug)]
@@ -123,7 +123,7 @@ async fn token_grant<S: TokenStore>(
             {
                 error = Some(invalid_redirect_uri());
             }
-            if let Some(e) = check_client_secret(client, &credentials) {
+            if let Some(e) = check_client_secret(client, &credentials).await {
                 error = Some(e);
             }
         }
@@ -163,7 +163,7 @@ async fn token_grant<S: TokenStore>(
 
     match grant {
         GrantType::Password => {
-            check_provision_key(service, params)?;
+            check_provision_key(service, params).await?;
             let userid = authenticated_userid(params)?;
             let scope = requested_scope(service, client, params)?;
             let minted = mint(service, client, Some(userid.to_owned()), scope, now, false);
@@ -174,7 +174,7 @@ async fn token_grant<S: TokenStore>(
             // The provision key only guards the `authenticated_userid` a backend may assert.
             let userid = params.text("authenticated_userid");
             if params.contains("authenticated_userid") {
-                check_provision_key(service, params)?;
+                check_provision_key(service, params).await?;
             }
             let scope = requested_scope(service, client, params)?;
             let minted = mint(service, client, userid.map(str::to_owned), scope, now, true);
@@ -413,9 +413,19 @@ pub(crate) fn requested_scope(
     }
 }
 
-pub(crate) fn check_provision_key(service: &Service, params: &Params) -> Result<(), OAuthError> {
-    let presented = params.text("provision_key").unwrap_or("");
-    if params.text("provision_key").is_some() && service.oauth2.provision_key.matches(presented) {
+pub(crate) async fn check_provision_key(
+    service: &Service,
+    params: &Params,
+) -> Result<(), OAuthError> {
+    let matched = match params.text("provision_key") {
+        Some(presented) => {
+            secret_gate::global()
+                .verify(&service.oauth2.provision_key, presented)
+                .await?
+        }
+        None => false,
+    };
+    if matched {
         Ok(())
     } else {
         Err(OAuthError::bad_request(
@@ -435,7 +445,9 @@ pub(crate) fn authenticated_userid(params: &Params) -> Result<&str, OAuthError> 
     }
 }
 
-pub(crate) fn check_client_secret(
+/// `None` when the client authenticated. A 503 from [`secret_gate`] when its secret could
+/// not be checked now: callers pass that one through unchanged.
+pub(crate) async fn check_client_secret(
     client: &Application,
     credentials: &ClientCredentials<'_>,
 ) -> Option<OAuthError> {
@@ -449,7 +461,13 @@ pub(crate) fn check_client_secret(
             "client_secret is disallowed for public clients",
         )),
         (ClientType::Public, _, None) => None,
-        (ClientType::Confidential, Some(digest), Some(secret)) if digest.matches(secret) => None,
+        (ClientType::Confidential, Some(digest), Some(secret)) => {
+            match secret_gate::global().verify(digest, secret).await {
+                Ok(true) => None,
+                Ok(false) => Some(OAuthError::invalid_client(credentials.from_header)),
+                Err(busy) => Some(busy),
+            }
+        }
         (ClientType::Confidential, _, _) => {
             Some(OAuthError::invalid_client(credentials.from_header))
         }

@@ -34,6 +34,11 @@ pub const DEFAULT_MAX_OAUTH_BODY: usize = 64 * 1024;
 pub const DEFAULT_CLIENT_BODY_BUFFER_SIZE: usize = 16 * 1024;
 /// `--upstream-keepalive-idle-timeout`: Kong's `upstream_keepalive_idle_timeout`.
 pub const DEFAULT_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT: u64 = 60;
+/// `--max-concurrent-secret-hashes`: one core's worth of password hashing.
+pub const DEFAULT_MAX_CONCURRENT_SECRET_HASHES: usize =
+    tollgate_oauth::secret_gate::DEFAULT_MAX_CONCURRENT_SECRET_HASHES;
+/// `--secret-hash-queue-timeout`, in seconds.
+pub const DEFAULT_SECRET_HASH_QUEUE_TIMEOUT: u64 = 1;
 
 /// `tollgate sidecar`: TLS termination, the OAuth endpoints, token checks and forwarding to
 /// the application on 127.0.0.1.
@@ -151,6 +156,22 @@ pub struct SidecarArgs {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub upstream_keepalive_idle_timeout: u64,
 
+    /// Full password hashes of client secrets and provision keys run at once. A secret's
+    /// first successful verification is remembered for the snapshot's life; before that,
+    /// each attempt, right or wrong, costs a full hash, and this bounds what clients with no
+    /// token can make the sidecar spend.
+    #[arg(long, env = "TOLLGATE_MAX_CONCURRENT_SECRET_HASHES",
+          default_value_t = DEFAULT_MAX_CONCURRENT_SECRET_HASHES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub max_concurrent_secret_hashes: usize,
+
+    /// Seconds a request waits for one of --max-concurrent-secret-hashes; after, the OAuth
+    /// endpoint answers 503 `temporarily_unavailable` with `Retry-After: 1`.
+    #[arg(long, env = "TOLLGATE_SECRET_HASH_QUEUE_TIMEOUT",
+          default_value_t = DEFAULT_SECRET_HASH_QUEUE_TIMEOUT,
+          value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub secret_hash_queue_timeout: u64,
+
     #[command(flatten)]
     pub limits: tollgate_serve::ListenerLimitArgs,
 
@@ -186,6 +207,10 @@ pub struct Config {
     /// Every listener's client timeouts and caps.
     pub listener_limits: tollgate_serve::ListenerLimits,
     pub upstream_keepalive_idle_timeout: std::time::Duration,
+    /// `--max-concurrent-secret-hashes`.
+    pub max_concurrent_secret_hashes: usize,
+    /// `--secret-hash-queue-timeout`.
+    pub secret_hash_queue_timeout: std::time::Duration,
 }
 
 /// How much of a request body the sidecar reads into memory, per request and in all.
@@ -314,6 +339,10 @@ impl Config {
                 listener_limits: args.limits.limits(),
                 upstream_keepalive_idle_timeout: std::time::Duration::from_secs(
                     args.upstream_keepalive_idle_timeout,
+                ),
+                max_concurrent_secret_hashes: args.max_concurrent_secret_hashes,
+                secret_hash_queue_timeout: std::time::Duration::from_secs(
+                    args.secret_hash_queue_timeout,
                 ),
             }),
             _ => Err(ConfigErrors(errors)),

@@ -77,6 +77,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
+    tollgate_oauth::configure_secret_hashing(
+        config.max_concurrent_secret_hashes,
+        config.secret_hash_queue_timeout,
+    );
     let metrics = Metrics::new(store_keys.clone());
     let mut gateway = Gateway::new(
         config.snapshot,
