@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # `make bench-micro`: the cargo micro-benchmarks (divan), apart from `make bench`. Today one:
-# the client-secret digest of the token endpoint (crates/api/benches/secret.rs). Prints divan's
-# table and writes it to bench/results/micro.md (BENCH_RESULTS: elsewhere), with the share of
-# the sidecar's CPU per client_credentials request that one verification is, as measured by
-# the last `make bench` (bench/results/latest.json).
+# the client-secret password hash of the token endpoint (crates/api/benches/secret.rs).
+# Prints divan's table and writes it to bench/results/micro.md (BENCH_RESULTS: elsewhere),
+# with the share of the sidecar's CPU per client_credentials request that one remembered
+# verification is, as measured by the last `make bench` (bench/results/latest.json).
 #
 # The first run builds tollgate-api's dependencies with the release profile: minutes.
 set -euo pipefail
@@ -34,11 +34,14 @@ print("# Micro-benchmarks, %s\n" % datetime.datetime.now().astimezone().isoforma
 print("Produced by `make bench-micro` (`cargo bench --locked -p tollgate-api`, divan) at commit "
       "%s, on %d× %s, load average %s at the end.\n" % (
           commit, os.cpu_count(), model, open("/proc/loadavg").read().split()[0]))
-print("## Client-secret digest (crates/api/benches/secret.rs)\n")
-print("Client secrets are kept as salted SHA-256 digests (`SecretDigest`); every token request "
-      "of a confidential client verifies one (`verify_*`: one SHA-256 of the salt and the "
-      "candidate, then a constant-time compare). `make_digest` is what the compiler pays once "
-      "per secret per snapshot. Median of 200 samples of 5,000 calls each:\n")
+print("## Client-secret hash (crates/api/benches/secret.rs)\n")
+print("Client secrets and provision keys are kept as PBKDF2-HMAC-SHA256 hashes, 50,000 "
+      "iterations, a 16-byte random salt each (`SecretDigest`). `verify_cold` is a full hash: "
+      "the first verification of a secret in a snapshot, and every attempt before one "
+      "succeeded (10 samples of 1 call). `verify_warm` and `verify_warm_mismatch` are the "
+      "checks once the secret is remembered: one HMAC-SHA256 under a per-process key, then a "
+      "constant-time compare (200 samples of 5,000 calls). `make_digest` is what the compiler "
+      "pays once per secret value (10 samples of 1 call). Medians:\n")
 print("```\n%s\n```\n" % table)
 try:
     runs = json.load(open(sys.argv[2]))["issue"]["runs"]
@@ -46,11 +49,11 @@ try:
                             if r["target"] == "client_credentials" and r["kind"] == "c32")
 except (OSError, ValueError, KeyError, TypeError, statistics.StatisticsError):
     cpu = None
-if cpu and "verify_match" in median:
-    print("One verification (%.0f ns) is %.2f%% of the %.1f µs of sidecar CPU per "
+if cpu and "verify_warm" in median:
+    print("One remembered verification (%.0f ns) is %.2f%% of the %.1f µs of sidecar CPU per "
           "client_credentials token request measured by the last `make bench` "
-          "(bench/results/latest.md). The password grant verifies two digests (the client "
-          "secret and the provision key)." % (median["verify_match"],
-                                             median["verify_match"] / 10 / cpu, cpu))
+          "(bench/results/latest.md). The password grant verifies two secrets (the client "
+          "secret and the provision key)." % (median["verify_warm"],
+                                             median["verify_warm"] / 10 / cpu, cpu))
 PY
 echo "wrote $RESULTS/micro.md" >&2

@@ -20,9 +20,12 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 /// PBKDF2-HMAC-SHA256 iterations of every new hash. Kong's PBKDF2 uses 10,000 rounds of
-/// HMAC-SHA512; this is five times as many rounds of the cheaper SHA-256, about 40 ms of one
-/// core per hash on the reference machine (`make bench-micro`). A guess against a leaked
-/// snapshot costs as much, against one SHA-256 (about 1 µs) before.
+/// HMAC-SHA512; this is five times as many rounds of the cheaper SHA-256, about 12 ms of one
+/// core per hash as `make bench-micro` measured it (`verify_cold`). A guess against a leaked
+/// snapshot costs as much, against one SHA-256 (about 1 µs) before. Higher would slow the
+/// first token request of each client after each new snapshot, and what wrong secrets cost
+/// the sidecar before one matched; that cost is bounded by the token endpoint's
+/// `--max-concurrent-secret-hashes`.
 pub const PBKDF2_ITERATIONS: u32 = 50_000;
 /// Bytes of random salt per secret (Kong's `PBKDF2_SALT_LEN`).
 pub const SALT_LEN: usize = 16;
@@ -457,6 +460,17 @@ mod tests {
         assert_eq!(read, digest);
         assert!(!read.is_verified(), "a verification is never carried over");
         assert!(read.matches("clientsecret"));
+    }
+
+    #[test]
+    fn the_former_sha256_form_is_refused_not_accepted() {
+        // What an older controller, or an older --snapshot-cache file, holds.
+        let old = serde_json::json!({"salt": hex::encode("OAuthApplication/default/a"),
+                                     "sha256": hex::encode([0u8; 32])});
+        assert!(serde_json::from_value::<SecretDigest>(old).is_err());
+        let mut unknown = serde_json::to_value(quick("s")).unwrap();
+        unknown["algorithm"] = "sha256".into();
+        assert!(serde_json::from_value::<SecretDigest>(unknown).is_err());
     }
 
     #[test]
