@@ -17,7 +17,7 @@ use crate::response::OAuthError;
 
 /// Full hashes run at once by default: one core's worth, beside the default single worker
 /// thread.
-pub const DEFAULT_MAX_CONCURRENT_SECRET_HASHES: usize = 1;
+pub const DEFAULT_MAX_CONCURRENT_SECRET_HASHES: u8 = 1;
 /// Milliseconds a request waits for a free hash slot by default: long enough to absorb a
 /// burst of first requests after a new snapshot (each finds the secret remembered once the
 /// first one has run), short enough that a flood of wrong secrets is answered quickly.
@@ -44,7 +44,7 @@ pub fn configure_secret_hashing(max_concurrent: usize, queue_timeout: Duration) 
 pub(crate) fn global() -> &'static SecretGate {
     GLOBAL.get_or_init(|| {
         SecretGate::new(
-            DEFAULT_MAX_CONCURRENT_SECRET_HASHES,
+            usize::from(DEFAULT_MAX_CONCURRENT_SECRET_HASHES),
             Duration::from_millis(DEFAULT_SECRET_HASH_QUEUE_TIMEOUT_MS),
         )
     })

@@ -35,10 +35,10 @@ pub const DEFAULT_CLIENT_BODY_BUFFER_SIZE: usize = 16 * 1024;
 /// `--upstream-keepalive-idle-timeout`: Kong's `upstream_keepalive_idle_timeout`.
 pub const DEFAULT_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT: u64 = 60;
 /// `--max-concurrent-secret-hashes`: one core's worth of password hashing.
-pub const DEFAULT_MAX_CONCURRENT_SECRET_HASHES: usize =
+pub const DEFAULT_MAX_CONCURRENT_SECRET_HASHES: u8 =
     tollgate_oauth::secret_gate::DEFAULT_MAX_CONCURRENT_SECRET_HASHES;
 /// `--secret-hash-queue-timeout`, in seconds.
-pub const DEFAULT_SECRET_HASH_QUEUE_TIMEOUT: u64 = 1;
+pub const DEFAULT_SECRET_HASH_QUEUE_TIMEOUT: u8 = 1;
 
 /// `tollgate sidecar`: TLS termination, the OAuth endpoints, token checks and forwarding to
 /// the application on 127.0.0.1.
@@ -162,15 +162,15 @@ pub struct SidecarArgs {
     /// token can make the sidecar spend.
     #[arg(long, env = "TOLLGATE_MAX_CONCURRENT_SECRET_HASHES",
           default_value_t = DEFAULT_MAX_CONCURRENT_SECRET_HASHES,
-          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
-    pub max_concurrent_secret_hashes: usize,
+          value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub max_concurrent_secret_hashes: u8,
 
     /// Seconds a request waits for one of --max-concurrent-secret-hashes; after, the OAuth
     /// endpoint answers 503 `temporarily_unavailable` with `Retry-After: 1`.
     #[arg(long, env = "TOLLGATE_SECRET_HASH_QUEUE_TIMEOUT",
           default_value_t = DEFAULT_SECRET_HASH_QUEUE_TIMEOUT,
-          value_parser = clap::value_parser!(u64).range(0..=60))]
-    pub secret_hash_queue_timeout: u64,
+          value_parser = clap::value_parser!(u8).range(0..=60))]
+    pub secret_hash_queue_timeout: u8,
 
     #[command(flatten)]
     pub limits: tollgate_serve::ListenerLimitArgs,
@@ -340,10 +340,10 @@ impl Config {
                 upstream_keepalive_idle_timeout: std::time::Duration::from_secs(
                     args.upstream_keepalive_idle_timeout,
                 ),
-                max_concurrent_secret_hashes: args.max_concurrent_secret_hashes,
-                secret_hash_queue_timeout: std::time::Duration::from_secs(
+                max_concurrent_secret_hashes: usize::from(args.max_concurrent_secret_hashes),
+                secret_hash_queue_timeout: std::time::Duration::from_secs(u64::from(
                     args.secret_hash_queue_timeout,
-                ),
+                )),
             }),
             _ => Err(ConfigErrors(errors)),
         }
