@@ -199,3 +199,37 @@ fn help_is_exit_0() {
     assert_eq!(output.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&output.stdout).contains("--redis-url"));
 }
+
+#[test]
+fn secret_hash_bounds_out_of_range_are_exit_64_and_their_defaults_are_in_help() {
+    for (flag, value) in [
+        ("--max-concurrent-secret-hashes", "0"),
+        ("--max-concurrent-secret-hashes", "65"),
+        ("--secret-hash-queue-timeout", "61"),
+    ] {
+        let output = run(&["sidecar", "--manifests", "x.yaml", flag, value]);
+        assert_eq!(output.status.code(), Some(64), "{flag} {value}");
+        assert!(stderr(&output).contains(flag), "{}", stderr(&output));
+    }
+    let help = run(&["sidecar", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for (flag, env) in [
+        (
+            "--max-concurrent-secret-hashes",
+            "TOLLGATE_MAX_CONCURRENT_SECRET_HASHES",
+        ),
+        (
+            "--secret-hash-queue-timeout",
+            "TOLLGATE_SECRET_HASH_QUEUE_TIMEOUT",
+        ),
+    ] {
+        // The flag's own entry: from its name to the next flag's.
+        let start = help.find(&format!("{flag} <")).expect(flag);
+        let entry = &help[start..];
+        let entry = &entry[..entry[2..]
+            .find("\n      --")
+            .map_or(entry.len(), |end| end + 2)];
+        assert!(entry.contains(&format!("[env: {env}=]")), "{entry}");
+        assert!(entry.contains("[default: 1]"), "{entry}");
+    }
+}
