@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 /// PBKDF2-HMAC-SHA256 iterations of every new hash. Kong's PBKDF2 uses 10,000 rounds of
-/// HMAC-SHA512; this is five times as many rounds of the cheaper SHA-256, about 12 ms of one
+/// HMAC-SHA512; this is five times as many rounds of the cheaper SHA-256, about 10 ms of one
 /// core per hash as `make bench-micro` measured it (`verify_cold`). A guess against a leaked
 /// snapshot costs as much, against one SHA-256 (about 1 µs) before. Higher would slow the
 /// first token request of each client after each new snapshot, and what wrong secrets cost
