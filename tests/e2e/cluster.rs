@@ -1026,6 +1026,130 @@ subjects: [{{kind: ServiceAccount, name: controller, namespace: {ns}}}]
     let _ = kubectl(&["delete", "clusterrole", &reviews], None);
 }
 
+/// The root store key lives in its Secret (`--store-key-secret`): made once by the first
+/// controller, kept across a restart so that tokens outlive the controller, and rotated by
+/// moving `current` to `previous`, after which tokens sealed under the old key still verify
+/// and new ones are sealed under the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn the_store_key_secret_outlives_the_controller_and_rotates() {
+    let ns = Namespace::new();
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    apply_ok(&ns.0, &article(upstream.port));
+    let secret = format!("{}/tollgate-store-key", ns.0);
+    let flags = ["--redis-url", &redis.url(), "--store-key-secret", &secret];
+    let key_field =
+        |name: &str| field(&ns.0, "secret/tollgate-store-key", &format!(".data.{name}"));
+    let pod_sidecar = |controller: &KubeController, pod: &str, cache: &str| {
+        PodSidecarBuilder::new(
+            &controller.stream_url(),
+            &controller.ca,
+            &ns.0,
+            pod,
+            &pod_token(&ns.0, pod),
+            &work.path().join(cache),
+        )
+        .redis(&redis.url())
+    };
+
+    // The first controller makes the key and keeps it in the Secret.
+    let mut controller = KubeController::start_with(work.path(), &ns.0, &flags).await;
+    let first_key = key_field("current");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(&first_key)
+        .unwrap_or_else(|e| panic!("the Secret's `current` is not base64 ({e}): {first_key:?}"));
+    assert!(decoded.len() >= 32, "a {}-byte key", decoded.len());
+    assert_eq!(key_field("previous"), "", "no rotation yet");
+    let sidecar = pod_sidecar(&controller, "iris-0", "first.snapshot.json")
+        .start()
+        .await;
+    let before_restart = sidecar.password_grant().await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        sidecar
+            .get_with_token("/event/1", &before_restart)
+            .await
+            .status(),
+        200
+    );
+    drop(sidecar);
+
+    // A restarted controller reads the same key back: a sidecar it feeds accepts the token
+    // sealed before the restart.
+    controller.kill();
+    let mut controller = KubeController::start_with(work.path(), &ns.0, &flags).await;
+    assert_eq!(key_field("current"), first_key, "the restart kept the key");
+    let sidecar = pod_sidecar(&controller, "iris-1", "second.snapshot.json")
+        .start()
+        .await;
+    assert_eq!(
+        sidecar
+            .get_with_token("/event/1", &before_restart)
+            .await
+            .status(),
+        200,
+        "a token sealed before the controller's restart"
+    );
+    drop(sidecar);
+
+    // Rotation, as the README describes it: `current` moves to `previous`, and a restart
+    // makes a new `current`.
+    let patch = json!([
+        {"op": "add", "path": "/data/previous", "value": first_key},
+        {"op": "remove", "path": "/data/current"},
+    ])
+    .to_string();
+    kubectl_ok(&[
+        "patch",
+        "secret",
+        "tollgate-store-key",
+        "-n",
+        &ns.0,
+        "--type=json",
+        "-p",
+        &patch,
+    ]);
+    controller.kill();
+    let controller = KubeController::start_with(work.path(), &ns.0, &flags).await;
+    let second_key = key_field("current");
+    assert!(
+        !second_key.is_empty() && second_key != first_key,
+        "the restart made a new current key"
+    );
+    assert_eq!(
+        key_field("previous"),
+        first_key,
+        "the old key still verifies"
+    );
+    let sidecar = pod_sidecar(&controller, "iris-0", "third.snapshot.json")
+        .start()
+        .await;
+    assert_eq!(
+        sidecar
+            .get_with_token("/event/1", &before_restart)
+            .await
+            .status(),
+        200,
+        "a token sealed under the previous key"
+    );
+    let after_rotation = sidecar.password_grant().await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        sidecar
+            .get_with_token("/event/1", &after_rotation)
+            .await
+            .status(),
+        200,
+        "a token sealed under the new key"
+    );
+}
+
 // --- the injection webhook ---
 
 /// Every pod of a webhook test carries this label, valued with the test's run id, and the
