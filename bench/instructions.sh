@@ -9,7 +9,9 @@
 # handshakes and start-up are not in the figure. Prints one line, and writes the callgrind
 # profile to bench/work/instructions/ for `callgrind_annotate`.
 #
-# Knobs: TOLLGATE_BIN (this binary, no build), BENCH_INSTR_CONNS (32), BENCH_INSTR_SECONDS (6).
+# Knobs: TOLLGATE_BIN (this binary, no build), BENCH_INSTR_CONNS (32), BENCH_INSTR_SECONDS (6),
+# BENCH_INSTR_ARGS (more sidecar flags, e.g. `--validation-cache-size 0` to count the
+# cache-off path, where every request reads and unseals its token record in Redis).
 # Installs valgrind, nginx-light, wrk and redis-server when missing.
 set -euo pipefail
 
@@ -75,7 +77,7 @@ env TOLLGATE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$WORK/call
     --admin-listen "127.0.0.1:$P_ADMIN" --metrics-listen "127.0.0.1:$P_METRICS" \
     --tls-cert "$WORK/tls.crt" --tls-key "$WORK/tls.key" \
     --redis-url "redis://127.0.0.1:$P_REDIS" --store-key-file "$WORK/store.key" \
-    --worker-threads 1 >"$WORK/sidecar.log" 2>&1 &
+    --worker-threads 1 ${BENCH_INSTR_ARGS:-} >"$WORK/sidecar.log" 2>&1 &
 SIDECAR=$!
 PIDS+=("$SIDECAR")
 python3 "$BENCH/tools.py" wait "http://127.0.0.1:$P_METRICS/readyz" 120 >/dev/null
