@@ -2,6 +2,11 @@
 # Debian machine with a Rust toolchain; `make test` installs what the tests need.
 
 CARGO ?= cargo
+# A CI run builds once from a clean clone: incremental caches (half of target/'s size) would
+# only fill its disk.
+ifdef CI
+export CARGO_INCREMENTAL := 0
+endif
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 
