@@ -117,6 +117,8 @@ pub struct PodIdentity {
     pub ips: Vec<IpAddr>,
     /// The `tollgate.dev/tls-dns-names` annotation as written, not yet validated.
     pub tls_dns_names: Option<String>,
+    /// `spec.hostNetwork`: its IP is the node's, not the pod's own.
+    pub host_network: bool,
 }
 
 struct PodEntry {
@@ -670,6 +672,11 @@ impl PodIdentity {
                 .as_ref()
                 .and_then(|a| a.get(tollgate_inject::ANNOTATION_TLS_DNS_NAMES))
                 .cloned(),
+            host_network: pod
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.host_network)
+                .unwrap_or(false),
         }
     }
 }

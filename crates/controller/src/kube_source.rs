@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Pod, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -278,7 +278,14 @@ fn trim_pod(pod: Pod) -> Pod {
             annotations,
             ..Default::default()
         },
-        spec: None,
+        // Only whether it shares the node's network: such a pod's IP is the node's.
+        spec: pod
+            .spec
+            .filter(|spec| spec.host_network == Some(true))
+            .map(|_| PodSpec {
+                host_network: Some(true),
+                ..Default::default()
+            }),
         status,
     }
 }
@@ -747,6 +754,12 @@ mod tests {
             tollgate_inject::ANNOTATION_TLS_DNS_NAMES.to_owned(),
             "iris.shop.svc".to_owned(),
         );
+        let mut host = annotated.clone();
+        host.spec = Some(PodSpec {
+            host_network: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(trim_pod(host).spec.unwrap().host_network, Some(true));
         let kept = trim_pod(annotated).metadata.annotations.unwrap();
         assert_eq!(kept.len(), 1);
         assert_eq!(

@@ -49,6 +49,9 @@ const MAX_BACKDATE: Duration = Duration::from_secs(60);
 pub struct PodCertSettings {
     pub lifetime: Duration,
     pub cluster_domain: String,
+    /// The controller's own serving names (`--tls-san`): the same CA signs them, so no pod
+    /// may have one, whatever its namespace.
+    pub reserved_names: Vec<String>,
 }
 
 /// Why a pod gets no certificate from what the API server says of it.
@@ -57,6 +60,9 @@ pub enum SanRefusal {
     /// The pod has no IP yet (the kubelet has not reported it): ask again.
     #[error("the pod has no IP address yet; retry")]
     NoAddress,
+    /// The pod shares its node's network: its IP is not its own.
+    #[error("a hostNetwork pod's IP is its node's: it gets no certificate")]
+    HostNetwork,
     /// The annotation names something the pod may not have.
     #[error("annotation {annotation}: {0}", annotation = tollgate_inject::ANNOTATION_TLS_DNS_NAMES)]
     Annotation(String),
@@ -79,8 +85,12 @@ pub struct CertificateServer {
 pub fn pod_sans(
     pod: &ObjectRef,
     identity: &PodIdentity,
-    cluster_domain: &str,
+    settings: &PodCertSettings,
 ) -> Result<Vec<SanType>, SanRefusal> {
+    let cluster_domain = settings.cluster_domain.as_str();
+    if identity.host_network {
+        return Err(SanRefusal::HostNetwork);
+    }
     if identity.ips.is_empty() {
         return Err(SanRefusal::NoAddress);
     }
@@ -97,6 +107,14 @@ pub fn pod_sans(
         return Err(SanRefusal::Annotation(format!(
             "`{outside}` is not a Service name of namespace {ns} (NAME.{ns}.svc or NAME.{ns}.svc.{cluster_domain})",
             ns = pod.namespace
+        )));
+    }
+    if let Some(reserved) = names
+        .iter()
+        .find(|name| settings.reserved_names.contains(name))
+    {
+        return Err(SanRefusal::Annotation(format!(
+            "`{reserved}` is one of the controller's own names"
         )));
     }
     let mut sans = vec![dns("localhost")?];
@@ -282,7 +300,7 @@ impl CertificateServer {
                 "this token is bound to another pod of that name",
             );
         }
-        let sans = match pod_sans(&pod, &known, &self.settings.cluster_domain) {
+        let sans = match pod_sans(&pod, &known, &self.settings) {
             Ok(sans) => sans,
             Err(SanRefusal::NoAddress) => {
                 return message(
@@ -373,6 +391,18 @@ mod tests {
             uid: Some("u1".into()),
             ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
             tls_dns_names: names.map(str::to_owned),
+            host_network: false,
+        }
+    }
+
+    fn settings(cluster_domain: &str) -> PodCertSettings {
+        PodCertSettings {
+            lifetime: Duration::from_secs(86_400),
+            cluster_domain: cluster_domain.to_owned(),
+            reserved_names: vec![
+                "tollgate-controller.shop.svc".to_owned(),
+                "localhost".to_owned(),
+            ],
         }
     }
 
@@ -394,7 +424,7 @@ mod tests {
                 &["10.1.2.3", "fd00::3"],
                 Some("iris.shop.svc, iris-0.iris.shop.svc.cluster.local"),
             ),
-            "cluster.local",
+            &settings("cluster.local"),
         )
         .unwrap();
         assert_eq!(
@@ -407,7 +437,12 @@ mod tests {
                 "iris-0.iris.shop.svc.cluster.local"
             ]
         );
-        let plain = pod_sans(&pod(), &identity(&["10.1.2.3"], None), "cluster.local").unwrap();
+        let plain = pod_sans(
+            &pod(),
+            &identity(&["10.1.2.3"], None),
+            &settings("cluster.local"),
+        )
+        .unwrap();
         assert_eq!(names(&plain), ["localhost", "10.1.2.3"]);
     }
 
@@ -425,7 +460,7 @@ mod tests {
             let refusal = pod_sans(
                 &pod(),
                 &identity(&["10.1.2.3"], Some(&format!("iris.shop.svc,{outside}"))),
-                "cluster.local",
+                &settings("cluster.local"),
             )
             .unwrap_err();
             assert!(
@@ -436,7 +471,7 @@ mod tests {
         let bad = pod_sans(
             &pod(),
             &identity(&["10.1.2.3"], Some("*.shop.svc")),
-            "cluster.local",
+            &settings("cluster.local"),
         )
         .unwrap_err();
         assert!(
@@ -448,9 +483,29 @@ mod tests {
             pod_sans(
                 &pod(),
                 &identity(&["10.1.2.3"], Some("iris.shop.svc.corp.internal")),
-                "corp.internal",
+                &settings("corp.internal"),
             )
             .is_ok()
+        );
+    }
+
+    #[test]
+    fn neither_the_controller_s_names_nor_a_node_s_ip_go_to_a_pod() {
+        let refusal = pod_sans(
+            &pod(),
+            &identity(&["10.1.2.3"], Some("tollgate-controller.shop.svc")),
+            &settings("cluster.local"),
+        )
+        .unwrap_err();
+        assert!(
+            refusal.to_string().contains("the controller's own names"),
+            "{refusal}"
+        );
+        let mut host = identity(&["192.168.0.9"], None);
+        host.host_network = true;
+        assert_eq!(
+            pod_sans(&pod(), &host, &settings("cluster.local")),
+            Err(SanRefusal::HostNetwork)
         );
     }
 
@@ -460,7 +515,7 @@ mod tests {
             pod_sans(
                 &pod(),
                 &identity(&[], Some("iris.shop.svc")),
-                "cluster.local"
+                &settings("cluster.local")
             ),
             Err(SanRefusal::NoAddress)
         );
@@ -504,7 +559,12 @@ mod tests {
         params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
         let der = params.serialize_request(&key).unwrap().der().to_vec();
         let request = check_request(&der).unwrap();
-        let sans = pod_sans(&pod(), &identity(&["10.1.2.3"], None), "cluster.local").unwrap();
+        let sans = pod_sans(
+            &pod(),
+            &identity(&["10.1.2.3"], None),
+            &settings("cluster.local"),
+        )
+        .unwrap();
         let chain = ca
             .sign_pod_certificate(
                 &request,
