@@ -232,9 +232,11 @@ async fn a_pod_sidecar_serves_a_certificate_of_the_controller_s_ca_for_the_pod_s
     );
 }
 
+/// Renewed at two thirds of its life, swapped in place; with the controller gone, the sidecar
+/// keeps serving the current certificate and keeps asking.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_lived_certificate_is_renewed_in_place() {
-    let setup = setup(&["--pod-cert-lifetime", "6"]).await;
+    let mut setup = setup(&["--pod-cert-lifetime", "30"]).await;
     let sidecar = pod_sidecar(&setup, "iris-0").start().await;
     let first = served_chain(sidecar.proxy, "localhost", &setup.ca_pem)
         .await
@@ -251,6 +253,19 @@ async fn a_short_lived_certificate_is_renewed_in_place() {
         .unwrap();
     assert!(not_after(&renewed[0]) > not_after(&first[0]));
     assert_eq!(sans(&renewed[0]), sans(&first[0]));
+
+    // The next renewal fails: the current certificate is still served, the sidecar ready.
+    assert_eq!(setup.controller.terminate(), Some(0));
+    eventually(WITHIN, "the failed renewal is logged", || async {
+        sidecar
+            .logs()
+            .contains("cannot renew the serving certificate")
+    })
+    .await;
+    let still = served_chain(sidecar.proxy, "localhost", &setup.ca_pem)
+        .await
+        .unwrap();
+    assert_eq!(still[0], renewed[0]);
     let readyz = reqwest::get(format!("http://{}/readyz", sidecar.metrics))
         .await
         .unwrap();

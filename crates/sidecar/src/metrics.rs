@@ -285,3 +285,25 @@ impl Collector for StoreRefusals {
         counter.encode(metric)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readyz(metrics: &Metrics) -> StatusCode {
+        let request = Request::get("/readyz").body(()).unwrap();
+        metrics.handle(&request).status()
+    }
+
+    #[test]
+    fn a_sidecar_expecting_its_certificate_is_not_ready_until_it_serves_one() {
+        let metrics = Metrics::new(None);
+        metrics.expect_certificate();
+        metrics.set_ready(true);
+        assert_eq!(readyz(&metrics), StatusCode::SERVICE_UNAVAILABLE);
+        metrics.set_certificate(Some(1_900_000_000));
+        assert_eq!(readyz(&metrics), StatusCode::OK);
+        metrics.set_ready(false);
+        assert_eq!(readyz(&metrics), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
