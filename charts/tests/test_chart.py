@@ -340,6 +340,7 @@ def test_rbac_writes_only_what_tollgate_owns(values):
         ("ClusterRole", "authorization.k8s.io", "subjectaccessreviews"): ({"create"}, None),
         ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"): ({"patch"}, ["tollgate"]),
         ("ClusterRole", "networking.k8s.io", "networkpolicies"): ({"patch", "create"}, ["tollgate-injected-pods"]),
+        ("ClusterRole", "", "configmaps"): ({"patch", "create"}, ["tollgate-ca.crt"]),
         ("Role", "coordination.k8s.io", "leases"): ({"create", "update"}, None),
         ("Role", "", "secrets"): ({"create", "patch"}, None),
     }
@@ -497,6 +498,15 @@ def test_the_controller_keeps_the_injected_pods_policy_in_every_namespace():
     off = objects({"networkPolicy": {"enabled": False}})
     assert "TOLLGATE_NETWORK_POLICY_NAME" not in env(one(off, "Deployment", "tollgate-controller"))
     assert not [r for r in rules(off, "ClusterRole", "tollgate-controller") if "networking.k8s.io" in r["apiGroups"]]
+
+
+def test_the_controller_may_publish_its_ca_in_the_tollgate_ca_config_map_only():
+    ca_rule = {"apiGroups": [""], "resources": ["configmaps"],
+               "resourceNames": ["tollgate-ca.crt"], "verbs": ["get", "patch", "create"]}
+    assert ca_rule in rules(objects(), "ClusterRole", "tollgate-controller")
+    narrowed = objects({"watchNamespaces": ["shop"]})
+    assert ca_rule not in rules(narrowed, "ClusterRole", "tollgate-controller")
+    assert ca_rule in one(narrowed, "Role", "tollgate-controller-watch")["rules"]
 
 
 def test_watch_namespaces_grants_namespaced_roles_only():

@@ -876,6 +876,126 @@ spec:
     );
 }
 
+/// An injected pod's sidecar asks the controller for its certificate: the CSR is signed for
+/// the names the controller takes from the pod (the IP the kubelet reported, `localhost`, its
+/// annotation's Service names), and the certificate chains to the CA the controller publishes
+/// in the ConfigMap `tollgate-ca.crt`, which appears with the namespace's first injected pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn a_pod_s_csr_is_signed_and_chains_to_the_published_ca() {
+    let ns = Namespace::new();
+    let upstream = Upstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    apply_ok(&ns.0, &article(upstream.port));
+    let service_name = format!("iris.{}.svc", ns.0);
+    kubectl_ok(&[
+        "annotate",
+        "pod",
+        "iris-0",
+        "-n",
+        &ns.0,
+        &format!("tollgate.dev/tls-dns-names={service_name}"),
+    ]);
+    // No kubelet: report the pod's IP as one would.
+    kubectl_ok(&[
+        "patch",
+        "pod",
+        "iris-0",
+        "-n",
+        &ns.0,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status": {"podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}}"#,
+    ]);
+    let controller = KubeController::start_with(work.path(), &ns.0, &[]).await;
+
+    let ns_name = ns.0.clone();
+    eventually(SETTLE, "the CA's ConfigMap appears", || {
+        let found = get(Some(&ns_name), "configmap/tollgate-ca.crt").is_some();
+        async move { found }
+    })
+    .await;
+    let published = get(Some(&ns.0), "configmap/tollgate-ca.crt").unwrap();
+    let ca_pem = published["data"]["ca.crt"].as_str().unwrap().to_owned();
+    assert_eq!(ca_pem, std::fs::read_to_string(&controller.ca).unwrap());
+    let managers = kubectl_ok(&[
+        "get",
+        "configmap/tollgate-ca.crt",
+        "-n",
+        &ns.0,
+        "--show-managed-fields",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}:{.metadata.managedFields[*].operation}",
+    ]);
+    assert_eq!(managers.trim(), "tollgate-controller:Apply");
+
+    let sidecar = PodSidecarBuilder::new(
+        &controller.stream_url(),
+        &controller.ca,
+        &ns.0,
+        "iris-0",
+        &pod_token(&ns.0, "iris-0"),
+        &work.path().join("iris-0.snapshot.json"),
+    )
+    .tls_from_controller()
+    .start()
+    .await;
+    for name in ["localhost", "127.0.0.1", service_name.as_str()] {
+        let chain = crate::pod_certs::served_chain(sidecar.proxy, name, &ca_pem)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{name}: {e}
+{}",
+                    sidecar.logs()
+                )
+            });
+        assert_eq!(
+            crate::pod_certs::sans(&chain[0]),
+            ["localhost", "127.0.0.1", service_name.as_str()]
+        );
+    }
+    assert!(
+        crate::pod_certs::served_chain(sidecar.proxy, "iris.default.svc", &ca_pem)
+            .await
+            .is_err()
+    );
+
+    // iris-1's bound token gets no certificate for iris-0.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap();
+    let refused = controller
+        .client
+        .post(format!(
+            "{}/v1/certificates/{}/iris-0",
+            controller.stream_url(),
+            ns.0
+        ))
+        .bearer_auth(pod_token(&ns.0, "iris-1"))
+        .body(csr.der().to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
+    drop(sidecar);
+    drop(controller);
+    let _ = kubectl(
+        &[
+            "delete",
+            "pods,configmaps,secrets,serviceaccounts,oauthservices,consumers,oauthapplications",
+            "--all",
+            "-n",
+            &ns.0,
+            "--wait=false",
+        ],
+        None,
+    );
+}
+
 /// A kubeconfig for ServiceAccount `account` of `namespace`: the test cluster's server and CA,
 /// with a token of that account.
 fn service_account_kubeconfig(dir: &Path, namespace: &str, account: &str) -> PathBuf {
@@ -955,6 +1075,10 @@ rules:
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
   verbs: [create, get, update]
+- apiGroups: [""]
+  resources: [configmaps]
+  resourceNames: [tollgate-ca.crt]
+  verbs: [get, patch, create]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding

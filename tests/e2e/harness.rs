@@ -364,8 +364,9 @@ struct SidecarLaunch {
 
 impl SidecarLaunch {
     /// Without `admin`, no `--admin-listen` is given, and `Sidecar::admin` is a port nothing
-    /// was told to listen on.
-    fn new(http: bool, admin: bool) -> Self {
+    /// was told to listen on. Without `own_cert`, no `--tls-cert`/`--tls-key` either (the
+    /// certificate comes from elsewhere: `Sidecar::client` does not trust it).
+    fn new(http: bool, admin: bool, own_cert: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let certs = Certs::new(dir.path());
         let log = dir.path().join("sidecar.log");
@@ -379,10 +380,6 @@ impl SidecarLaunch {
             .arg(proxy.to_string())
             .arg("--metrics-listen")
             .arg(metrics.to_string())
-            .arg("--tls-cert")
-            .arg(&certs.cert)
-            .arg("--tls-key")
-            .arg(&certs.key)
             .env_remove("TOLLGATE_REDIS_URL")
             .env_remove("TOLLGATE_STORE_KEY_FILE")
             .env_remove("TOLLGATE_STORE_PREVIOUS_KEY_FILE")
@@ -391,6 +388,13 @@ impl SidecarLaunch {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
+        if own_cert {
+            command
+                .arg("--tls-cert")
+                .arg(&certs.cert)
+                .arg("--tls-key")
+                .arg(&certs.key);
+        }
         if let Some(http) = http {
             command.arg("--listen-http").arg(http.to_string());
         }
@@ -476,7 +480,7 @@ impl SidecarBuilder {
     }
 
     async fn spawn(&self) -> Result<Sidecar, String> {
-        let mut launch = SidecarLaunch::new(self.listen_http, true);
+        let mut launch = SidecarLaunch::new(self.listen_http, true, true);
         let manifests = launch.dir.path().join("manifests.yaml");
         std::fs::write(&manifests, &self.manifests).unwrap();
         let command = &mut launch.command;
@@ -888,6 +892,8 @@ pub struct PodSidecarBuilder {
     cache: PathBuf,
     redis_url: Option<String>,
     admin_listen: bool,
+    tls_from_controller: bool,
+    extra_args: Vec<String>,
 }
 
 impl PodSidecarBuilder {
@@ -908,7 +914,21 @@ impl PodSidecarBuilder {
             cache: cache.to_owned(),
             redis_url: None,
             admin_listen: false,
+            tls_from_controller: false,
+            extra_args: Vec::new(),
         }
+    }
+
+    /// Serve a certificate of the controller's CA (`--tls-from-controller`), as an injected
+    /// sidecar without `tollgate.dev/tls-secret` does, instead of the harness's own.
+    pub fn tls_from_controller(mut self) -> Self {
+        self.tls_from_controller = true;
+        self
+    }
+
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_owned());
+        self
     }
 
     /// Also give `--admin-listen`, which an injected sidecar never has.
@@ -924,7 +944,7 @@ impl PodSidecarBuilder {
 
     /// Starts the sidecar without waiting for it to be ready.
     pub fn spawn(&self) -> Sidecar {
-        let mut launch = SidecarLaunch::new(false, self.admin_listen);
+        let mut launch = SidecarLaunch::new(false, self.admin_listen, !self.tls_from_controller);
         let token_file = launch.dir.path().join("token");
         std::fs::write(&token_file, format!("{}\n", self.token)).unwrap();
         let command = &mut launch.command;
@@ -944,6 +964,10 @@ impl PodSidecarBuilder {
         if let Some(url) = &self.redis_url {
             command.arg("--redis-url").arg(url);
         }
+        if self.tls_from_controller {
+            command.arg("--tls-from-controller");
+        }
+        command.args(&self.extra_args);
         launch.spawn()
     }
 

@@ -13,6 +13,7 @@ mod limits;
 mod memory;
 mod oauth_client;
 mod path_and_headers;
+mod pod_certs;
 mod proxy;
 mod redis_faults;
 mod sealed_store;

@@ -3,6 +3,7 @@
 //! manifest files in [`manifests`], so the controller and standalone mode share every rule.
 #![forbid(unsafe_code)]
 
+pub mod certificates;
 pub mod compile;
 pub mod manifests;
 pub mod resources;

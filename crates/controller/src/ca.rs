@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -32,6 +32,8 @@ pub enum CaError {
     Tls(#[from] rustls::Error),
     #[error("the CA key or certificate is not valid PEM")]
     Pem,
+    #[error("the system's random generator failed")]
+    Random,
 }
 
 // === impl Ca ===
@@ -101,6 +103,56 @@ impl Ca {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
+}
+
+impl Ca {
+    /// A serving certificate for the key of `request`, with `sans` and `validity`, and
+    /// nothing else the request asked for: its names, key usages and CA bit are ignored; the
+    /// request only proves that its sender holds the key. The chain is the certificate, then
+    /// this CA's.
+    pub fn sign_pod_certificate(
+        &self,
+        request: &CertificateSigningRequestParams,
+        common_name: &str,
+        sans: Vec<SanType>,
+        validity: &Validity,
+    ) -> Result<String, CaError> {
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, common_name);
+        params.distinguished_name = name;
+        params.subject_alt_names = sans;
+        params.not_before = validity.not_before;
+        params.not_after = validity.not_after;
+        params.serial_number = Some(random_serial()?);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let to_sign = CertificateSigningRequestParams {
+            params,
+            public_key: request.public_key.clone(),
+        };
+        let cert = to_sign.signed_by(&self.issuer)?;
+        Ok(format!("{}{}", cert.pem(), self.cert_pem))
+    }
+}
+
+/// When a certificate is valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: time::OffsetDateTime,
+    pub not_after: time::OffsetDateTime,
+}
+
+/// A positive 128-bit serial number from the OS's generator (RFC 5280: unique per CA, at most
+/// 20 bytes).
+fn random_serial() -> Result<SerialNumber, CaError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|_| CaError::Random)?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    Ok(SerialNumber::from_slice(&bytes))
 }
 
 impl std::fmt::Debug for Ca {

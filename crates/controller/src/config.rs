@@ -11,9 +11,13 @@ use tollgate_sidecar::tls::TlsSource;
 use tollgate_store::{KeyPair, StoreKey};
 
 use crate::auth::StaticTokens;
+use crate::ca_config_map::DEFAULT_CA_CONFIG_MAP;
 use crate::file_source::{self, Manifests};
 use crate::index::ObjectRef;
 use crate::network_policy::{self, PolicySettings};
+use crate::pod_certs::{
+    DEFAULT_CLUSTER_DOMAIN, DEFAULT_POD_CERT_LIFETIME_SECONDS, PodCertSettings,
+};
 use crate::review_guard::{DEFAULT_REVIEW_CONCURRENCY, DEFAULT_TOKEN_REVIEW_CACHE_SECONDS};
 
 /// The snapshot stream's port (DESIGN.md's port table).
@@ -169,6 +173,27 @@ pub struct ControllerArgs {
     )]
     pub network_policy_metrics_from: String,
 
+    /// Seconds an injected pod's serving certificate is valid; its sidecar renews it at two
+    /// thirds of that.
+    #[arg(long, env = "TOLLGATE_POD_CERT_LIFETIME",
+          default_value_t = DEFAULT_POD_CERT_LIFETIME_SECONDS,
+          value_parser = clap::value_parser!(u64).range(5..=31_536_000))]
+    pub pod_cert_lifetime: u64,
+
+    /// The cluster's DNS domain: a pod's certificate may name `NAME.NAMESPACE.svc` and
+    /// `NAME.NAMESPACE.svc.<this>` of its own namespace (annotation tollgate.dev/tls-dns-names).
+    #[arg(long, env = "TOLLGATE_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+
+    /// Publish the CA certificate in a ConfigMap of this name (key `ca.crt`), by server-side
+    /// apply, in every namespace with injected pods, for their clients to trust. Empty: none.
+    #[arg(
+        long,
+        env = "TOLLGATE_CA_CONFIG_MAP",
+        default_value = DEFAULT_CA_CONFIG_MAP
+    )]
+    pub ca_config_map: String,
+
     /// TokenReviews and SubjectAccessReviews in flight to the API server at once; more wait.
     #[arg(long, env = "TOLLGATE_REVIEW_CONCURRENCY",
           default_value_t = DEFAULT_REVIEW_CONCURRENCY,
@@ -203,6 +228,8 @@ pub struct Config {
     pub listener_limits: tollgate_serve::ListenerLimits,
     /// `--body-buffer-budget`: the webhook's AdmissionReviews held in memory at once.
     pub body_buffer_budget: usize,
+    /// How injected pods' serving certificates are made.
+    pub pod_certs: PodCertSettings,
 }
 
 /// The injection webhook, when --webhook-listen is given. Not `Debug`: the sidecars' Redis URL
@@ -252,6 +279,8 @@ pub struct KubeSettings {
     /// Empty: every namespace.
     pub watch_namespaces: Vec<String>,
     pub ca_secret: Option<ObjectRef>,
+    /// The ConfigMap publishing the CA in namespaces with injected pods; `None`: none.
+    pub ca_config_map: Option<String>,
     pub secret_label_selector: String,
     pub pod_label_selector: String,
     pub lease_name: String,
@@ -303,6 +332,7 @@ impl Config {
                 network_policy: network_policy_settings(args, &mut errors),
                 watch_namespaces: watch_namespaces(&args.watch_namespaces, &mut errors),
                 ca_secret,
+                ca_config_map: ca_config_map(&args.ca_config_map, &mut errors),
                 secret_label_selector: args.secret_label_selector.clone(),
                 pod_label_selector: args.pod_label_selector.clone(),
                 lease_name: args.lease_name.clone(),
@@ -395,6 +425,17 @@ impl Config {
             errors.push(format!("--tls-san: {e}"));
         }
 
+        let cluster_domain = args.cluster_domain.trim().trim_end_matches('.').to_owned();
+        if !matches!(
+            tollgate_inject::parse_tls_dns_names(&cluster_domain).as_deref(),
+            Ok([_])
+        ) {
+            errors.push(format!(
+                "--cluster-domain: `{}` is not a DNS domain such as cluster.local",
+                args.cluster_domain
+            ));
+        }
+
         if !(1..=256).contains(&args.worker_threads) {
             errors.push(format!(
                 "--worker-threads: `{}` is not a number of threads from 1 to 256",
@@ -411,10 +452,15 @@ impl Config {
                 redis_url,
                 store_key,
                 ca_out: args.ca_out.clone(),
-                tls_sans,
+                tls_sans: tls_sans.clone(),
                 webhook,
                 listener_limits: args.limits.limits(),
                 body_buffer_budget: args.limits.body_buffer_budget,
+                pod_certs: PodCertSettings {
+                    lifetime: std::time::Duration::from_secs(args.pod_cert_lifetime),
+                    cluster_domain,
+                    reserved_names: tls_sans,
+                },
             }),
             _ => Err(ConfigErrors(errors)),
         }
@@ -507,6 +553,22 @@ fn watch_namespaces(given: &[String], errors: &mut Vec<String>) -> Vec<String> {
     namespaces.sort();
     namespaces.dedup();
     namespaces
+}
+
+/// --ca-config-map: a ConfigMap name, or empty for none.
+fn ca_config_map(name: &str, errors: &mut Vec<String>) -> Option<String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    if !matches!(
+        tollgate_inject::parse_tls_dns_names(name).as_deref(),
+        Ok([_])
+    ) {
+        errors.push(format!("--ca-config-map: `{name}` is not a ConfigMap name"));
+        return None;
+    }
+    Some(name.to_owned())
 }
 
 fn parse_review_concurrency(value: &str) -> Result<usize, String> {

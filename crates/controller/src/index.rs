@@ -15,6 +15,7 @@
 //! which version each pod's sidecar was last handed, to count up-to-date pods.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -107,8 +108,22 @@ struct Namespace {
     errors: BTreeMap<(Kind, String), CompileError>,
 }
 
+/// What a pod's serving certificate is made from, as the API server (or the files) last
+/// told it: never what the pod's sidecar asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub uid: Option<String>,
+    /// `status.podIPs` (or `status.podIP`); empty until the pod has an address.
+    pub ips: Vec<IpAddr>,
+    /// The `tollgate.dev/tls-dns-names` annotation as written, not yet validated.
+    pub tls_dns_names: Option<String>,
+    /// `spec.hostNetwork`: its IP is the node's, not the pod's own.
+    pub host_network: bool,
+}
+
 struct PodEntry {
     labels: BTreeMap<String, String>,
+    identity: PodIdentity,
     /// Selected OAuthServices, by name.
     selected: Vec<String>,
     /// The snapshot last sent, with version 0, to tell whether anything changed.
@@ -320,6 +335,12 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// What the pod's certificate is made from; `None` for a pod the index does not know.
+    pub fn pod_identity(&self, namespace: &str, pod: &str) -> Option<PodIdentity> {
+        let entry = self.namespaces.get(namespace)?.pods.get(pod)?;
+        Some(entry.identity.clone())
+    }
+
     /// The pod's snapshots, from the current one on; `None` for a pod the index does not know.
     pub fn subscribe(&self, namespace: &str, pod: &str) -> Option<SnapshotRx> {
         let entry = self.namespaces.get(namespace)?.pods.get(pod)?;
@@ -441,10 +462,22 @@ impl Index {
             return None;
         };
         let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let identity = PodIdentity::of(pod);
         let namespace = self.namespaces.entry(object.namespace.clone()).or_default();
         match namespace.pods.get_mut(&object.name) {
-            Some(entry) if entry.labels == labels => return None,
-            Some(entry) => entry.labels = labels,
+            Some(entry) if entry.labels == labels => {
+                // A new IP or annotation changes no snapshot; a certificate request waiting
+                // for the pod's IP is woken by the change count.
+                if entry.identity != identity {
+                    entry.identity = identity;
+                    self.changes.send_modify(|n| *n += 1);
+                }
+                return None;
+            }
+            Some(entry) => {
+                entry.labels = labels;
+                entry.identity = identity;
+            }
             None => {
                 let (tx, _) = watch::channel(Published {
                     snapshot: Arc::default(),
@@ -454,6 +487,7 @@ impl Index {
                     object.name.clone(),
                     PodEntry {
                         labels,
+                        identity,
                         selected: Vec::new(),
                         content: Snapshot::default(),
                         // 0: never sent, so the first compilation always sends.
@@ -607,6 +641,43 @@ impl Index {
         }
         ns.errors = errors;
         self.changes.send_modify(|n| *n += 1);
+    }
+}
+
+// === impl PodIdentity ===
+
+impl PodIdentity {
+    /// The pod's uid, addresses and certificate annotation. Addresses that do not parse are
+    /// left out: the API server validates them, so there are none.
+    pub fn of(pod: &Pod) -> Self {
+        let status = pod.status.as_ref();
+        let listed = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|ip| ip.ip.as_str());
+        let single = status.and_then(|s| s.pod_ip.as_deref());
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for ip in listed.chain(single).filter_map(|ip| ip.parse().ok()) {
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+        Self {
+            uid: pod.metadata.uid.clone(),
+            ips,
+            tls_dns_names: pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(tollgate_inject::ANNOTATION_TLS_DNS_NAMES))
+                .cloned(),
+            host_network: pod
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.host_network)
+                .unwrap_or(false),
+        }
     }
 }
 

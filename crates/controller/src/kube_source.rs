@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -257,18 +257,36 @@ fn trim_secret(mut secret: Secret) -> Secret {
     secret
 }
 
-/// A Pod keeps only its name, namespace and labels.
+/// A Pod keeps only its name, namespace, uid and labels, and what its serving certificate is
+/// made from: its IPs and its `tollgate.dev/tls-dns-names` annotation.
 fn trim_pod(pod: Pod) -> Pod {
+    let annotations = pod.metadata.annotations.and_then(|mut all| {
+        let names = all.remove(tollgate_inject::ANNOTATION_TLS_DNS_NAMES)?;
+        Some([(tollgate_inject::ANNOTATION_TLS_DNS_NAMES.to_owned(), names)].into())
+    });
+    let status = pod.status.map(|status| PodStatus {
+        pod_ip: status.pod_ip,
+        pod_ips: status.pod_ips,
+        ..Default::default()
+    });
     Pod {
         metadata: ObjectMeta {
             name: pod.metadata.name,
             namespace: pod.metadata.namespace,
             labels: pod.metadata.labels,
             uid: pod.metadata.uid,
+            annotations,
             ..Default::default()
         },
-        spec: None,
-        status: None,
+        // Only whether it shares the node's network: such a pod's IP is the node's.
+        spec: pod
+            .spec
+            .filter(|spec| spec.host_network == Some(true))
+            .map(|_| PodSpec {
+                host_network: Some(true),
+                ..Default::default()
+            }),
+        status,
     }
 }
 
@@ -719,11 +737,35 @@ mod tests {
                 ..Default::default()
             },
             spec: Some(Default::default()),
-            ..Default::default()
+            status: Some(PodStatus {
+                pod_ip: Some("10.0.0.7".into()),
+                phase: Some("Running".into()),
+                ..Default::default()
+            }),
         };
+        let mut annotated = pod.clone();
         let pod = trim_pod(pod);
         assert!(pod.spec.is_none() && pod.metadata.annotations.is_none());
         assert_eq!(pod.metadata.labels.unwrap()["app"], "iris");
+        let status = pod.status.unwrap();
+        assert_eq!(status.pod_ip.as_deref(), Some("10.0.0.7"));
+        assert!(status.phase.is_none());
+        annotated.metadata.annotations.as_mut().unwrap().insert(
+            tollgate_inject::ANNOTATION_TLS_DNS_NAMES.to_owned(),
+            "iris.shop.svc".to_owned(),
+        );
+        let mut host = annotated.clone();
+        host.spec = Some(PodSpec {
+            host_network: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(trim_pod(host).spec.unwrap().host_network, Some(true));
+        let kept = trim_pod(annotated).metadata.annotations.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(
+            kept[tollgate_inject::ANNOTATION_TLS_DNS_NAMES],
+            "iris.shop.svc"
+        );
     }
 
     #[test]

@@ -10,12 +10,14 @@
 pub mod admin;
 pub mod auth;
 pub mod ca;
+pub mod ca_config_map;
 pub mod config;
 pub mod file_source;
 pub mod index;
 pub mod kube_source;
 pub mod metrics;
 pub mod network_policy;
+pub mod pod_certs;
 pub mod review_guard;
 pub mod server;
 pub mod status;
@@ -37,6 +39,7 @@ use crate::ca::Ca;
 pub use crate::config::{Config, ConfigErrors, ControllerArgs, Source, StoreKeySource};
 use crate::index::{Index, SharedIndex};
 use crate::metrics::Metrics;
+use crate::pod_certs::CertificateServer;
 use crate::review_guard::GuardedReviewer;
 use crate::stream::StreamServer;
 
@@ -124,6 +127,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     ca.cert_pem().to_owned(),
                     url,
                     metrics.clone(),
+                    stopped.clone(),
+                )));
+            }
+            if let Some(name) = settings.ca_config_map.clone() {
+                tasks.push(tokio::spawn(ca_config_map::keep_ca_config_maps(
+                    client.clone(),
+                    name,
+                    ca.cert_pem().to_owned(),
+                    index.clone(),
                     stopped.clone(),
                 )));
             }
@@ -221,6 +233,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         stopped.clone(),
     ));
+    // Pods' serving certificates are asked for where the stream is: the sidecar already
+    // knows that address and trusts its certificate.
+    let certificates = Arc::new(CertificateServer::new(
+        index.clone(),
+        reviewer.clone(),
+        Arc::new(ca),
+        config.pod_certs,
+    ));
     let configuration = {
         let index = index.clone();
         Arc::new(move |namespace: &str| index.lock().namespace_snapshot(namespace))
@@ -237,9 +257,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(tls.clone()),
         config.listener_limits,
         stopped.clone(),
-        move |request| {
+        move |request: http::Request<tollgate_serve::Incoming>| {
             let streams = streams.clone();
-            async move { streams.handle(request).await }
+            let certificates = certificates.clone();
+            async move {
+                if CertificateServer::serves(request.uri().path()) {
+                    certificates.handle(request).await
+                } else {
+                    streams.handle(request).await
+                }
+            }
         },
     )));
     servers.push(tokio::spawn(server::serve(

@@ -71,7 +71,7 @@ impl StreamServer {
 
     /// Answers one request. Only the request's method, path and headers are read.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Body> {
-        let Some(pod) = parse_path(request.uri().path()) else {
+        let Some(pod) = parse_pod_path(wire::SNAPSHOTS_PATH, request.uri().path()) else {
             return message(StatusCode::NOT_FOUND, "Not found");
         };
         if request.method() != Method::GET {
@@ -213,9 +213,9 @@ fn heartbeat(period: Duration) -> Interval {
     interval
 }
 
-/// `/v1/snapshots/{namespace}/{pod}` → the pod.
-fn parse_path(path: &str) -> Option<ObjectRef> {
-    let rest = path.strip_prefix(wire::SNAPSHOTS_PATH)?.strip_prefix('/')?;
+/// `{prefix}/{namespace}/{pod}` → the pod: the snapshot stream's and the certificates' paths.
+pub fn parse_pod_path(prefix: &str, path: &str) -> Option<ObjectRef> {
+    let rest = path.strip_prefix(prefix)?.strip_prefix('/')?;
     let (namespace, pod) = rest.split_once('/')?;
     let valid = |s: &str| {
         !s.is_empty()
@@ -226,7 +226,7 @@ fn parse_path(path: &str) -> Option<ObjectRef> {
     (valid(namespace) && valid(pod)).then(|| ObjectRef::new(namespace, pod))
 }
 
-fn unauthorized() -> Response<Body> {
+pub fn unauthorized() -> Response<Body> {
     let mut response = message(
         StatusCode::UNAUTHORIZED,
         "a valid service-account token (audience tollgate) is required",
@@ -243,6 +243,7 @@ mod tests {
 
     #[test]
     fn paths_name_a_namespace_and_a_pod() {
+        let parse_path = |path| parse_pod_path(wire::SNAPSHOTS_PATH, path);
         assert_eq!(
             parse_path("/v1/snapshots/default/iris-0"),
             Some(ObjectRef::new("default", "iris-0"))

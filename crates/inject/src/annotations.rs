@@ -10,8 +10,8 @@ use crate::quantity::{self, Resource};
 use crate::{
     ANNOTATION_CONTROLLER_CA, ANNOTATION_INJECT, ANNOTATION_NATIVE_SIDECAR, ANNOTATION_PROXY_CPU,
     ANNOTATION_PROXY_CPU_LIMIT, ANNOTATION_PROXY_MEMORY, ANNOTATION_PROXY_MEMORY_LIMIT,
-    ANNOTATION_TLS_SECRET, ANNOTATION_UPSTREAM_PORT, INJECT_DISABLED, INJECT_ENABLED, InjectConfig,
-    InjectError,
+    ANNOTATION_TLS_DNS_NAMES, ANNOTATION_TLS_SECRET, ANNOTATION_UPSTREAM_PORT, INJECT_DISABLED,
+    INJECT_ENABLED, InjectConfig, InjectError,
 };
 
 /// IRIS's web server port, the upstream of the article.
@@ -23,6 +23,10 @@ pub const DEFAULT_MEMORY_REQUEST: &str = "64Mi";
 /// A leak or a flood ends in an OOM kill of the sidecar, not of the node.
 pub const DEFAULT_MEMORY_LIMIT: &str = "128Mi";
 
+/// DNS names a pod's certificate may hold from its annotation: enough for every Service
+/// naming a pod, few enough that a certificate stays small.
+pub const MAX_TLS_DNS_NAMES: usize = 16;
+
 /// The ports the sidecar binds inside the pod's network namespace (proxy, metrics/probes).
 pub(crate) const SIDECAR_PORTS: &[(u16, &str)] = &[(8443, "proxy"), (9090, "metrics and probes")];
 
@@ -30,6 +34,7 @@ pub(crate) const SIDECAR_PORTS: &[(u16, &str)] = &[(8443, "proxy"), (9090, "metr
 const KNOWN: &[&str] = &[
     ANNOTATION_INJECT,
     ANNOTATION_TLS_SECRET,
+    ANNOTATION_TLS_DNS_NAMES,
     ANNOTATION_UPSTREAM_PORT,
     ANNOTATION_PROXY_CPU,
     ANNOTATION_PROXY_MEMORY,
@@ -52,7 +57,7 @@ pub struct ProxyResources {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Overrides {
     pub native_sidecar: bool,
-    /// The Secret to serve :8443 with; `None` means self-signed.
+    /// The Secret to serve :8443 with; `None`: a certificate of the controller's CA.
     pub tls_secret: Option<String>,
     /// Where the application listens on 127.0.0.1 (see `ANNOTATION_UPSTREAM_PORT`).
     pub upstream_port: u16,
@@ -109,6 +114,11 @@ impl Overrides {
             }
         };
 
+        if let Some(value) = get(ANNOTATION_TLS_DNS_NAMES) {
+            parse_tls_dns_names(value)
+                .map_err(|problem| bad(ANNOTATION_TLS_DNS_NAMES, value, &problem))?;
+        }
+
         let upstream_port = match get(ANNOTATION_UPSTREAM_PORT) {
             None => DEFAULT_UPSTREAM_PORT,
             Some(text) => parse_upstream_port(text)?,
@@ -116,7 +126,7 @@ impl Overrides {
 
         let resources = resources(&get, &config.resources)?;
 
-        let warnings = annotations
+        let mut warnings: Vec<String> = annotations
             .keys()
             .filter(|key| key.starts_with("tollgate.dev/") && !KNOWN.contains(&key.as_str()))
             .map(|key| {
@@ -126,6 +136,11 @@ impl Overrides {
                 )
             })
             .collect();
+        if tls_secret.is_some() && get(ANNOTATION_TLS_DNS_NAMES).is_some() {
+            warnings.push(format!(
+                "tollgate: {ANNOTATION_TLS_DNS_NAMES} is ignored: the sidecar serves the certificate of {ANNOTATION_TLS_SECRET}"
+            ));
+        }
 
         Ok(Overrides {
             native_sidecar,
@@ -135,6 +150,33 @@ impl Overrides {
             warnings,
         })
     }
+}
+
+/// The names of a `tollgate.dev/tls-dns-names` value: comma-separated lowercase DNS names
+/// (RFC 1123, labels of at most 63 characters), no wildcard, no IP address, at most
+/// [`MAX_TLS_DNS_NAMES`], repeats dropped. Which names a pod may hold is the controller's
+/// decision; this is their syntax alone, shared by the injector and the controller.
+pub fn parse_tls_dns_names(value: &str) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in value.split(',').map(str::trim) {
+        if name.is_empty() {
+            return Err("is not a comma-separated list of DNS names (an empty name)".to_owned());
+        }
+        let labels_fit = name.split('.').all(|label| label.len() <= 63);
+        let all_digits = name.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if !is_dns_subdomain(name) || !labels_fit || all_digits {
+            return Err(format!(
+                "`{name}` is not a DNS name (lowercase letters, digits, '-' and '.'; no wildcard or IP address)"
+            ));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    if names.len() > MAX_TLS_DNS_NAMES {
+        return Err(format!("names more than {MAX_TLS_DNS_NAMES} DNS names"));
+    }
+    Ok(names)
 }
 
 /// `Some(true)` for `enabled`, `Some(false)` for `disabled`, `None` when the pod says nothing.
@@ -299,6 +341,35 @@ mod tests {
         }
         for bad in ["", "Iris", "-a", "a-", "a..b", "a_b", &"a".repeat(254)] {
             assert!(!is_dns_subdomain(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tls_dns_names() {
+        assert_eq!(
+            parse_tls_dns_names(" iris.shop.svc , iris.shop.svc.cluster.local,iris.shop.svc"),
+            Ok(vec![
+                "iris.shop.svc".to_owned(),
+                "iris.shop.svc.cluster.local".to_owned()
+            ])
+        );
+        for bad in [
+            "",
+            "a,,b",
+            "*.shop.svc",
+            "Iris.shop.svc",
+            "10.0.0.1",
+            "a_b.shop.svc",
+            &format!("{}.shop.svc", "a".repeat(64)),
+            &vec!["a.shop.svc"; 1]
+                .into_iter()
+                .chain((0..MAX_TLS_DNS_NAMES).map(|_| "b.shop.svc"))
+                .enumerate()
+                .map(|(i, n)| format!("n{i}{n}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ] {
+            assert!(parse_tls_dns_names(bad).is_err(), "{bad}");
         }
     }
 

@@ -24,7 +24,7 @@ pub mod webhook;
 
 use k8s_openapi::api::core::v1::Pod;
 
-pub use annotations::{Overrides, ProxyResources};
+pub use annotations::{MAX_TLS_DNS_NAMES, Overrides, ProxyResources, parse_tls_dns_names};
 pub use args::InjectArgs;
 pub use json_patch::Patch;
 pub use manifest::{Injected, ManifestError, inject_manifest};
@@ -35,8 +35,14 @@ pub use webhook::WebhookArgs;
 /// key, as a namespace *label*, opts a whole namespace in or out.
 pub const ANNOTATION_INJECT: &str = "tollgate.dev/inject";
 /// A `kubernetes.io/tls` Secret of the pod's namespace whose `tls.crt`/`tls.key` the sidecar
-/// serves on :8443. Without it, the sidecar makes a self-signed certificate at start.
+/// serves on :8443. Without it, the sidecar asks the controller's CA for its certificate
+/// (`--tls-from-controller`).
 pub const ANNOTATION_TLS_SECRET: &str = "tollgate.dev/tls-secret";
+/// DNS names (comma-separated) the certificate the controller's CA issues the pod holds, besides
+/// the pod's IP and `localhost`: names of Services of the pod's own namespace,
+/// `NAME.NAMESPACE.svc` or `NAME.NAMESPACE.svc.CLUSTER-DOMAIN`. Syntax is checked at
+/// admission; the controller decides the names again from the pod at every request.
+pub const ANNOTATION_TLS_DNS_NAMES: &str = "tollgate.dev/tls-dns-names";
 /// The application's port on 127.0.0.1 (IRIS: 52773). Forwarding follows the OAuthService's
 /// `upstream.port`; this annotation declares where the pod's application listens, so the
 /// injector can refuse a port the sidecar itself binds, and the controller can compare the

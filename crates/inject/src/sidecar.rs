@@ -112,6 +112,9 @@ pub(crate) fn container(config: &InjectConfig, overrides: &Overrides) -> Contain
             format!("{TLS_DIR}/tls.key"),
         ]);
         mounts.push(mount(TLS_VOLUME, TLS_DIR, true));
+    } else {
+        // The key is made in the sidecar and never leaves it; the controller's CA signs it.
+        args.push("--tls-from-controller".to_owned());
     }
 
     let mut env = vec![

@@ -228,4 +228,22 @@ fn the_example_iris_deployment_is_injected() {
             .map(String::as_str),
         Some("tollgate-sidecar")
     );
+    // Its certificate comes from the controller's CA, for the names the pod declares.
+    let names = template["metadata"]["annotations"]["tollgate.dev/tls-dns-names"]
+        .as_str()
+        .unwrap();
+    assert!(tollgate_inject::parse_tls_dns_names(names).is_ok());
+    let sidecar = template["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tollgate-sidecar")
+        .unwrap();
+    assert!(
+        sidecar["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--tls-from-controller")
+    );
 }

@@ -115,6 +115,7 @@ fn an_annotated_pod_gets_the_sidecar_the_issue_describes() {
             "/var/run/tollgate/cache/snapshot.json",
             "--metrics-listen",
             "0.0.0.0:9090",
+            "--tls-from-controller",
         ]
     );
     assert_eq!(c.restart_policy, None);
@@ -185,7 +186,7 @@ fn an_annotated_pod_gets_the_sidecar_the_issue_describes() {
     assert_eq!(
         volumes.as_array().unwrap().len(),
         3,
-        "no TLS volume: self-signed"
+        "no TLS volume: the controller's CA signs the sidecar's own key"
     );
     let mounts: Vec<_> = c
         .volume_mounts
@@ -339,6 +340,11 @@ fn bad_annotation_values_are_refused_naming_the_annotation() {
             "tollgate.dev/tls-secret",
             "My_Secret",
             "is not a Secret name",
+        ),
+        (
+            "tollgate.dev/tls-dns-names",
+            "iris.shop.svc,*.shop.svc",
+            "`*.shop.svc` is not a DNS name",
         ),
         ("tollgate.dev/upstream-port", "http", "1 to 65535"),
         ("tollgate.dev/upstream-port", "70000", "1 to 65535"),

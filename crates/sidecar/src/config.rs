@@ -37,6 +37,9 @@ pub const DEFAULT_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT: u64 = 60;
 /// `--max-concurrent-secret-hashes`: one core's worth of password hashing.
 pub const DEFAULT_MAX_CONCURRENT_SECRET_HASHES: u8 =
     tollgate_oauth::secret_gate::DEFAULT_MAX_CONCURRENT_SECRET_HASHES;
+/// `--tls-from-controller-timeout`, in seconds: a controller that answers at all answers
+/// well within it.
+pub const DEFAULT_TLS_FROM_CONTROLLER_TIMEOUT: u64 = 60;
 /// `--secret-hash-queue-timeout`, in seconds.
 pub const DEFAULT_SECRET_HASH_QUEUE_TIMEOUT: u8 = 1;
 
@@ -99,6 +102,25 @@ pub struct SidecarArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Serve a certificate of the controller's CA: a key made in this process, which never
+    /// leaves it, signed for the pod's IP, `localhost` and its tollgate.dev/tls-dns-names, and
+    /// renewed at two thirds of its life. What the injector asks for without
+    /// tollgate.dev/tls-secret.
+    #[arg(
+        long,
+        env = "TOLLGATE_TLS_FROM_CONTROLLER",
+        requires = "controller",
+        conflicts_with = "tls_cert"
+    )]
+    pub tls_from_controller: bool,
+
+    /// Seconds the sidecar stays not ready waiting for its first certificate from the
+    /// controller; after, it serves a self-signed one, logs an error, and keeps asking.
+    #[arg(long, env = "TOLLGATE_TLS_FROM_CONTROLLER_TIMEOUT",
+          default_value_t = DEFAULT_TLS_FROM_CONTROLLER_TIMEOUT,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub tls_from_controller_timeout: u64,
 
     /// Shared token store, `redis://` or `rediss://` (with `user:password@` when needed).
     /// Without it, tokens are kept in this process's memory.
@@ -195,6 +217,8 @@ pub struct Config {
     pub admin_token: Option<AdminToken>,
     pub metrics_listen: SocketAddr,
     pub tls: TlsSource,
+    /// With [`TlsSource::FromController`]: how long readiness waits for the first certificate.
+    pub tls_from_controller_timeout: std::time::Duration,
     pub redis_url: Option<RedisUrl>,
     /// From --store-key-file: seals Redis values of every namespace. `None` in memory, and
     /// with --controller, whose snapshots bring the key of the pod's namespace.
@@ -265,6 +289,7 @@ impl Config {
                     None
                 }
             },
+            _ if args.tls_from_controller => Some(TlsSource::FromController),
             _ => Some(TlsSource::SelfSigned),
         };
 
@@ -325,6 +350,9 @@ impl Config {
                 admin_token,
                 metrics_listen: args.metrics_listen,
                 tls,
+                tls_from_controller_timeout: std::time::Duration::from_secs(
+                    args.tls_from_controller_timeout,
+                ),
                 redis_url,
                 store_key,
                 listen_http: args.listen_http,

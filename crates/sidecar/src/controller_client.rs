@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
@@ -78,19 +79,21 @@ pub struct ControllerSourceArgs {
 pub struct ControllerSource {
     /// `https://host:port/v1/snapshots/{namespace}/{pod}`.
     stream_uri: Uri,
+    /// `https://host:port/v1/certificates/{namespace}/{pod}`.
+    pub(crate) certificates_uri: Uri,
     host: String,
     port: u16,
     server_name: ServerName<'static>,
     tls: Arc<rustls::ClientConfig>,
-    token_file: PathBuf,
+    pub(crate) token_file: PathBuf,
     pub namespace: String,
     pub pod: String,
     cache: Option<PathBuf>,
 }
 
-/// Why one connection ended.
+/// Why one connection (or request) to the controller ended.
 #[derive(Debug, thiserror::Error)]
-enum StreamError {
+pub(crate) enum StreamError {
     #[error("cannot read --token-file {path}: {error}")]
     Token { path: String, error: std::io::Error },
     #[error("cannot connect: {0}")]
@@ -190,8 +193,15 @@ impl ControllerSource {
         .parse()
         .map_err(|_| errors.push(format!("--controller: `{url}` is not a usable URL")))
         .ok()?;
+        let certificates_uri = format!(
+            "https://{authority}{}",
+            tollgate_api::certificates::certificates_path(&namespace, &pod)
+        )
+        .parse()
+        .ok()?;
         Some(Self {
             stream_uri,
+            certificates_uri,
             host,
             port,
             server_name: server_name?,
@@ -259,37 +269,11 @@ async fn follow<S: TokenStore>(
     received: &mut bool,
 ) -> Result<(), StreamError> {
     let token = read_token(&source.token_file)?;
-    let tcp = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect((source.host.as_str(), source.port)),
-    )
-    .await
-    .map_err(|_| StreamError::Connect("timed out".into()))?
-    .map_err(|e| StreamError::Connect(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let tls = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        TlsConnector::from(source.tls.clone()).connect(source.server_name.clone(), tcp),
-    )
-    .await
-    .map_err(|_| StreamError::Connect("TLS handshake timed out".into()))?
-    .map_err(|e| StreamError::Connect(format!("TLS: {e}")))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .map_err(|e| StreamError::Connect(format!("HTTP/2: {e}")))?;
-    let driver = tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "controller connection ended");
-        }
-    });
-    // The connection task ends with this function, whichever way it returns.
-    let _driver = AbortOnDrop(driver);
-
+    let (mut sender, _driver) = connect(source).await?;
     let request = Request::get(source.stream_uri.clone())
         .header(header::AUTHORIZATION, format!("Bearer {}", token.trim()))
         .header(header::ACCEPT, wire::CONTENT_TYPE)
-        .body(Empty::<bytes::Bytes>::new())
+        .body(Full::new(Bytes::new()))
         .map_err(|e| StreamError::Connect(e.to_string()))?;
     drop(token);
     let response = tokio::time::timeout(CONNECT_TIMEOUT, sender.send_request(request))
@@ -299,17 +283,7 @@ async fn follow<S: TokenStore>(
     let status = response.status();
     let mut body = response.into_body();
     if status != StatusCode::OK {
-        let bytes = tokio::time::timeout(CONNECT_TIMEOUT, body.collect())
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or_default();
-        return Err(StreamError::Refused { status, message });
+        return Err(refusal(status, body).await);
     }
     tracing::info!(pod = %source.pod, namespace = %source.namespace, "connected to the controller");
 
@@ -340,6 +314,53 @@ async fn follow<S: TokenStore>(
             buffer = BytesMut::from(rest.chunk());
         }
     }
+}
+
+/// An HTTP/2 connection to the controller over TLS trusting only its CA; the connection's
+/// task ends when the guard returned with it is dropped.
+pub(crate) async fn connect(
+    source: &ControllerSource,
+) -> Result<(SendRequest<Full<Bytes>>, AbortOnDrop), StreamError> {
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((source.host.as_str(), source.port)),
+    )
+    .await
+    .map_err(|_| StreamError::Connect("timed out".into()))?
+    .map_err(|e| StreamError::Connect(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let tls = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TlsConnector::from(source.tls.clone()).connect(source.server_name.clone(), tcp),
+    )
+    .await
+    .map_err(|_| StreamError::Connect("TLS handshake timed out".into()))?
+    .map_err(|e| StreamError::Connect(format!("TLS: {e}")))?;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .map_err(|e| StreamError::Connect(format!("HTTP/2: {e}")))?;
+    let driver = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "controller connection ended");
+        }
+    });
+    Ok((sender, AbortOnDrop(driver)))
+}
+
+/// The error of a response other than 200: its status and Kong-style `message`.
+pub(crate) async fn refusal(status: StatusCode, body: hyper::body::Incoming) -> StreamError {
+    let bytes = tokio::time::timeout(CONNECT_TIMEOUT, body.collect())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+        .unwrap_or_default();
+    StreamError::Refused { status, message }
 }
 
 async fn handle_line<S: TokenStore>(
@@ -429,7 +450,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)
 }
 
-fn read_token(path: &Path) -> Result<String, StreamError> {
+pub(crate) fn read_token(path: &Path) -> Result<String, StreamError> {
     let token = std::fs::read_to_string(path).map_err(|error| StreamError::Token {
         path: path.display().to_string(),
         error,
@@ -479,7 +500,7 @@ fn is_dns_name(value: &str) -> bool {
 /// Exponential backoff with jitter: each delay is drawn between half and all of the current
 /// step, and the step doubles up to [`BACKOFF_MAX`].
 #[derive(Debug)]
-struct Backoff {
+pub(crate) struct Backoff {
     step: Duration,
 }
 
@@ -492,7 +513,7 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let step = self.step;
         self.step = (self.step * 2).min(BACKOFF_MAX);
         // `RandomState` is seeded from the OS generator: enough to spread reconnections.
@@ -502,7 +523,7 @@ impl Backoff {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -537,6 +558,10 @@ mod tests {
         assert_eq!(
             source.stream_uri.to_string(),
             "https://localhost:8090/v1/snapshots/default/iris-0"
+        );
+        assert_eq!(
+            source.certificates_uri.to_string(),
+            "https://localhost:8090/v1/certificates/default/iris-0"
         );
         assert!(!format!("{source:?}").contains("t0ken"));
     }

@@ -8,6 +8,7 @@ pub mod controller_client;
 mod forward;
 pub mod gateway;
 mod metrics;
+mod pod_cert;
 mod pool;
 pub mod routes;
 pub mod tls;
@@ -24,6 +25,7 @@ use tollgate_store::{AnyTokenStore, MemoryStore, RedisStore, StoreKeys};
 pub use crate::config::{Config, ConfigErrors, SidecarArgs};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+use crate::tls::TlsSource;
 use crate::validation_cache::CachedStore;
 
 /// Runs the sidecar until SIGINT or SIGTERM, then drains in-flight requests.
@@ -181,8 +183,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             },
         ))
     };
-    let reload = tokio::spawn(async move { config.tls.watch(resolver).await });
+    let from_controller = matches!(config.tls, TlsSource::FromController);
+    let reload = {
+        let resolver = resolver.clone();
+        tokio::spawn(async move { config.tls.watch(resolver).await })
+    };
 
+    // With --tls-from-controller, ready only once the proxy has a certificate to serve.
+    let certificate = match (from_controller, &config.controller) {
+        (true, Some(source)) => {
+            metrics.expect_certificate();
+            Some(tokio::spawn(pod_cert::run(
+                source.clone(),
+                resolver.clone(),
+                metrics.clone(),
+                config.tls_from_controller_timeout,
+                stopped.clone(),
+            )))
+        }
+        _ => None,
+    };
     // From the controller, the sidecar is ready once it serves a snapshot (or its cache).
     let controller = config.controller.map(|source| {
         tokio::spawn(controller_client::run(
@@ -211,6 +231,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     reload.abort();
     if let Some(controller) = controller {
         controller.abort();
+    }
+    if let Some(certificate) = certificate {
+        certificate.abort();
     }
     let _ = tokio::join!(proxy, metrics_server, revocations, reclaim, sweep);
     for task in [plain, admin].into_iter().flatten() {

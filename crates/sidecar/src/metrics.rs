@@ -119,6 +119,10 @@ pub struct Metrics {
     pub services: Gauge,
     pub upstream: PoolMetrics,
     ready: AtomicBool,
+    /// With --tls-from-controller: no certificate served yet, so not ready whatever else.
+    certificate_pending: AtomicBool,
+    /// `tollgate_tls_certificate_expiry_timestamp_seconds`: the controller-issued one's.
+    certificate_expiry: Gauge,
 }
 
 /// `tollgate_store_unverified_records_total`, read from the store's keys at each scrape.
@@ -147,6 +151,12 @@ impl Metrics {
             "services",
             "OAuthServices in the snapshot being served",
             services.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the serving certificate issued by the controller's CA expires (Unix seconds); 0 for none",
+            certificate_expiry.clone(),
         );
         memory::register_metrics(&mut registry);
         let upstream = PoolMetrics::default();
@@ -188,6 +198,8 @@ impl Metrics {
             services,
             upstream,
             ready: AtomicBool::new(false),
+            certificate_pending: AtomicBool::new(false),
+            certificate_expiry,
         })
     }
 
@@ -201,6 +213,23 @@ impl Metrics {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Not ready until [`Metrics::set_certificate`]: the certificate comes from the controller.
+    pub fn expect_certificate(&self) {
+        self.certificate_pending.store(true, Ordering::Release);
+    }
+
+    /// A certificate is served: the controller's, expiring at `not_after` (Unix seconds), or
+    /// (`None`) a self-signed fallback.
+    pub fn set_certificate(&self, not_after: Option<u64>) {
+        self.certificate_expiry
+            .set(not_after.map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)));
+        self.certificate_pending.store(false, Ordering::Release);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire) && !self.certificate_pending.load(Ordering::Acquire)
     }
 
     pub fn handle<B>(&self, request: &Request<B>) -> Response<Bytes> {
@@ -221,7 +250,7 @@ impl Metrics {
                 }
             }
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".into()),
-            (&Method::GET, "/readyz") if self.ready.load(Ordering::Acquire) => {
+            (&Method::GET, "/readyz") if self.is_ready() => {
                 (StatusCode::OK, "text/plain", "ready\n".into())
             }
             (&Method::GET, "/readyz") => (
@@ -254,5 +283,27 @@ impl Collector for StoreRefusals {
             counter.metric_type(),
         )?;
         counter.encode(metric)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readyz(metrics: &Metrics) -> StatusCode {
+        let request = Request::get("/readyz").body(()).unwrap();
+        metrics.handle(&request).status()
+    }
+
+    #[test]
+    fn a_sidecar_expecting_its_certificate_is_not_ready_until_it_serves_one() {
+        let metrics = Metrics::new(None);
+        metrics.expect_certificate();
+        metrics.set_ready(true);
+        assert_eq!(readyz(&metrics), StatusCode::SERVICE_UNAVAILABLE);
+        metrics.set_certificate(Some(1_900_000_000));
+        assert_eq!(readyz(&metrics), StatusCode::OK);
+        metrics.set_ready(false);
+        assert_eq!(readyz(&metrics), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

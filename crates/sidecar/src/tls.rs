@@ -1,12 +1,13 @@
 //! TLS for the proxy and admin listeners: rustls with the ring provider, TLS 1.2 and 1.3,
 //! ALPN h2 and http/1.1, session resumption, and certificate files re-read when they change
-//! (cert-manager rotates them in place).
+//! (cert-manager rotates them in place). A certificate from the controller's CA
+//! ([`crate::pod_cert`]) is swapped in the same way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -26,11 +27,15 @@ pub enum TlsSource {
         loaded: Arc<CertifiedKey>,
     },
     SelfSigned,
+    /// `--tls-from-controller`: no certificate until the controller's CA signs this process's
+    /// key; handshakes fail until then.
+    FromController,
 }
 
-/// Resolves to the current certificate, which a background task may replace.
+/// Resolves to the current certificate, which a background task may replace; none (every
+/// handshake refused) until a certificate from the controller arrives.
 #[derive(Debug)]
-pub struct ReloadingCert(ArcSwap<CertifiedKey>);
+pub struct ReloadingCert(ArcSwapOption<CertifiedKey>);
 
 // === impl TlsSource ===
 
@@ -48,15 +53,16 @@ impl TlsSource {
     /// The rustls configuration, and the resolver whose certificate [`watch`] keeps current.
     pub fn server_config(&self) -> Result<(Arc<ServerConfig>, Arc<ReloadingCert>), String> {
         let certified = match self {
-            Self::Files { loaded, .. } => loaded.clone(),
+            Self::Files { loaded, .. } => Some(loaded.clone()),
             Self::SelfSigned => {
                 tracing::warn!(
                     "no --tls-cert/--tls-key given: serving a self-signed certificate for localhost; clients must be told to trust it"
                 );
-                Arc::new(self_signed()?)
+                Some(Arc::new(self_signed()?))
             }
+            Self::FromController => None,
         };
-        let resolver = Arc::new(ReloadingCert(ArcSwap::new(certified)));
+        let resolver = Arc::new(ReloadingCert(ArcSwapOption::new(certified)));
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS: {e}"))?
@@ -84,7 +90,7 @@ impl TlsSource {
             }
             match load_certified_key(cert, key) {
                 Ok(certified) => {
-                    resolver.0.store(Arc::new(certified));
+                    resolver.swap(certified);
                     seen = now;
                     tracing::info!(cert = %cert.display(), "reloaded the TLS certificate");
                 }
@@ -94,9 +100,23 @@ impl TlsSource {
     }
 }
 
+// === impl ReloadingCert ===
+
+impl ReloadingCert {
+    /// Serves `certified` from the next handshake on.
+    pub fn swap(&self, certified: CertifiedKey) {
+        self.0.store(Some(Arc::new(certified)));
+    }
+
+    /// Whether any certificate is served yet.
+    pub fn is_serving(&self) -> bool {
+        self.0.load().is_some()
+    }
+}
+
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.load_full())
+        self.0.load_full()
     }
 }
 
@@ -146,7 +166,9 @@ fn pem_error(error: &rustls_pki_types::pem::Error) -> String {
     }
 }
 
-fn self_signed() -> Result<CertifiedKey, String> {
+/// A certificate for localhost signed by its own key: standalone mode's default, and an
+/// injected sidecar's last resort when the controller's CA does not answer in time.
+pub(crate) fn self_signed() -> Result<CertifiedKey, String> {
     let generated = rcgen::generate_simple_self_signed(vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
@@ -202,6 +224,14 @@ mod tests {
         assert!(err.contains("does not belong"), "{err}");
         std::fs::write(&key, a.signing_key.serialize_pem()).unwrap();
         assert!(TlsSource::files(&cert, &key).is_ok());
+    }
+
+    #[test]
+    fn a_sidecar_waiting_for_its_certificate_serves_none_until_swapped() {
+        let (_, resolver) = TlsSource::FromController.server_config().unwrap();
+        assert!(!resolver.is_serving());
+        resolver.swap(self_signed().unwrap());
+        assert!(resolver.is_serving());
     }
 
     #[test]
