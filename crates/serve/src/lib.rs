@@ -28,7 +28,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 pub use crate::body::{BodyBudget, BodyError, Incoming};
-use crate::conn::{ClientTimeouts, ConnState, InFlight, LingeringClose};
+pub use crate::conn::InFlight;
+use crate::conn::{ClientTimeouts, ConnState, ConnectionSlot, LingeringClose};
 pub use crate::limits::{ListenerLimitArgs, ListenerLimits};
 
 /// A client that opens a connection and never finishes the handshake must not hold a task
@@ -114,8 +115,10 @@ pub async fn serve_per_connection<M, H, F, B>(
             local,
             tls: acceptor.is_some(),
         };
-        let open = (memory::OpenConnection::track(), slot);
-        let state = Arc::new(ConnState::default());
+        let state = Arc::new(ConnState::holding(ConnectionSlot {
+            _open: memory::OpenConnection::track(),
+            _permit: slot,
+        }));
         let handler = for_connection(conn);
         let lingering = limits.lingering;
         let body_timeout = limits.body_timeout;
@@ -142,7 +145,6 @@ pub async fn serve_per_connection<M, H, F, B>(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let _open = open;
                     let tls =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
@@ -160,7 +162,7 @@ pub async fn serve_per_connection<M, H, F, B>(
                     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     let io = ClientTimeouts::new(tls, state, &limits, http2);
                     let connection = builder
-                        .serve_connection(TokioIo::new(io), service)
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
                         .into_owned();
                     if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!(%remote, %error, "connection ended with an error");
@@ -170,11 +172,10 @@ pub async fn serve_per_connection<M, H, F, B>(
             None => {
                 let io = ClientTimeouts::new(stream, state, &limits, false);
                 let connection = builder
-                    .serve_connection(TokioIo::new(io), service)
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
-                    let _open = open;
                     if let Err(error) = connection.await {
                         tracing::debug!(%remote, %error, "connection ended with an error");
                     }

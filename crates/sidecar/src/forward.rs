@@ -1,14 +1,17 @@
 //! Forwarding to the application on 127.0.0.1: HTTP/1.1 ([`tollgate_h1`]) over reused
 //! connections ([`crate::pool`]), bodies streamed both ways, the head written straight onto the
 //! wire with hop-by-hop fields dropped and Kong's `X-Forwarded-*` and identity headers set.
+//! A WebSocket handshake goes the same way, on a new connection of its own ([`upgrade`]).
 
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Response, Uri};
+use http::{Response, StatusCode, Uri};
+use http_body_util::{Either, Full};
 use tokio::time::timeout;
 
 use crate::body::UpstreamBody;
@@ -137,6 +140,57 @@ pub async fn send(
     Ok(forwarded)
 }
 
+/// The application's answer to a WebSocket handshake.
+pub enum Upgrade {
+    /// A 101: the response for the client, and the application's side of the tunnel.
+    Switched {
+        response: Response<()>,
+        application: h1::Upgraded,
+    },
+    /// Anything else, relayed as any response; its connection is closed after it.
+    Declined(Response<ReturningBody>),
+}
+
+/// Sends the WebSocket handshake `head` describes (`head.websocket`) to the application, on
+/// a new connection: one the application switches is its for good, and no pool ever holds
+/// one that was asked to switch, whatever the answer. Kong's `connect_timeout` and
+/// `read_timeout` bound the wait for the 101, as for any response.
+pub async fn upgrade(
+    head: &UpstreamHead<'_>,
+    target: Target,
+    bound: &Arc<Bound>,
+) -> Result<Upgrade, ForwardError> {
+    let conn = bound
+        .connect(target.port, target.connect_timeout)
+        .await
+        .map_err(timed_out)?;
+    let no_body: UpstreamBody = Either::Right(Full::new(Bytes::new()));
+    let mut exchange = Exchange::new(conn, head, no_body);
+    let response = timeout(target.read_timeout, poll_fn(|cx| exchange.poll_head(cx)))
+        .await
+        .map_err(|_| ForwardError::Timeout)??;
+    if response.framing != h1::wire::ResponseFraming::Switched {
+        let body = exchange.into_body(&response);
+        let returning = ReturningBody::new(body, target.port, bound.clone(), target.read_timeout);
+        let mut declined = Response::new(returning);
+        *declined.status_mut() = response.status;
+        *declined.headers_mut() = response.headers;
+        return Ok(Upgrade::Declined(declined));
+    }
+    let application = exchange.into_upgraded()?;
+    let mut switched = Response::new(());
+    *switched.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *switched.headers_mut() = response.headers;
+    // The connection's own fields stopped at tollgate-h1; the client's hop gets its own.
+    let fields = switched.headers_mut();
+    fields.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    fields.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    Ok(Upgrade::Switched {
+        response: switched,
+        application,
+    })
+}
+
 /// A connect error, with a connect timeout told apart: Kong answers that with 504, not 502.
 fn timed_out(error: std::io::Error) -> ForwardError {
     if error.kind() == std::io::ErrorKind::TimedOut {
@@ -190,6 +244,9 @@ pub struct UpstreamHead<'r> {
     pub host: &'r HeaderValue,
     pub identity: &'r IdentityHeaders<'r>,
     pub hop: &'r ForwardedHop,
+    /// A WebSocket handshake the gateway checked ([`upgrade`]): the head asks the
+    /// application to switch. Any other `Upgrade` of a client is dropped, as a hop's field.
+    pub websocket: bool,
 }
 
 impl h1::RequestHead for UpstreamHead<'_> {
@@ -231,6 +288,10 @@ impl h1::RequestHead for UpstreamHead<'_> {
         }
         fields.push(&X_FORWARDED_PORT, &hop.local_port);
         fields.push_str(&X_FORWARDED_PATH, self.parts.uri.path());
+    }
+
+    fn websocket_upgrade(&self) -> bool {
+        self.websocket
     }
 }
 
@@ -375,6 +436,7 @@ mod tests {
             host: &upstream_host(52773),
             identity,
             hop: &ForwardedHop::new(&conn()),
+            websocket: false,
         })
     }
 
@@ -409,6 +471,7 @@ mod tests {
             host: &upstream_host(52773),
             identity: &identity,
             hop: &ForwardedHop::new(&conn()),
+            websocket: false,
         };
         let (request_line, fields) = on_the_wire(&head);
 
@@ -422,6 +485,58 @@ mod tests {
         assert_eq!(value(&fields, "x-end-to-end"), ["kept"]);
         assert!(value(&fields, "connection").is_empty(), "{fields:?}");
         assert!(value(&fields, "x-hop").is_empty(), "{fields:?}");
+    }
+
+    #[test]
+    fn a_websocket_handshake_keeps_its_own_fields_and_says_upgrade_itself() {
+        let parts = parts_of(
+            Request::builder()
+                .uri("/event/ws")
+                .header("host", "iamhost")
+                .header("upgrade", "websocket")
+                .header("connection", "Upgrade")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-protocol", "chat")
+                .header("sec-websocket-extensions", "permessage-deflate"),
+        );
+        let identity = IdentityHeaders::owned(vec![(
+            HeaderName::from_static("x-consumer-username"),
+            HeaderValue::from_static("ClientApp"),
+        )]);
+        let hop = ForwardedHop::new(&conn());
+        let head = UpstreamHead {
+            parts: &parts,
+            rewritten: None,
+            host: &upstream_host(52773),
+            identity: &identity,
+            hop: &hop,
+            websocket: true,
+        };
+        let (request_line, fields) = on_the_wire(&head);
+        assert_eq!(request_line, "GET /event/ws HTTP/1.1");
+        assert_eq!(value(&fields, "upgrade"), ["websocket"]);
+        assert_eq!(value(&fields, "connection"), ["upgrade"]);
+        assert_eq!(
+            value(&fields, "sec-websocket-key"),
+            ["dGhlIHNhbXBsZSBub25jZQ=="]
+        );
+        assert_eq!(value(&fields, "sec-websocket-version"), ["13"]);
+        assert_eq!(value(&fields, "sec-websocket-protocol"), ["chat"]);
+        assert_eq!(
+            value(&fields, "sec-websocket-extensions"),
+            ["permessage-deflate"]
+        );
+        assert_eq!(value(&fields, "x-consumer-username"), ["ClientApp"]);
+
+        // Not checked as a WebSocket handshake: the client's `Upgrade` is a hop's field.
+        let head = UpstreamHead {
+            websocket: false,
+            ..head
+        };
+        let (_, fields) = on_the_wire(&head);
+        assert!(value(&fields, "upgrade").is_empty(), "{fields:?}");
+        assert!(value(&fields, "connection").is_empty(), "{fields:?}");
     }
 
     #[test]

@@ -120,6 +120,38 @@ pub struct Gateway<S> {
     body_budget: tollgate_serve::BodyBudget,
     /// Controller-fed: the Redis store's keys, replaced with each snapshot's.
     snapshot_store_keys: Option<StoreKeys>,
+    /// `--upgrade-idle-timeout`.
+    upgrade_idle_timeout: std::time::Duration,
+}
+
+/// A WebSocket handshake (RFC 6455 §4.1) on an HTTP/1.1 connection: what switching it takes,
+/// once the application has answered 101. It is checked as any request first.
+struct WebSocketHandshake {
+    /// The client connection, handed over by hyper once the 101 is sent.
+    client: hyper::upgrade::OnUpgrade,
+    /// Keeps the client connection's HTTP timeouts off the tunnel.
+    busy: tollgate_serve::InFlight,
+}
+
+impl WebSocketHandshake {
+    /// The handshake `parts` asks for, taken out of the request: a bodiless HTTP/1.1 GET
+    /// whose fields ask to switch to `websocket`. hyper leaves an upgrade in a request only
+    /// when it has `Upgrade` (or is a CONNECT): any other request pays one look at its
+    /// extensions. Other upgrades (`h2c`, say) are never forwarded: their fields are a hop's.
+    fn take(parts: &mut http::request::Parts, incoming: &Incoming) -> Option<Self> {
+        parts.extensions.get::<hyper::upgrade::OnUpgrade>()?;
+        let asks = parts.version == Version::HTTP_11
+            && parts.method == Method::GET
+            && hyper::body::Body::is_end_stream(incoming)
+            && tollgate_h1::wire::asks_websocket_upgrade(&parts.headers);
+        if !asks {
+            return None;
+        }
+        Some(Self {
+            client: parts.extensions.remove()?,
+            busy: incoming.keep_connection_busy(),
+        })
+    }
 }
 
 /// Where the access token of a request was found; `hideCredentials` removes it from there.
@@ -189,6 +221,7 @@ impl<S: TokenStore> Gateway<S> {
         trusted_ips: TrustedIps,
         body_limits: BodyLimits,
         upstream_held_idle_timeout: std::time::Duration,
+        upgrade_idle_timeout: std::time::Duration,
     ) -> Self {
         metrics.snapshot_version.set(snapshot.version as i64);
         metrics.services.set(snapshot.services.len() as i64);
@@ -201,6 +234,7 @@ impl<S: TokenStore> Gateway<S> {
             body_limits,
             body_budget: tollgate_serve::BodyBudget::new(body_limits.budget),
             snapshot_store_keys: None,
+            upgrade_idle_timeout,
         }
     }
 
@@ -425,6 +459,7 @@ impl<S: TokenStore> Gateway<S> {
         let service = &served.snapshot.services[route.service];
         let snapshot = &served.snapshot;
         let conf = &service.oauth2;
+        let websocket = WebSocketHandshake::take(&mut parts, &incoming);
 
         // Kong's order: the auth header; only when it is absent, `access_token` in the query
         // string or a form body (the body wins).
@@ -553,8 +588,35 @@ impl<S: TokenStore> Gateway<S> {
                     host: &prepared.upstream_host,
                     identity: &identity_headers,
                     hop: &client.forwarded,
+                    websocket: websocket.is_some(),
                 };
-                forward::send(&head, forwarded_body, prepared.target, &client.upstream).await
+                match websocket {
+                    None => {
+                        forward::send(&head, forwarded_body, prepared.target, &client.upstream)
+                            .await
+                    }
+                    // Boxed, as a rare path: see `handle`.
+                    Some(handshake) => {
+                        let upgrade = forward::upgrade(&head, prepared.target, &client.upstream);
+                        match Box::pin(upgrade).await {
+                            Ok(forward::Upgrade::Switched {
+                                response,
+                                application,
+                            }) => {
+                                self.metrics.count(Outcome::Upgraded);
+                                tokio::spawn(crate::tunnel::run(
+                                    handshake.client,
+                                    application,
+                                    self.upgrade_idle_timeout,
+                                    handshake.busy,
+                                ));
+                                return response.map(|()| Either::Left(Full::new(Bytes::new())));
+                            }
+                            Ok(forward::Upgrade::Declined(response)) => Ok(response),
+                            Err(error) => Err(error),
+                        }
+                    }
+                }
             }
             Err(error) => Err(error),
         };

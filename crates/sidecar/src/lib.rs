@@ -12,6 +12,7 @@ mod pool;
 pub mod routes;
 pub mod tls;
 mod trusted;
+mod tunnel;
 mod validation_cache;
 
 use std::sync::Arc;
@@ -89,6 +90,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.trusted_ips,
         config.body_limits,
         config.upstream_keepalive_idle_timeout,
+        config.upgrade_idle_timeout,
     );
     if config.controller.is_some()
         && let Some(keys) = store_keys

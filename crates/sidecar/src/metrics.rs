@@ -35,11 +35,14 @@ pub enum Outcome {
     /// A request the gateway cannot read one way only: a path with no normal form, or an
     /// HTTP/1.1 request without exactly one `Host`.
     BadRequest,
+    /// A WebSocket handshake the application answered with 101: the connection became a
+    /// tunnel. One it answered otherwise is `Forwarded`.
+    Upgraded,
 }
 
 impl Outcome {
     /// Every outcome, in the order of its discriminant.
-    const ALL: [Outcome; 13] = [
+    const ALL: [Outcome; 14] = [
         Outcome::Forwarded,
         Outcome::Unauthorized,
         Outcome::StoreError,
@@ -53,6 +56,7 @@ impl Outcome {
         Outcome::RevokeEndpoint,
         Outcome::MetadataEndpoint,
         Outcome::BadRequest,
+        Outcome::Upgraded,
     ];
 
     /// The `outcome` label.
@@ -71,6 +75,7 @@ impl Outcome {
             Outcome::RevokeEndpoint => "revoke_endpoint",
             Outcome::MetadataEndpoint => "metadata_endpoint",
             Outcome::BadRequest => "bad_request",
+            Outcome::Upgraded => "upgraded",
         }
     }
 }
