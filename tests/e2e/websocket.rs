@@ -405,3 +405,61 @@ async fn other_upgrades_are_never_forwarded() {
     }
     assert_eq!(requests_with_outcome(&env.sidecar, "upgraded").await, 0.0);
 }
+
+/// After the 101 the connection is the tunnel's: the HTTP timeouts of a client connection
+/// (a request head within --client-header-timeout, the next request within
+/// --client-idle-timeout) no longer apply, only --upgrade-idle-timeout does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_is_not_bound_by_the_http_client_timeouts() {
+    let application = EchoApplication::start().await;
+    let args = ["--client-header-timeout", "1", "--client-idle-timeout", "1"];
+    let (sidecar, _redis) = sidecar_for(&application, Store::Memory, &args).await;
+    let token = token(&sidecar).await;
+    let (mut socket, _) = connect(&sidecar, "/event/ws", Some(&token)).await.unwrap();
+    for text in ["before", "after both HTTP timeouts passed"] {
+        socket.send(Message::text(text)).await.unwrap();
+        assert_eq!(socket.next().await.unwrap().unwrap(), Message::text(text));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    socket.close(None).await.unwrap();
+}
+
+/// A tunnel is a client connection: it holds its place under --max-connections until it
+/// closes, so clients with tokens cannot hold more of the application's connections than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_holds_its_place_under_max_connections() {
+    let application = EchoApplication::start().await;
+    // The token's own connection is idle-closed after a second, freeing the one place.
+    let args = ["--max-connections", "1", "--client-idle-timeout", "1"];
+    let (sidecar, _redis) = sidecar_for(&application, Store::Memory, &args).await;
+    let token = token(&sidecar).await;
+    let (mut socket, _) = connect(&sidecar, "/event/ws", Some(&token)).await.unwrap();
+    socket.send(Message::text("open")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("open"));
+
+    // The listener takes no other connection while the tunnel is open: its TLS handshake
+    // waits in the kernel's accept queue.
+    let second = tokio::time::timeout(
+        Duration::from_secs(2),
+        sidecar.tls_stream(sidecar.proxy, &[b"http/1.1"]),
+    )
+    .await;
+    assert!(second.is_err(), "a second connection was served");
+
+    // The client ends the WebSocket and, as clients do, its connection.
+    socket.close(None).await.unwrap();
+    while socket.next().await.is_some() {}
+    drop(socket);
+    let mut answered = false;
+    for _ in 0..100 {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(1),
+            sidecar.tls_stream(sidecar.proxy, &[b"http/1.1"]),
+        );
+        if attempt.await.is_ok() {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "the closed tunnel's place was never given back");
+}
