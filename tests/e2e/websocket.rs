@@ -378,7 +378,6 @@ async fn a_declined_handshake_is_relayed_as_a_response() {
 async fn other_upgrades_are_never_forwarded() {
     let env = env(Store::Memory, "").await;
     let token = token(&env.sidecar).await;
-    let mut connection = env.sidecar.http1_connection().await;
     for (upgrade, connection_field) in [
         ("h2c", "Upgrade, HTTP2-Settings"),
         ("websocket", "keep-alive"),
@@ -393,6 +392,7 @@ async fn other_upgrades_are_never_forwarded() {
             .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
             .body(Full::new(Bytes::new()))
             .unwrap();
+        let mut connection = env.sidecar.http1_connection().await;
         let response = connection.send_request(request).await.unwrap();
         assert_eq!(response.status(), 200, "{upgrade}");
         response.into_body().collect().await.unwrap();
@@ -462,4 +462,96 @@ async fn a_tunnel_holds_its_place_under_max_connections() {
         }
     }
     assert!(answered, "the closed tunnel's place was never given back");
+}
+
+/// An HTTP/2 extended CONNECT (RFC 8441) with `:protocol` websocket, as a client of
+/// `h2` alone sends it; the same checks as an HTTP/1.1 handshake.
+fn extended_connect(
+    sidecar: &Sidecar,
+    protocol: &'static str,
+    token: Option<&str>,
+) -> http::Request<Full<Bytes>> {
+    let mut request = http::Request::builder()
+        .method("CONNECT")
+        .uri(sidecar.url("/event/ws"))
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-protocol", "chat");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let mut request = request.body(Full::new(Bytes::new())).unwrap();
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static(protocol));
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_opens_a_websocket_with_extended_connect() {
+    let application = EchoApplication::start().await;
+    let (sidecar, _redis) = sidecar_for(&application, Store::Memory, &[]).await;
+    let token = token(&sidecar).await;
+    let tls = sidecar.tls_stream(sidecar.proxy, &[b"h2"]).await;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    // A first request, so the sidecar's SETTINGS, which allow extended CONNECT, are in.
+    let first = http::Request::get(sidecar.url("/event/1"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(sender.send_request(first).await.unwrap().status(), 401);
+
+    let refused = sender
+        .send_request(extended_connect(&sidecar, "websocket", None))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        body,
+        r#"{"error":"invalid_request","error_description":"The access token is missing"}"#
+    );
+    // A tunnel of another kind is never asked of the application.
+    let other = sender
+        .send_request(extended_connect(&sidecar, "connect-udp", Some(&token)))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 405);
+    assert_eq!(application.connections.load(Ordering::SeqCst), 0);
+
+    let response = sender
+        .send_request(extended_connect(&sidecar, "websocket", Some(&token)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    let stream = hyper::upgrade::on(response).await.unwrap();
+    let mut socket = WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(stream),
+        tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    socket.send(Message::text("over HTTP/2")).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("over HTTP/2")
+    );
+    socket.close(None).await.unwrap();
+
+    let handshakes = application.handshakes();
+    assert_eq!(handshakes.len(), 1);
+    let header = |name: &str| handshakes[0].headers.get(name).map(|v| v.to_str().unwrap());
+    assert_eq!(handshakes[0].path, "/event/ws");
+    assert_eq!(header("x-consumer-username"), Some("ClientApp"));
+    assert_eq!(header("upgrade"), Some("websocket"));
+    assert_eq!(header("sec-websocket-key").map(str::len), Some(24));
+    assert_eq!(header("sec-websocket-version"), Some("13"));
+    assert_eq!(header("sec-websocket-protocol"), Some("chat"));
+    assert_eq!(requests_with_outcome(&sidecar, "upgraded").await, 1.0);
 }

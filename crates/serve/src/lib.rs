@@ -224,7 +224,10 @@ fn builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(limits.http2_keepalive_interval)
-        .keep_alive_timeout(limits.http2_keepalive_timeout);
+        .keep_alive_timeout(limits.http2_keepalive_timeout)
+        // RFC 8441's extended CONNECT: how an HTTP/2 client opens a WebSocket. A handler
+        // that answers such a request 2xx takes the stream over with `hyper::upgrade::on`.
+        .enable_connect_protocol();
     builder
 }
 

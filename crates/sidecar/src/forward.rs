@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Response, StatusCode, Uri};
+use http::{Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use tokio::time::timeout;
 
@@ -154,12 +154,18 @@ pub enum Upgrade {
 /// Sends the WebSocket handshake `head` describes (`head.websocket`) to the application, on
 /// a new connection: one the application switches is its for good, and no pool ever holds
 /// one that was asked to switch, whatever the answer. Kong's `connect_timeout` and
-/// `read_timeout` bound the wait for the 101, as for any response.
+/// `read_timeout` bound the wait for the 101, as for any response. An HTTP/2 client's
+/// extended CONNECT (RFC 8441) reaches the application as RFC 6455's HTTP/1.1 handshake.
 pub async fn upgrade(
     head: &UpstreamHead<'_>,
     target: Target,
     bound: &Arc<Bound>,
 ) -> Result<Upgrade, ForwardError> {
+    let key = (head.parts.version == Version::HTTP_2).then(new_websocket_key);
+    let head = &UpstreamHead {
+        websocket_key: key.as_ref(),
+        ..*head
+    };
     let conn = bound
         .connect(target.port, target.connect_timeout)
         .await
@@ -178,17 +184,36 @@ pub async fn upgrade(
         return Ok(Upgrade::Declined(declined));
     }
     let application = exchange.into_upgraded()?;
+    let mut fields = response.headers;
+    let status = if head.websocket_key.is_some() {
+        // RFC 8441 §5: an HTTP/2 client is told with a 200, and the accept value answers a
+        // key it never sent.
+        fields.remove(header::SEC_WEBSOCKET_ACCEPT);
+        StatusCode::OK
+    } else {
+        // The connection's own fields stopped at tollgate-h1; the client's hop gets its own.
+        fields.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        fields.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        StatusCode::SWITCHING_PROTOCOLS
+    };
     let mut switched = Response::new(());
-    *switched.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    *switched.headers_mut() = response.headers;
-    // The connection's own fields stopped at tollgate-h1; the client's hop gets its own.
-    let fields = switched.headers_mut();
-    fields.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    fields.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    *switched.status_mut() = status;
+    *switched.headers_mut() = fields;
     Ok(Upgrade::Switched {
         response: switched,
         application,
     })
+}
+
+/// A `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1), for the HTTP/1.1
+/// handshake made from an HTTP/2 one, which has none (RFC 8441 §5). It proves nothing
+/// secret; it only makes the application show that it speaks WebSocket.
+fn new_websocket_key() -> HeaderValue {
+    use base64::Engine as _;
+    let nonce = uuid::Uuid::new_v4().into_bytes();
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    // Base64 is always a valid header value.
+    HeaderValue::try_from(key).unwrap_or(HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
 /// A connect error, with a connect timeout told apart: Kong answers that with 504, not 502.
@@ -235,6 +260,7 @@ impl ForwardedHop {
 /// trust them. Nothing is copied into a second header map: the head is written once, from
 /// the client's request and the values the snapshot and the connection hold, as nginx's proxy
 /// module writes its upstream request.
+#[derive(Clone, Copy)]
 pub struct UpstreamHead<'r> {
     pub parts: &'r http::request::Parts,
     /// The path and query the application receives when the route changes the path
@@ -247,10 +273,18 @@ pub struct UpstreamHead<'r> {
     /// A WebSocket handshake the gateway checked ([`upgrade`]): the head asks the
     /// application to switch. Any other `Upgrade` of a client is dropped, as a hop's field.
     pub websocket: bool,
+    /// With `websocket`, the `Sec-WebSocket-Key` this hop sends in place of the client's:
+    /// an HTTP/2 client's extended CONNECT (RFC 8441) has none, and becomes an HTTP/1.1 GET.
+    /// [`upgrade`] sets it.
+    pub websocket_key: Option<&'r HeaderValue>,
 }
 
 impl h1::RequestHead for UpstreamHead<'_> {
     fn method(&self) -> &http::Method {
+        if self.websocket_key.is_some() {
+            // RFC 8441 §5: the CONNECT of HTTP/2 is the GET of RFC 6455 on HTTP/1.1.
+            return &http::Method::GET;
+        }
         &self.parts.method
     }
 
@@ -263,10 +297,17 @@ impl h1::RequestHead for UpstreamHead<'_> {
     fn write_fields(&self, fields: &mut h1::Fields<'_>) {
         let headers = &self.parts.headers;
         let named = connection_named(headers);
+        let own_key = self.websocket_key.is_some();
         for (name, value) in headers {
-            if !set_by_this_hop(name) && !named.contains(name) {
+            if !set_by_this_hop(name)
+                && !named.contains(name)
+                && !(own_key && name == header::SEC_WEBSOCKET_KEY)
+            {
                 fields.push(name, value);
             }
+        }
+        if let Some(key) = self.websocket_key {
+            fields.push(&header::SEC_WEBSOCKET_KEY, key);
         }
         // Kong does not preserve the client's Host by default: the application sees its own
         // address, as Kong's balancer sends it.
@@ -437,6 +478,7 @@ mod tests {
             identity,
             hop: &ForwardedHop::new(&conn()),
             websocket: false,
+            websocket_key: None,
         })
     }
 
@@ -472,6 +514,7 @@ mod tests {
             identity: &identity,
             hop: &ForwardedHop::new(&conn()),
             websocket: false,
+            websocket_key: None,
         };
         let (request_line, fields) = on_the_wire(&head);
 
@@ -512,6 +555,7 @@ mod tests {
             identity: &identity,
             hop: &hop,
             websocket: true,
+            websocket_key: None,
         };
         let (request_line, fields) = on_the_wire(&head);
         assert_eq!(request_line, "GET /event/ws HTTP/1.1");
@@ -537,6 +581,43 @@ mod tests {
         let (_, fields) = on_the_wire(&head);
         assert!(value(&fields, "upgrade").is_empty(), "{fields:?}");
         assert!(value(&fields, "connection").is_empty(), "{fields:?}");
+    }
+
+    #[test]
+    fn an_http2_websocket_connect_becomes_an_http11_get_with_a_key_of_this_hops() {
+        let mut parts = parts_of(
+            Request::builder()
+                .method("CONNECT")
+                .version(http::Version::HTTP_2)
+                .uri("https://iamhost:8443/event/ws?room=1")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "Y2xpZW50J3Mgb3duIGtleQ==")
+                .header("sec-websocket-protocol", "chat"),
+        );
+        parts
+            .extensions
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let key = HeaderValue::from_static("dGhpcyBob3AncyBvd24ga2V5");
+        let head = UpstreamHead {
+            parts: &parts,
+            rewritten: None,
+            host: &upstream_host(52773),
+            identity: &IdentityHeaders::owned(Vec::new()),
+            hop: &ForwardedHop::new(&conn()),
+            websocket: true,
+            websocket_key: Some(&key),
+        };
+        let (request_line, fields) = on_the_wire(&head);
+        assert_eq!(request_line, "GET /event/ws?room=1 HTTP/1.1");
+        assert_eq!(
+            value(&fields, "sec-websocket-key"),
+            ["dGhpcyBob3AncyBvd24ga2V5"]
+        );
+        assert_eq!(value(&fields, "sec-websocket-version"), ["13"]);
+        assert_eq!(value(&fields, "sec-websocket-protocol"), ["chat"]);
+        assert_eq!(value(&fields, "upgrade"), ["websocket"]);
+        assert_eq!(value(&fields, "connection"), ["upgrade"]);
+        assert_eq!(value(&fields, "x-forwarded-host"), ["iamhost"]);
     }
 
     #[test]

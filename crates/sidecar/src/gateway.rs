@@ -124,26 +124,37 @@ pub struct Gateway<S> {
     upgrade_idle_timeout: std::time::Duration,
 }
 
-/// A WebSocket handshake (RFC 6455 §4.1) on an HTTP/1.1 connection: what switching it takes,
-/// once the application has answered 101. It is checked as any request first.
+/// A WebSocket handshake: what switching it takes, once the application has answered 101.
+/// It is checked as any request first.
 struct WebSocketHandshake {
-    /// The client connection, handed over by hyper once the 101 is sent.
+    /// The client connection (HTTP/1.1) or stream (HTTP/2), handed over by hyper once the
+    /// 101 or 200 is sent.
     client: hyper::upgrade::OnUpgrade,
     /// Keeps the client connection's HTTP timeouts off the tunnel.
     busy: tollgate_serve::InFlight,
 }
 
 impl WebSocketHandshake {
-    /// The handshake `parts` asks for, taken out of the request: a bodiless HTTP/1.1 GET
-    /// whose fields ask to switch to `websocket`. hyper leaves an upgrade in a request only
-    /// when it has `Upgrade` (or is a CONNECT): any other request pays one look at its
+    /// The handshake `parts` asks for, taken out of the request: an HTTP/1.1 GET without a
+    /// body whose fields ask to switch to `websocket` (RFC 6455 §4.1), or an HTTP/2 CONNECT
+    /// whose `:protocol` is `websocket` (RFC 8441 §4). hyper leaves an upgrade in a request
+    /// only when it has `Upgrade` or is a CONNECT: any other request pays one look at its
     /// extensions. Other upgrades (`h2c`, say) are never forwarded: their fields are a hop's.
     fn take(parts: &mut http::request::Parts, incoming: &Incoming) -> Option<Self> {
         parts.extensions.get::<hyper::upgrade::OnUpgrade>()?;
-        let asks = parts.version == Version::HTTP_11
-            && parts.method == Method::GET
-            && hyper::body::Body::is_end_stream(incoming)
-            && tollgate_h1::wire::asks_websocket_upgrade(&parts.headers);
+        let asks = match parts.version {
+            Version::HTTP_11 => {
+                parts.method == Method::GET
+                    && hyper::body::Body::is_end_stream(incoming)
+                    && tollgate_h1::wire::asks_websocket_upgrade(&parts.headers)
+            }
+            Version::HTTP_2 => {
+                let protocol = parts.extensions.get::<hyper::ext::Protocol>();
+                parts.method == Method::CONNECT
+                    && protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+            }
+            _ => false,
+        };
         if !asks {
             return None;
         }
@@ -460,6 +471,12 @@ impl<S: TokenStore> Gateway<S> {
         let snapshot = &served.snapshot;
         let conf = &service.oauth2;
         let websocket = WebSocketHandshake::take(&mut parts, &incoming);
+        if websocket.is_none() && parts.method == Method::CONNECT {
+            // Only a WebSocket is opened with CONNECT here; the sidecar is no proxy to
+            // anywhere else, and the application is never asked for a tunnel of another kind.
+            self.metrics.count(Outcome::BadRequest);
+            return body::message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+        }
 
         // Kong's order: the auth header; only when it is absent, `access_token` in the query
         // string or a form body (the body wins).
@@ -589,6 +606,7 @@ impl<S: TokenStore> Gateway<S> {
                     identity: &identity_headers,
                     hop: &client.forwarded,
                     websocket: websocket.is_some(),
+                    websocket_key: None,
                 };
                 match websocket {
                     None => {
