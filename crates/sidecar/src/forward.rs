@@ -147,8 +147,9 @@ pub enum Upgrade {
         response: Response<()>,
         application: h1::Upgraded,
     },
-    /// Anything else, relayed as any response; its connection is closed after it.
-    Declined(Response<ReturningBody>),
+    /// Anything else, relayed as any response; its connection is closed after it. Boxed:
+    /// the rarer answer, and the larger.
+    Declined(Box<Response<ReturningBody>>),
 }
 
 /// Sends the WebSocket handshake `head` describes (`head.websocket`) to the application, on
@@ -181,7 +182,7 @@ pub async fn upgrade(
         let mut declined = Response::new(returning);
         *declined.status_mut() = response.status;
         *declined.headers_mut() = response.headers;
-        return Ok(Upgrade::Declined(declined));
+        return Ok(Upgrade::Declined(Box::new(declined)));
     }
     let application = exchange.into_upgraded()?;
     let mut fields = response.headers;
@@ -299,10 +300,10 @@ impl h1::RequestHead for UpstreamHead<'_> {
         let named = connection_named(headers);
         let own_key = self.websocket_key.is_some();
         for (name, value) in headers {
-            if !set_by_this_hop(name)
-                && !named.contains(name)
-                && !(own_key && name == header::SEC_WEBSOCKET_KEY)
-            {
+            let replaced = set_by_this_hop(name)
+                || named.contains(name)
+                || (own_key && name == header::SEC_WEBSOCKET_KEY);
+            if !replaced {
                 fields.push(name, value);
             }
         }

@@ -630,7 +630,7 @@ impl<S: TokenStore> Gateway<S> {
                                 ));
                                 return response.map(|()| Either::Left(Full::new(Bytes::new())));
                             }
-                            Ok(forward::Upgrade::Declined(response)) => Ok(response),
+                            Ok(forward::Upgrade::Declined(response)) => Ok(*response),
                             Err(error) => Err(error),
                         }
                     }
