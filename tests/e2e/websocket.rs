@@ -557,3 +557,83 @@ async fn an_http2_client_opens_a_websocket_with_extended_connect() {
     assert_eq!(header("sec-websocket-protocol"), Some("chat"));
     assert_eq!(requests_with_outcome(&sidecar, "upgraded").await, 1.0);
 }
+
+/// One HTTP/2 connection may carry many WebSockets, each holding an application connection:
+/// WebSockets open at once are bounded by --max-connections on their own, over every
+/// connection and listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_open_at_once_are_bounded_by_max_connections() {
+    let application = EchoApplication::start().await;
+    let (sidecar, _redis) =
+        sidecar_for(&application, Store::Memory, &["--max-connections", "1"]).await;
+    // The one connection the listener takes: the token and every WebSocket go over it.
+    let tls = sidecar.tls_stream(sidecar.proxy, &[b"h2"]).await;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let grant = http::Request::post(sidecar.url("/event/oauth2/token"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(
+            br#"{"client_id":"clientid","client_secret":"clientsecret","grant_type":"password","provision_key":"provisionkey","authenticated_userid":"1"}"#,
+        )))
+        .unwrap();
+    let granted = sender.send_request(grant).await.unwrap();
+    assert_eq!(granted.status(), 200);
+    let granted = granted.into_body().collect().await.unwrap().to_bytes();
+    let granted: serde_json::Value = serde_json::from_slice(&granted).unwrap();
+    let token = granted["access_token"].as_str().unwrap().to_owned();
+
+    let opened = sender
+        .send_request(extended_connect(&sidecar, "websocket", Some(&token)))
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), 200);
+    let stream = hyper::upgrade::on(opened).await.unwrap();
+    let mut socket = WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(stream),
+        tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    socket.send(Message::text("one")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("one"));
+
+    let refused = sender
+        .send_request(extended_connect(&sidecar, "websocket", Some(&token)))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, r#"{"message":"Service unavailable"}"#);
+    assert_eq!(application.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        requests_with_outcome(&sidecar, "too_many_upgrades").await,
+        1.0
+    );
+
+    // Once the first closes, its place is free again.
+    socket.close(None).await.unwrap();
+    while socket.next().await.is_some() {}
+    drop(socket);
+    let mut reopened = false;
+    for _ in 0..100 {
+        let again = sender
+            .send_request(extended_connect(&sidecar, "websocket", Some(&token)))
+            .await
+            .unwrap();
+        if again.status() == 200 {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reopened,
+        "the closed WebSocket's place was never given back"
+    );
+}

@@ -216,8 +216,8 @@ pub struct Config {
     /// Every listener's client timeouts and caps.
     pub listener_limits: tollgate_serve::ListenerLimits,
     pub upstream_keepalive_idle_timeout: std::time::Duration,
-    /// `--upgrade-idle-timeout`.
-    pub upgrade_idle_timeout: std::time::Duration,
+    /// `--upgrade-idle-timeout`, and `--max-connections` as the bound on WebSockets.
+    pub upgrades: UpgradeLimits,
     /// `--max-concurrent-secret-hashes`.
     pub max_concurrent_secret_hashes: usize,
     /// `--secret-hash-queue-timeout`.
@@ -233,6 +233,17 @@ pub struct BodyLimits {
     pub proxied_form: usize,
     /// `--body-buffer-budget`.
     pub budget: usize,
+}
+
+/// What WebSockets may hold of the sidecar and of the application.
+#[derive(Debug, Clone, Copy)]
+pub struct UpgradeLimits {
+    /// `--upgrade-idle-timeout`.
+    pub idle_timeout: std::time::Duration,
+    /// WebSockets open at once, over every listener: `--max-connections`. Over HTTP/1.1 each
+    /// is a connection already; over HTTP/2 a connection may carry many, each holding an
+    /// application connection, so they are counted apart.
+    pub max_open: usize,
 }
 
 /// All configuration problems found, one line each.
@@ -351,7 +362,10 @@ impl Config {
                 upstream_keepalive_idle_timeout: std::time::Duration::from_secs(
                     args.upstream_keepalive_idle_timeout,
                 ),
-                upgrade_idle_timeout: std::time::Duration::from_secs(args.upgrade_idle_timeout),
+                upgrades: UpgradeLimits {
+                    idle_timeout: std::time::Duration::from_secs(args.upgrade_idle_timeout),
+                    max_open: args.limits.max_connections,
+                },
                 max_concurrent_secret_hashes: usize::from(args.max_concurrent_secret_hashes),
                 secret_hash_queue_timeout: std::time::Duration::from_secs(u64::from(
                     args.secret_hash_queue_timeout,

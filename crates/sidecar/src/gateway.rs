@@ -122,6 +122,8 @@ pub struct Gateway<S> {
     snapshot_store_keys: Option<StoreKeys>,
     /// `--upgrade-idle-timeout`.
     upgrade_idle_timeout: std::time::Duration,
+    /// A place for each WebSocket open, `--max-connections` in all.
+    upgrade_places: Arc<tokio::sync::Semaphore>,
 }
 
 /// A WebSocket handshake: what switching it takes, once the application has answered 101.
@@ -232,7 +234,7 @@ impl<S: TokenStore> Gateway<S> {
         trusted_ips: TrustedIps,
         body_limits: BodyLimits,
         upstream_held_idle_timeout: std::time::Duration,
-        upgrade_idle_timeout: std::time::Duration,
+        upgrades: crate::config::UpgradeLimits,
     ) -> Self {
         metrics.snapshot_version.set(snapshot.version as i64);
         metrics.services.set(snapshot.services.len() as i64);
@@ -245,7 +247,8 @@ impl<S: TokenStore> Gateway<S> {
             body_limits,
             body_budget: tollgate_serve::BodyBudget::new(body_limits.budget),
             snapshot_store_keys: None,
-            upgrade_idle_timeout,
+            upgrade_idle_timeout: upgrades.idle_timeout,
+            upgrade_places: Arc::new(tokio::sync::Semaphore::new(upgrades.max_open)),
         }
     }
 
@@ -615,6 +618,13 @@ impl<S: TokenStore> Gateway<S> {
                     }
                     // Boxed, as a rare path: see `handle`.
                     Some(handshake) => {
+                        let Ok(place) = self.upgrade_places.clone().try_acquire_owned() else {
+                            tracing::warn!(
+                                "a WebSocket refused: as many as --max-connections are open"
+                            );
+                            self.metrics.count(Outcome::TooManyUpgrades);
+                            return too_many_upgrades();
+                        };
                         let upgrade = forward::upgrade(&head, prepared.target, &client.upstream);
                         match Box::pin(upgrade).await {
                             Ok(forward::Upgrade::Switched {
@@ -626,7 +636,7 @@ impl<S: TokenStore> Gateway<S> {
                                     handshake.client,
                                     application,
                                     self.upgrade_idle_timeout,
-                                    handshake.busy,
+                                    (handshake.busy, place),
                                 ));
                                 return response.map(|()| Either::Left(Full::new(Bytes::new())));
                             }
@@ -661,6 +671,15 @@ impl<S: TokenStore> Gateway<S> {
             }
         }
     }
+}
+
+/// The answer to a WebSocket handshake when every place for one is taken.
+fn too_many_upgrades() -> Response<ResponseBody> {
+    let mut response = body::message(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable");
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Makes `request` one the gateway and the application can read one way only, or says why it

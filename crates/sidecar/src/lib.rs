@@ -90,7 +90,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.trusted_ips,
         config.body_limits,
         config.upstream_keepalive_idle_timeout,
-        config.upgrade_idle_timeout,
+        config.upgrades,
     );
     if config.controller.is_some()
         && let Some(keys) = store_keys

@@ -15,6 +15,7 @@ use std::time::Duration;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tollgate_h1 as h1;
 use tollgate_serve::InFlight;
@@ -33,12 +34,13 @@ pub enum Ended {
 }
 
 /// Runs the tunnel of one switched connection: waits for hyper to have sent the client the
-/// 101, then copies. `_busy` keeps the client connection's HTTP timeouts from applying to it.
+/// 101, then copies. `_held` is kept for the tunnel's life: what keeps the client
+/// connection's HTTP timeouts off it, and its place among the WebSockets open.
 pub async fn run(
     client: OnUpgrade,
     application: h1::Upgraded,
     idle_timeout: Duration,
-    _busy: InFlight,
+    _held: (InFlight, OwnedSemaphorePermit),
 ) {
     let client = match client.await {
         Ok(upgraded) => upgraded,
