@@ -74,6 +74,11 @@ pub async fn serve<H, F, B>(
 /// handler can keep state for the life of its connection (the sidecar keeps the upstream
 /// connection its client's last request used). The handler is dropped when the connection
 /// closes.
+///
+/// A handler may take a connection over: with a 101 to an HTTP/1.1 upgrade, or a 2xx to an
+/// HTTP/2 extended CONNECT (RFC 8441, announced on every listener), and
+/// `hyper::upgrade::on`. The connection keeps its place under `--max-connections` until its
+/// socket closes, and [`Incoming::keep_connection_busy`] keeps the HTTP timeouts off it.
 pub async fn serve_per_connection<M, H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
