@@ -22,3 +22,4 @@ mod secrets;
 mod tls;
 mod token_endpoint;
 mod upstream;
+mod websocket;

@@ -13,9 +13,10 @@
 //!
 //! What the application may send is what RFC 9112 allows of a server: a body framed by
 //! `Content-Length`, chunked, or by closing the connection, and interim 1xx responses, which
-//! are skipped. The request is framed by its body's known length, or chunked. Upgrades are not
-//! asked for, as the sidecar's server offers none. The wire rules are in [`wire`], as pure
-//! functions.
+//! are skipped. The request is framed by its body's known length, or chunked. The one upgrade
+//! it asks for is to WebSocket ([`wire::RequestHead::websocket_upgrade`]): after a 101 the
+//! exchange gives up its socket ([`Exchange::into_upgraded`]), which no pool ever sees again.
+//! The wire rules are in [`wire`], as pure functions.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, IoSlice};
@@ -23,15 +24,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::Method;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 pub mod wire;
 
+pub use wire::{Asked, Fields, Head, RequestHead};
 use wire::{Decoded, Decoder, MAX_HEAD, RequestFraming, ResponseFraming};
-pub use wire::{Fields, Head, RequestHead};
 
 /// Room made in the read buffer before a read from the socket: enough for most responses
 /// whole, and doubled while reads fill it, for large bodies, up to `MAX_READ_SIZE`.
@@ -160,7 +160,15 @@ pub struct Exchange<B> {
     /// The request failed to be written: the connection can carry nothing more.
     send_failed: bool,
     received_any: bool,
-    method_is_head: bool,
+    asked: Asked,
+}
+
+/// A connection the application switched to the WebSocket protocol: its socket, and what
+/// was read of it past the 101, which is the start of the application's WebSocket bytes.
+#[derive(Debug)]
+pub struct Upgraded {
+    pub io: TcpStream,
+    pub read_ahead: Bytes,
 }
 
 impl<B> Exchange<B>
@@ -189,7 +197,7 @@ where
             framing,
             send_failed: false,
             received_any: false,
-            method_is_head: *head.method() == Method::HEAD,
+            asked: Asked::of(head),
         }
     }
 
@@ -271,8 +279,13 @@ where
         }
         loop {
             if !self.conn.read.is_empty() {
-                match wire::parse_head(&mut self.conn.read, self.method_is_head)? {
-                    Some(head) if head.status.is_informational() => continue,
+                match wire::parse_head(&mut self.conn.read, self.asked)? {
+                    Some(head)
+                        if head.status.is_informational()
+                            && head.framing != ResponseFraming::Switched =>
+                    {
+                        continue;
+                    }
                     Some(head) => return Poll::Ready(Ok(head)),
                     None => {}
                 }
@@ -292,7 +305,11 @@ where
     pub fn into_body(self, head: &Head) -> ResponseBody<B> {
         let mut body = ResponseBody {
             decoder: Decoder::new(head.framing),
-            keep_alive: head.keep_alive && head.framing != ResponseFraming::UntilClose,
+            // A connection that carried an upgrade request is never reused, even when the
+            // application declined: it was asked to be the application's for good.
+            keep_alive: head.keep_alive
+                && head.framing != ResponseFraming::UntilClose
+                && self.asked != Asked::WebSocket,
             exchange: Some(self),
             reusable: None,
         };
@@ -325,7 +342,21 @@ where
             framing: self.framing,
             send_failed: false,
             received_any: false,
-            method_is_head: self.method_is_head,
+            asked: self.asked,
+        })
+    }
+
+    /// The socket of an exchange the application answered with a 101
+    /// ([`ResponseFraming::Switched`]), and the bytes it sent after the 101.
+    pub fn into_upgraded(self) -> Result<Upgraded, Error> {
+        if self.sending.is_some() || self.send_failed {
+            // Only a request without a body is upgraded, so its head went out whole before
+            // any answer could come; anything else would leave request bytes half-written.
+            return Err(Error::Malformed("101 before the request was written"));
+        }
+        Ok(Upgraded {
+            io: self.conn.io,
+            read_ahead: self.conn.read.freeze(),
         })
     }
 }
@@ -581,6 +612,81 @@ mod tests {
             }
         }
         assert!(closed, "the application's FIN is seen");
+    }
+
+    /// A GET that asks to switch to WebSocket, with the client's own (dropped) fields.
+    struct WebSocketGet(http::request::Parts);
+
+    impl RequestHead for WebSocketGet {
+        fn method(&self) -> &http::Method {
+            &self.0.method
+        }
+
+        fn target(&self) -> Option<&http::uri::PathAndQuery> {
+            self.0.uri.path_and_query()
+        }
+
+        fn write_fields(&self, fields: &mut Fields<'_>) {
+            self.0.write_fields(fields);
+        }
+
+        fn websocket_upgrade(&self) -> bool {
+            true
+        }
+    }
+
+    fn websocket_get() -> WebSocketGet {
+        let request = http::Request::builder()
+            .uri("/ws")
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .unwrap();
+        WebSocketGet(request.into_parts().0)
+    }
+
+    #[tokio::test]
+    async fn a_101_gives_up_the_socket_with_the_bytes_read_past_it() {
+        let (port, application) = scripted_application(vec![
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x01\x02hi",
+        ])
+        .await;
+        let conn = Connection::open(port).await.unwrap();
+        let mut exchange = Exchange::new(conn, &websocket_get(), Empty::<Bytes>::new());
+        let head = std::future::poll_fn(|cx| exchange.poll_head(cx))
+            .await
+            .unwrap();
+        assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
+        let upgraded = exchange.into_upgraded().unwrap();
+        let seen = application.await.unwrap();
+        assert_eq!(
+            seen[0],
+            "GET /ws HTTP/1.1\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             upgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+        );
+        let mut read_ahead = upgraded.read_ahead.to_vec();
+        let mut io = upgraded.io;
+        io.read_to_end(&mut read_ahead).await.unwrap();
+        assert_eq!(read_ahead, b"\x01\x02hi");
+    }
+
+    #[tokio::test]
+    async fn a_declined_upgrade_is_a_response_whose_connection_is_not_reused() {
+        let (port, _application) = scripted_application(vec![
+            "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno",
+        ])
+        .await;
+        let conn = Connection::open(port).await.unwrap();
+        let mut exchange = Exchange::new(conn, &websocket_get(), Empty::<Bytes>::new());
+        let head = std::future::poll_fn(|cx| exchange.poll_head(cx))
+            .await
+            .unwrap();
+        assert_eq!(head.status, StatusCode::FORBIDDEN);
+        let mut body = exchange.into_body(&head);
+        let collected = (&mut body).collect().await.unwrap().to_bytes();
+        assert_eq!(collected, "no");
+        assert!(body.take_reusable().is_none());
     }
 
     #[tokio::test]

@@ -51,6 +51,57 @@ pub trait RequestHead {
     fn target(&self) -> Option<&PathAndQuery>;
     /// Writes the header fields, with [`Fields::push`] and its kin.
     fn write_fields(&self, fields: &mut Fields<'_>);
+    /// The request asks to switch the connection to the WebSocket protocol (RFC 6455 §4.1):
+    /// the head then says `Upgrade: websocket` and `Connection: upgrade`, the only upgrade
+    /// this client ever asks for, and a 101 answer is the connection's last response.
+    fn websocket_upgrade(&self) -> bool {
+        false
+    }
+}
+
+/// What the request was, as far as the form of its response goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// A HEAD request: the response has no body, whatever its headers say.
+    Head,
+    /// A WebSocket upgrade: a 101 switches the connection to the WebSocket protocol.
+    WebSocket,
+    /// Any other request: a 101 is an error.
+    Other,
+}
+
+impl Asked {
+    /// What `head` asks of its response.
+    pub fn of(head: &impl RequestHead) -> Self {
+        if *head.method() == Method::HEAD {
+            Asked::Head
+        } else if head.websocket_upgrade() {
+            Asked::WebSocket
+        } else {
+            Asked::Other
+        }
+    }
+}
+
+/// The request's fields ask to switch to the WebSocket protocol: `Upgrade` lists
+/// `websocket` and `Connection` lists `upgrade`, both case-insensitive tokens (RFC 9110
+/// §7.8, RFC 6455 §4.1). Two header lookups, and no allocation, for any other request.
+pub fn asks_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let lines = |name| headers.get_all(name).into_iter().map(HeaderValue::as_bytes);
+    list_has(lines(header::UPGRADE), b"websocket")
+        && list_has(lines(header::CONNECTION), b"upgrade")
+}
+
+/// One of the comma-separated elements of the field `lines` is `token` (case-insensitive).
+/// A protocol in `Upgrade` may carry a version (`websocket/13`); the name is what counts.
+fn list_has<'v>(lines: impl IntoIterator<Item = &'v [u8]>, token: &[u8]) -> bool {
+    lines.into_iter().any(|line| {
+        line.split(|b| *b == b',').any(|element| {
+            let element = element.trim_ascii();
+            let name = element.split(|b| *b == b'/').next().unwrap_or_default();
+            name.trim_ascii().eq_ignore_ascii_case(token)
+        })
+    })
 }
 
 /// A request as `http` holds it: its URI's path and query, and its headers as they are.
@@ -146,6 +197,10 @@ pub fn encode_head(dst: &mut BytesMut, head: &impl RequestHead, framing: Request
     dst.put_slice(target.as_bytes());
     dst.put_slice(b" HTTP/1.1\r\n");
     head.write_fields(&mut Fields { dst: &mut *dst });
+    if head.websocket_upgrade() {
+        // The head's own `Upgrade` and `Connection` were left out: these are this client's.
+        dst.put_slice(b"upgrade: websocket\r\nconnection: upgrade\r\n");
+    }
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(length) => {
@@ -178,6 +233,9 @@ pub enum ResponseFraming {
     Chunked,
     /// Neither a length nor chunked: the body ends when the application closes.
     UntilClose,
+    /// A 101 to a WebSocket upgrade: no body; the connection's bytes from here on, both
+    /// ways, are the WebSocket protocol's, until either side closes.
+    Switched,
 }
 
 /// Where a field's name and value lie in the bytes read.
@@ -194,6 +252,8 @@ struct ConnectionFields {
     transfer_encoding: Option<Bytes>,
     /// The `Connection` lines.
     connection: SmallVec<[Bytes; 2]>,
+    /// The `Upgrade` lines: only a 101 has a use for them.
+    upgrade: SmallVec<[Bytes; 1]>,
 }
 
 impl ConnectionFields {
@@ -211,8 +271,9 @@ impl ConnectionFields {
 }
 
 /// Parses a response head from the front of `buf`, taking it out; `None` while it is
-/// incomplete. Header values share the bytes read, without a copy.
-pub fn parse_head(buf: &mut BytesMut, request_was_head: bool) -> Result<Option<Head>, Error> {
+/// incomplete. Header values share the bytes read, without a copy. A 101 is an error
+/// unless `asked` is a WebSocket upgrade, and then only when it switches to `websocket`.
+pub fn parse_head(buf: &mut BytesMut, asked: Asked) -> Result<Option<Head>, Error> {
     // The parser borrows `buf`, which must be cut before the values can share it: where each
     // field lies is noted first. Neither array is written before it is used, so a response
     // costs no clearing of room for a hundred fields.
@@ -248,8 +309,7 @@ pub fn parse_head(buf: &mut BytesMut, request_was_head: bool) -> Result<Option<H
     let head = buf.split_to(length).freeze();
 
     let status = StatusCode::from_u16(code).map_err(|_| Error::Malformed("invalid status"))?;
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        // The sidecar never asks for an upgrade.
+    if status == StatusCode::SWITCHING_PROTOCOLS && asked != Asked::WebSocket {
         return Err(Error::Malformed("101 without an upgrade asked for"));
     }
     let mut headers = HeaderMap::with_capacity(spans.len());
@@ -264,6 +324,8 @@ pub fn parse_head(buf: &mut BytesMut, request_was_head: bool) -> Result<Option<H
             own.connection.push(value);
         } else if name == header::TRANSFER_ENCODING {
             own.transfer_encoding = Some(value);
+        } else if name == header::UPGRADE {
+            own.upgrade.push(value);
         } else if !is_connection_field(&name) {
             let value = HeaderValue::from_maybe_shared(value)
                 .map_err(|_| Error::Malformed("invalid header value"))?;
@@ -281,7 +343,23 @@ pub fn parse_head(buf: &mut BytesMut, request_was_head: bool) -> Result<Option<H
         }
     }
 
-    let framing = response_framing(status, &headers, &own, request_was_head)?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        // RFC 6455 §4.1: a client fails a switch to anything but `websocket`; so does this
+        // one, or the application's bytes would reach the client as a protocol it never
+        // asked for.
+        let upgrade = own.upgrade.iter().map(|line| &line[..]);
+        if !list_has(upgrade, b"websocket") || !own.connection_has("upgrade") {
+            return Err(Error::Malformed("101 without Upgrade: websocket"));
+        }
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok(Some(Head {
+            status,
+            headers,
+            framing: ResponseFraming::Switched,
+            keep_alive: false,
+        }));
+    }
+    let framing = response_framing(status, &headers, &own, asked == Asked::Head)?;
     if matches!(
         framing,
         ResponseFraming::Chunked | ResponseFraming::UntilClose
@@ -371,7 +449,9 @@ pub enum Decoded {
 impl Decoder {
     pub fn new(framing: ResponseFraming) -> Self {
         match framing {
-            ResponseFraming::Empty | ResponseFraming::Length(0) => Decoder::Done,
+            ResponseFraming::Empty | ResponseFraming::Length(0) | ResponseFraming::Switched => {
+                Decoder::Done
+            }
             ResponseFraming::Length(length) => Decoder::Length(length),
             ResponseFraming::Chunked => Decoder::ChunkSize,
             ResponseFraming::UntilClose => Decoder::UntilClose,
@@ -500,7 +580,12 @@ mod tests {
     use bytes::BufMut;
 
     fn head_of(raw: &str, request_was_head: bool) -> Result<Option<Head>, Error> {
-        parse_head(&mut BytesMut::from(raw), request_was_head)
+        let asked = if request_was_head {
+            Asked::Head
+        } else {
+            Asked::Other
+        };
+        parse_head(&mut BytesMut::from(raw), asked)
     }
 
     fn framing_of(raw: &str) -> ResponseFraming {
@@ -512,7 +597,7 @@ mod tests {
         let mut buf = BytesMut::from(
             "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nX-Many: a\r\nx-many: b\r\nContent-Length: 2\r\n\r\n{}",
         );
-        let head = parse_head(&mut buf, false).unwrap().unwrap();
+        let head = parse_head(&mut buf, Asked::Other).unwrap().unwrap();
         assert_eq!(head.status, StatusCode::CREATED);
         assert_eq!(head.headers["content-type"], "application/json");
         let many: Vec<_> = head.headers.get_all("x-many").iter().collect();
@@ -525,7 +610,7 @@ mod tests {
     #[test]
     fn an_incomplete_head_waits_for_more() {
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
-        assert!(parse_head(&mut buf, false).unwrap().is_none());
+        assert!(parse_head(&mut buf, Asked::Other).unwrap().is_none());
         assert_eq!(buf.len(), 27, "nothing is taken from an incomplete head");
     }
 
@@ -631,6 +716,95 @@ mod tests {
         assert!(keep(
             "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
         ));
+    }
+
+    #[test]
+    fn a_websocket_upgrade_is_asked_by_both_fields_in_any_case() {
+        let asks = |fields: &[(&str, &str)]| {
+            let mut headers = HeaderMap::new();
+            for (name, value) in fields {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            asks_websocket_upgrade(&headers)
+        };
+        assert!(asks(&[("upgrade", "websocket"), ("connection", "Upgrade")]));
+        assert!(asks(&[
+            ("upgrade", "WebSocket"),
+            ("connection", "keep-alive, upgrade")
+        ]));
+        assert!(asks(&[
+            ("upgrade", "foo/2, websocket/13"),
+            ("connection", "keep-alive"),
+            ("connection", "UPGRADE"),
+        ]));
+        for refused in [
+            &[
+                ("upgrade", "h2c"),
+                ("connection", "upgrade, http2-settings"),
+            ][..],
+            &[("upgrade", "websocket")],
+            &[("connection", "upgrade")],
+            &[("upgrade", "websockets"), ("connection", "upgrade")],
+            &[("upgrade", "websocket"), ("connection", "upgraded")],
+            &[("upgrade", "web socket"), ("connection", "upgrade")],
+        ] {
+            assert!(!asks(refused), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn a_101_to_websocket_switches_and_leaves_the_bytes_after_it() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\
+             Content-Length: 5\r\n\r\n\x01\x02hi",
+        );
+        let head = parse_head(&mut buf, Asked::WebSocket).unwrap().unwrap();
+        assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(head.framing, ResponseFraming::Switched);
+        assert!(!head.keep_alive);
+        let mut names: Vec<_> = head.headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["sec-websocket-accept", "sec-websocket-protocol"],
+            "the connection's fields and a meaningless length go no further"
+        );
+        assert_eq!(
+            &buf[..],
+            b"\x01\x02hi",
+            "the application's first frame is kept"
+        );
+        assert_eq!(Decoder::new(head.framing), Decoder::Done);
+    }
+
+    #[test]
+    fn a_101_to_anything_but_websocket_is_an_error() {
+        for bad in [
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n",
+        ] {
+            let parsed = parse_head(&mut BytesMut::from(bad), Asked::WebSocket);
+            assert!(matches!(parsed, Err(Error::Malformed(_))), "{bad}");
+        }
+        // Asked for an upgrade, the application may still answer as it likes; other interim
+        // responses are interim still.
+        let head = parse_head(
+            &mut BytesMut::from("HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno"),
+            Asked::WebSocket,
+        );
+        let head = head.unwrap().unwrap();
+        assert_eq!(head.framing, ResponseFraming::Length(2));
+        let interim = parse_head(
+            &mut BytesMut::from("HTTP/1.1 100 Continue\r\n\r\n"),
+            Asked::WebSocket,
+        );
+        assert_eq!(interim.unwrap().unwrap().framing, ResponseFraming::Empty);
     }
 
     /// Feeds `wire` to a decoder one byte at a time, as a slow application would send it.
@@ -760,6 +934,50 @@ mod tests {
             fields.push_str(&HeaderName::from_static("x-smuggled"), "a\r\nx-evil: 1");
             fields.push(&header::CONNECTION, &HeaderValue::from_static("close"));
         }
+    }
+
+    /// A WebSocket upgrade as a proxy forwards it: the client's fields as they are.
+    struct Upgrade(http::request::Parts);
+
+    impl RequestHead for Upgrade {
+        fn method(&self) -> &Method {
+            &self.0.method
+        }
+
+        fn target(&self) -> Option<&PathAndQuery> {
+            self.0.uri.path_and_query()
+        }
+
+        fn write_fields(&self, fields: &mut Fields<'_>) {
+            self.0.write_fields(fields);
+        }
+
+        fn websocket_upgrade(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn an_upgrade_head_says_websocket_itself_and_keeps_the_handshake_fields() {
+        let request = http::Request::builder()
+            .uri("/chat")
+            .header("upgrade", "WebSocket, h2c")
+            .header("connection", "Upgrade, HTTP2-Settings")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-protocol", "chat")
+            .body(())
+            .unwrap();
+        let head = Upgrade(request.into_parts().0);
+        assert_eq!(Asked::of(&head), Asked::WebSocket);
+        let mut dst = BytesMut::new();
+        encode_head(&mut dst, &head, request_framing(&Method::GET, Some(0)));
+        assert_eq!(
+            std::str::from_utf8(&dst).unwrap(),
+            "GET /chat HTTP/1.1\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             sec-websocket-version: 13\r\nsec-websocket-protocol: chat\r\n\
+             upgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+        );
     }
 
     #[test]

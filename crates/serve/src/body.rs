@@ -14,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt as _;
 use tokio::time::{Instant, Sleep};
 
-use crate::conn::ConnState;
+use crate::conn::{ConnState, InFlight};
 use crate::limits::Lingering;
 
 /// A request body. Each wait for more of it may last the listener's body timeout; past it,
@@ -74,6 +74,12 @@ impl Incoming {
             http2,
             lingering,
         }
+    }
+
+    /// Keeps this request's connection busy until the guard is dropped: a connection whose
+    /// socket an upgrade took over is no longer waiting for a request head, nor idle.
+    pub fn keep_connection_busy(&self) -> InFlight {
+        self.conn.start_request()
     }
 
     fn poll_timeout(&mut self, cx: &mut Context<'_>) -> Poll<()> {

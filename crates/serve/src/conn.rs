@@ -17,8 +17,13 @@ use crate::limits::{Lingering, ListenerLimits};
 
 /// What the requests of one connection tell its IO: whether one is in flight, and whether a
 /// request body was left unread (so the connection must linger before it closes).
+///
+/// It also holds the connection's place under `--max-connections`: the IO holds this state,
+/// so the place is given back when the socket closes, also when an upgrade took the socket
+/// away from hyper's connection task (a WebSocket tunnel is a connection like any other).
 #[derive(Debug, Default)]
 pub(crate) struct ConnState {
+    _slot: Option<ConnectionSlot>,
     in_flight: AtomicUsize,
     /// Requests finished, so the IO sees a new idle period start even between two polls.
     finished: AtomicU64,
@@ -28,7 +33,27 @@ pub(crate) struct ConnState {
     idle_waiter: AtomicWaker,
 }
 
+/// One connection's place under `--max-connections`, and in the open connections count.
+pub(crate) struct ConnectionSlot {
+    pub(crate) _open: crate::memory::OpenConnection,
+    pub(crate) _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for ConnectionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionSlot")
+    }
+}
+
 impl ConnState {
+    /// The state of a connection that holds `slot` for as long as it is open.
+    pub(crate) fn holding(slot: ConnectionSlot) -> Self {
+        Self {
+            _slot: Some(slot),
+            ..Self::default()
+        }
+    }
+
     /// Counts a request in flight until the returned guard is dropped (with its response
     /// body, once sent).
     pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
@@ -42,9 +67,10 @@ impl ConnState {
     }
 }
 
-/// One request in flight on a connection.
+/// One request in flight on a connection; or a WebSocket tunnel, which keeps the connection
+/// busy for its life, so the client timeouts of HTTP leave it to the tunnel's own.
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<ConnState>);
+pub struct InFlight(Arc<ConnState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

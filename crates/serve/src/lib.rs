@@ -28,7 +28,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 pub use crate::body::{BodyBudget, BodyError, Incoming};
-use crate::conn::{ClientTimeouts, ConnState, InFlight, LingeringClose};
+pub use crate::conn::InFlight;
+use crate::conn::{ClientTimeouts, ConnState, ConnectionSlot, LingeringClose};
 pub use crate::limits::{ListenerLimitArgs, ListenerLimits};
 
 /// A client that opens a connection and never finishes the handshake must not hold a task
@@ -73,6 +74,11 @@ pub async fn serve<H, F, B>(
 /// handler can keep state for the life of its connection (the sidecar keeps the upstream
 /// connection its client's last request used). The handler is dropped when the connection
 /// closes.
+///
+/// A handler may take a connection over: with a 101 to an HTTP/1.1 upgrade, or a 2xx to an
+/// HTTP/2 extended CONNECT (RFC 8441, announced on every listener), and
+/// `hyper::upgrade::on`. The connection keeps its place under `--max-connections` until its
+/// socket closes, and [`Incoming::keep_connection_busy`] keeps the HTTP timeouts off it.
 pub async fn serve_per_connection<M, H, F, B>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -114,8 +120,10 @@ pub async fn serve_per_connection<M, H, F, B>(
             local,
             tls: acceptor.is_some(),
         };
-        let open = (memory::OpenConnection::track(), slot);
-        let state = Arc::new(ConnState::default());
+        let state = Arc::new(ConnState::holding(ConnectionSlot {
+            _open: memory::OpenConnection::track(),
+            _permit: slot,
+        }));
         let handler = for_connection(conn);
         let lingering = limits.lingering;
         let body_timeout = limits.body_timeout;
@@ -142,7 +150,6 @@ pub async fn serve_per_connection<M, H, F, B>(
                 let acceptor = acceptor.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let _open = open;
                     let tls =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
@@ -160,7 +167,7 @@ pub async fn serve_per_connection<M, H, F, B>(
                     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     let io = ClientTimeouts::new(tls, state, &limits, http2);
                     let connection = builder
-                        .serve_connection(TokioIo::new(io), service)
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
                         .into_owned();
                     if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!(%remote, %error, "connection ended with an error");
@@ -170,11 +177,10 @@ pub async fn serve_per_connection<M, H, F, B>(
             None => {
                 let io = ClientTimeouts::new(stream, state, &limits, false);
                 let connection = builder
-                    .serve_connection(TokioIo::new(io), service)
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
-                    let _open = open;
                     if let Err(error) = connection.await {
                         tracing::debug!(%remote, %error, "connection ended with an error");
                     }
@@ -223,7 +229,10 @@ fn builder(limits: &ListenerLimits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(limits.http2_keepalive_interval)
-        .keep_alive_timeout(limits.http2_keepalive_timeout);
+        .keep_alive_timeout(limits.http2_keepalive_timeout)
+        // RFC 8441's extended CONNECT: how an HTTP/2 client opens a WebSocket. A handler
+        // that answers such a request 2xx takes the stream over with `hyper::upgrade::on`.
+        .enable_connect_protocol();
     builder
 }
 

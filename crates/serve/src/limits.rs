@@ -51,7 +51,8 @@ pub struct ListenerLimitArgs {
     pub client_idle_timeout: u64,
 
     /// Client connections open at once on each listener; past it, new ones wait in the
-    /// kernel's accept queue.
+    /// kernel's accept queue. The sidecar's WebSockets, over all its listeners, are bounded
+    /// by it too: past it, a handshake gets 503.
     #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub max_connections: usize,

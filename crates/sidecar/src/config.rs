@@ -34,6 +34,8 @@ pub const DEFAULT_MAX_OAUTH_BODY: usize = 64 * 1024;
 pub const DEFAULT_CLIENT_BODY_BUFFER_SIZE: usize = 16 * 1024;
 /// `--upstream-keepalive-idle-timeout`: Kong's `upstream_keepalive_idle_timeout`.
 pub const DEFAULT_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT: u64 = 60;
+/// `--upgrade-idle-timeout`: Kong's default `read_timeout` of a service, 60 s.
+pub const DEFAULT_UPGRADE_IDLE_TIMEOUT: u64 = 60;
 /// `--max-concurrent-secret-hashes`: one core's worth of password hashing.
 pub const DEFAULT_MAX_CONCURRENT_SECRET_HASHES: u8 =
     tollgate_oauth::secret_gate::DEFAULT_MAX_CONCURRENT_SECRET_HASHES;
@@ -178,6 +180,13 @@ pub struct SidecarArgs {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub upstream_keepalive_idle_timeout: u64,
 
+    /// Seconds a WebSocket connection may carry no byte either way before both of its
+    /// connections (the client's and the application's) are closed.
+    #[arg(long, env = "TOLLGATE_UPGRADE_IDLE_TIMEOUT",
+          default_value_t = DEFAULT_UPGRADE_IDLE_TIMEOUT,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub upgrade_idle_timeout: u64,
+
     /// Full password hashes of client secrets and provision keys run at once. A secret's
     /// first successful verification is remembered for the snapshot's life; before that,
     /// each attempt, right or wrong, costs a full hash, and this bounds what clients with no
@@ -231,6 +240,8 @@ pub struct Config {
     /// Every listener's client timeouts and caps.
     pub listener_limits: tollgate_serve::ListenerLimits,
     pub upstream_keepalive_idle_timeout: std::time::Duration,
+    /// `--upgrade-idle-timeout`, and `--max-connections` as the bound on WebSockets.
+    pub upgrades: UpgradeLimits,
     /// `--max-concurrent-secret-hashes`.
     pub max_concurrent_secret_hashes: usize,
     /// `--secret-hash-queue-timeout`.
@@ -246,6 +257,17 @@ pub struct BodyLimits {
     pub proxied_form: usize,
     /// `--body-buffer-budget`.
     pub budget: usize,
+}
+
+/// What WebSockets may hold of the sidecar and of the application.
+#[derive(Debug, Clone, Copy)]
+pub struct UpgradeLimits {
+    /// `--upgrade-idle-timeout`.
+    pub idle_timeout: std::time::Duration,
+    /// WebSockets open at once, over every listener: `--max-connections`. Over HTTP/1.1 each
+    /// is a connection already; over HTTP/2 a connection may carry many, each holding an
+    /// application connection, so they are counted apart.
+    pub max_open: usize,
 }
 
 /// All configuration problems found, one line each.
@@ -368,6 +390,10 @@ impl Config {
                 upstream_keepalive_idle_timeout: std::time::Duration::from_secs(
                     args.upstream_keepalive_idle_timeout,
                 ),
+                upgrades: UpgradeLimits {
+                    idle_timeout: std::time::Duration::from_secs(args.upgrade_idle_timeout),
+                    max_open: args.limits.max_connections,
+                },
                 max_concurrent_secret_hashes: usize::from(args.max_concurrent_secret_hashes),
                 secret_hash_queue_timeout: std::time::Duration::from_secs(u64::from(
                     args.secret_hash_queue_timeout,

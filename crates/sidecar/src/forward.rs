@@ -1,14 +1,17 @@
 //! Forwarding to the application on 127.0.0.1: HTTP/1.1 ([`tollgate_h1`]) over reused
 //! connections ([`crate::pool`]), bodies streamed both ways, the head written straight onto the
 //! wire with hop-by-hop fields dropped and Kong's `X-Forwarded-*` and identity headers set.
+//! A WebSocket handshake goes the same way, on a new connection of its own ([`upgrade`]).
 
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Response, Uri};
+use http::{Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
 use tokio::time::timeout;
 
 use crate::body::UpstreamBody;
@@ -137,6 +140,83 @@ pub async fn send(
     Ok(forwarded)
 }
 
+/// The application's answer to a WebSocket handshake.
+pub enum Upgrade {
+    /// A 101: the response for the client, and the application's side of the tunnel.
+    Switched {
+        response: Response<()>,
+        application: h1::Upgraded,
+    },
+    /// Anything else, relayed as any response; its connection is closed after it. Boxed:
+    /// the rarer answer, and the larger.
+    Declined(Box<Response<ReturningBody>>),
+}
+
+/// Sends the WebSocket handshake `head` describes (`head.websocket`) to the application, on
+/// a new connection: one the application switches is its for good, and no pool ever holds
+/// one that was asked to switch, whatever the answer. Kong's `connect_timeout` and
+/// `read_timeout` bound the wait for the 101, as for any response. An HTTP/2 client's
+/// extended CONNECT (RFC 8441) reaches the application as RFC 6455's HTTP/1.1 handshake.
+pub async fn upgrade(
+    head: &UpstreamHead<'_>,
+    target: Target,
+    bound: &Arc<Bound>,
+) -> Result<Upgrade, ForwardError> {
+    let key = (head.parts.version == Version::HTTP_2).then(new_websocket_key);
+    let head = &UpstreamHead {
+        websocket_key: key.as_ref(),
+        ..*head
+    };
+    let conn = bound
+        .connect(target.port, target.connect_timeout)
+        .await
+        .map_err(timed_out)?;
+    let no_body: UpstreamBody = Either::Right(Full::new(Bytes::new()));
+    let mut exchange = Exchange::new(conn, head, no_body);
+    let response = timeout(target.read_timeout, poll_fn(|cx| exchange.poll_head(cx)))
+        .await
+        .map_err(|_| ForwardError::Timeout)??;
+    if response.framing != h1::wire::ResponseFraming::Switched {
+        let body = exchange.into_body(&response);
+        let returning = ReturningBody::new(body, target.port, bound.clone(), target.read_timeout);
+        let mut declined = Response::new(returning);
+        *declined.status_mut() = response.status;
+        *declined.headers_mut() = response.headers;
+        return Ok(Upgrade::Declined(Box::new(declined)));
+    }
+    let application = exchange.into_upgraded()?;
+    let mut fields = response.headers;
+    let status = if head.websocket_key.is_some() {
+        // RFC 8441 §5: an HTTP/2 client is told with a 200, and the accept value answers a
+        // key it never sent.
+        fields.remove(header::SEC_WEBSOCKET_ACCEPT);
+        StatusCode::OK
+    } else {
+        // The connection's own fields stopped at tollgate-h1; the client's hop gets its own.
+        fields.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        fields.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        StatusCode::SWITCHING_PROTOCOLS
+    };
+    let mut switched = Response::new(());
+    *switched.status_mut() = status;
+    *switched.headers_mut() = fields;
+    Ok(Upgrade::Switched {
+        response: switched,
+        application,
+    })
+}
+
+/// A `Sec-WebSocket-Key`: 16 random bytes in base64 (RFC 6455 §4.1), for the HTTP/1.1
+/// handshake made from an HTTP/2 one, which has none (RFC 8441 §5). It proves nothing
+/// secret; it only makes the application show that it speaks WebSocket.
+fn new_websocket_key() -> HeaderValue {
+    use base64::Engine as _;
+    let nonce = uuid::Uuid::new_v4().into_bytes();
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    // Base64 is always a valid header value.
+    HeaderValue::try_from(key).unwrap_or(HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
+}
+
 /// A connect error, with a connect timeout told apart: Kong answers that with 504, not 502.
 fn timed_out(error: std::io::Error) -> ForwardError {
     if error.kind() == std::io::ErrorKind::TimedOut {
@@ -181,6 +261,7 @@ impl ForwardedHop {
 /// trust them. Nothing is copied into a second header map: the head is written once, from
 /// the client's request and the values the snapshot and the connection hold, as nginx's proxy
 /// module writes its upstream request.
+#[derive(Clone, Copy)]
 pub struct UpstreamHead<'r> {
     pub parts: &'r http::request::Parts,
     /// The path and query the application receives when the route changes the path
@@ -190,10 +271,21 @@ pub struct UpstreamHead<'r> {
     pub host: &'r HeaderValue,
     pub identity: &'r IdentityHeaders<'r>,
     pub hop: &'r ForwardedHop,
+    /// A WebSocket handshake the gateway checked ([`upgrade`]): the head asks the
+    /// application to switch. Any other `Upgrade` of a client is dropped, as a hop's field.
+    pub websocket: bool,
+    /// With `websocket`, the `Sec-WebSocket-Key` this hop sends in place of the client's:
+    /// an HTTP/2 client's extended CONNECT (RFC 8441) has none, and becomes an HTTP/1.1 GET.
+    /// [`upgrade`] sets it.
+    pub websocket_key: Option<&'r HeaderValue>,
 }
 
 impl h1::RequestHead for UpstreamHead<'_> {
     fn method(&self) -> &http::Method {
+        if self.websocket_key.is_some() {
+            // RFC 8441 §5: the CONNECT of HTTP/2 is the GET of RFC 6455 on HTTP/1.1.
+            return &http::Method::GET;
+        }
         &self.parts.method
     }
 
@@ -206,10 +298,17 @@ impl h1::RequestHead for UpstreamHead<'_> {
     fn write_fields(&self, fields: &mut h1::Fields<'_>) {
         let headers = &self.parts.headers;
         let named = connection_named(headers);
+        let own_key = self.websocket_key.is_some();
         for (name, value) in headers {
-            if !set_by_this_hop(name) && !named.contains(name) {
+            let replaced = set_by_this_hop(name)
+                || named.contains(name)
+                || (own_key && name == header::SEC_WEBSOCKET_KEY);
+            if !replaced {
                 fields.push(name, value);
             }
+        }
+        if let Some(key) = self.websocket_key {
+            fields.push(&header::SEC_WEBSOCKET_KEY, key);
         }
         // Kong does not preserve the client's Host by default: the application sees its own
         // address, as Kong's balancer sends it.
@@ -231,6 +330,10 @@ impl h1::RequestHead for UpstreamHead<'_> {
         }
         fields.push(&X_FORWARDED_PORT, &hop.local_port);
         fields.push_str(&X_FORWARDED_PATH, self.parts.uri.path());
+    }
+
+    fn websocket_upgrade(&self) -> bool {
+        self.websocket
     }
 }
 
@@ -375,6 +478,8 @@ mod tests {
             host: &upstream_host(52773),
             identity,
             hop: &ForwardedHop::new(&conn()),
+            websocket: false,
+            websocket_key: None,
         })
     }
 
@@ -409,6 +514,8 @@ mod tests {
             host: &upstream_host(52773),
             identity: &identity,
             hop: &ForwardedHop::new(&conn()),
+            websocket: false,
+            websocket_key: None,
         };
         let (request_line, fields) = on_the_wire(&head);
 
@@ -422,6 +529,96 @@ mod tests {
         assert_eq!(value(&fields, "x-end-to-end"), ["kept"]);
         assert!(value(&fields, "connection").is_empty(), "{fields:?}");
         assert!(value(&fields, "x-hop").is_empty(), "{fields:?}");
+    }
+
+    #[test]
+    fn a_websocket_handshake_keeps_its_own_fields_and_says_upgrade_itself() {
+        let parts = parts_of(
+            Request::builder()
+                .uri("/event/ws")
+                .header("host", "iamhost")
+                .header("upgrade", "websocket")
+                .header("connection", "Upgrade")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-protocol", "chat")
+                .header("sec-websocket-extensions", "permessage-deflate"),
+        );
+        let identity = IdentityHeaders::owned(vec![(
+            HeaderName::from_static("x-consumer-username"),
+            HeaderValue::from_static("ClientApp"),
+        )]);
+        let hop = ForwardedHop::new(&conn());
+        let head = UpstreamHead {
+            parts: &parts,
+            rewritten: None,
+            host: &upstream_host(52773),
+            identity: &identity,
+            hop: &hop,
+            websocket: true,
+            websocket_key: None,
+        };
+        let (request_line, fields) = on_the_wire(&head);
+        assert_eq!(request_line, "GET /event/ws HTTP/1.1");
+        assert_eq!(value(&fields, "upgrade"), ["websocket"]);
+        assert_eq!(value(&fields, "connection"), ["upgrade"]);
+        assert_eq!(
+            value(&fields, "sec-websocket-key"),
+            ["dGhlIHNhbXBsZSBub25jZQ=="]
+        );
+        assert_eq!(value(&fields, "sec-websocket-version"), ["13"]);
+        assert_eq!(value(&fields, "sec-websocket-protocol"), ["chat"]);
+        assert_eq!(
+            value(&fields, "sec-websocket-extensions"),
+            ["permessage-deflate"]
+        );
+        assert_eq!(value(&fields, "x-consumer-username"), ["ClientApp"]);
+
+        // Not checked as a WebSocket handshake: the client's `Upgrade` is a hop's field.
+        let head = UpstreamHead {
+            websocket: false,
+            ..head
+        };
+        let (_, fields) = on_the_wire(&head);
+        assert!(value(&fields, "upgrade").is_empty(), "{fields:?}");
+        assert!(value(&fields, "connection").is_empty(), "{fields:?}");
+    }
+
+    #[test]
+    fn an_http2_websocket_connect_becomes_an_http11_get_with_a_key_of_this_hops() {
+        let mut parts = parts_of(
+            Request::builder()
+                .method("CONNECT")
+                .version(http::Version::HTTP_2)
+                .uri("https://iamhost:8443/event/ws?room=1")
+                .header("sec-websocket-version", "13")
+                .header("sec-websocket-key", "Y2xpZW50J3Mgb3duIGtleQ==")
+                .header("sec-websocket-protocol", "chat"),
+        );
+        parts
+            .extensions
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let key = HeaderValue::from_static("dGhpcyBob3AncyBvd24ga2V5");
+        let head = UpstreamHead {
+            parts: &parts,
+            rewritten: None,
+            host: &upstream_host(52773),
+            identity: &IdentityHeaders::owned(Vec::new()),
+            hop: &ForwardedHop::new(&conn()),
+            websocket: true,
+            websocket_key: Some(&key),
+        };
+        let (request_line, fields) = on_the_wire(&head);
+        assert_eq!(request_line, "GET /event/ws?room=1 HTTP/1.1");
+        assert_eq!(
+            value(&fields, "sec-websocket-key"),
+            ["dGhpcyBob3AncyBvd24ga2V5"]
+        );
+        assert_eq!(value(&fields, "sec-websocket-version"), ["13"]);
+        assert_eq!(value(&fields, "sec-websocket-protocol"), ["chat"]);
+        assert_eq!(value(&fields, "upgrade"), ["websocket"]);
+        assert_eq!(value(&fields, "connection"), ["upgrade"]);
+        assert_eq!(value(&fields, "x-forwarded-host"), ["iamhost"]);
     }
 
     #[test]

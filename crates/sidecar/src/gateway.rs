@@ -120,6 +120,51 @@ pub struct Gateway<S> {
     body_budget: tollgate_serve::BodyBudget,
     /// Controller-fed: the Redis store's keys, replaced with each snapshot's.
     snapshot_store_keys: Option<StoreKeys>,
+    /// `--upgrade-idle-timeout`.
+    upgrade_idle_timeout: std::time::Duration,
+    /// A place for each WebSocket open, `--max-connections` in all.
+    upgrade_places: Arc<tokio::sync::Semaphore>,
+}
+
+/// A WebSocket handshake: what switching it takes, once the application has answered 101.
+/// It is checked as any request first.
+struct WebSocketHandshake {
+    /// The client connection (HTTP/1.1) or stream (HTTP/2), handed over by hyper once the
+    /// 101 or 200 is sent.
+    client: hyper::upgrade::OnUpgrade,
+    /// Keeps the client connection's HTTP timeouts off the tunnel.
+    busy: tollgate_serve::InFlight,
+}
+
+impl WebSocketHandshake {
+    /// The handshake `parts` asks for, taken out of the request: an HTTP/1.1 GET without a
+    /// body whose fields ask to switch to `websocket` (RFC 6455 §4.1), or an HTTP/2 CONNECT
+    /// whose `:protocol` is `websocket` (RFC 8441 §4). hyper leaves an upgrade in a request
+    /// only when it has `Upgrade` or is a CONNECT: any other request pays one look at its
+    /// extensions. Other upgrades (`h2c`, say) are never forwarded: their fields are a hop's.
+    fn take(parts: &mut http::request::Parts, incoming: &Incoming) -> Option<Self> {
+        parts.extensions.get::<hyper::upgrade::OnUpgrade>()?;
+        let asks = match parts.version {
+            Version::HTTP_11 => {
+                parts.method == Method::GET
+                    && hyper::body::Body::is_end_stream(incoming)
+                    && tollgate_h1::wire::asks_websocket_upgrade(&parts.headers)
+            }
+            Version::HTTP_2 => {
+                let protocol = parts.extensions.get::<hyper::ext::Protocol>();
+                parts.method == Method::CONNECT
+                    && protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+            }
+            _ => false,
+        };
+        if !asks {
+            return None;
+        }
+        Some(Self {
+            client: parts.extensions.remove()?,
+            busy: incoming.keep_connection_busy(),
+        })
+    }
 }
 
 /// Where the access token of a request was found; `hideCredentials` removes it from there.
@@ -189,6 +234,7 @@ impl<S: TokenStore> Gateway<S> {
         trusted_ips: TrustedIps,
         body_limits: BodyLimits,
         upstream_held_idle_timeout: std::time::Duration,
+        upgrades: crate::config::UpgradeLimits,
     ) -> Self {
         metrics.snapshot_version.set(snapshot.version as i64);
         metrics.services.set(snapshot.services.len() as i64);
@@ -201,6 +247,8 @@ impl<S: TokenStore> Gateway<S> {
             body_limits,
             body_budget: tollgate_serve::BodyBudget::new(body_limits.budget),
             snapshot_store_keys: None,
+            upgrade_idle_timeout: upgrades.idle_timeout,
+            upgrade_places: Arc::new(tokio::sync::Semaphore::new(upgrades.max_open)),
         }
     }
 
@@ -425,6 +473,13 @@ impl<S: TokenStore> Gateway<S> {
         let service = &served.snapshot.services[route.service];
         let snapshot = &served.snapshot;
         let conf = &service.oauth2;
+        let websocket = WebSocketHandshake::take(&mut parts, &incoming);
+        if websocket.is_none() && parts.method == Method::CONNECT {
+            // Only a WebSocket is opened with CONNECT here; the sidecar is no proxy to
+            // anywhere else, and the application is never asked for a tunnel of another kind.
+            self.metrics.count(Outcome::BadRequest);
+            return body::message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+        }
 
         // Kong's order: the auth header; only when it is absent, `access_token` in the query
         // string or a form body (the body wins).
@@ -553,8 +608,43 @@ impl<S: TokenStore> Gateway<S> {
                     host: &prepared.upstream_host,
                     identity: &identity_headers,
                     hop: &client.forwarded,
+                    websocket: websocket.is_some(),
+                    websocket_key: None,
                 };
-                forward::send(&head, forwarded_body, prepared.target, &client.upstream).await
+                match websocket {
+                    None => {
+                        forward::send(&head, forwarded_body, prepared.target, &client.upstream)
+                            .await
+                    }
+                    // Boxed, as a rare path: see `handle`.
+                    Some(handshake) => {
+                        let Ok(place) = self.upgrade_places.clone().try_acquire_owned() else {
+                            tracing::warn!(
+                                "a WebSocket refused: as many as --max-connections are open"
+                            );
+                            self.metrics.count(Outcome::TooManyUpgrades);
+                            return too_many_upgrades();
+                        };
+                        let upgrade = forward::upgrade(&head, prepared.target, &client.upstream);
+                        match Box::pin(upgrade).await {
+                            Ok(forward::Upgrade::Switched {
+                                response,
+                                application,
+                            }) => {
+                                self.metrics.count(Outcome::Upgraded);
+                                tokio::spawn(crate::tunnel::run(
+                                    handshake.client,
+                                    application,
+                                    self.upgrade_idle_timeout,
+                                    (handshake.busy, place),
+                                ));
+                                return response.map(|()| Either::Left(Full::new(Bytes::new())));
+                            }
+                            Ok(forward::Upgrade::Declined(response)) => Ok(*response),
+                            Err(error) => Err(error),
+                        }
+                    }
+                }
             }
             Err(error) => Err(error),
         };
@@ -581,6 +671,15 @@ impl<S: TokenStore> Gateway<S> {
             }
         }
     }
+}
+
+/// The answer to a WebSocket handshake when every place for one is taken.
+fn too_many_upgrades() -> Response<ResponseBody> {
+    let mut response = body::message(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable");
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Makes `request` one the gateway and the application can read one way only, or says why it

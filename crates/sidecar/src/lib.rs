@@ -13,6 +13,7 @@ mod pool;
 pub mod routes;
 pub mod tls;
 mod trusted;
+mod tunnel;
 mod validation_cache;
 
 use std::sync::Arc;
@@ -91,6 +92,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.trusted_ips,
         config.body_limits,
         config.upstream_keepalive_idle_timeout,
+        config.upgrades,
     );
     if config.controller.is_some()
         && let Some(keys) = store_keys

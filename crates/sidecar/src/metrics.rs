@@ -33,13 +33,19 @@ pub enum Outcome {
     RevokeEndpoint,
     MetadataEndpoint,
     /// A request the gateway cannot read one way only: a path with no normal form, or an
-    /// HTTP/1.1 request without exactly one `Host`.
+    /// HTTP/1.1 request without exactly one `Host`; or a CONNECT that opens no WebSocket.
     BadRequest,
+    /// A WebSocket handshake the application answered with 101: the connection became a
+    /// tunnel. One it answered otherwise is `Forwarded`.
+    Upgraded,
+    /// A WebSocket handshake refused with 503: as many WebSockets as `--max-connections`
+    /// were open.
+    TooManyUpgrades,
 }
 
 impl Outcome {
     /// Every outcome, in the order of its discriminant.
-    const ALL: [Outcome; 13] = [
+    const ALL: [Outcome; 15] = [
         Outcome::Forwarded,
         Outcome::Unauthorized,
         Outcome::StoreError,
@@ -53,6 +59,8 @@ impl Outcome {
         Outcome::RevokeEndpoint,
         Outcome::MetadataEndpoint,
         Outcome::BadRequest,
+        Outcome::Upgraded,
+        Outcome::TooManyUpgrades,
     ];
 
     /// The `outcome` label.
@@ -71,6 +79,8 @@ impl Outcome {
             Outcome::RevokeEndpoint => "revoke_endpoint",
             Outcome::MetadataEndpoint => "metadata_endpoint",
             Outcome::BadRequest => "bad_request",
+            Outcome::Upgraded => "upgraded",
+            Outcome::TooManyUpgrades => "too_many_upgrades",
         }
     }
 }
