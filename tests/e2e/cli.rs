@@ -193,6 +193,24 @@ fn bad_tls_files_are_exit_64_naming_them() {
     assert_eq!(output.status.code(), Some(64), "--tls-cert needs --tls-key");
 }
 
+/// `--sidecar-env` may set only what `tollgate sidecar` reads: each tunable the injector
+/// accepts is one of its flags' variables (TOLLGATE_LOG, read before any flag, aside).
+#[cfg(feature = "control-plane")]
+#[test]
+fn every_tunable_the_injector_passes_is_a_sidecar_variable() {
+    let help = run(&["sidecar", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for name in tollgate_inject::TUNABLE_SIDECAR_ENV {
+        if *name == "TOLLGATE_LOG" {
+            continue;
+        }
+        assert!(
+            help.contains(&format!("[env: {name}=]")),
+            "{name} is not in `tollgate sidecar --help`"
+        );
+    }
+}
+
 #[test]
 fn help_is_exit_0() {
     let output = run(&["sidecar", "--help"]);

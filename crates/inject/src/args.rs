@@ -18,6 +18,35 @@ pub const DEFAULT_EXCLUDED_NAMESPACES: &[&str] = &["kube-system", "kube-public",
 /// The key of `--sidecar-redis-secret` when none is named.
 const DEFAULT_REDIS_SECRET_KEY: &str = "url";
 
+/// The settings of injected sidecars that `--sidecar-env` may change: how much a client may
+/// hold and for how long, the caches, threads and logging. Everything that chooses what the
+/// sidecar listens on, whom it trusts, or what it reads (`TOLLGATE_ADMIN_LISTEN`,
+/// `TOLLGATE_TRUSTED_IPS`, `TOLLGATE_REDIS_URL`, the TLS and controller settings) is the
+/// injector's alone: an injected pod never opens an admin port, and a Redis password never
+/// goes into a pod spec. A test checks that each name is one `tollgate sidecar --help` shows.
+pub const TUNABLE_SIDECAR_ENV: &[&str] = &[
+    "TOLLGATE_LOG",
+    "TOLLGATE_WORKER_THREADS",
+    "TOLLGATE_CLIENT_HEADER_TIMEOUT",
+    "TOLLGATE_CLIENT_BODY_TIMEOUT",
+    "TOLLGATE_CLIENT_IDLE_TIMEOUT",
+    "TOLLGATE_MAX_CONNECTIONS",
+    "TOLLGATE_MAX_CONCURRENT_STREAMS",
+    "TOLLGATE_HTTP2_KEEPALIVE_INTERVAL",
+    "TOLLGATE_LINGERING_TIME",
+    "TOLLGATE_LINGERING_TIMEOUT",
+    "TOLLGATE_MAX_OAUTH_BODY",
+    "TOLLGATE_CLIENT_BODY_BUFFER_SIZE",
+    "TOLLGATE_BODY_BUFFER_BUDGET",
+    "TOLLGATE_UPSTREAM_KEEPALIVE_IDLE_TIMEOUT",
+    "TOLLGATE_UPGRADE_IDLE_TIMEOUT",
+    "TOLLGATE_VALIDATION_CACHE_SIZE",
+    "TOLLGATE_VALIDATION_CACHE_TTL",
+    "TOLLGATE_MAX_CONCURRENT_SECRET_HASHES",
+    "TOLLGATE_SECRET_HASH_QUEUE_TIMEOUT",
+    "TOLLGATE_TLS_FROM_CONTROLLER_TIMEOUT",
+];
+
 /// How injected sidecars look. Each flag can also be set as the environment variable shown.
 #[derive(Clone, Debug, clap::Args)]
 pub struct InjectArgs {
@@ -89,6 +118,13 @@ pub struct InjectArgs {
     #[arg(long, env = "TOLLGATE_INJECTION_EXCLUDED_NAMESPACES", value_delimiter = ',',
           default_values_t = DEFAULT_EXCLUDED_NAMESPACES.iter().map(|ns| (*ns).to_owned()))]
     pub injection_excluded_namespaces: Vec<String>,
+
+    /// A setting of every injected sidecar, as its environment variable (repeatable): a limit,
+    /// timeout or cache of `tollgate sidecar --help`, e.g. TOLLGATE_MAX_CONNECTIONS=5000, or
+    /// TOLLGATE_LOG. Settings of what the sidecar listens on or trusts are refused. None by
+    /// default: injected sidecars run the defaults `tollgate sidecar --help` names.
+    #[arg(long = "sidecar-env", value_name = "NAME=VALUE")]
+    pub sidecar_env: Vec<String>,
 }
 
 // === impl InjectArgs ===
@@ -212,6 +248,20 @@ impl InjectArgs {
             (None, None) => None,
         };
 
+        let mut sidecar_env: Vec<(String, String)> = Vec::new();
+        for setting in &self.sidecar_env {
+            match sidecar_setting(setting) {
+                Ok((name, value)) => {
+                    if sidecar_env.iter().any(|(seen, _)| *seen == name) {
+                        errors.push(format!("--sidecar-env: {name} is given twice"));
+                    } else {
+                        sidecar_env.push((name, value));
+                    }
+                }
+                Err(problem) => errors.push(format!("--sidecar-env: {problem}")),
+            }
+        }
+
         let excluded_namespaces: Vec<String> = self
             .injection_excluded_namespaces
             .iter()
@@ -231,8 +281,28 @@ impl InjectArgs {
             resources,
             redis,
             excluded_namespaces,
+            sidecar_env,
         })
     }
+}
+
+/// One `--sidecar-env NAME=VALUE`, checked against [`TUNABLE_SIDECAR_ENV`]. The value itself
+/// is the sidecar's to check: a bad one stops the sidecar at start, with a message naming it.
+fn sidecar_setting(setting: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = setting.split_once('=') else {
+        return Err(format!("{setting:?} is not NAME=VALUE"));
+    };
+    let name = name.trim();
+    if !TUNABLE_SIDECAR_ENV.contains(&name) {
+        return Err(format!(
+            "{name:?} is not a setting injected sidecars may be given; one of: {}",
+            TUNABLE_SIDECAR_ENV.join(", ")
+        ));
+    }
+    if value.trim().is_empty() || value.contains(char::is_control) {
+        return Err(format!("{name}: {value:?} is not a value"));
+    }
+    Ok((name.to_owned(), value.trim().to_owned()))
 }
 
 #[cfg(test)]
@@ -289,6 +359,56 @@ mod tests {
             assert!(joined.contains(flag), "{flag} missing from:\n{joined}");
         }
         assert!(!joined.contains("hunter2"), "{joined}");
+    }
+
+    #[test]
+    fn sidecar_env_takes_tunables_only() {
+        let config = parse(&[
+            "--sidecar-env",
+            "TOLLGATE_MAX_CONNECTIONS=5000",
+            "--sidecar-env",
+            "TOLLGATE_LOG=info,tollgate_sidecar=debug",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.sidecar_env,
+            [
+                ("TOLLGATE_MAX_CONNECTIONS".into(), "5000".into()),
+                ("TOLLGATE_LOG".into(), "info,tollgate_sidecar=debug".into()),
+            ]
+        );
+
+        for (setting, said) in [
+            // What would open an admin port, or trust another proxy, in every injected pod.
+            (
+                "TOLLGATE_ADMIN_LISTEN=0.0.0.0:8444",
+                "\"TOLLGATE_ADMIN_LISTEN\" is not",
+            ),
+            (
+                "TOLLGATE_TRUSTED_IPS=0.0.0.0/0",
+                "\"TOLLGATE_TRUSTED_IPS\" is not",
+            ),
+            (
+                "TOLLGATE_REDIS_URL=redis://x",
+                "\"TOLLGATE_REDIS_URL\" is not",
+            ),
+            ("PATH=/tmp", "\"PATH\" is not"),
+            ("TOLLGATE_MAX_CONNECTIONS", "is not NAME=VALUE"),
+            ("TOLLGATE_MAX_CONNECTIONS=", "is not a value"),
+            ("TOLLGATE_LOG=a\nb", "is not a value"),
+        ] {
+            let errors = parse(&["--sidecar-env", setting]).unwrap_err().join("\n");
+            assert!(errors.starts_with("--sidecar-env: "), "{errors}");
+            assert!(errors.contains(said), "{setting}: {errors}");
+        }
+        let errors = parse(&[
+            "--sidecar-env",
+            "TOLLGATE_LOG=info",
+            "--sidecar-env",
+            "TOLLGATE_LOG=debug",
+        ])
+        .unwrap_err();
+        assert_eq!(errors, ["--sidecar-env: TOLLGATE_LOG is given twice"]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod webhook;
 use k8s_openapi::api::core::v1::Pod;
 
 pub use annotations::{MAX_TLS_DNS_NAMES, Overrides, ProxyResources, parse_tls_dns_names};
-pub use args::InjectArgs;
+pub use args::{InjectArgs, TUNABLE_SIDECAR_ENV};
 pub use json_patch::Patch;
 pub use manifest::{Injected, ManifestError, inject_manifest};
 pub use review::{Outcome, ReviewError, Reviewed, review, review_with_outcome};
@@ -101,6 +101,9 @@ pub struct InjectConfig {
     /// the webhook's namespaceSelector should keep their pods away, and this is the second
     /// lock.
     pub excluded_namespaces: Vec<String>,
+    /// More environment of the sidecar container (`--sidecar-env`): tunables only, see
+    /// [`TUNABLE_SIDECAR_ENV`].
+    pub sidecar_env: Vec<(String, String)>,
 }
 
 /// How an injected sidecar gets the CA that signed the controller's stream certificate.
@@ -205,6 +208,7 @@ impl InjectConfig {
                 .iter()
                 .map(|ns| (*ns).to_owned())
                 .collect(),
+            sidecar_env: Vec::new(),
         }
     }
 

@@ -142,6 +142,12 @@ pub(crate) fn container(config: &InjectConfig, overrides: &Overrides) -> Contain
         }),
     }
 
+    env.extend(config.sidecar_env.iter().map(|(name, value)| EnvVar {
+        name: name.clone(),
+        value: Some(value.clone()),
+        value_from: None,
+    }));
+
     let resources = &overrides.resources;
     let mut requests = BTreeMap::new();
     requests.insert("cpu".to_owned(), Quantity(resources.cpu_request.clone()));

@@ -620,6 +620,36 @@ fn redis_url_comes_from_a_secret_or_a_plain_url() {
 }
 
 #[test]
+fn sidecar_env_reaches_the_container_after_the_injector_s_own() {
+    let mut c = config();
+    c.sidecar_env = vec![
+        ("TOLLGATE_MAX_CONNECTIONS".into(), "5000".into()),
+        ("TOLLGATE_CLIENT_IDLE_TIMEOUT".into(), "30".into()),
+    ];
+    let after = injected(&enabled("shop", "p"), &c, Scope::PodAnnotation).unwrap();
+    let env = serde_json::to_value(sidecar(&after).env.unwrap()).unwrap();
+    let names: Vec<&str> = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "TOLLGATE_MAX_CONNECTIONS",
+            "TOLLGATE_CLIENT_IDLE_TIMEOUT"
+        ]
+    );
+    assert_eq!(
+        env[2],
+        json!({"name": "TOLLGATE_MAX_CONNECTIONS", "value": "5000"})
+    );
+}
+
+#[test]
 fn conflicts_are_refused() {
     let mut pod = enabled("shop", "p");
     pod["spec"]["volumes"] = json!([{"name": "tollgate-cache", "emptyDir": {}}]);
