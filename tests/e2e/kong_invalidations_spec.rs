@@ -1,8 +1,8 @@
 //! Kong's `spec/03-plugins/25-oauth2/04-invalidations_spec.lua` ported: a changed or deleted
 //! credential, consumer or token takes effect on the proxy. In tollgate, credentials and
 //! consumers are resources: a change reaches a running sidecar as a new snapshot from the
-//! controller (here fed by files, as `kubectl apply` would feed it), or a standalone sidecar
-//! reads it when it starts. Tokens change through the admin API.
+//! controller (here fed by files, as `kubectl apply` would feed it), and a standalone sidecar
+//! reads its manifest files again when they change. Tokens change through the admin API.
 //!
 //! Kong deletes the tokens and codes of a deleted credential or consumer; tollgate refuses
 //! them from the snapshot on, and leaves them in the store until they expire (the admin API
@@ -24,6 +24,7 @@ crate::both_stores!(
     a_deleted_token_is_refused,
     a_token_cannot_be_edited,
     a_changed_secret_is_the_only_one_accepted_and_tokens_stay,
+    a_standalone_sidecar_follows_its_manifests,
 );
 
 /// Kong's plugin of this spec, without its 5 s token lifetime (nothing here waits for it).
@@ -239,6 +240,99 @@ async fn a_changed_secret_is_the_only_one_accepted_and_tokens_stay(store: Store)
         "{body}"
     );
     assert_eq!(status_with(sidecar, access(&token)).await, 200);
+}
+
+/// A standalone sidecar reads its manifests again when they change (`--manifests-poll-interval`,
+/// 1 s by default), as Kong's nodes invalidate their caches: 04-invalidations_spec.lua:171 (a
+/// changed client_id) and 04:120 and 04:475 (a deleted credential, its tokens refused). Tokens
+/// are kept across the change, the memory store's too; a change that is not valid is logged
+/// and the configuration before it kept.
+async fn a_standalone_sidecar_follows_its_manifests(store: Store) {
+    let env = env(store, GRANTS).await;
+    let sidecar = &env.sidecar;
+    let resources = article_manifests(env.upstream.port, GRANTS);
+    let rewrite = |text: &str| {
+        // Written whole and renamed, as an editor or a ConfigMap update does.
+        let file = sidecar.manifests_file();
+        let temporary = file.with_extension("tmp");
+        std::fs::write(&temporary, text).unwrap();
+        std::fs::rename(&temporary, &file).unwrap();
+    };
+    let token = tokens_by_code(sidecar, "clientid").await;
+
+    rewrite(&resources.replace("clientId: clientid\n", "clientId: renamed-client\n"));
+    eventually(PROPAGATION, "the new client_id gets a code", || async {
+        provision_code(sidecar, "renamed-client").await.is_ok()
+    })
+    .await;
+    let (status, body) = provision_code(sidecar, "clientid").await.unwrap_err();
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &json!("invalid_client")),
+        "{body}"
+    );
+    assert_eq!(status_with(sidecar, access(&token)).await, 200);
+
+    rewrite(&(resources.clone() + "---\nkind: [not, an, object\n"));
+    eventually(PROPAGATION, "the bad change is logged", || async {
+        sidecar
+            .logs()
+            .contains("--manifests changed but are not valid")
+    })
+    .await;
+    let manifests = sidecar.manifests_file().display().to_string();
+    assert!(sidecar.logs().contains(&manifests), "{}", sidecar.logs());
+    assert!(provision_code(sidecar, "renamed-client").await.is_ok());
+
+    rewrite(&without(&resources, "OAuthApplication", "sampleapp"));
+    eventually(
+        PROPAGATION,
+        "the deleted application's token is refused",
+        || async { status_with(sidecar, access(&token)).await == 401 },
+    )
+    .await;
+    let (status, body) = provision_code(sidecar, "clientid").await.unwrap_err();
+    assert_eq!(
+        (status, &body["error"]),
+        (400, &json!("invalid_client")),
+        "{body}"
+    );
+}
+
+/// `--manifests-poll-interval` is bounded, named when refused, and its default is in --help.
+#[test]
+fn the_manifests_poll_interval_is_a_bounded_flag() {
+    let help = crate::harness::tollgate()
+        .args(["sidecar", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    // The flag's paragraph: its line and the description under it.
+    let lines: Vec<&str> = help.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("--manifests-poll-interval "))
+        .unwrap_or_else(|| panic!("{help}"));
+    let paragraph = lines[at..=at + 1].join("\n");
+    assert!(
+        paragraph.contains("[env: TOLLGATE_MANIFESTS_POLL_INTERVAL="),
+        "{paragraph}"
+    );
+    assert!(paragraph.contains("[default: 1]"), "{paragraph}");
+    let output = crate::harness::tollgate()
+        .args([
+            "sidecar",
+            "--manifests",
+            "x.yaml",
+            "--manifests-poll-interval",
+            "3601",
+        ])
+        .env_remove("TOLLGATE_MANIFESTS")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--manifests-poll-interval"), "{stderr}");
 }
 
 /// A standalone sidecar reads its manifests when it starts: restarted without an application,

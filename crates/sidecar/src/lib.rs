@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller_client;
 mod forward;
 pub mod gateway;
+mod manifests_watch;
 mod metrics;
 mod pool;
 pub mod routes;
@@ -195,6 +196,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if controller.is_none() {
         metrics.set_ready(true);
     }
+    let manifests = config.manifests.map(|source| {
+        tokio::spawn(manifests_watch::follow(
+            source,
+            gateway.clone(),
+            stopped.clone(),
+        ))
+    });
     tracing::info!(
         listen = %config.listen,
         admin = ?config.admin_listen,
@@ -211,6 +219,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     reload.abort();
     if let Some(controller) = controller {
         controller.abort();
+    }
+    if let Some(manifests) = manifests {
+        manifests.abort();
     }
     let _ = tokio::join!(proxy, metrics_server, revocations, reclaim, sweep);
     for task in [plain, admin].into_iter().flatten() {
