@@ -5,8 +5,9 @@
 //! reads its manifest files again when they change. Tokens change through the admin API.
 //!
 //! Kong deletes the tokens and codes of a deleted credential or consumer; tollgate refuses
-//! them from the snapshot on, and leaves them in the store until they expire (the admin API
-//! lists them, and revokes them in bulk by `client_id`).
+//! them from the snapshot on. A standalone sidecar that sees an application go from its
+//! manifests deletes its tokens too; under the controller they stay in the store until they
+//! expire (the admin API lists them, and revokes them in bulk by `client_id`).
 
 use serde_json::{Value, json};
 
@@ -244,9 +245,9 @@ async fn a_changed_secret_is_the_only_one_accepted_and_tokens_stay(store: Store)
 
 /// A standalone sidecar reads its manifests again when they change (`--manifests-poll-interval`,
 /// 1 s by default), as Kong's nodes invalidate their caches: 04-invalidations_spec.lua:171 (a
-/// changed client_id) and 04:120 and 04:475 (a deleted credential, its tokens refused). Tokens
-/// are kept across the change, the memory store's too; a change that is not valid is logged
-/// and the configuration before it kept.
+/// changed client_id) and 04:120 and 04:475 (a deleted credential, its tokens refused and, as
+/// in Kong, deleted). Other tokens are kept across a change, the memory store's too; a change
+/// that is not valid is logged and the configuration before it kept.
 async fn a_standalone_sidecar_follows_its_manifests(store: Store) {
     let env = env(store, GRANTS).await;
     let sidecar = &env.sidecar;
@@ -297,6 +298,34 @@ async fn a_standalone_sidecar_follows_its_manifests(store: Store) {
         (400, &json!("invalid_client")),
         "{body}"
     );
+    // As Kong, the deleted application's tokens are deleted: the same application put back
+    // does not bring them back.
+    eventually(
+        PROPAGATION,
+        "the deleted application's tokens are deleted",
+        || async { listing(sidecar).await.is_empty() },
+    )
+    .await;
+    rewrite(&resources);
+    eventually(PROPAGATION, "the application is back", || async {
+        provision_code(sidecar, "clientid").await.is_ok()
+    })
+    .await;
+    assert_eq!(status_with(sidecar, access(&token)).await, 401);
+    let (status, body) = refresh(sidecar, &token, "clientid").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+async fn listing(sidecar: &Sidecar) -> Vec<Value> {
+    let response = sidecar
+        .client
+        .get(sidecar.admin_url("/default/oauth2_tokens"))
+        .send()
+        .await
+        .unwrap();
+    let (status, list) = status_and_body(response).await;
+    assert_eq!(status, 200, "{list}");
+    list["data"].as_array().unwrap().clone()
 }
 
 /// `--manifests-poll-interval` is bounded, named when refused, and its default is in --help.
@@ -372,15 +401,7 @@ async fn a_restarted_sidecar_refuses_the_tokens_of_a_removed_application() {
 }
 
 async fn only_token_id(sidecar: &Sidecar) -> String {
-    let response = sidecar
-        .client
-        .get(sidecar.admin_url("/default/oauth2_tokens"))
-        .send()
-        .await
-        .unwrap();
-    let (status, list) = status_and_body(response).await;
-    assert_eq!(status, 200, "{list}");
-    let data = list["data"].as_array().unwrap();
-    assert_eq!(data.len(), 1, "{list}");
+    let data = listing(sidecar).await;
+    assert_eq!(data.len(), 1, "{data:?}");
     data[0]["id"].as_str().unwrap().to_owned()
 }
