@@ -21,6 +21,7 @@ crate::both_stores!(
     refresh_tokens_are_not_reused_by_default,
     token_ids_must_be_uuids_of_existing_objects,
     deleting_a_service_voids_its_tokens_and_codes,
+    a_standalone_sidecar_deletes_a_deleted_services_tokens,
 );
 
 async fn start(oauth2: &str) -> (Sidecar, Upstream) {
@@ -302,8 +303,8 @@ async fn token_ids_must_be_uuids_of_existing_objects(store: Store) {
 
 /// 01-schema_spec.lua:186: deleting a service deletes its tokens and codes in Kong. In tollgate
 /// they are refused from the moment the service is gone: a token or code of the deleted
-/// service is no good at the service that takes its route. They stay in the store, listed,
-/// until they expire or a bulk revocation by `service_id` removes them.
+/// service is no good at the service that takes its route. Under the controller they stay in
+/// the store, listed, until they expire or a bulk revocation by `service_id` removes them.
 async fn deleting_a_service_voids_its_tokens_and_codes(store: Store) {
     let upstream = Upstream::start().await;
     let article = article_manifests(
@@ -345,6 +346,39 @@ async fn deleting_a_service_voids_its_tokens_and_codes(store: Store) {
     let (status, body) = status_and_body(response).await;
     assert_eq!((status, body), (200, json!({"deleted": 1})));
     assert!(listing(sidecar, &query).await.is_empty());
+    assert_eq!(status_with(sidecar, &new_token).await, 200);
+}
+
+/// 01-schema_spec.lua:186 on a standalone sidecar, which reads its changed manifests: the
+/// deleted service's tokens are refused and, as in Kong, deleted.
+async fn a_standalone_sidecar_deletes_a_deleted_services_tokens(store: Store) {
+    let env = env(store, "").await;
+    let sidecar = &env.sidecar;
+    let token = access_token(sidecar).await;
+    let old_service = listing(sidecar, "").await[0]["service_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let article = article_manifests(env.upstream.port, "");
+    let replaced = article.replace("name: sampleirisservice\nspec:", "name: successor\nspec:");
+    assert_ne!(replaced, article);
+    let file = sidecar.manifests_file();
+    std::fs::write(file.with_extension("tmp"), &replaced).unwrap();
+    std::fs::rename(file.with_extension("tmp"), &file).unwrap();
+    eventually(
+        PROPAGATION,
+        "the old service's token is refused",
+        || async { status_with(sidecar, &token).await == 401 },
+    )
+    .await;
+    let query = format!("?service_id={old_service}");
+    eventually(
+        PROPAGATION,
+        "the old service's token is deleted",
+        || async { listing(sidecar, &query).await.is_empty() },
+    )
+    .await;
+    let new_token = access_token(sidecar).await;
     assert_eq!(status_with(sidecar, &new_token).await, 200);
 }
 
