@@ -585,6 +585,11 @@ impl Sidecar {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The `--manifests` file of a sidecar started by [`SidecarBuilder`].
+    pub fn manifests_file(&self) -> PathBuf {
+        self._dir.path().join("manifests.yaml")
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         terminate(&mut self.child)

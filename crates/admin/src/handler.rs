@@ -140,8 +140,7 @@ async fn import<S: TokenStore>(
     body: &[u8],
     now_ms: u64,
 ) -> Result<Response<Bytes>, AdminError> {
-    let token: Import = serde_json::from_slice(body)
-        .map_err(|e| AdminError::BadRequest(format!("invalid token to import: {e}")))?;
+    let token = parse_import(body)?;
     if token.access_token.is_empty() {
         return Err(AdminError::BadRequest(
             "access_token must not be empty".into(),
@@ -263,20 +262,33 @@ async fn route<S: TokenStore>(
                 Ok(json(StatusCode::OK, &entry(&r)))
             })
         }
-        AdminRequest::Delete { namespace, id } => {
-            let id = parse_id(id)?;
-            if store
-                .delete(namespace, id)
-                .await
-                .map_err(AdminError::Store)?
-            {
-                tracing::info!(namespace, %id, "token deleted through the admin API");
-                Ok(empty(StatusCode::NO_CONTENT))
-            } else {
-                Err(AdminError::NotFound)
-            }
-        }
+        AdminRequest::Delete { namespace, id } => delete(store, namespace, id).await,
     }
+}
+
+/// `DELETE /{ns}/oauth2_tokens/{id}`: 204 whether or not a token had that id, and whatever
+/// the id looks like, as Kong answers (its `02-api_spec.lua`, "returns 204 on inexisting
+/// tokens"). A caller thus learns nothing about which ids exist: a right to `delete` tokens
+/// is not a way to probe for them. Only a store failure is an error.
+async fn delete<S: TokenStore>(
+    store: &S,
+    namespace: &str,
+    id: &str,
+) -> Result<Response<Bytes>, AdminError> {
+    // A malformed id names no token: there is nothing to delete, and nothing to ask the store.
+    let Ok(id) = Uuid::parse_str(id) else {
+        return Ok(empty(StatusCode::NO_CONTENT));
+    };
+    let deleted = store
+        .delete(namespace, id)
+        .await
+        .map_err(AdminError::Store)?;
+    if deleted {
+        tracing::info!(namespace, %id, "token deleted through the admin API");
+    } else {
+        tracing::debug!(namespace, %id, "admin API: no token to delete with this id");
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// (beyond Kong) `DELETE /{ns}/oauth2_tokens?authenticated_userid=…` revokes every token of a
@@ -388,6 +400,21 @@ fn entry(record: &TokenRecord) -> TokenEntry<'_> {
         expires_in: record.expires_in,
         created_at: record.created_at,
     }
+}
+
+/// The token to import, or an error naming the field that is wrong (`credential.id: …`), as
+/// Kong's `fields` name it.
+fn parse_import(body: &[u8]) -> Result<Import, AdminError> {
+    let mut document = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut document).map_err(|e| {
+        let field = e.path().to_string();
+        let problem = e.into_inner();
+        AdminError::BadRequest(if field == "." {
+            format!("invalid token to import: {problem}")
+        } else {
+            format!("invalid token to import: {field}: {problem}")
+        })
+    })
 }
 
 fn parse_id(id: &str) -> Result<Uuid, AdminError> {

@@ -79,6 +79,34 @@ pub fn load_str(path: &Path, text: &str) -> Result<Resources, ManifestError> {
     Ok(loader.resources)
 }
 
+/// A digest of the names and contents of every file [`load`] would read under `paths`: it
+/// changes when any of them changes, appears or goes. A path that cannot be listed digests
+/// its error, so that its coming back is a change too. Not a security digest: it only tells
+/// a poller when to read again.
+pub fn fingerprint(paths: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for path in paths {
+        let mut files = Vec::new();
+        let listed = match fs::metadata(path) {
+            Ok(metadata) if metadata.is_dir() => collect_files(path, 0, &mut files),
+            Ok(_) => {
+                files.push(path.clone());
+                Ok(())
+            }
+            Err(e) => Err(io_error(path, &e)),
+        };
+        if let Err(error) = listed {
+            error.to_string().hash(&mut hasher);
+        }
+        for file in files {
+            file.hash(&mut hasher);
+            fs::read(&file).ok().hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
 #[derive(Default)]
 struct Loader {
     resources: Resources,
@@ -546,6 +574,24 @@ spec:
             err.ends_with(&format!("first in {} document 1", a.display())),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_fingerprint_follows_names_and_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = [dir.path().to_owned()];
+        let a = write(dir.path(), "a.yaml", APP);
+        let first = fingerprint(&paths);
+        assert_eq!(fingerprint(&paths), first);
+        write(dir.path(), "a.yaml", SERVICE);
+        let changed = fingerprint(&paths);
+        assert_ne!(changed, first);
+        write(dir.path(), "README.md", "not read by load");
+        assert_eq!(fingerprint(&paths), changed);
+        fs::rename(&a, dir.path().join("b.yaml")).unwrap();
+        assert_ne!(fingerprint(&paths), changed);
+        let missing = [dir.path().join("gone.yaml")];
+        assert_eq!(fingerprint(&missing), fingerprint(&missing));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tollgate_api::Snapshot;
 use tollgate_store::{KeyPair, StoreKey};
 
 use crate::controller_client::{ControllerSource, ControllerSourceArgs};
+use crate::manifests_watch::{self, ManifestSource};
 use crate::tls::TlsSource;
 use crate::trusted::TrustedIps;
 
@@ -42,6 +43,8 @@ pub const DEFAULT_MAX_CONCURRENT_SECRET_HASHES: u8 =
 /// `--tls-from-controller-timeout`, in seconds: a controller that answers at all answers
 /// well within it.
 pub const DEFAULT_TLS_FROM_CONTROLLER_TIMEOUT: u64 = 60;
+/// `--manifests-poll-interval`, in seconds: as often as the controller's file source.
+pub const DEFAULT_MANIFESTS_POLL_INTERVAL: u64 = 1;
 /// `--secret-hash-queue-timeout`, in seconds.
 pub const DEFAULT_SECRET_HASH_QUEUE_TIMEOUT: u8 = 1;
 
@@ -59,6 +62,14 @@ pub struct SidecarArgs {
         required_unless_present = "controller"
     )]
     pub manifests: Vec<PathBuf>,
+
+    /// Seconds between two checks of the --manifests files. When they changed, they are read
+    /// again and served from the next request on; a change that is not valid is logged and
+    /// the configuration read before kept. 0 reads them at start only.
+    #[arg(long, env = "TOLLGATE_MANIFESTS_POLL_INTERVAL",
+          default_value_t = DEFAULT_MANIFESTS_POLL_INTERVAL,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub manifests_poll_interval: u64,
 
     /// Address of the proxy and OAuth endpoints (TLS).
     #[arg(long, env = "TOLLGATE_LISTEN", default_value = DEFAULT_LISTEN)]
@@ -219,6 +230,8 @@ pub struct RedisUrl(String);
 pub struct Config {
     /// Empty when the snapshots come from `controller`.
     pub snapshot: Snapshot,
+    /// The --manifests to follow; `None` with --controller or a poll interval of 0.
+    pub manifests: Option<ManifestSource>,
     pub controller: Option<ControllerSource>,
     pub listen: SocketAddr,
     /// `None`: no admin API (a sidecar fed by the controller, by default).
@@ -281,27 +294,23 @@ impl Config {
         let mut errors = Vec::new();
         let controller = ControllerSource::load(&args.controller_source, &mut errors);
 
-        let snapshot = match tollgate_api::manifests::load(&args.manifests) {
-            Ok(resources) => {
-                let compiled = tollgate_api::compile(&resources);
-                errors.extend(compiled.errors.iter().map(|e| format!("--manifests: {e}")));
-                Some(compiled.snapshot)
-            }
-            Err(e) => {
-                errors.push(format!("--manifests: {e}"));
-                None
-            }
+        // Fed by the controller, there are no manifests (clap allows none with it).
+        let fingerprint = tollgate_api::manifests::fingerprint(&args.manifests);
+        let snapshot = if args.manifests.is_empty() {
+            Some(Snapshot::default())
+        } else {
+            manifests_watch::read(&args.manifests)
+                .map_err(|problems| errors.extend(problems))
+                .ok()
         };
-        if let Some(snapshot) = &snapshot
-            && snapshot.services.is_empty()
-            && errors.is_empty()
-            && controller.is_none()
-        {
-            errors.push(format!(
-                "--manifests: no OAuthService found in {}",
-                display_paths(&args.manifests)
-            ));
-        }
+        let manifests =
+            (!args.manifests.is_empty() && args.manifests_poll_interval > 0).then(|| {
+                ManifestSource {
+                    paths: args.manifests.clone(),
+                    fingerprint,
+                    interval: std::time::Duration::from_secs(args.manifests_poll_interval),
+                }
+            });
 
         let tls = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => match TlsSource::files(cert, key) {
@@ -366,6 +375,7 @@ impl Config {
         match (snapshot, tls, errors.is_empty()) {
             (Some(snapshot), Some(tls), true) => Ok(Self {
                 snapshot,
+                manifests,
                 controller,
                 listen: args.listen,
                 admin_listen,
@@ -471,14 +481,6 @@ fn parse_worker_threads(value: &str) -> Result<usize, String> {
             "`{value}` is not a number of threads from 1 to 256"
         )),
     }
-}
-
-fn display_paths(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl std::fmt::Display for ConfigErrors {

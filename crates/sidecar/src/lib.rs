@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller_client;
 mod forward;
 pub mod gateway;
+mod manifests_watch;
 mod metrics;
 mod pod_cert;
 mod pool;
@@ -217,6 +218,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if controller.is_none() {
         metrics.set_ready(true);
     }
+    let manifests = config.manifests.map(|source| {
+        tokio::spawn(manifests_watch::follow(
+            source,
+            gateway.clone(),
+            stopped.clone(),
+        ))
+    });
     tracing::info!(
         listen = %config.listen,
         admin = ?config.admin_listen,
@@ -236,6 +244,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     if let Some(certificate) = certificate {
         certificate.abort();
+    }
+    if let Some(manifests) = manifests {
+        manifests.abort();
     }
     let _ = tokio::join!(proxy, metrics_server, revocations, reclaim, sweep);
     for task in [plain, admin].into_iter().flatten() {
