@@ -117,6 +117,7 @@ def test_lint_is_clean(values):
         ({"redis": {"passwordSecret": {"name": "redis-auth"}}}, "'key' required"),
         ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy'"),
         ({"networkPolicy": {"proxyFrom": [{"namespaceSelectr": {}}]}}, "at '/networkPolicy/proxyFrom/0'"),
+        ({"injection": {"sidecarEnv": {"max_connections": "5"}}}, "'max_connections' does not match pattern"),
     ],
 )
 def test_the_schema_refuses_bad_values_naming_them(bad, message):
@@ -231,6 +232,24 @@ def test_the_controller_deployment():
     pdb = one(objects(), "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
+
+
+def test_sidecar_env_reaches_the_controller_as_flags_the_injector_checks():
+    deployment = one(
+        objects({"injection": {"sidecarEnv": {"TOLLGATE_MAX_CONNECTIONS": 5000, "TOLLGATE_LOG": "info,tollgate=debug"}}}),
+        "Deployment",
+        "tollgate-controller",
+    )
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == [
+        "controller",
+        "--sidecar-env", "TOLLGATE_LOG=info,tollgate=debug",
+        "--sidecar-env", "TOLLGATE_MAX_CONNECTIONS=5000",
+    ]
+    # The names the chart may pass are the injector's list (crates/inject/src/args.rs).
+    tunables = set(re.findall(r'"(TOLLGATE_[A-Z0-9_]+)",', source("crates/inject/src/args.rs").split("TUNABLE_SIDECAR_ENV")[1].split("];")[0]))
+    assert {"TOLLGATE_MAX_CONNECTIONS", "TOLLGATE_LOG"} <= tunables
+    assert "TOLLGATE_ADMIN_LISTEN" not in tunables and "TOLLGATE_TRUSTED_IPS" not in tunables
 
 
 def test_every_environment_variable_is_a_real_flag():
