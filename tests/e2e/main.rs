@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod controller;
 mod grants;
+mod kong_access_spec;
 mod limits;
 mod memory;
 mod oauth_client;
