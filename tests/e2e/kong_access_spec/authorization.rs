@@ -33,6 +33,7 @@ crate::both_stores!(
     implicit_success_with_a_state,
     implicit_public_client_needs_a_challenge,
     implicit_token_reaches_the_upstream_with_its_headers,
+    implicit_token_lives_the_services_token_expiration,
 );
 
 fn authorize(extra: Value) -> Value {
@@ -557,4 +558,20 @@ async fn implicit_token_reaches_the_upstream_with_its_headers(store: Store) {
     assert_eq!(seen.header("x-authenticated-scope"), Some("email"));
     assert_eq!(seen.header("x-authenticated-userid"), Some("userid123"));
     assert_eq!(seen.header("x-anonymous-consumer"), None);
+}
+
+// 03-access_spec.lua:1380: the service's own tokenExpiration, and no refresh token
+async fn implicit_token_lives_the_services_token_expiration(store: Store) {
+    let env = super::start(store).await;
+    let body = authorize(json!({"client_id": "clientid1011", "scope": "email",
+                                "response_type": "token"}));
+    let reply = post(&env, "oauth2_11.test", "/oauth2/authorize", body).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let uri = reply.body["redirect_uri"].as_str().unwrap();
+    let fragment = uri
+        .strip_prefix("http://google.test/kong#access_token=")
+        .expect(uri);
+    let (token, rest) = fragment.split_once('&').expect(uri);
+    assert_eq!(rest, "expires_in=7&token_type=bearer");
+    assert_eq!(super::unescape(token).len(), 43);
 }

@@ -27,6 +27,7 @@ crate::both_stores!(
     client_credentials_with_empty_or_missing_credentials,
     token_endpoint_with_get,
     client_credentials_without_grant_type,
+    client_credentials_over_plain_http,
     client_credentials_userid_needs_the_provision_key,
     client_credentials_success,
     client_credentials_in_the_authorization_header,
@@ -693,5 +694,25 @@ async fn password_grant_for_an_application_without_redirect_uris(store: Store) {
     assert_eq!(
         reply.body,
         error("invalid_client", "Invalid client authentication")
+    );
+}
+
+// 03-access_spec.lua:1478
+async fn client_credentials_over_plain_http(store: Store) {
+    let env = super::start(store).await;
+    let http = env.sidecar.http.unwrap();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{http}{}",
+            super::at("oauth2_4.test", "/oauth2/token")
+        ))
+        .json(&client_credentials(json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        error("access_denied", "You must use HTTPS")
     );
 }

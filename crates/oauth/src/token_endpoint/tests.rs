@@ -571,3 +571,29 @@ async fn verifiers_that_are_empty_or_not_strings() {
         err("invalid_request", "code_verifier is not a string")
     );
 }
+
+// 03-access_spec.lua:2914: a code from before codes recorded their issuing service still
+// works, as Kong lets a code without its plugin id pass.
+#[tokio::test]
+async fn a_code_without_its_issuer_is_an_old_code_and_passes() {
+    let store = MemoryStore::new();
+    let snap = snapshot(|c, _| {
+        c.enable_authorization_code = true;
+        c.global_credentials = true;
+    });
+    let payload = json!({"credential_id": Uuid::from_u128(2), "service_id": null,
+                         "authenticated_userid": "1", "scope": ""});
+    store
+        .put_code(
+            "default",
+            &TokenHash::of("old"),
+            payload.to_string().as_bytes(),
+            300,
+        )
+        .await
+        .unwrap();
+    let body = json!({"grant_type": "authorization_code", "client_id": "clientid",
+                      "client_secret": "clientsecret", "code": "old"});
+    let (status, body) = call(&store, &snap, body, None).await;
+    assert_eq!(status, 200, "{body}");
+}
