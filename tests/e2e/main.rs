@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod controller;
 mod grants;
+mod kong_access_spec;
 mod kong_api_spec;
 mod kong_invalidations_spec;
 mod kong_schema_spec;

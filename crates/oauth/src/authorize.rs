@@ -15,7 +15,7 @@ use crate::token_endpoint::{
     Failure, authenticated_userid, check_provision_key, insert, mint, requested_scope,
     store_failure,
 };
-use crate::{EpochMillis, Params, Transport, random};
+use crate::{EpochMillis, ParamValue, Params, Transport, random};
 
 /// Codes live five minutes, as Kong's do.
 pub const CODE_TTL_SECS: u32 = 300;
@@ -30,6 +30,10 @@ pub(crate) struct CodeGrant {
     /// The S256 `code_challenge`, when the client sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<String>,
+    /// The service that issued the code, `globalCredentials` or not: Kong binds a code to the
+    /// plugin instance that issued it. Absent from codes issued before this field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<Uuid>,
 }
 
 #[derive(Debug)]
@@ -80,15 +84,18 @@ pub async fn authorize<S: TokenStore>(
             false
         }
     };
-    // An unknown client (or one without redirect URIs) replaces every error before it, and
-    // leaves nowhere to redirect to.
-    let Some(client) = params
+    let client = params
         .text("client_id")
         .and_then(|id| snapshot.application_by_client_id(&service.namespace, id))
-        .filter(|client| !client.redirect_uris.is_empty())
-    else {
-        return OAuthError::bad_request("invalid_client", "Invalid client authentication")
-            .into_response(state);
+        .filter(|client| !client.redirect_uris.is_empty());
+    let Some(client) = client else {
+        // An unknown client (or one without redirect URIs) replaces every error before it,
+        // and leaves nowhere to redirect to; only a malformed PKCE challenge comes after it.
+        let error = match read_challenge(params) {
+            Err(pkce) => pkce,
+            Ok(_) => OAuthError::bad_request("invalid_client", "Invalid client authentication"),
+        };
+        return error.into_response(state);
     };
     let scope = requested_scope(service, client, params).unwrap_or_else(|e| {
         error = Some(e);
@@ -105,6 +112,14 @@ pub async fn authorize<S: TokenStore>(
         // Never send the user to an unregistered URI, even with an error.
         redirect_uri = &client.redirect_uris[0];
     }
+    // Kong checks the challenge for both response types, after everything above.
+    let challenge = match check_challenge(conf.pkce, client, params) {
+        Ok(challenge) => challenge,
+        Err(e) => {
+            error = Some(e);
+            None
+        }
+    };
     if error.is_none() {
         let grant = if implicit {
             GrantType::Implicit
@@ -123,18 +138,6 @@ pub async fn authorize<S: TokenStore>(
             ));
         }
     }
-    let challenge = if error.is_none() && !implicit {
-        match check_challenge(conf.pkce, client, params) {
-            Ok(challenge) => challenge,
-            Err(e) => {
-                error = Some(e);
-                None
-            }
-        }
-    } else {
-        None
-    };
-
     if let Some(error) = error {
         let mut query = vec![
             ("error", error.code),
@@ -200,6 +203,7 @@ async fn issue_code<S: TokenStore>(
         authenticated_userid: userid.to_owned(),
         scope,
         challenge,
+        issuer: Some(service.id),
     };
     let payload = serde_json::to_vec(&grant)
         .map_err(|e| Failure::Store(tollgate_store::StoreError::Corrupt(e.to_string())))?;
@@ -251,23 +255,49 @@ async fn issue_implicit<S: TokenStore>(
     ))
 }
 
-/// PKCE at the authorize step: only S256, and a challenge is required from public clients
-/// (unless `pkce: none`) and from everyone with `pkce: strict`.
-fn check_challenge(
-    pkce: Pkce,
-    client: &Application,
-    params: &Params,
-) -> Result<Option<String>, OAuthError> {
-    if let Some(method) = params.text("code_challenge_method")
-        && method != "S256"
+/// The `code_challenge` as Kong reads it: required when a method is given, the method `S256`
+/// (or `s256`), and the challenge rewritten as unpadded base64url when it decodes as base64
+/// of either alphabet. `None` when the client sent no challenge.
+fn read_challenge(params: &Params) -> Result<Option<String>, OAuthError> {
+    let method = params.get("code_challenge_method");
+    let Some(challenge) = params.get("code_challenge") else {
+        return match method {
+            Some(_) => Err(OAuthError::bad_request(
+                "invalid_request",
+                "code_challenge is required when code_method is present",
+            )),
+            None => Ok(None),
+        };
+    };
+    let Some(challenge) = (match challenge {
+        ParamValue::Text(text) => Some(text),
+        ParamValue::Scalar(_) | ParamValue::NotText => None,
+    }) else {
+        return Err(OAuthError::bad_request(
+            "invalid_request",
+            "code_challenge is not a string",
+        ));
+    };
+    if let Some(method) = method
+        && !matches!(method, ParamValue::Text(m) if m == "S256" || m == "s256")
     {
         return Err(OAuthError::bad_request(
             "invalid_request",
             "code_challenge_method is not supported, must be S256",
         ));
     }
-    match params.text("code_challenge").filter(|c| !c.is_empty()) {
-        Some(challenge) => Ok(Some(challenge.to_owned())),
+    Ok(Some(canonical_challenge(challenge)))
+}
+
+/// PKCE at the authorize step: a challenge is required from public clients (unless
+/// `pkce: none`) and from everyone with `pkce: strict`, whatever the response type.
+fn check_challenge(
+    pkce: Pkce,
+    client: &Application,
+    params: &Params,
+) -> Result<Option<String>, OAuthError> {
+    match read_challenge(params)? {
+        Some(challenge) => Ok(Some(challenge)),
         None if client.client_type == ClientType::Public && pkce != Pkce::None => {
             Err(OAuthError::bad_request(
                 "invalid_request",
@@ -279,6 +309,34 @@ fn check_challenge(
             "code_challenge is required for confidential clients",
         )),
         None => Ok(None),
+    }
+}
+
+/// `challenge` as unpadded base64url when it decodes as base64 (`+/` or `-_`, padded or
+/// not), else unchanged: Kong's rewrite, so a challenge sent with padding or `+/` matches
+/// the verifier's S256.
+pub fn canonical_challenge(challenge: &str) -> String {
+    use base64::Engine;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    // nginx's decoder stops at the first `=`.
+    let data = challenge.split('=').next().unwrap_or_default();
+    let standard: String = data
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    match LENIENT.decode(standard) {
+        Ok(decoded) => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(decoded),
+        Err(_) => challenge.to_owned(),
     }
 }
 
@@ -296,11 +354,20 @@ pub(crate) fn verify_code_verifier(
     if !needed {
         return Ok(());
     }
-    let Some(verifier) = params.text("code_verifier").filter(|v| !v.is_empty()) else {
-        return Err(OAuthError::bad_request(
-            "invalid_request",
-            "code_verifier is required for PKCE authorization requests",
-        ));
+    let verifier = match params.get("code_verifier") {
+        None => {
+            return Err(OAuthError::bad_request(
+                "invalid_request",
+                "code_verifier is required for PKCE authorization requests",
+            ));
+        }
+        Some(ParamValue::Scalar(_) | ParamValue::NotText) => {
+            return Err(OAuthError::bad_request(
+                "invalid_request",
+                "code_verifier is not a string",
+            ));
+        }
+        Some(ParamValue::Text(verifier)) => verifier,
     };
     if !(43..=128).contains(&verifier.len()) {
         return Err(OAuthError::bad_request(
@@ -341,6 +408,58 @@ fn subtle_eq(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn challenges_are_rewritten_as_unpadded_base64url() {
+        // 03-access_spec.lua:2495 and :2522.
+        assert_eq!(
+            canonical_challenge("2aC4cMSkAsMRtZbhHhiZkDW3sddRf_iTRGil1r9gi8w="),
+            "2aC4cMSkAsMRtZbhHhiZkDW3sddRf_iTRGil1r9gi8w"
+        );
+        assert_eq!(
+            canonical_challenge("0LoS6Gtrw16r07+ZXsCf8MeAi21QHmKc3LJdUCA5w/o="),
+            "0LoS6Gtrw16r07-ZXsCf8MeAi21QHmKc3LJdUCA5w_o"
+        );
+        assert_eq!(canonical_challenge("1234"), "1234");
+        // Not base64 at all: kept as sent (and no verifier will match it).
+        assert_eq!(canonical_challenge("a!b"), "a!b");
+        assert_eq!(canonical_challenge("abcde"), "abcde");
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        let mut p = Params::default();
+        for (k, v) in pairs {
+            p.insert(*k, *v);
+        }
+        p
+    }
+
+    #[test]
+    fn a_method_without_a_challenge_and_lowercase_s256() {
+        // 03-access_spec.lua:1081.
+        assert_eq!(
+            read_challenge(&params(&[("code_challenge_method", "H256")]))
+                .unwrap_err()
+                .description,
+            "code_challenge is required when code_method is present"
+        );
+        assert_eq!(
+            read_challenge(&params(&[
+                ("code_challenge", "1234"),
+                ("code_challenge_method", "s256")
+            ])),
+            Ok(Some("1234".to_owned()))
+        );
+        assert_eq!(
+            read_challenge(&params(&[
+                ("code_challenge", "1234"),
+                ("code_challenge_method", "foo")
+            ]))
+            .unwrap_err()
+            .description,
+            "code_challenge_method is not supported, must be S256"
+        );
+    }
 
     #[test]
     fn s256_matches_rfc_7636_appendix_b() {

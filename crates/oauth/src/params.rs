@@ -11,6 +11,10 @@ use bytes::Bytes;
 #[derive(Clone, PartialEq, Eq)]
 pub enum ParamValue {
     Text(String),
+    /// A JSON number or boolean, with its JSON text. Kong's rules see a number, not a string:
+    /// `scope`, `code_verifier` and the rest refuse it. Only `authenticated_userid` takes its
+    /// text (Kong fails with a 500 when it stores one).
+    Scalar(String),
     /// A JSON array, object or null, or a key repeated in a form or query string.
     NotText,
 }
@@ -87,9 +91,8 @@ impl Params {
             .map(|(key, value)| {
                 let value = match value {
                     serde_json::Value::String(s) => ParamValue::Text(s),
-                    // Scripts often send `"authenticated_userid": 1`; its text is what they mean.
-                    serde_json::Value::Number(n) => ParamValue::Text(n.to_string()),
-                    serde_json::Value::Bool(b) => ParamValue::Text(b.to_string()),
+                    serde_json::Value::Number(n) => ParamValue::Scalar(n.to_string()),
+                    serde_json::Value::Bool(b) => ParamValue::Scalar(b.to_string()),
                     _ => ParamValue::NotText,
                 };
                 (key, value)
@@ -137,6 +140,15 @@ impl Params {
         }
     }
 
+    /// The parameter's text, a JSON number's or boolean's included: scripts often send
+    /// `"authenticated_userid": 1`, and its text is what they mean.
+    pub fn text_or_scalar(&self, key: &str) -> Option<&str> {
+        match self.0.get(key) {
+            Some(ParamValue::Text(s) | ParamValue::Scalar(s)) => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.0.contains_key(key)
     }
@@ -176,6 +188,7 @@ impl std::fmt::Debug for ParamValue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Text(_) => f.write_str("Text(<redacted>)"),
+            Self::Scalar(_) => f.write_str("Scalar(<redacted>)"),
             Self::NotText => f.write_str("NotText"),
         }
     }
@@ -269,15 +282,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn json_numbers_become_text_and_arrays_do_not() {
+    async fn json_numbers_and_arrays_are_not_text() {
         let p = parse(
             None,
             Some("application/json"),
-            r#"{"authenticated_userid":1,"scope":["a"]}"#,
+            r#"{"authenticated_userid":1,"code_verifier":true,"scope":["a"]}"#,
         )
         .await
         .unwrap();
-        assert_eq!(p.text("authenticated_userid"), Some("1"));
+        // 03-access_spec.lua:2656: Kong sees a number, not a string.
+        assert_eq!(p.text("authenticated_userid"), None);
+        assert_eq!(p.text_or_scalar("authenticated_userid"), Some("1"));
+        assert_eq!(
+            p.get("code_verifier"),
+            Some(&ParamValue::Scalar("true".into()))
+        );
         assert_eq!(p.get("scope"), Some(&ParamValue::NotText));
         assert_eq!(p.text("scope"), None);
     }

@@ -54,14 +54,17 @@ pub fn with_params(uri: &str, part: Part, params: &[(&str, &str)]) -> String {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters, so a space is `%20`.
+/// Percent-encodes as LuaSocket's `url.escape`, which Kong's `encode_args` uses: every byte
+/// but ASCII letters, digits and `_`, in lowercase hex (`-` is `%2d`, a space `%20`). Scripts
+/// compare these strings with Kong's.
 pub fn escape(value: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+        if byte.is_ascii_alphanumeric() || byte == b'_' {
             out.push(byte as char);
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            let _ = write!(out, "%{byte:02x}");
         }
     }
     out
@@ -85,6 +88,16 @@ mod tests {
             with_params("https://app/cb", Part::Query, &[("code", "c")]),
             "https://app/cb?code=c"
         );
+    }
+
+    #[test]
+    fn escapes_as_luasockets_url_escape() {
+        // 03-access_spec.lua:1079.
+        assert_eq!(
+            escape("code_challenge_method is not supported, must be S256"),
+            "code_challenge_method%20is%20not%20supported%2c%20must%20be%20S256"
+        );
+        assert_eq!(escape("a-b.c~d_e/é"), "a%2db%2ec%7ed_e%2f%c3%a9");
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct OAuthError {
     pub retry_after: Option<u32>,
 }
 
+/// The description of every refused token in `WWW-Authenticate`, as Kong writes it.
+const INVALID_TOKEN: &str = "The access token is invalid or has expired";
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
@@ -103,11 +106,11 @@ impl OAuthResponse {
 
     /// 401 for an unknown, expired, revoked or foreign token.
     pub fn token_invalid(realm: Option<&str>) -> Self {
-        Self::token_refused(realm, "The access token is invalid or has expired")
+        Self::token_refused(realm, INVALID_TOKEN)
     }
 
-    /// 401 for a global token presented to a service without `globalCredentials`, with
-    /// Kong's own description.
+    /// 401 for a global token presented to a service without `globalCredentials`: Kong's
+    /// own description in the body, its generic one in `WWW-Authenticate`.
     pub fn token_global_on_local_service(realm: Option<&str>) -> Self {
         Self::token_refused(
             realm,
@@ -125,7 +128,7 @@ impl OAuthResponse {
             }),
             www_authenticate: Some(bearer_challenge(
                 realm,
-                Some(("invalid_token", description)),
+                Some(("invalid_token", INVALID_TOKEN)),
             )),
             no_store: false,
             retry_after: None,
@@ -310,6 +313,22 @@ mod tests {
             )
         );
         assert_eq!(header(&r, header::CACHE_CONTROL), None);
+    }
+
+    #[test]
+    fn a_global_token_on_a_local_service_keeps_the_generic_challenge() {
+        // 03-access_spec.lua:4415.
+        let r = OAuthResponse::token_global_on_local_service(None).into_http();
+        assert_eq!(
+            r.body().as_ref(),
+            br#"{"error":"invalid_token","error_description":"The access token is global, but the current plugin is configured without 'global_credentials'"}"#
+        );
+        assert_eq!(
+            header(&r, header::WWW_AUTHENTICATE),
+            Some(
+                "Bearer error=\"invalid_token\", error_description=\"The access token is invalid or has expired\""
+            )
+        );
     }
 
     #[test]

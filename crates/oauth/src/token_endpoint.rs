@@ -117,11 +117,16 @@ async fn token_grant<S: TokenStore>(
     match client {
         None => error = Some(OAuthError::invalid_client(credentials.from_header)),
         Some(client) => {
-            if grant != Some(GrantType::ClientCredentials)
-                && let Some(uri) = params.text("redirect_uri")
-                && !client.redirect_uris.iter().any(|r| r == uri)
-            {
-                error = Some(invalid_redirect_uri());
+            // Every grant but client_credentials needs the application's redirect URIs: one
+            // without any is no client of these grants (Kong's `get_redirect_uris`).
+            if grant != Some(GrantType::ClientCredentials) {
+                if client.redirect_uris.is_empty() {
+                    error = Some(OAuthError::invalid_client(credentials.from_header));
+                } else if let Some(uri) = params.text("redirect_uri")
+                    && !client.redirect_uris.iter().any(|r| r == uri)
+                {
+                    error = Some(invalid_redirect_uri());
+                }
             }
             if let Some(e) = check_client_secret(client, &credentials).await {
                 error = Some(e);
@@ -190,9 +195,11 @@ async fn token_grant<S: TokenStore>(
     }
 }
 
-/// The authorization code grant: the code is taken from the store in one step, so it works
-/// once even when two requests race with it, then checked against this service, this client
-/// and its PKCE challenge.
+/// The authorization code grant, checked in Kong's order: the code must belong to this
+/// service (the plugin instance that issued it, with `globalCredentials` too) and this client,
+/// and pass its PKCE challenge. A failed check leaves the code usable, as Kong leaves it; only
+/// the exchange that issues tokens takes it, in one step, so it works once even when two
+/// requests race with it.
 async fn exchange_code<S: TokenStore>(
     store: &S,
     service: &Service,
@@ -204,8 +211,9 @@ async fn exchange_code<S: TokenStore>(
     let Some(code) = params.text("code") else {
         return Err(invalid().into());
     };
+    let code_hash = TokenHash::of(code);
     let Some(payload) = store
-        .take_code(&service.namespace, &TokenHash::of(code))
+        .find_code(&service.namespace, &code_hash)
         .await
         .map_err(Failure::Store)?
     else {
@@ -218,12 +226,17 @@ async fn exchange_code<S: TokenStore>(
             return Err(invalid().into());
         }
     };
-    let bound_elsewhere =
-        !service.oauth2.global_credentials && grant.service_id != Some(service.id);
-    if bound_elsewhere || grant.credential_id != client.id {
+    check_code_binding(service, client, &grant)?;
+    verify_code_verifier(service.oauth2.pkce, client, &grant, params)?;
+    // Another exchange may have taken the code since it was read.
+    if store
+        .take_code(&service.namespace, &code_hash)
+        .await
+        .map_err(Failure::Store)?
+        .is_none()
+    {
         return Err(invalid().into());
     }
-    verify_code_verifier(service.oauth2.pkce, client, &grant, params)?;
     let minted = mint(
         service,
         client,
@@ -234,6 +247,28 @@ async fn exchange_code<S: TokenStore>(
     );
     insert(store, &minted).await?;
     Ok(minted)
+}
+
+/// A code is exchanged only at the service that issued it, by the client it was issued to.
+/// With `globalCredentials` Kong binds it to the plugin instance: the same rule. A code from
+/// before that binding was recorded (no `issuer`) passes, as Kong lets such codes pass.
+fn check_code_binding(
+    service: &Service,
+    client: &Application,
+    grant: &CodeGrant,
+) -> Result<(), OAuthError> {
+    let invalid = || OAuthError::bad_request("invalid_request", "Invalid code");
+    let bound_elsewhere =
+        !service.oauth2.global_credentials && grant.service_id != Some(service.id);
+    if bound_elsewhere || grant.credential_id != client.id {
+        return Err(invalid());
+    }
+    if let Some(issuer) = grant.issuer
+        && issuer != service.id
+    {
+        return Err(invalid());
+    }
+    Ok(())
 }
 
 async fn refresh<S: TokenStore>(
@@ -279,10 +314,22 @@ async fn refresh<S: TokenStore>(
         return Err(OAuthError::invalid_client(false).into());
     }
 
+    // Kong: every scope of the token must be one of this service's. A global token refreshed
+    // at a service that does not declare its scopes would otherwise carry them there.
+    if old
+        .scope
+        .split_whitespace()
+        .any(|scope| !service.oauth2.scopes.iter().any(|s| s == scope))
+    {
+        return Err(OAuthError::bad_request("invalid_scope", "Scope mismatch").into());
+    }
+
     // RFC 6749 §6: a refresh may narrow the scope, never widen it.
     let scope = match params.get("scope") {
         None => old.scope.clone(),
-        Some(crate::ParamValue::NotText) => return Err(scope_not_a_string().into()),
+        Some(crate::ParamValue::NotText | crate::ParamValue::Scalar(_)) => {
+            return Err(scope_not_a_string().into());
+        }
         Some(crate::ParamValue::Text(requested)) => {
             let granted: Vec<&str> = old.scope.split_whitespace().collect();
             if !requested.split_whitespace().all(|s| granted.contains(&s)) {
@@ -436,8 +483,8 @@ pub(crate) async fn check_provision_key(
 }
 
 pub(crate) fn authenticated_userid(params: &Params) -> Result<&str, OAuthError> {
-    match params.text("authenticated_userid") {
-        Some(id) if !id.trim().is_empty() => Ok(id),
+    match params.text_or_scalar("authenticated_userid") {
+        Some(id) if !kong_strip(id).is_empty() => Ok(id),
         _ => Err(OAuthError::bad_request(
             "invalid_authenticated_userid",
             "Missing authenticated_userid parameter",
@@ -456,11 +503,14 @@ pub(crate) async fn check_client_secret(
         &client.client_secret,
         &credentials.client_secret,
     ) {
-        (ClientType::Public, _, Some(_)) => Some(OAuthError::bad_request(
-            "invalid_request",
-            "client_secret is disallowed for public clients",
-        )),
-        (ClientType::Public, _, None) => None,
+        // Blanks are no secret: Kong lets a public client send `Basic` of `id:` or `id:  `.
+        (ClientType::Public, _, Some(secret)) if !kong_strip(secret).is_empty() => {
+            Some(OAuthError::bad_request(
+                "invalid_request",
+                "client_secret is disallowed for public clients",
+            ))
+        }
+        (ClientType::Public, _, _) => None,
         (ClientType::Confidential, Some(digest), Some(secret)) => {
             match secret_gate::global().verify(digest, secret).await {
                 Ok(true) => None,
@@ -511,7 +561,7 @@ impl<'a> ClientCredentials<'a> {
             };
             if let Some((id, secret)) = parse_basic(header) {
                 credentials.client_id = Some(Cow::Owned(id));
-                credentials.client_secret = Some(Cow::Owned(secret));
+                credentials.client_secret = secret.map(Cow::Owned);
             }
             return credentials;
         }
@@ -523,8 +573,10 @@ impl<'a> ClientCredentials<'a> {
     }
 }
 
-/// `Basic base64(id:secret)`, scheme case-insensitive. `None` for anything else.
-fn parse_basic(header: &str) -> Option<(String, String)> {
+/// `Basic base64(id:secret)`, scheme case-insensitive: the id, and the secret after the first
+/// `:` when there is one (a public client may send its id alone, as Kong reads it). `None`
+/// for anything else.
+fn parse_basic(header: &str) -> Option<(String, Option<String>)> {
     let header = header.trim_start();
     let (scheme, rest) = header.split_once(char::is_whitespace)?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -532,8 +584,16 @@ fn parse_basic(header: &str) -> Option<(String, String)> {
     }
     let decoded = STANDARD.decode(rest.trim()).ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
-    let (id, secret) = decoded.split_once(':')?;
-    Some((id.to_owned(), secret.to_owned()))
+    Some(match decoded.split_once(':') {
+        Some((id, secret)) => (id.to_owned(), Some(secret.to_owned())),
+        None => (decoded, None),
+    })
+}
+
+/// `value` without the blanks Kong's `strip` removes at either end: space, and tab to
+/// carriage return.
+pub(crate) fn kong_strip(value: &str) -> &str {
+    value.trim_matches(|c| matches!(c, ' ' | '\t'..='\r'))
 }
 
 // === impl Minted ===

@@ -171,8 +171,9 @@ impl WebSocketHandshake {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FoundIn {
     Header,
-    Query,
-    FormBody,
+    /// The query string or the body: `hideCredentials` removes it from the query string and
+    /// a form body (not from JSON or multipart, as Kong).
+    Parameters,
     Nowhere,
 }
 
@@ -482,11 +483,11 @@ impl<S: TokenStore> Gateway<S> {
         }
 
         // Kong's order: the auth header; only when it is absent, `access_token` in the query
-        // string or a form body (the body wins).
+        // string merged with a JSON, form or multipart body (the body wins).
         let mut forwarded_body = Either::Left(incoming);
         let mut form: Option<Bytes> = None;
-        // The buffered form's place in the body budget, until it has been forwarded.
-        let mut _form_reservation = None;
+        // The buffered body's place in the body budget, until it has been forwarded.
+        let mut _body_reservation = None;
         let prepared = &served.prepared[route.service];
         let (token, found_in) = match prepared.auth_header_value(&parts.headers) {
             Some(value) => (
@@ -496,15 +497,13 @@ impl<S: TokenStore> Gateway<S> {
             None => {
                 let has_body = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
                 let content_type = header_str(&parts.headers, header::CONTENT_TYPE.as_str());
-                let mut found = (
-                    query_param(parts.uri.query(), "access_token").map(Cow::Owned),
-                    FoundIn::Query,
-                );
-                if has_body && BodyKind::of(content_type) == BodyKind::Form {
+                let kind = BodyKind::of(content_type);
+                let mut found = query_param(parts.uri.query(), "access_token");
+                if has_body && kind != BodyKind::Other {
                     let Either::Left(incoming) = forwarded_body else {
                         unreachable!("the body is only taken here");
                     };
-                    // Boxed, as a rare path: see `handle`. A form longer than nginx's
+                    // Boxed, as a rare path: see `handle`. A body longer than nginx's
                     // `client_body_buffer_size` is streamed unread, as a body with no token.
                     let read = body::read_up_to(
                         incoming,
@@ -514,21 +513,25 @@ impl<S: TokenStore> Gateway<S> {
                     match Box::pin(read).await {
                         Ok(Ok(buffered)) => {
                             let bytes = buffered.bytes;
-                            let params = Params::from_urlencoded(&bytes);
-                            if let Some(t) = params.text("access_token") {
-                                found = (Some(Cow::Owned(t.to_owned())), FoundIn::FormBody);
-                            }
+                            found = Box::pin(bearer::token_from_params(
+                                parts.uri.query(),
+                                content_type,
+                                bytes.clone(),
+                            ))
+                            .await;
                             forwarded_body = Either::Right(Full::new(bytes.clone()));
-                            form = Some(bytes);
-                            _form_reservation = Some(buffered.reservation);
+                            if kind == BodyKind::Form {
+                                form = Some(bytes);
+                            }
+                            _body_reservation = Some(buffered.reservation);
                         }
                         Ok(Err(unread)) => forwarded_body = Either::Left(unread),
                         Err(e) => return body::read_error(e),
                     }
                 }
                 match found {
-                    (Some(t), at) => (Some(t), at),
-                    (None, _) => (None, FoundIn::Nowhere),
+                    Some(t) => (Some(Cow::Owned(t)), FoundIn::Parameters),
+                    None => (None, FoundIn::Nowhere),
                 }
             }
         };
@@ -563,7 +566,7 @@ impl<S: TokenStore> Gateway<S> {
                             return body::message(
                                 StatusCode::INTERNAL_SERVER_ERROR,
                                 &format!(
-                                    "anonymous consumer \"{name}\" is configured but doesn't exist"
+                                    "anonymous consumer {name} is configured but doesn't exist"
                                 ),
                             );
                         }
@@ -582,7 +585,7 @@ impl<S: TokenStore> Gateway<S> {
                 FoundIn::Header => {
                     parts.headers.remove(conf.auth_header_name.as_str());
                 }
-                FoundIn::Query | FoundIn::FormBody | FoundIn::Nowhere => {
+                FoundIn::Parameters | FoundIn::Nowhere => {
                     if let Some(stripped) = strip_query_param(&parts.uri, "access_token") {
                         parts.uri = stripped;
                     }

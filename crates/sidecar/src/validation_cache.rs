@@ -294,6 +294,14 @@ impl<S: TokenStore + Clone> TokenStore for CachedStore<S> {
             .await
     }
 
+    async fn find_code(
+        &self,
+        namespace: &str,
+        code: &TokenHash,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.find_code(namespace, code).await
+    }
+
     async fn take_code(
         &self,
         namespace: &str,

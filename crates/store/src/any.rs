@@ -134,6 +134,14 @@ impl TokenStore for AnyTokenStore {
         delegate!(self, s => s.put_code(namespace, code, payload, ttl_secs))
     }
 
+    async fn find_code(
+        &self,
+        namespace: &str,
+        code: &TokenHash,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        delegate!(self, s => s.find_code(namespace, code))
+    }
+
     async fn take_code(
         &self,
         namespace: &str,

@@ -243,6 +243,13 @@ pub trait TokenStore: Send + Sync + 'static {
         ttl_secs: u32,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// A code's payload, left in place: a failed exchange does not use the code up.
+    fn find_code(
+        &self,
+        namespace: &str,
+        code: &TokenHash,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
     /// Returns and deletes a code's payload in one step, so a code is usable once.
     fn take_code(
         &self,

@@ -324,6 +324,22 @@ impl TokenStore for MemoryStore {
         ready(Ok(()))
     }
 
+    fn find_code(
+        &self,
+        namespace: &str,
+        code: &TokenHash,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
+        let inner = self.lock();
+        let now = Instant::now();
+        let payload = inner
+            .namespaces
+            .get(namespace)
+            .and_then(|ns| ns.codes.get(code))
+            .filter(|code| alive(code.deadline, now))
+            .map(|code| code.payload.clone());
+        ready(Ok(payload))
+    }
+
     fn take_code(
         &self,
         namespace: &str,

@@ -666,6 +666,23 @@ impl TokenStore for RedisStore {
         result.map_err(|e| self.unavailable(e))
     }
 
+    async fn find_code(
+        &self,
+        namespace: &str,
+        code: &TokenHash,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(sealer) = self.keys.sealer(namespace) else {
+            return Ok(None);
+        };
+        let key = Keys::new(namespace).code(code);
+        let value: Option<Vec<u8>> = self
+            .conn()
+            .get(&key)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(value.and_then(|value| self.open(&sealer, &key, &value).map(<[u8]>::to_vec)))
+    }
+
     async fn take_code(
         &self,
         namespace: &str,

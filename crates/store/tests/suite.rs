@@ -770,11 +770,18 @@ async fn codes_single_use<S: TokenStore + Clone>(store: &S) {
     let code = TokenHash::of(&token());
     let payload = b"{\"client_id\":\"x\"}\x00\xff".to_vec();
     store.put_code(NS, &code, &payload, 300).await.unwrap();
+    // Reading a code leaves it in place: only the exchange that issues tokens takes it.
+    assert_eq!(
+        store.find_code(NS, &code).await.unwrap(),
+        Some(payload.clone())
+    );
+    assert_eq!(store.find_code("other", &code).await.unwrap(), None);
     assert_eq!(
         store.take_code(NS, &code).await.unwrap(),
         Some(payload.clone())
     );
     assert_eq!(store.take_code(NS, &code).await.unwrap(), None);
+    assert_eq!(store.find_code(NS, &code).await.unwrap(), None);
 
     // Concurrent redemptions: exactly one gets the payload.
     store.put_code(NS, &code, &payload, 300).await.unwrap();
