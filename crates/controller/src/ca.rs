@@ -96,7 +96,7 @@ impl Ca {
             .map_err(|_| CaError::Pem)?;
         let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone(), ca_der];
         let private_key = PrivateKeyDer::try_from(key.serialize_der()).map_err(|_| CaError::Pem)?;
-        let mut config = ServerConfig::builder_with_provider(tollgate_sidecar::tls::provider())
+        let mut config = ServerConfig::builder_with_provider(tollgate_serve::tls::provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, private_key)?;

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use tollgate_inject::{InjectArgs, InjectConfig, WebhookArgs};
-use tollgate_sidecar::config::RedisUrl;
-use tollgate_sidecar::tls::TlsSource;
+use tollgate_serve::tls::TlsSource;
+use tollgate_store::RedisUrl;
 use tollgate_store::{KeyPair, StoreKey};
 
 use crate::auth::StaticTokens;
@@ -20,7 +20,7 @@ use crate::pod_certs::{
 };
 use crate::review_guard::{DEFAULT_REVIEW_CONCURRENCY, DEFAULT_TOKEN_REVIEW_CACHE_SECONDS};
 
-/// The snapshot stream's port (DESIGN.md's port table).
+/// The snapshot stream's port.
 pub const DEFAULT_STREAM_LISTEN: &str = "0.0.0.0:8090";
 /// Kong's admin port. Unlike the sidecar's, open to the cluster: every request is checked
 /// with a TokenReview and a SubjectAccessReview.

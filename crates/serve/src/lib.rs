@@ -8,6 +8,7 @@ pub mod body;
 mod conn;
 pub mod limits;
 pub mod memory;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -12,10 +12,12 @@ mod metrics;
 mod pod_cert;
 mod pool;
 pub mod routes;
-pub mod tls;
 mod trusted;
 mod tunnel;
 mod validation_cache;
+
+/// TLS for the proxy and admin listeners, shared with the controller's.
+pub use tollgate_serve::tls;
 
 use std::sync::Arc;
 

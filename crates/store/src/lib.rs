@@ -17,6 +17,7 @@ mod memory;
 mod redis;
 mod revocations;
 mod seal;
+mod url;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use crate::memory::MemoryStore;
 pub use crate::redis::{REVOCATION_CHANNEL, RedisStore};
 pub use crate::revocations::{RevocationEvent, Revocations};
 pub use crate::seal::{KeyError, KeyPair, MIN_KEY_LEN, StoreKey, StoreKeys};
+pub use crate::url::RedisUrl;
 
 /// SHA-256 of a token (access, refresh or authorization code). The only form in which a
 /// token reaches a store.

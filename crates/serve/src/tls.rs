@@ -1,7 +1,8 @@
 //! TLS for the proxy and admin listeners: rustls with the ring provider, TLS 1.2 and 1.3,
 //! ALPN h2 and http/1.1, session resumption, and certificate files re-read when they change
-//! (cert-manager rotates them in place). A certificate from the controller's CA
-//! ([`crate::pod_cert`]) is swapped in the same way.
+//! (cert-manager rotates them in place). A certificate from the controller's CA (the
+//! sidecar's `pod_cert`) is swapped in the same way. The controller's listeners take the same
+//! provider and the same files.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -168,7 +169,7 @@ fn pem_error(error: &rustls_pki_types::pem::Error) -> String {
 
 /// A certificate for localhost signed by its own key: standalone mode's default, and an
 /// injected sidecar's last resort when the controller's CA does not answer in time.
-pub(crate) fn self_signed() -> Result<CertifiedKey, String> {
+pub fn self_signed() -> Result<CertifiedKey, String> {
     let generated = rcgen::generate_simple_self_signed(vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
