@@ -120,7 +120,10 @@ fn broken(document: &Path, target: &str) -> Option<String> {
     {
         let text = fs::read_to_string(&absolute).unwrap();
         if !anchors(&text).iter().any(|anchor| anchor == fragment) {
-            return Some(format!("{target}: no heading #{fragment} in {}", file.display()));
+            return Some(format!(
+                "{target}: no heading #{fragment} in {}",
+                file.display()
+            ));
         }
     }
     None
@@ -137,7 +140,11 @@ fn every_relative_link_of_the_docs_resolves_inside_the_repository() {
             }
         }
     }
-    assert!(problems.is_empty(), "broken links:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "broken links:\n{}",
+        problems.join("\n")
+    );
 }
 
 /// Every file of the repository's own text, without build output, caches or VCS data.
