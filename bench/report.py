@@ -401,7 +401,7 @@ def main():
     stamp = meta.get("stamp") or datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     os.makedirs(results, exist_ok=True)
     header = ("# tollgate benchmark, %s\n\nProduced by `make bench` (bench/run.sh). What each "
-              "figure means: README.md, section Performance.\n\n" % info[0][1])
+              "figure means: docs/PERFORMANCE.md.\n\n" % info[0][1])
     with open(os.path.join(results, "latest.md"), "w") as f:
         f.write(header + md + "\n")
     shutil.copy(os.path.join(results, "latest.md"), os.path.join(results, stamp + ".md"))

@@ -5,8 +5,8 @@
 # binary, makes one ECDSA P-256 certificate for every TLS target, starts every process on
 # free loopback ports (a 3-master Redis Cluster too, under one more sidecar whose token
 # endpoint is measured), then alternates the targets (A B C … per kind of run, several rounds)
-# and writes bench/results/latest.{md,svg,json} plus a timestamped copy. See README.md,
-# section Performance, for what each figure means.
+# and writes bench/results/latest.{md,svg,json} plus a timestamped copy. See
+# docs/PERFORMANCE.md for what each figure means (only latest.* is committed).
 #
 # Knobs (environment): BENCH_ROUNDS (3), BENCH_DURATION (3 s per c32/c256 run; the others
 # are derived from it), BENCH_REVOCATIONS (200), BENCH_PERF (1: profile the sidecar and nginx

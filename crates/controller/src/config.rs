@@ -20,7 +20,8 @@ use crate::pod_certs::{
 };
 use crate::review_guard::{DEFAULT_REVIEW_CONCURRENCY, DEFAULT_TOKEN_REVIEW_CACHE_SECONDS};
 
-/// The snapshot stream's port.
+/// The snapshot stream's port, apart from the admin API (:8444), metrics (:9090) and the
+/// injection webhook (:9443), the ports the chart exposes.
 pub const DEFAULT_STREAM_LISTEN: &str = "0.0.0.0:8090";
 /// Kong's admin port. Unlike the sidecar's, open to the cluster: every request is checked
 /// with a TokenReview and a SubjectAccessReview.

@@ -6,7 +6,7 @@
 //! the response head, and the response body is read from the socket as the client connection
 //! asks for it. A proxied request costs one task wake-up fewer and touches no channel, and a
 //! connection is its socket and two buffers: at 256 client connections the sidecar's memory
-//! fell by a third against hyper's client (README, Performance).
+//! fell by a third against hyper's client (docs/PERFORMANCE.md).
 //!
 //! Owning the exchange also tells the sidecar exactly what happened to a request, so a request
 //! the application never answered on a reused connection is sent again when that is safe.

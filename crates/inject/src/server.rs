@@ -29,7 +29,8 @@ use crate::{InjectConfig, Scope};
 pub const MUTATE_PATH: &str = "/mutate";
 /// The webhook for namespaces that opt in by label.
 pub const MUTATE_NAMESPACE_PATH: &str = "/mutate/namespace";
-/// The webhook's port (DESIGN.md).
+/// The webhook's port, apart from the snapshot stream (:8090), the admin API (:8444) and
+/// metrics (:9090), the ports the chart exposes.
 pub const DEFAULT_WEBHOOK_LISTEN: &str = "0.0.0.0:9443";
 /// The API server's own limit on a request body, 3 MiB: an AdmissionReview holds one object
 /// (at most 1.5 MiB) plus a little. Anything larger is not from the API server.

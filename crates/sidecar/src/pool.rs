@@ -3,7 +3,7 @@
 //! A keep-alive client is served over one upstream connection for its whole life: each client
 //! connection holds the upstream connection its last request used (a [`Bound`]), so the request
 //! path takes no shared lock and runs no pool checkout. Against hyper-util's pooled client this
-//! took about a fifth off the sidecar's CPU per proxied request (README, Performance).
+//! took about a fifth off the sidecar's CPU per proxied request (docs/PERFORMANCE.md).
 //!
 //! Upstream connections whose client has gone wait in a small shared idle list for the next
 //! client, as in Kong's `upstream_keepalive_pool_size`; an HTTP/2 client with several requests

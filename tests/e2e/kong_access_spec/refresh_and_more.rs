@@ -553,7 +553,7 @@ async fn client_credentials_with_a_wrong_authorization_header(store: Store) {
     );
 }
 
-// (stricter than Kong, README) RFC 6749 §4.4: no client_credentials for a public client.
+// (stricter than Kong, docs/KONG-COMPATIBILITY.md) RFC 6749 §4.4: no client_credentials for a public client.
 async fn client_credentials_from_a_public_client_are_refused(store: Store) {
     let env = super::start(store).await;
     let body = json!({"client_id": "clientid11211", "scope": "email",
