@@ -17,6 +17,10 @@
 //! it asks for is to WebSocket ([`wire::RequestHead::websocket_upgrade`]): after a 101 the
 //! exchange gives up its socket ([`Exchange::into_upgraded`]), which no pool ever sees again.
 //! The wire rules are in [`wire`], as pure functions.
+//!
+//! The client's scope is written down in `crates/h1/README.md`, beside this crate's manifest:
+//! what it sends and reads, what it refuses and why, each rule with the test that pins it,
+//! and every difference from hyper's client that `tests/differential/` finds.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, IoSlice};

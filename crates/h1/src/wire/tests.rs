@@ -104,6 +104,20 @@ fn bad_heads_are_errors() {
 }
 
 #[test]
+fn folded_fields_and_a_space_before_the_colon_are_errors() {
+    for bad in [
+        "HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX-A: 1\r\n\t2\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n",
+    ] {
+        assert!(
+            matches!(head_of(bad, false), Err(Error::Malformed(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
 fn the_connections_own_fields_are_acted_on_and_go_no_further() {
     let head = head_of(
         "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\n\
@@ -286,6 +300,46 @@ fn bad_chunks_are_errors() {
     }
     let cut_short = decode_byte_by_byte(Decoder::ChunkSize, b"5\r\nhel");
     assert!(matches!(cut_short, Err(Error::ClosedInBody)));
+}
+
+/// Decodes `wire`, all of it in the buffer at once.
+fn decode_whole(mut decoder: Decoder, wire: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut buf = BytesMut::from(wire);
+    let mut body = Vec::new();
+    loop {
+        match decoder.decode(&mut buf)? {
+            Decoded::Data(data) => body.extend_from_slice(&data),
+            Decoded::End => return Ok(body),
+            Decoded::NeedMore => return decoder.at_eof().map(|_| body),
+        }
+    }
+}
+
+#[test]
+fn a_chunk_line_or_a_trailer_line_past_the_limit_is_an_error() {
+    // A line of `MAX_HEAD` bytes before its CRLF is too long; one byte shorter, it is read.
+    let extension = |len: usize| "e".repeat(len - "2;".len());
+    let fits = format!("2;{}\r\nok\r\n0\r\n\r\n", extension(MAX_HEAD - 1));
+    assert_eq!(
+        decode_whole(Decoder::ChunkSize, fits.as_bytes()).unwrap(),
+        b"ok"
+    );
+    let long = format!("2;{}\r\nok\r\n0\r\n\r\n", extension(MAX_HEAD));
+    assert!(matches!(
+        decode_whole(Decoder::ChunkSize, long.as_bytes()),
+        Err(Error::Malformed("chunk line too long"))
+    ));
+    let trailer = format!("2\r\nok\r\n0\r\nx-t: {}\r\n\r\n", "t".repeat(MAX_HEAD));
+    assert!(matches!(
+        decode_whole(Decoder::ChunkSize, trailer.as_bytes()),
+        Err(Error::Malformed("chunk line too long"))
+    ));
+    // Without a line end in sight, the limit holds however little has arrived past it.
+    let endless = "e".repeat(MAX_HEAD + 1);
+    assert!(matches!(
+        decode_whole(Decoder::ChunkSize, endless.as_bytes()),
+        Err(Error::Malformed("chunk line too long"))
+    ));
 }
 
 #[test]
