@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::Snapshot;
 use crate::manifests::{DEFAULT_NAMESPACE, Resources};
-use crate::resources::{Consumer, OAuthApplication, OAuthService};
+use crate::resources::{Consumer, OAuthApplication, OAuthService, no_grant_enabled_message};
 use crate::secret::{SecretDigest, SecretHashes};
 use crate::snapshot::{self, ClientType};
 
@@ -194,16 +194,8 @@ fn compile_service(
             }
         },
     };
-    if !(oauth2.enable_authorization_code
-        || oauth2.enable_implicit_grant
-        || oauth2.enable_client_credentials
-        || oauth2.enable_password_grant)
-    {
-        return Err(object.error(
-            Reason::NoGrantEnabled,
-            "no grant is enabled: set at least one of enableAuthorizationCode, \
-             enableImplicitGrant, enableClientCredentials or enablePasswordGrant",
-        ));
+    if oauth2.enabled_grants().is_empty() {
+        return Err(object.error(Reason::NoGrantEnabled, no_grant_enabled_message()));
     }
     let scopes = oauth2.scopes.clone().unwrap_or_default();
     if oauth2.mandatory_scope && scopes.is_empty() {
