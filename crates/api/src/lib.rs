@@ -10,6 +10,8 @@ pub mod resources;
 pub mod secret;
 pub mod snapshot;
 pub mod stream;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use compile::{CompileError, compile};
 pub use secret::{SecretDigest, SecretString};

@@ -13,7 +13,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::{self, ClientType, GrantType, Pkce};
+use crate::snapshot::{self, ClientType, GrantSet, GrantType, Pkce};
 
 /// Default `key` of a provision key Secret reference.
 pub const DEFAULT_PROVISION_KEY_KEY: &str = "provisionKey";
@@ -103,8 +103,7 @@ pub struct RouteSpec {
 #[x_kube(
     validation = Rule::new("!self.mandatoryScope || (has(self.scopes) && size(self.scopes) > 0)")
         .message("mandatoryScope requires a non-empty scopes list"),
-    validation = Rule::new("self.enableAuthorizationCode || self.enableImplicitGrant || self.enableClientCredentials || self.enablePasswordGrant")
-        .message("no grant is enabled: set at least one of enableAuthorizationCode, enableImplicitGrant, enableClientCredentials or enablePasswordGrant")
+    validation = some_grant_enabled_rule()
 )]
 pub struct OAuth2Config {
     /// Scope names clients may request. Required when mandatoryScope is true.
@@ -185,6 +184,55 @@ pub struct OAuth2Config {
             .message("issuer must be an https URL with a host, and no query or fragment")
     )]
     pub issuer: Option<String>,
+}
+
+impl OAuth2Config {
+    /// The grants switched on by the `enable…` flags, as [`snapshot::OAuth2Settings`] has them
+    /// once compiled: the compiler asks this before the settings exist.
+    pub fn enabled_grants(&self) -> GrantSet {
+        GrantType::ALL
+            .into_iter()
+            .filter(|grant| match grant {
+                GrantType::AuthorizationCode => self.enable_authorization_code,
+                GrantType::Implicit => self.enable_implicit_grant,
+                GrantType::ClientCredentials => self.enable_client_credentials,
+                GrantType::Password => self.enable_password_grant,
+                GrantType::RefreshToken => false,
+            })
+            .collect()
+    }
+}
+
+/// The `enable…` flags of the grants that have one, in [`GrantType::ALL`]'s order.
+fn grant_enable_flags() -> impl Iterator<Item = &'static str> {
+    GrantType::ALL
+        .into_iter()
+        .filter_map(GrantType::enable_flag)
+}
+
+/// Why an OAuthService with no grant is refused, by the API server's rule and by the
+/// compiler alike: "no grant is enabled: set at least one of enableAuthorizationCode, …".
+pub fn no_grant_enabled_message() -> String {
+    let flags: Vec<&str> = grant_enable_flags().collect();
+    let (last, others) = flags.split_last().map_or(("", &[][..]), |(l, o)| (*l, o));
+    if others.is_empty() {
+        format!("no grant is enabled: set {last}")
+    } else {
+        format!(
+            "no grant is enabled: set at least one of {} or {last}",
+            others.join(", ")
+        )
+    }
+}
+
+/// The CEL rule that some grant is enabled, written from the table of grants so that a new
+/// grant's flag joins it.
+fn some_grant_enabled_rule() -> kube::core::Rule {
+    let rule = grant_enable_flags()
+        .map(|flag| format!("self.{flag}"))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    kube::core::Rule::new(rule).message(no_grant_enabled_message().as_str())
 }
 
 /// A key of a Secret in the OAuthService's namespace holding the provision key.
@@ -488,6 +536,72 @@ mod tests {
         );
         assert_eq!(spec["upstream"]["properties"]["port"]["minimum"], 1.0);
         assert_eq!(spec["upstream"]["properties"]["port"]["maximum"], 65535.0);
+    }
+
+    #[test]
+    fn the_no_grant_rule_names_the_flag_of_every_grant_in_the_table() {
+        let schema = schema_of(&OAuthService::crd());
+        let oauth2 = &schema["properties"]["spec"]["properties"]["oauth2"];
+        let rules = oauth2["x-kubernetes-validations"].as_array().unwrap();
+        let rule = rules
+            .iter()
+            .find(|r| r["rule"].as_str().unwrap().contains("enable"))
+            .unwrap();
+        assert_eq!(
+            rule["rule"],
+            "self.enableAuthorizationCode || self.enableImplicitGrant || \
+             self.enableClientCredentials || self.enablePasswordGrant"
+        );
+        assert_eq!(
+            rule["message"],
+            "no grant is enabled: set at least one of enableAuthorizationCode, \
+             enableImplicitGrant, enableClientCredentials or enablePasswordGrant"
+        );
+        assert_eq!(rule["message"], no_grant_enabled_message().as_str());
+        // Every `enable…` property of the schema is a grant's flag, and the rule names it.
+        let flags: Vec<&str> = GrantType::ALL
+            .iter()
+            .filter_map(|g| g.enable_flag())
+            .collect();
+        let properties: Vec<&str> = oauth2["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|name| name.starts_with("enable"))
+            .collect();
+        let mut sorted = flags.clone();
+        sorted.sort_unstable();
+        assert_eq!(properties, sorted);
+        for flag in flags {
+            assert_eq!(oauth2["properties"][flag]["type"], "boolean");
+            assert!(
+                rule["rule"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("self.{flag}"))
+            );
+        }
+    }
+
+    #[test]
+    fn enabled_grants_reads_each_flag() {
+        let none: OAuth2Config = serde_json::from_value(serde_json::json!({
+            "provisionKeySecretRef": {"name": "pk"},
+        }))
+        .unwrap();
+        assert!(none.enabled_grants().is_empty());
+        for grant in GrantType::ALL {
+            let Some(flag) = grant.enable_flag() else {
+                continue;
+            };
+            let only: OAuth2Config = serde_json::from_value(serde_json::json!({
+                "provisionKeySecretRef": {"name": "pk"},
+                flag: true,
+            }))
+            .unwrap();
+            assert_eq!(only.enabled_grants().iter().collect::<Vec<_>>(), [grant]);
+        }
     }
 
     #[test]

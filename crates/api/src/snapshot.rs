@@ -196,6 +196,9 @@ pub enum ClientType {
     Public,
 }
 
+// An OAuth 2.0 grant. Its names (on the wire, in the CRD, at the authorize endpoint) are all
+// in one table, `GrantType::names`; serde's snake_case spelling is checked against it. Not a
+// doc comment: that would become the CRD's description of `allowedGrants` items.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantType {
@@ -274,15 +277,155 @@ impl<'de> Deserialize<'de> for KeyMaterial {
 
 // === impl GrantType ===
 
+/// What one grant is called in each place that names it.
+struct GrantNames {
+    /// `grant_type`, `allowedGrants` and the metadata's `grant_types_supported`.
+    wire: &'static str,
+    /// The OAuthService's (and the snapshot's) flag that switches the grant on, if it has one.
+    enable_flag: Option<&'static str>,
+    /// The authorize endpoint's `response_type`, for the grants it serves.
+    response_type: Option<&'static str>,
+}
+
 impl GrantType {
-    pub fn as_str(self) -> &'static str {
+    /// Every grant, in the order the metadata document lists them.
+    pub const ALL: [Self; 5] = [
+        Self::AuthorizationCode,
+        Self::Implicit,
+        Self::ClientCredentials,
+        Self::Password,
+        Self::RefreshToken,
+    ];
+
+    /// The one table of names: a new grant is added here, and the compiler then asks for it
+    /// wherever grants are matched on.
+    const fn names(self) -> GrantNames {
         match self {
-            Self::AuthorizationCode => "authorization_code",
-            Self::Implicit => "implicit",
-            Self::ClientCredentials => "client_credentials",
-            Self::Password => "password",
-            Self::RefreshToken => "refresh_token",
+            Self::AuthorizationCode => GrantNames {
+                wire: "authorization_code",
+                enable_flag: Some("enableAuthorizationCode"),
+                response_type: Some("code"),
+            },
+            Self::Implicit => GrantNames {
+                wire: "implicit",
+                enable_flag: Some("enableImplicitGrant"),
+                response_type: Some("token"),
+            },
+            Self::ClientCredentials => GrantNames {
+                wire: "client_credentials",
+                enable_flag: Some("enableClientCredentials"),
+                response_type: None,
+            },
+            Self::Password => GrantNames {
+                wire: "password",
+                enable_flag: Some("enablePasswordGrant"),
+                response_type: None,
+            },
+            // Refresh tokens come with the grants that issue them; no flag of their own.
+            Self::RefreshToken => GrantNames {
+                wire: "refresh_token",
+                enable_flag: None,
+                response_type: None,
+            },
         }
+    }
+
+    /// The grant's OAuth name, as in `grant_type=` and `allowedGrants`.
+    pub const fn as_str(self) -> &'static str {
+        self.names().wire
+    }
+
+    /// The camelCase `enable…` flag of an OAuthService that switches this grant on, as the
+    /// CRD and the snapshot spell it; `None` for `refresh_token`.
+    pub const fn enable_flag(self) -> Option<&'static str> {
+        self.names().enable_flag
+    }
+
+    /// The `response_type` the authorize endpoint answers with this grant (`code`, `token`).
+    pub const fn response_type(self) -> Option<&'static str> {
+        self.names().response_type
+    }
+
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl std::fmt::Display for GrantType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is no grant of [`GrantType::ALL`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a grant type")]
+pub struct UnknownGrantType(String);
+
+impl std::str::FromStr for GrantType {
+    type Err = UnknownGrantType;
+
+    /// Exact and case-sensitive, as OAuth's `grant_type` is.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|grant| grant.as_str() == name)
+            .ok_or_else(|| UnknownGrantType(name.to_owned()))
+    }
+}
+
+// === impl GrantSet ===
+
+/// A set of grants, such as those a service enables. Copy, and iterated in
+/// [`GrantType::ALL`]'s order.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct GrantSet(u8);
+
+impl GrantSet {
+    pub const fn contains(self, grant: GrantType) -> bool {
+        self.0 & grant.bit() != 0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = GrantType> {
+        GrantType::ALL
+            .into_iter()
+            .filter(move |grant| self.contains(*grant))
+    }
+}
+
+impl FromIterator<GrantType> for GrantSet {
+    fn from_iter<I: IntoIterator<Item = GrantType>>(grants: I) -> Self {
+        Self(grants.into_iter().fold(0, |bits, grant| bits | grant.bit()))
+    }
+}
+
+impl std::fmt::Debug for GrantSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+// === impl OAuth2Settings ===
+
+impl OAuth2Settings {
+    /// The grants the service switches on with its `enable…` flags. Everything that asks
+    /// which grants a service has asks this: the compiler's check that there is one, the
+    /// token endpoint, the metadata document.
+    pub fn enabled_grants(&self) -> GrantSet {
+        GrantType::ALL
+            .into_iter()
+            .filter(|grant| match grant {
+                GrantType::AuthorizationCode => self.enable_authorization_code,
+                GrantType::Implicit => self.enable_implicit_grant,
+                GrantType::ClientCredentials => self.enable_client_credentials,
+                GrantType::Password => self.enable_password_grant,
+                GrantType::RefreshToken => false,
+            })
+            .collect()
     }
 }
 
@@ -314,6 +457,80 @@ mod tests {
             !serde_json::to_string(&Snapshot::default())
                 .unwrap()
                 .contains("storeKey")
+        );
+    }
+
+    #[test]
+    fn the_table_names_every_grant_as_serde_and_the_schema_do() {
+        // The schema is derived from the enum itself: a variant missing from ALL shows here.
+        let schema = serde_json::to_value(schemars::schema_for!(GrantType)).unwrap();
+        let names: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
+        assert_eq!(schema["enum"], serde_json::json!(names));
+        for grant in GrantType::ALL {
+            let json = serde_json::to_string(&grant).unwrap();
+            assert_eq!(json, format!("\"{grant}\""));
+            assert_eq!(grant.as_str().parse::<GrantType>(), Ok(grant));
+        }
+        assert_eq!("password".parse::<GrantType>(), Ok(GrantType::Password));
+        for not_a_grant in ["", "Password", "implicit ", "token", "code"] {
+            assert!(not_a_grant.parse::<GrantType>().is_err(), "{not_a_grant:?}");
+        }
+        assert_eq!(
+            "nope".parse::<GrantType>().unwrap_err().to_string(),
+            "`nope` is not a grant type"
+        );
+    }
+
+    #[test]
+    fn enable_flags_are_the_settings_fields_camel_cased() {
+        let flags: Vec<_> = GrantType::ALL.iter().map(|g| g.enable_flag()).collect();
+        assert_eq!(
+            flags,
+            [
+                Some("enableAuthorizationCode"),
+                Some("enableImplicitGrant"),
+                Some("enableClientCredentials"),
+                Some("enablePasswordGrant"),
+                None
+            ]
+        );
+        // Each flag names the field enabled_grants() reads, as the snapshot's JSON spells it.
+        let settings = crate::testing::snapshot::oauth2_settings();
+        for grant in GrantType::ALL {
+            let Some(flag) = grant.enable_flag() else {
+                continue;
+            };
+            let mut json = serde_json::to_value(&settings).unwrap();
+            json["enableAuthorizationCode"] = false.into();
+            json["enableImplicitGrant"] = false.into();
+            json["enableClientCredentials"] = false.into();
+            json["enablePasswordGrant"] = false.into();
+            json[flag] = true.into();
+            let only: OAuth2Settings = serde_json::from_value(json).unwrap();
+            assert_eq!(only.enabled_grants().iter().collect::<Vec<_>>(), [grant]);
+        }
+    }
+
+    #[test]
+    fn a_grant_set_iterates_in_table_order() {
+        let set: GrantSet = [
+            GrantType::RefreshToken,
+            GrantType::Implicit,
+            GrantType::Implicit,
+        ]
+        .into_iter()
+        .collect();
+        assert!(set.contains(GrantType::Implicit) && set.contains(GrantType::RefreshToken));
+        assert!(!set.contains(GrantType::Password));
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [GrantType::Implicit, GrantType::RefreshToken]
+        );
+        assert_eq!(format!("{set:?}"), "{Implicit, RefreshToken}");
+        assert!(GrantSet::default().is_empty() && !set.is_empty());
+        assert_eq!(
+            GrantType::ALL.map(GrantType::response_type),
+            [Some("code"), Some("token"), None, None, None]
         );
     }
 }

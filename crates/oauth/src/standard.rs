@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use serde::Serialize;
 use tollgate_api::Snapshot;
-use tollgate_api::snapshot::{Application, ClientType, Service};
+use tollgate_api::snapshot::{Application, ClientType, GrantType, Service};
 use tollgate_store::{TokenHash, TokenRecord, TokenStore};
 
 use crate::bearer::check_record;
@@ -270,24 +270,17 @@ pub fn metadata(service: &Service) -> OAuthResponse {
             "No authorization server metadata: the OAuthService sets no spec.oauth2.issuer",
         );
     };
-    let mut response_types = Vec::new();
-    let mut grants = Vec::new();
-    if conf.enable_authorization_code {
-        response_types.push("code");
-        grants.push("authorization_code");
-    }
-    if conf.enable_implicit_grant {
-        response_types.push("token");
-        grants.push("implicit");
-    }
-    if conf.enable_client_credentials {
-        grants.push("client_credentials");
-    }
-    if conf.enable_password_grant {
-        grants.push("password");
-    }
-    if conf.token_expiration > 0 && (conf.enable_authorization_code || conf.enable_password_grant) {
-        grants.push("refresh_token");
+    let enabled = conf.enabled_grants();
+    let response_types: Vec<&str> = enabled
+        .iter()
+        .filter_map(GrantType::response_type)
+        .collect();
+    let mut grants: Vec<&str> = enabled.iter().map(GrantType::as_str).collect();
+    // The code and password grants issue refresh tokens, when access tokens expire at all.
+    if conf.token_expiration > 0
+        && (enabled.contains(GrantType::AuthorizationCode) || enabled.contains(GrantType::Password))
+    {
+        grants.push(GrantType::RefreshToken.as_str());
     }
     let authorize = !response_types.is_empty();
     let body = Metadata {
@@ -302,7 +295,9 @@ pub fn metadata(service: &Service) -> OAuthResponse {
         token_endpoint_auth_methods_supported: AUTH_METHODS,
         introspection_endpoint_auth_methods_supported: SECRET_AUTH_METHODS,
         revocation_endpoint_auth_methods_supported: AUTH_METHODS,
-        code_challenge_methods_supported: conf.enable_authorization_code.then_some(["S256"]),
+        code_challenge_methods_supported: enabled
+            .contains(GrantType::AuthorizationCode)
+            .then_some(["S256"]),
     };
     let mut response = OAuthResponse::ok_json(&body);
     // Metadata is public and changes only with configuration: let clients cache it briefly.

@@ -93,15 +93,19 @@ async fn token_grant<S: TokenStore>(
 
     // Kong's checks run in sequence and a later failure replaces an earlier one.
     let mut error = None;
-    let grant = params.text("grant_type").and_then(|g| match g {
-        "authorization_code" => Some(GrantType::AuthorizationCode),
-        "refresh_token" => Some(GrantType::RefreshToken),
-        "client_credentials" if conf.enable_client_credentials => {
-            Some(GrantType::ClientCredentials)
-        }
-        "password" if conf.enable_password_grant => Some(GrantType::Password),
-        _ => None,
-    });
+    let grant = params
+        .text("grant_type")
+        .and_then(|g| g.parse::<GrantType>().ok())
+        .filter(|&grant| match grant {
+            // As in Kong, whatever the flags say: a code only comes from the authorize
+            // endpoint, which checks its flag, and refresh tokens from the grants that issue them.
+            GrantType::AuthorizationCode | GrantType::RefreshToken => true,
+            GrantType::ClientCredentials | GrantType::Password => {
+                conf.enabled_grants().contains(grant)
+            }
+            // A response type of the authorize endpoint, never a grant_type here.
+            GrantType::Implicit => false,
+        });
     if grant.is_none() {
         error = Some(OAuthError::bad_request(
             "unsupported_grant_type",

@@ -8,10 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::jiff::Timestamp;
 use tollgate_api::resources::{
-    ClientSecretRef, Consumer, ConsumerRef, ConsumerSpec, OAuth2Config, OAuthApplication,
-    OAuthApplicationSpec, OAuthService, OAuthServiceSpec, RouteSpec, UpstreamSpec,
+    Consumer, ConsumerSpec, OAuthApplication, OAuthApplicationSpec, OAuthService, OAuthServiceSpec,
 };
-use tollgate_api::snapshot::ClientType;
 
 use super::*;
 
@@ -51,63 +49,44 @@ fn match_labels(pairs: &[(&str, &str)]) -> Option<LabelSelector> {
 }
 
 /// An OAuthService on `route` with the password grant, whose provision key is in Secret
-/// `<name>-pk`.
+/// `<name>-pk`. Read from JSON, so every field left out gets the CRD's default.
 fn mk_service(ns: &str, name: &str, route: &str, selector: Option<LabelSelector>) -> OAuthService {
-    let oauth2: OAuth2Config = serde_json::from_value(serde_json::json!({
-        "provisionKeySecretRef": {"name": format!("{name}-pk")},
-        "enablePasswordGrant": true,
-    }))
-    .unwrap();
+    let spec = OAuthServiceSpec {
+        pod_selector: selector,
+        ..serde_json::from_value(serde_json::json!({
+            "upstream": {"port": 52773},
+            "routes": [{"pathPrefix": route, "stripPath": false}],
+            "oauth2": {
+                "provisionKeySecretRef": {"name": format!("{name}-pk")},
+                "enablePasswordGrant": true,
+            },
+        }))
+        .unwrap()
+    };
     OAuthService {
         metadata: meta(ns, name),
-        spec: OAuthServiceSpec {
-            pod_selector: selector,
-            upstream: UpstreamSpec {
-                port: 52773,
-                path: None,
-                connect_timeout: None,
-                read_timeout: None,
-                drop_underscore_headers: false,
-            },
-            routes: vec![RouteSpec {
-                path_prefix: route.to_owned(),
-                strip_path: false,
-            }],
-            oauth2,
-        },
-        status: None,
+        ..OAuthService::new(name, spec)
     }
 }
 
 fn mk_consumer(ns: &str, name: &str) -> Consumer {
     Consumer {
         metadata: meta(ns, name),
-        spec: ConsumerSpec::default(),
-        status: None,
+        ..Consumer::new(name, ConsumerSpec::default())
     }
 }
 
 /// An application of `consumer` whose secret is in Secret `<name>-secret`.
 fn mk_app(ns: &str, name: &str, consumer: &str, client_id: &str) -> OAuthApplication {
+    let spec: OAuthApplicationSpec = serde_json::from_value(serde_json::json!({
+        "consumerRef": {"name": consumer},
+        "clientId": client_id,
+        "clientSecretRef": {"name": format!("{name}-secret"), "key": "clientSecret"},
+    }))
+    .unwrap();
     OAuthApplication {
         metadata: meta(ns, name),
-        spec: OAuthApplicationSpec {
-            consumer_ref: ConsumerRef {
-                name: consumer.to_owned(),
-            },
-            name: None,
-            client_id: client_id.to_owned(),
-            client_secret_ref: Some(ClientSecretRef {
-                name: format!("{name}-secret"),
-                key: "clientSecret".to_owned(),
-            }),
-            redirect_uris: vec![],
-            client_type: ClientType::Confidential,
-            hash_secret: false,
-            allowed_scopes: None,
-            allowed_grants: None,
-        },
-        status: None,
+        ..OAuthApplication::new(name, spec)
     }
 }
 

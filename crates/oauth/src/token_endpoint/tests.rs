@@ -2,8 +2,9 @@
 //! response out. The store is the in-memory one, the standalone product's own.
 
 use serde_json::{Value, json};
+use tollgate_api::Snapshot;
 use tollgate_api::snapshot::*;
-use tollgate_api::{SecretDigest, Snapshot};
+use tollgate_api::testing::snapshot as fixture;
 use tollgate_store::{MemoryStore, TokenHash, TokenStore};
 use uuid::Uuid;
 
@@ -19,76 +20,27 @@ fn now() -> u64 {
         .as_millis() as u64
 }
 
-fn settings() -> OAuth2Settings {
-    OAuth2Settings {
-        scopes: vec![],
-        mandatory_scope: false,
-        provision_key: SecretDigest::with_iterations("provisionkey", 10),
-        token_expiration: 7200,
-        enable_authorization_code: false,
-        enable_implicit_grant: false,
-        enable_client_credentials: true,
-        enable_password_grant: true,
-        hide_credentials: false,
-        accept_http_if_already_terminated: false,
-        anonymous: None,
-        global_credentials: false,
-        auth_header_name: "authorization".into(),
-        refresh_token_ttl: 1_209_600,
-        reuse_refresh_token: false,
-        persistent_refresh_token: false,
-        refresh_token_reuse_grace: 0,
-        pkce: Pkce::Lax,
-        realm: None,
-        issuer: None,
-    }
-}
-
+/// The article's service, consumer and application, with the client credentials grant too,
+/// edited by `edit`.
 fn snapshot(edit: impl FnOnce(&mut OAuth2Settings, &mut Application)) -> Snapshot {
-    let mut oauth2 = settings();
+    let mut service = fixture::service("default", "sampleirisservice", "/event");
+    service.id = Uuid::from_u128(1);
+    service.oauth2.enable_client_credentials = true;
     let mut app = Application {
-        namespace: "default".into(),
-        name: "SampleApp".into(),
         id: Uuid::from_u128(2),
-        consumer: "clientapp".into(),
-        client_id: "clientid".into(),
-        client_secret: Some(SecretDigest::with_iterations("clientsecret", 10)),
-        redirect_uris: vec!["https://localhost/callback".into()],
-        client_type: ClientType::Confidential,
-        hash_secret: false,
-        allowed_scopes: None,
-        allowed_grants: None,
+        ..fixture::application("default", "SampleApp", "clientapp", "clientid")
     };
-    edit(&mut oauth2, &mut app);
+    edit(&mut service.oauth2, &mut app);
     Snapshot {
         version: 1,
-        services: vec![Service {
-            namespace: "default".into(),
-            name: "sampleirisservice".into(),
-            id: Uuid::from_u128(1),
-            upstream: Upstream {
-                port: 52773,
-                path: None,
-                connect_timeout_ms: tollgate_api::snapshot::DEFAULT_TIMEOUT_MS,
-                read_timeout_ms: tollgate_api::snapshot::DEFAULT_TIMEOUT_MS,
-                drop_underscore_headers: false,
-            },
-            routes: vec![Route {
-                path_prefix: "/event".into(),
-                strip_path: false,
-            }],
-            oauth2,
-        }],
+        services: vec![service],
         consumers: vec![Consumer {
-            namespace: "default".into(),
-            name: "clientapp".into(),
             id: Uuid::from_u128(3),
             username: "ClientApp".into(),
-            custom_id: None,
-            tags: vec![],
+            ..fixture::consumer("default", "clientapp")
         }],
         applications: vec![app],
-        store_key: None,
+        ..Snapshot::default()
     }
 }
 

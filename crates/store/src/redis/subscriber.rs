@@ -33,7 +33,8 @@ use redis::{
 };
 use tokio::sync::mpsc;
 
-use super::{CONNECTION_TIMEOUT, RESPONSE_TIMEOUT, REVOCATION_CHANNEL, parse_revocation};
+use super::connection::{CONNECTION_TIMEOUT, RESPONSE_TIMEOUT};
+use super::layout::{REVOCATION_CHANNEL, parse_revocation};
 use crate::{RevocationEvent, Revocations, StoreError};
 
 /// Events waiting for the consumer before it counts as fallen behind.
