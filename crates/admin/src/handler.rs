@@ -125,7 +125,13 @@ pub fn message(status: StatusCode, text: &str) -> Response<Bytes> {
 
 /// 401 with `WWW-Authenticate: Bearer`, for a request without a valid bearer token.
 pub fn unauthorized() -> Response<Bytes> {
-    let mut response = message(StatusCode::UNAUTHORIZED, "Unauthorized");
+    unauthorized_with("Unauthorized")
+}
+
+/// 401 with `WWW-Authenticate: Bearer` and `text` as Kong's message: every listener of both
+/// processes that asks for a bearer token answers with this one.
+pub fn unauthorized_with(text: &str) -> Response<Bytes> {
+    let mut response = message(StatusCode::UNAUTHORIZED, text);
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         http::HeaderValue::from_static("Bearer"),

@@ -15,7 +15,7 @@ use http::{Request, Response};
 use tollgate_api::Snapshot;
 use tollgate_store::TokenStore;
 
-pub use crate::handler::{handle, message, unauthorized, unrouted};
+pub use crate::handler::{handle, message, unauthorized, unauthorized_with, unrouted};
 pub use crate::request::{ADMIN_GROUP, ADMIN_RESOURCE, AdminRequest, Unrouted};
 pub use crate::token::AdminToken;
 

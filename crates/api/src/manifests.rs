@@ -107,6 +107,22 @@ pub fn fingerprint(paths: &[PathBuf]) -> u64 {
     hasher.finish()
 }
 
+/// The files [`load`] reads under `paths`, in its order: files as given, folders recursively
+/// in name order, skipping hidden entries and files that are not `*.yaml`, `*.yml` or
+/// `*.json`. For a caller reading more of the same files (the controller reads Pods too).
+pub fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut files = Vec::new();
+    for path in paths {
+        let metadata = fs::metadata(path).map_err(|e| io_error(path, &e))?;
+        if metadata.is_dir() {
+            collect_files(path, 0, &mut files)?;
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
 #[derive(Default)]
 struct Loader {
     resources: Resources,

@@ -7,8 +7,6 @@
 //! files are re-read when their content changes; a file that no longer loads is logged and the
 //! last good content kept, as a bad `kubectl apply` would be refused.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,13 +20,13 @@ use tollgate_api::manifests::{self, DEFAULT_NAMESPACE, Resources};
 use crate::index::{Index, SharedIndex};
 use crate::metrics::Metrics;
 
+/// A hash of the files' names and contents, to notice any change: the one the sidecar's
+/// `--manifests` poller takes, over the same files.
+pub use tollgate_api::manifests::fingerprint;
+
 /// How often the files are checked. Reading a few small files a second costs nothing, and a
 /// test or a person editing a file sees the change at once.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// File name extensions read from folders, as the manifest loader reads them.
-const MANIFEST_EXTENSIONS: &[&str] = &["yaml", "yml", "json"];
-const MAX_FOLDER_DEPTH: usize = 16;
 
 /// Everything the files hold that the index uses. Not `Debug`: it holds Secrets.
 pub struct Manifests {
@@ -40,7 +38,7 @@ pub struct Manifests {
 pub fn load(paths: &[PathBuf]) -> Result<Manifests, String> {
     let resources = manifests::load(paths).map_err(|e| e.to_string())?;
     let mut pods = Vec::new();
-    for file in files(paths)? {
+    for file in manifests::manifest_files(paths).map_err(|e| e.to_string())? {
         let text =
             std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
         pods.extend(pods_in(&file, &text)?);
@@ -51,21 +49,6 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, String> {
 /// Puts everything in `manifests` into the index, in place of what it held.
 pub fn feed(index: &mut Index, manifests: Manifests) {
     index.replace_all(manifests.resources, &manifests.pods);
-}
-
-/// A hash of the files' names and contents, to notice any change.
-pub fn fingerprint(paths: &[PathBuf]) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    match files(paths) {
-        Ok(files) => {
-            for file in files {
-                file.hash(&mut hasher);
-                std::fs::read(&file).ok().hash(&mut hasher);
-            }
-        }
-        Err(error) => error.hash(&mut hasher),
-    }
-    hasher.finish()
 }
 
 /// Re-reads the files whenever they change, until `shutdown`. `seen` is the fingerprint of
@@ -140,46 +123,6 @@ fn pods_in(path: &Path, text: &str) -> Result<Vec<Pod>, String> {
         }
     }
     Ok(pods)
-}
-
-/// The manifest files under `paths`: files as given, folders recursively in name order,
-/// skipping hidden entries, as the manifest loader reads them.
-fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let mut out = Vec::new();
-    for path in paths {
-        let metadata = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if metadata.is_dir() {
-            collect(path, 0, &mut out)?;
-        } else {
-            out.push(path.clone());
-        }
-    }
-    Ok(out)
-}
-
-fn collect(folder: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), String> {
-    if depth > MAX_FOLDER_DEPTH {
-        return Err(format!("{}: folders nested too deep", folder.display()));
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(folder)
-        .map_err(|e| format!("{}: {e}", folder.display()))?
-        .filter_map(Result::ok)
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
-            collect(&path, depth + 1, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| MANIFEST_EXTENSIONS.contains(&e))
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
 }
 
 fn one_line(message: &str) -> String {

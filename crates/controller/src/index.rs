@@ -14,71 +14,30 @@
 //! The index also keeps what each object's status should say, for the status writer, and
 //! which version each pod's sidecar was last handed, to count up-to-date pods.
 
+mod namespace;
+mod object;
+mod pod;
+mod selector;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use tokio::sync::watch;
 use tollgate_api::Snapshot;
 use tollgate_api::compile::{CompileError, Reason};
-use tollgate_api::manifests::{DEFAULT_NAMESPACE, Resources};
+use tollgate_api::manifests::Resources;
 use tollgate_api::resources::{Consumer, OAuthApplication, OAuthService};
 use tollgate_api::snapshot::{KeyMaterial, NamespaceStoreKey};
 use tollgate_store::KeyPair;
 
-/// The kinds that get a status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    OAuthService,
-    Consumer,
-    OAuthApplication,
-}
-
-/// A namespaced object's identity.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ObjectRef {
-    pub namespace: String,
-    pub name: String,
-}
-
-/// What a pod's channel carries: its snapshot, and when the index made it (push latency).
-#[derive(Clone, Debug)]
-pub struct Published {
-    pub snapshot: Arc<Snapshot>,
-    pub made_at: Instant,
-}
-
-/// The receiving end of one pod's snapshots. Closed when the pod is deleted.
-pub type SnapshotRx = watch::Receiver<Published>;
-
-/// What an object's `Ready` condition should say.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectStatus {
-    pub kind: Kind,
-    pub object: ObjectRef,
-    /// `metadata.generation` of the object these findings describe.
-    pub generation: Option<i64>,
-    pub ready: bool,
-    /// CamelCase, from a fixed set: [`Reason::as_str`] or [`ACCEPTED`].
-    pub reason: &'static str,
-    pub message: String,
-    /// OAuthServices only.
-    pub pods: Option<PodCounts>,
-}
-
-/// How many pods an OAuthService selects, and how many of their sidecars hold the latest
-/// snapshot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PodCounts {
-    pub selected: i32,
-    pub up_to_date: i32,
-}
-
-/// The reason of a `Ready: True` condition.
-pub const ACCEPTED: &str = "Accepted";
+use self::namespace::{Namespace, Stored};
+use self::object::object_ref;
+pub use self::object::{ACCEPTED, Kind, ObjectRef, ObjectStatus, PodCounts};
+use self::pod::PodEntry;
+pub use self::pod::{PodIdentity, Published, SnapshotRx};
+pub use self::selector::selects;
 
 /// Every object, by namespace. Not `Debug`: it holds Secrets.
 pub struct Index {
@@ -96,49 +55,6 @@ pub struct Index {
 /// An [`Index`] shared between the sources, the stream server and the status writer.
 #[derive(Clone)]
 pub struct SharedIndex(Arc<Mutex<Index>>);
-
-#[derive(Default)]
-struct Namespace {
-    services: BTreeMap<String, OAuthService>,
-    consumers: BTreeMap<String, Consumer>,
-    applications: BTreeMap<String, OAuthApplication>,
-    secrets: BTreeMap<String, Secret>,
-    pods: BTreeMap<String, PodEntry>,
-    /// Findings of the last compilation, by (kind, name); absent means accepted.
-    errors: BTreeMap<(Kind, String), CompileError>,
-}
-
-/// What a pod's serving certificate is made from, as the API server (or the files) last
-/// told it: never what the pod's sidecar asks for.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodIdentity {
-    pub uid: Option<String>,
-    /// `status.podIPs` (or `status.podIP`); empty until the pod has an address.
-    pub ips: Vec<IpAddr>,
-    /// The `tollgate.dev/tls-dns-names` annotation as written, not yet validated.
-    pub tls_dns_names: Option<String>,
-    /// `spec.hostNetwork`: its IP is the node's, not the pod's own.
-    pub host_network: bool,
-}
-
-struct PodEntry {
-    labels: BTreeMap<String, String>,
-    identity: PodIdentity,
-    /// Selected OAuthServices, by name.
-    selected: Vec<String>,
-    /// The snapshot last sent, with version 0, to tell whether anything changed.
-    content: Snapshot,
-    version: u64,
-    /// The version last written to this pod's stream.
-    delivered: Option<u64>,
-    tx: watch::Sender<Published>,
-}
-
-/// The kinds stored as they are, by name, in their namespace.
-trait Stored: Sized {
-    fn metadata(&self) -> &ObjectMeta;
-    fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self>;
-}
 
 // === impl Index ===
 
@@ -644,43 +560,6 @@ impl Index {
     }
 }
 
-// === impl PodIdentity ===
-
-impl PodIdentity {
-    /// The pod's uid, addresses and certificate annotation. Addresses that do not parse are
-    /// left out: the API server validates them, so there are none.
-    pub fn of(pod: &Pod) -> Self {
-        let status = pod.status.as_ref();
-        let listed = status
-            .and_then(|s| s.pod_ips.as_ref())
-            .into_iter()
-            .flatten()
-            .map(|ip| ip.ip.as_str());
-        let single = status.and_then(|s| s.pod_ip.as_deref());
-        let mut ips: Vec<IpAddr> = Vec::new();
-        for ip in listed.chain(single).filter_map(|ip| ip.parse().ok()) {
-            if !ips.contains(&ip) {
-                ips.push(ip);
-            }
-        }
-        Self {
-            uid: pod.metadata.uid.clone(),
-            ips,
-            tls_dns_names: pod
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(tollgate_inject::ANNOTATION_TLS_DNS_NAMES))
-                .cloned(),
-            host_network: pod
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.host_network)
-                .unwrap_or(false),
-        }
-    }
-}
-
 // === impl SharedIndex ===
 
 impl SharedIndex {
@@ -698,126 +577,6 @@ impl SharedIndex {
     }
 }
 
-// === impl Namespace ===
-
-impl Namespace {
-    fn is_empty(&self) -> bool {
-        self.services.is_empty()
-            && self.consumers.is_empty()
-            && self.applications.is_empty()
-            && self.secrets.is_empty()
-            && self.pods.is_empty()
-    }
-
-    /// The compiler's input: the `selected` services (all of them when `None`), and every
-    /// other object of the namespace.
-    fn resources(&self, selected: Option<&[String]>) -> Resources {
-        Resources {
-            services: self
-                .services
-                .iter()
-                .filter(|(name, _)| selected.is_none_or(|s| s.contains(name)))
-                .map(|(_, s)| s.clone())
-                .collect(),
-            consumers: self.consumers.values().cloned().collect(),
-            applications: self.applications.values().cloned().collect(),
-            secrets: self.secrets.values().cloned().collect(),
-        }
-    }
-
-    fn status(&self, kind: Kind, namespace: &str, name: &str, meta: &ObjectMeta) -> ObjectStatus {
-        let (ready, reason, message) = match self.errors.get(&(kind, name.to_owned())) {
-            Some(error) => (false, error.reason.as_str(), error.message.clone()),
-            None => (true, ACCEPTED, "configuration accepted".to_owned()),
-        };
-        ObjectStatus {
-            kind,
-            object: ObjectRef::new(namespace, name),
-            generation: meta.generation,
-            ready,
-            reason,
-            message,
-            pods: None,
-        }
-    }
-}
-
-// === impl Stored ===
-
-impl Stored for OAuthService {
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
-        &mut namespace.services
-    }
-}
-
-impl Stored for Consumer {
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
-        &mut namespace.consumers
-    }
-}
-
-impl Stored for OAuthApplication {
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
-        &mut namespace.applications
-    }
-}
-
-impl Stored for Secret {
-    fn metadata(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
-        &mut namespace.secrets
-    }
-}
-
-// === impl Kind ===
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::OAuthService => "OAuthService",
-            Self::Consumer => "Consumer",
-            Self::OAuthApplication => "OAuthApplication",
-        }
-    }
-
-    fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "OAuthService" => Some(Self::OAuthService),
-            "Consumer" => Some(Self::Consumer),
-            "OAuthApplication" => Some(Self::OAuthApplication),
-            _ => None,
-        }
-    }
-}
-
-// === impl ObjectRef ===
-
-impl ObjectRef {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
 /// What a pod of `namespace` gets of the store key: that namespace's keys only.
 fn namespace_store_key(root: &KeyPair, namespace: &str) -> NamespaceStoreKey {
     let keys = root.for_namespace(namespace);
@@ -826,43 +585,6 @@ fn namespace_store_key(root: &KeyPair, namespace: &str) -> NamespaceStoreKey {
         current: KeyMaterial(keys.current.expose().to_vec()),
         previous: keys.previous.map(|key| KeyMaterial(key.expose().to_vec())),
     }
-}
-
-/// The object's namespace (as `kubectl apply` defaults it) and name; `None` without a name.
-fn object_ref(meta: &ObjectMeta) -> Option<ObjectRef> {
-    let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
-    let namespace = meta
-        .namespace
-        .as_deref()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or(DEFAULT_NAMESPACE);
-    Some(ObjectRef::new(namespace, name))
-}
-
-/// Whether a `podSelector` selects a pod with `labels`. Absent or empty selects every pod,
-/// as a NetworkPolicy's `podSelector` does. An unknown operator selects nothing, so a typo
-/// never widens what a service reaches.
-pub fn selects(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
-    let Some(selector) = selector else {
-        return true;
-    };
-    let labels_match = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(key, value)| labels.get(key) == Some(value));
-    let expressions_match = selector.match_expressions.iter().flatten().all(|req| {
-        let values = req.values.as_deref().unwrap_or_default();
-        let value = labels.get(&req.key);
-        match req.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
-    labels_match && expressions_match
 }
 
 #[cfg(test)]

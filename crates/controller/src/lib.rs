@@ -3,7 +3,7 @@
 //! snapshot to its sidecar; status is written on every resource; and the [`admin`] API lists
 //! and deletes tokens.
 //!
-//! Only this crate talks to the API server, and only [`kube_source`] and [`auth`]'s
+//! Only this crate talks to the API server, and only [`kube`](mod@crate::kube) and [`auth`]'s
 //! `KubeReviewer` do: everything else is plain data in, plain data out.
 #![forbid(unsafe_code)]
 
@@ -14,7 +14,7 @@ pub mod ca_config_map;
 pub mod config;
 pub mod file_source;
 pub mod index;
-pub mod kube_source;
+pub mod kube;
 pub mod metrics;
 pub mod network_policy;
 pub mod pod_certs;
@@ -24,269 +24,391 @@ pub mod status;
 pub mod store_key;
 pub mod stream;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tollgate_store::{AnyTokenStore, KeyPair, MemoryStore, RedisStore, StoreKeys};
+use tokio::task::JoinHandle;
+use tollgate_serve::{ListenerLimits, runtime};
+use tollgate_store::{AnyTokenStore, KeyPair, RedisUrl, StoreKeys};
 
 use crate::admin::AdminServer;
-use crate::auth::{AccessReviewer, KubeReviewer, TokenReviewer};
+use crate::auth::{AccessReviewer, KubeReviewer, StaticTokens, TokenReviewer};
 use crate::ca::Ca;
 pub use crate::config::{Config, ConfigErrors, ControllerArgs, Source, StoreKeySource};
+use crate::config::{KubeSettings, Webhook};
+use crate::file_source::Manifests;
 use crate::index::{Index, SharedIndex};
 use crate::metrics::Metrics;
 use crate::pod_certs::CertificateServer;
 use crate::review_guard::GuardedReviewer;
 use crate::stream::StreamServer;
 
-/// Runs the controller until SIGINT or SIGTERM.
+/// Runs the controller until SIGINT or SIGTERM: the index and its source, then each listener.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = Metrics::new();
     let (stop, stopped) = watch::channel(false);
-    // Versions start from the wall clock (milliseconds), so that they keep increasing across
-    // restarts of the controller.
-    let first_version = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(1);
-    let mut tasks = Vec::new();
-    // The webhook configuration whose caBundle (and URL) this controller keeps current.
-    let webhook_configuration = config
-        .webhook
-        .as_ref()
-        .and_then(|w| Some((w.configuration.clone()?, w.url.clone())));
+    let mut started = Started::new(Metrics::new(), stopped);
 
-    let (index, reviewer, access, ca, store_root): (
-        SharedIndex,
-        Arc<dyn TokenReviewer>,
-        Arc<dyn AccessReviewer>,
-        Ca,
-        KeyPair,
-    ) = match config.source {
+    let Sourced {
+        index,
+        reviewer,
+        access,
+        ca,
+        store_root,
+    } = match config.source {
         Source::Files {
             paths,
             manifests,
             fingerprint,
             tokens,
-        } => {
-            tracing::warn!(
-                "reading resources from --manifests and sidecar tokens from --static-tokens: a test and development mode"
-            );
-            let store_root = match config.store_key {
-                StoreKeySource::File(keys) => keys,
-                // Refused by `Config::load`: --store-key-secret needs the API server.
-                StoreKeySource::Secret(_) | StoreKeySource::Generated => generated_store_key()?,
-            };
-            let index =
-                SharedIndex::new(Index::new(first_version).with_store_key(store_root.clone()));
-            file_source::feed(&mut index.lock(), manifests);
-            tasks.push(tokio::spawn(file_source::watch(
-                paths,
-                index.clone(),
-                metrics.clone(),
-                fingerprint,
-                stopped.clone(),
-            )));
-            let tokens = Arc::new(tokens);
-            let ca = Ca::generate().context("cannot make the controller's CA")?;
-            metrics.set_ready(true);
-            (index, tokens.clone(), tokens, ca, store_root)
-        }
+        } => started.file_source(paths, manifests, fingerprint, tokens, config.store_key)?,
         Source::Kube(settings) => {
-            let settings_review = (settings.token_review_cache, settings.review_concurrency);
-            let client = kube::Client::try_default()
-                .await
-                .context("cannot reach the API server (kubeconfig or in-cluster configuration)")?;
-            let store_root = match config.store_key {
-                StoreKeySource::Secret(secret) => {
-                    store_key::load_or_create(&client, &secret).await?
-                }
-                StoreKeySource::File(keys) => keys,
-                StoreKeySource::Generated => generated_store_key()?,
-            };
-            let index = SharedIndex::new(
-                Index::new(first_version)
-                    .with_secret_hint(format!(
-                        "the controller only reads Secrets labelled {}",
-                        settings.secret_label_selector
-                    ))
-                    .with_store_key(store_root.clone()),
-            );
-            let ca = match &settings.ca_secret {
-                Some(secret) => kube_source::load_or_create_ca(&client, secret).await?,
-                None => Ca::generate().context("cannot make the controller's CA")?,
-            };
-            if let Some((name, url)) = webhook_configuration {
-                tasks.push(tokio::spawn(kube_source::keep_webhook_configuration(
-                    client.clone(),
-                    name,
-                    ca.cert_pem().to_owned(),
-                    url,
-                    metrics.clone(),
-                    stopped.clone(),
-                )));
-            }
-            if let Some(name) = settings.ca_config_map.clone() {
-                tasks.push(tokio::spawn(ca_config_map::keep_ca_config_maps(
-                    client.clone(),
-                    name,
-                    ca.cert_pem().to_owned(),
-                    index.clone(),
-                    stopped.clone(),
-                )));
-            }
-            if let Some(policy) = settings.network_policy.clone() {
-                tasks.push(tokio::spawn(network_policy::keep_network_policies(
-                    client.clone(),
-                    policy,
-                    index.clone(),
-                    stopped.clone(),
-                )));
-            }
-            tasks.extend(kube_source::spawn(
-                client.clone(),
-                settings,
-                index.clone(),
-                metrics.clone(),
-                stopped.clone(),
-            ));
-            let reviewer = Arc::new(GuardedReviewer::new(
-                Arc::new(KubeReviewer::new(client)),
-                settings_review.0,
-                settings_review.1,
-            ));
-            (index, reviewer.clone(), reviewer, ca, store_root)
+            let webhook_configuration = config
+                .webhook
+                .as_ref()
+                .and_then(|w| Some((w.configuration.clone()?, w.url.clone())));
+            started
+                .kube_source(settings, config.store_key, webhook_configuration)
+                .await?
         }
     };
-    tasks.push(tokio::spawn(report_findings(
+    started.task(report_findings(
         index.clone(),
-        metrics.clone(),
-        stopped.clone(),
-    )));
-
+        started.metrics.clone(),
+        started.stopped.clone(),
+    ));
     if let Some(path) = &config.ca_out {
-        write_atomically(path, ca.cert_pem().as_bytes())
-            .with_context(|| format!("--ca-out {}: cannot write the CA", path.display()))?;
+        write_ca_out(path, &ca)?;
     }
     let tls = ca
         .server_config(&config.tls_sans)
         .context("cannot make the serving certificate")?;
+    let store = admin_token_store(config.redis_url.as_ref(), store_root).await?;
 
-    let store = match &config.redis_url {
-        Some(url) => {
-            let store = RedisStore::connect(url.expose(), StoreKeys::from_root(store_root))
-                .await
-                .with_context(|| format!("--redis-url {url}: cannot use the token store"))?;
-            AnyTokenStore::Redis(store)
-        }
-        None => {
-            tracing::warn!(
-                "no --redis-url given: the admin API sees an empty in-memory token store, not the sidecars' tokens"
-            );
-            AnyTokenStore::Memory(MemoryStore::new())
-        }
-    };
-
-    let bind = |flag: &'static str, addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("{flag} {addr}: cannot listen"))
-    };
-    let stream_listener = bind("--stream-listen", config.stream_listen).await?;
-    let admin_listener = bind("--admin-listen", config.admin_listen).await?;
-    let metrics_listener = bind("--metrics-listen", config.metrics_listen).await?;
-    let webhook = match config.webhook {
-        Some(webhook) => {
-            let listener = bind("--webhook-listen", webhook.listen).await?;
-            let webhook_tls = match webhook.tls {
-                Some(files) => {
-                    let (tls, resolver) = files.server_config().map_err(anyhow::Error::msg)?;
-                    // cert-manager rotates the files in place.
-                    tasks.push(tokio::spawn(async move { files.watch(resolver).await }));
-                    tls
-                }
-                None => tls.clone(),
-            };
-            // Injected pods trust the CA that signs the snapshot stream.
-            let inject = Arc::new(webhook.inject.with_default_controller_ca_pem(ca.cert_pem()));
-            Some(tokio::spawn(tollgate_inject::server::serve_webhook(
-                listener,
-                webhook_tls,
-                inject,
-                tollgate_inject::server::WebhookLimits {
-                    listener: config.listener_limits,
-                    budget: tollgate_serve::BodyBudget::new(config.body_buffer_budget),
-                },
-                stopped.clone(),
-            )))
-        }
-        None => None,
-    };
-
-    let streams = Arc::new(StreamServer::new(
-        index.clone(),
-        reviewer.clone(),
-        metrics.clone(),
-        stopped.clone(),
+    let stream_listener = runtime::bind("--stream-listen", config.stream_listen).await?;
+    let admin_listener = runtime::bind("--admin-listen", config.admin_listen).await?;
+    let metrics_listener = runtime::bind("--metrics-listen", config.metrics_listen).await?;
+    if let Some(webhook) = config.webhook {
+        let limits = tollgate_inject::server::WebhookLimits {
+            listener: config.listener_limits,
+            budget: tollgate_serve::BodyBudget::new(config.body_buffer_budget),
+        };
+        started.webhook(webhook, limits, &tls, &ca).await?;
+    }
+    // Every sidecar holds a stream open here: after a rollout the controller, too, would keep
+    // the memory of thousands of closed streams without this.
+    started.server(tollgate_serve::memory::reclaim_freed_memory(
+        started.stopped.clone(),
     ));
-    // Pods' serving certificates are asked for where the stream is: the sidecar already
-    // knows that address and trusts its certificate.
-    let certificates = Arc::new(CertificateServer::new(
+    let limits = config.listener_limits;
+    let certificates = CertificateServer::new(
         index.clone(),
         reviewer.clone(),
         Arc::new(ca),
         config.pod_certs,
-    ));
-    let configuration = {
-        let index = index.clone();
-        Arc::new(move |namespace: &str| index.lock().namespace_snapshot(namespace))
-    };
-    let admin = Arc::new(AdminServer::new(store, reviewer, access, configuration));
-    let mut servers: Vec<_> = webhook.into_iter().collect();
-    // Every sidecar holds a stream open here: after a rollout the controller, too, would keep
-    // the memory of thousands of closed streams without this.
-    servers.push(tokio::spawn(tollgate_serve::memory::reclaim_freed_memory(
-        stopped.clone(),
-    )));
-    servers.push(tokio::spawn(server::serve(
+    );
+    started.streams_and_certificates(
         stream_listener,
-        Some(tls.clone()),
-        config.listener_limits,
-        stopped.clone(),
-        move |request: http::Request<tollgate_serve::Incoming>| {
-            let streams = streams.clone();
-            let certificates = certificates.clone();
-            async move {
-                if CertificateServer::serves(request.uri().path()) {
-                    certificates.handle(request).await
-                } else {
-                    streams.handle(request).await
-                }
+        tls.clone(),
+        limits,
+        &index,
+        &reviewer,
+        certificates,
+    );
+    let configuration = namespace_configuration(&index);
+    let admin = AdminServer::new(store, reviewer, access, configuration);
+    started.admin(admin_listener, tls, limits, admin);
+    started.metrics_endpoint(metrics_listener, limits, index);
+    tracing::info!(
+        stream = %config.stream_listen,
+        admin = %config.admin_listen,
+        metrics = %config.metrics_listen,
+        "tollgate controller started"
+    );
+
+    runtime::shutdown_signal().await;
+    tracing::info!("stopping");
+    started.metrics.set_ready(false);
+    let _ = stop.send(true);
+    started.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What a source gives the rest of the controller.
+struct Sourced {
+    index: SharedIndex,
+    reviewer: Arc<dyn TokenReviewer>,
+    access: Arc<dyn AccessReviewer>,
+    ca: Ca,
+    store_root: KeyPair,
+}
+
+/// What the controller started, and what each start needs: servers drain when asked to stop,
+/// tasks are cut short.
+struct Started {
+    metrics: Arc<Metrics>,
+    /// Turns true when the process is asked to stop.
+    stopped: watch::Receiver<bool>,
+    servers: Vec<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+// === impl Started ===
+
+impl Started {
+    fn new(metrics: Arc<Metrics>, stopped: watch::Receiver<bool>) -> Self {
+        Self {
+            metrics,
+            stopped,
+            servers: Vec::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    fn server(&mut self, server: impl Future<Output = ()> + Send + 'static) {
+        self.servers.push(tokio::spawn(server));
+    }
+
+    fn task(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.push(tokio::spawn(task));
+    }
+
+    /// Waits for every server to drain, then ends every task.
+    async fn stop(self) {
+        for server in self.servers {
+            let _ = server.await;
+        }
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+
+    /// The index fed from manifest files (`--manifests`), re-read as they change; sidecars
+    /// authenticated by `--static-tokens`. Ready at once: everything is read.
+    fn file_source(
+        &mut self,
+        paths: Vec<PathBuf>,
+        manifests: Manifests,
+        fingerprint: u64,
+        tokens: StaticTokens,
+        store_key: StoreKeySource,
+    ) -> anyhow::Result<Sourced> {
+        tracing::warn!(
+            "reading resources from --manifests and sidecar tokens from --static-tokens: a test and development mode"
+        );
+        let store_root = match store_key {
+            StoreKeySource::File(keys) => keys,
+            // Refused by `Config::load`: --store-key-secret needs the API server.
+            StoreKeySource::Secret(_) | StoreKeySource::Generated => generated_store_key()?,
+        };
+        let index =
+            SharedIndex::new(Index::new(first_version()).with_store_key(store_root.clone()));
+        file_source::feed(&mut index.lock(), manifests);
+        self.task(file_source::watch(
+            paths,
+            index.clone(),
+            self.metrics.clone(),
+            fingerprint,
+            self.stopped.clone(),
+        ));
+        let tokens = Arc::new(tokens);
+        let ca = Ca::generate().context("cannot make the controller's CA")?;
+        self.metrics.set_ready(true);
+        Ok(Sourced {
+            index,
+            reviewer: tokens.clone(),
+            access: tokens,
+            ca,
+            store_root,
+        })
+    }
+
+    /// The index fed by watches on the API server, and what the controller keeps there: the
+    /// store key's and the CA's Secrets, the webhook's caBundle (`webhook_configuration`: its
+    /// name and URL), the CA ConfigMaps, the NetworkPolicies, the Lease and status. Sidecars
+    /// authenticated by TokenReview.
+    async fn kube_source(
+        &mut self,
+        settings: KubeSettings,
+        store_key: StoreKeySource,
+        webhook_configuration: Option<(String, Option<String>)>,
+    ) -> anyhow::Result<Sourced> {
+        let settings_review = (settings.token_review_cache, settings.review_concurrency);
+        let client = ::kube::Client::try_default()
+            .await
+            .context("cannot reach the API server (kubeconfig or in-cluster configuration)")?;
+        let store_root = match store_key {
+            StoreKeySource::Secret(secret) => store_key::load_or_create(&client, &secret).await?,
+            StoreKeySource::File(keys) => keys,
+            StoreKeySource::Generated => generated_store_key()?,
+        };
+        let index = SharedIndex::new(
+            Index::new(first_version())
+                .with_secret_hint(format!(
+                    "the controller only reads Secrets labelled {}",
+                    settings.secret_label_selector
+                ))
+                .with_store_key(store_root.clone()),
+        );
+        let ca = match &settings.ca_secret {
+            Some(secret) => kube::load_or_create_ca(&client, secret).await?,
+            None => Ca::generate().context("cannot make the controller's CA")?,
+        };
+        if let Some((name, url)) = webhook_configuration {
+            self.task(kube::keep_webhook_configuration(
+                client.clone(),
+                name,
+                ca.cert_pem().to_owned(),
+                url,
+                self.metrics.clone(),
+                self.stopped.clone(),
+            ));
+        }
+        if let Some(name) = settings.ca_config_map.clone() {
+            self.task(ca_config_map::keep_ca_config_maps(
+                client.clone(),
+                name,
+                ca.cert_pem().to_owned(),
+                index.clone(),
+                self.stopped.clone(),
+            ));
+        }
+        if let Some(policy) = settings.network_policy.clone() {
+            self.task(network_policy::keep_network_policies(
+                client.clone(),
+                policy,
+                index.clone(),
+                self.stopped.clone(),
+            ));
+        }
+        self.tasks.extend(kube::spawn(
+            client.clone(),
+            settings,
+            index.clone(),
+            self.metrics.clone(),
+            self.stopped.clone(),
+        ));
+        let reviewer = Arc::new(GuardedReviewer::new(
+            Arc::new(KubeReviewer::new(client)),
+            settings_review.0,
+            settings_review.1,
+        ));
+        Ok(Sourced {
+            index,
+            reviewer: reviewer.clone(),
+            access: reviewer,
+            ca,
+            store_root,
+        })
+    }
+
+    /// The injection webhook on its own listener, with cert-manager's files when given
+    /// (followed as they rotate), or else `tls`, the controller's own certificate.
+    async fn webhook(
+        &mut self,
+        webhook: Webhook,
+        limits: tollgate_inject::server::WebhookLimits,
+        tls: &Arc<rustls::ServerConfig>,
+        ca: &Ca,
+    ) -> anyhow::Result<()> {
+        let listener = runtime::bind("--webhook-listen", webhook.listen).await?;
+        let webhook_tls = match webhook.tls {
+            Some(files) => {
+                let (tls, resolver) = files.server_config().map_err(anyhow::Error::msg)?;
+                // cert-manager rotates the files in place.
+                self.task(async move { files.watch(resolver).await });
+                tls
             }
-        },
-    )));
-    servers.push(tokio::spawn(server::serve(
-        admin_listener,
-        Some(tls),
-        config.listener_limits,
-        stopped.clone(),
-        move |request| {
-            let admin = admin.clone();
-            async move { admin.handle(request).await }
-        },
-    )));
-    {
-        let metrics = metrics.clone();
-        let index = index.clone();
-        servers.push(tokio::spawn(server::serve(
-            metrics_listener,
+            None => tls.clone(),
+        };
+        // Injected pods trust the CA that signs the snapshot stream.
+        let inject = Arc::new(webhook.inject.with_default_controller_ca_pem(ca.cert_pem()));
+        self.server(tollgate_inject::server::serve_webhook(
+            listener,
+            webhook_tls,
+            inject,
+            limits,
+            self.stopped.clone(),
+        ));
+        Ok(())
+    }
+
+    /// The snapshot stream and pods' serving certificates, on one listener: the sidecar
+    /// already knows that address and trusts its certificate.
+    fn streams_and_certificates(
+        &mut self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        limits: ListenerLimits,
+        index: &SharedIndex,
+        reviewer: &Arc<dyn TokenReviewer>,
+        certificates: CertificateServer,
+    ) {
+        let streams = Arc::new(StreamServer::new(
+            index.clone(),
+            reviewer.clone(),
+            self.metrics.clone(),
+            self.stopped.clone(),
+        ));
+        let certificates = Arc::new(certificates);
+        self.server(server::serve(
+            listener,
+            Some(tls),
+            limits,
+            self.stopped.clone(),
+            move |request: http::Request<tollgate_serve::Incoming>| {
+                let streams = streams.clone();
+                let certificates = certificates.clone();
+                async move {
+                    if CertificateServer::serves(request.uri().path()) {
+                        certificates.handle(request).await
+                    } else {
+                        streams.handle(request).await
+                    }
+                }
+            },
+        ));
+    }
+
+    /// The admin API, guarded by TokenReview and SubjectAccessReview (or the static tokens).
+    fn admin(
+        &mut self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        limits: ListenerLimits,
+        admin: AdminServer<AnyTokenStore>,
+    ) {
+        let admin = Arc::new(admin);
+        self.server(server::serve(
+            listener,
+            Some(tls),
+            limits,
+            self.stopped.clone(),
+            move |request| {
+                let admin = admin.clone();
+                async move { admin.handle(request).await }
+            },
+        ));
+    }
+
+    /// Prometheus metrics and the probes, in plain HTTP; the index's gauges are read at each
+    /// scrape.
+    fn metrics_endpoint(
+        &mut self,
+        listener: TcpListener,
+        limits: ListenerLimits,
+        index: SharedIndex,
+    ) {
+        let metrics = self.metrics.clone();
+        self.server(server::serve(
+            listener,
             None,
-            config.listener_limits,
-            stopped.clone(),
+            limits,
+            self.stopped.clone(),
             move |request| {
                 let metrics = metrics.clone();
                 {
@@ -296,27 +418,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 async move { metrics.handle(&request) }
             },
-        )));
+        ));
     }
-    tracing::info!(
-        stream = %config.stream_listen,
-        admin = %config.admin_listen,
-        metrics = %config.metrics_listen,
-        "tollgate controller started"
-    );
+}
 
-    shutdown_signal().await;
-    tracing::info!("stopping");
-    metrics.set_ready(false);
-    let _ = stop.send(true);
-    for server in servers {
-        let _ = server.await;
+/// The first snapshot version. Versions start from the wall clock (milliseconds), so that
+/// they keep increasing across restarts of the controller.
+fn first_version() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1)
+}
+
+/// `--ca-out`: the CA's certificate, for whoever must trust the controller.
+fn write_ca_out(path: &Path, ca: &Ca) -> anyhow::Result<()> {
+    runtime::write_atomically(path, ca.cert_pem().as_bytes())
+        .with_context(|| format!("--ca-out {}: cannot write the CA", path.display()))
+}
+
+/// The token store the admin API lists and deletes in: the sidecars' Redis, sealed with the
+/// root key every namespace's key derives from.
+async fn admin_token_store(
+    redis_url: Option<&RedisUrl>,
+    store_root: KeyPair,
+) -> anyhow::Result<AnyTokenStore> {
+    if redis_url.is_none() {
+        tracing::warn!(
+            "no --redis-url given: the admin API sees an empty in-memory token store, not the sidecars' tokens"
+        );
     }
-    for task in tasks {
-        task.abort();
-    }
-    tracing::info!("stopped");
-    Ok(())
+    let keys = StoreKeys::from_root(store_root);
+    Ok(runtime::connect_token_store(redis_url, keys).await?)
+}
+
+/// What a namespace configures, for the admin API to check an import against.
+fn namespace_configuration(index: &SharedIndex) -> admin::NamespaceConfiguration {
+    let index = index.clone();
+    Arc::new(move |namespace: &str| index.lock().namespace_snapshot(namespace))
 }
 
 /// A root store key for this process alone, when none is configured.
@@ -344,39 +483,5 @@ async fn report_findings(
         }
         // Let a burst of changes (a `kubectl apply -f` of a folder) settle into one report.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// reader never sees half a file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = path.with_file_name(format!(".{file_name}.tmp"));
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path)
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {},
-                    _ = terminate.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
     }
 }

@@ -16,7 +16,7 @@ use tollgate_api::stream::{self as wire, Frame};
 use crate::auth::{TokenReviewer, bearer_token};
 use crate::index::{ObjectRef, Published, SharedIndex, SnapshotRx};
 use crate::metrics::Metrics;
-use crate::server::{Body, message};
+use crate::server::{Body, full, message};
 
 /// How long a stream request for a pod the index does not know yet waits for it: a sidecar
 /// may start before the controller's pod watch has seen its pod.
@@ -226,15 +226,12 @@ pub fn parse_pod_path(prefix: &str, path: &str) -> Option<ObjectRef> {
     (valid(namespace) && valid(pod)).then(|| ObjectRef::new(namespace, pod))
 }
 
+/// 401 for a request without a valid service-account token.
 pub fn unauthorized() -> Response<Body> {
-    let mut response = message(
-        StatusCode::UNAUTHORIZED,
+    tollgate_admin::unauthorized_with(
         "a valid service-account token (audience tollgate) is required",
-    );
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
+    )
+    .map(full)
 }
 
 #[cfg(test)]

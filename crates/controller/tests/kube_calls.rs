@@ -13,7 +13,7 @@ use tollgate_controller::auth::{
     Access, AccessReviewer, Identity, KubeReviewer, POD_NAME_EXTRA, TokenReviewer,
 };
 use tollgate_controller::index::{Kind, ObjectRef};
-use tollgate_controller::kube_source::{self, LEASE_DURATION};
+use tollgate_controller::kube::{self as kube_source, LEASE_DURATION};
 use tower_test::mock::{self, Handle};
 
 type ApiServer = Handle<Request<Body>, Response<Body>>;

@@ -1,6 +1,7 @@
 //! The accept loop every tollgate listener shares (the sidecar's proxy, admin and metrics
 //! ports, the controller's stream and admin API, the injection webhook): TCP, optional TLS,
 //! HTTP/1.1 and HTTP/2 on one port, and a graceful drain when the process is asked to stop.
+//! With it, [`runtime`]: what both processes do around their listeners.
 // One exception, `memory::trim`, calls glibc's malloc_trim.
 #![deny(unsafe_code)]
 
@@ -8,6 +9,7 @@ pub mod body;
 mod conn;
 pub mod limits;
 pub mod memory;
+pub mod runtime;
 pub mod tls;
 
 use std::convert::Infallible;

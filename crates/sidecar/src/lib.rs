@@ -21,12 +21,12 @@ pub use tollgate_serve::tls;
 
 use std::sync::Arc;
 
-use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tollgate_store::{AnyTokenStore, MemoryStore, RedisStore, StoreKeys};
+use tollgate_serve::runtime;
+use tollgate_store::{AnyTokenStore, StoreKeys, TokenStore};
 
 pub use crate::config::{Config, ConfigErrors, SidecarArgs};
+use crate::controller_client::SnapshotRx;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::tls::TlsSource;
@@ -34,27 +34,19 @@ use crate::validation_cache::CachedStore;
 
 /// Runs the sidecar until SIGINT or SIGTERM, then drains in-flight requests.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let store = match &config.redis_url {
-        Some(url) => {
-            // Standalone: the key file's, for every namespace. Fed by the controller: none
-            // until the first snapshot brings the pod's namespace's key.
-            let keys = match &config.store_key {
-                Some(pair) => StoreKeys::everywhere(pair.clone()),
-                None => StoreKeys::per_namespace([]),
-            };
-            let store = RedisStore::connect(url.expose(), keys)
-                .await
-                .with_context(|| format!("--redis-url {url}: cannot use the token store"))?;
-            tracing::info!(redis = %url, "tokens are kept in Redis");
-            AnyTokenStore::Redis(store)
-        }
-        None => {
-            tracing::warn!(
-                "no --redis-url given: tokens are kept in this process's memory and are not shared with other replicas"
-            );
-            AnyTokenStore::Memory(MemoryStore::new())
-        }
+    // Standalone: the key file's, for every namespace. Fed by the controller: none until the
+    // first snapshot brings the pod's namespace's key.
+    let keys = match &config.store_key {
+        Some(pair) => StoreKeys::everywhere(pair.clone()),
+        None => StoreKeys::per_namespace([]),
     };
+    let store = runtime::connect_token_store(config.redis_url.as_ref(), keys).await?;
+    match &config.redis_url {
+        Some(url) => tracing::info!(redis = %url, "tokens are kept in Redis"),
+        None => tracing::warn!(
+            "no --redis-url given: tokens are kept in this process's memory and are not shared with other replicas"
+        ),
+    }
     let store_keys = match &store {
         AnyTokenStore::Redis(redis) => Some(redis.keys().clone()),
         AnyTokenStore::Memory(_) => None,
@@ -67,19 +59,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = CachedStore::new(store, cache_size, config.validation_cache_ttl);
     let (tls, resolver) = config.tls.server_config().map_err(anyhow::Error::msg)?;
 
-    let bind = |flag: &'static str, addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("{flag} {addr}: cannot listen"))
-    };
-    let proxy_listener = bind("--listen", config.listen).await?;
+    let proxy_listener = runtime::bind("--listen", config.listen).await?;
     let admin_listener = match config.admin_listen {
-        Some(addr) => Some(bind("--admin-listen", addr).await?),
+        Some(addr) => Some(runtime::bind("--admin-listen", addr).await?),
         None => None,
     };
-    let metrics_listener = bind("--metrics-listen", config.metrics_listen).await?;
+    let metrics_listener = runtime::bind("--metrics-listen", config.metrics_listen).await?;
     let http_listener = match config.listen_http {
-        Some(addr) => Some(bind("--listen-http", addr).await?),
+        Some(addr) => Some(runtime::bind("--listen-http", addr).await?),
         None => None,
     };
 
@@ -210,12 +197,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     // From the controller, the sidecar is ready once it serves a snapshot (or its cache).
     let controller = config.controller.map(|source| {
-        tokio::spawn(controller_client::run(
-            source,
+        let (publish, snapshots) = controller_client::snapshot_channel();
+        let install = tokio::spawn(install_snapshots(
+            snapshots,
             gateway.clone(),
             metrics.clone(),
-            stopped.clone(),
-        ))
+        ));
+        let follow = tokio::spawn(controller_client::run(source, publish, stopped.clone()));
+        [follow, install]
     });
     if controller.is_none() {
         metrics.set_ready(true);
@@ -236,13 +225,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "tollgate sidecar ready"
     );
 
-    shutdown_signal().await;
+    runtime::shutdown_signal().await;
     tracing::info!("stopping: draining in-flight requests");
     metrics.set_ready(false);
     let _ = stop.send(true);
     reload.abort();
-    if let Some(controller) = controller {
-        controller.abort();
+    for task in controller.into_iter().flatten() {
+        task.abort();
     }
     if let Some(certificate) = certificate {
         certificate.abort();
@@ -258,24 +247,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {},
-                    _ = terminate.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+/// Serves each snapshot the controller sends from the next request on (with its namespace's
+/// store key, when the gateway takes keys from snapshots), and makes the sidecar ready from
+/// the first one on.
+async fn install_snapshots<S: TokenStore>(
+    mut snapshots: SnapshotRx,
+    gateway: Arc<Gateway<S>>,
+    metrics: Arc<Metrics>,
+) {
+    while snapshots.changed().await.is_ok() {
+        let Some(snapshot) = snapshots.borrow_and_update().clone() else {
+            continue;
+        };
+        gateway.swap(Arc::unwrap_or_clone(snapshot));
+        metrics.set_ready(true);
     }
 }

@@ -1,0 +1,95 @@
+//! The names the index gives what it holds: the kinds that get a status, a namespaced object's
+//! identity, and what an object's `Ready` condition should say.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tollgate_api::manifests::DEFAULT_NAMESPACE;
+
+/// The kinds that get a status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    OAuthService,
+    Consumer,
+    OAuthApplication,
+}
+
+/// A namespaced object's identity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What an object's `Ready` condition should say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectStatus {
+    pub kind: Kind,
+    pub object: ObjectRef,
+    /// `metadata.generation` of the object these findings describe.
+    pub generation: Option<i64>,
+    pub ready: bool,
+    /// CamelCase, from a fixed set: [`tollgate_api::compile::Reason::as_str`] or [`ACCEPTED`].
+    pub reason: &'static str,
+    pub message: String,
+    /// OAuthServices only.
+    pub pods: Option<PodCounts>,
+}
+
+/// How many pods an OAuthService selects, and how many of their sidecars hold the latest
+/// snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodCounts {
+    pub selected: i32,
+    pub up_to_date: i32,
+}
+
+/// The reason of a `Ready: True` condition.
+pub const ACCEPTED: &str = "Accepted";
+
+// === impl Kind ===
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OAuthService => "OAuthService",
+            Self::Consumer => "Consumer",
+            Self::OAuthApplication => "OAuthApplication",
+        }
+    }
+
+    pub(super) fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "OAuthService" => Some(Self::OAuthService),
+            "Consumer" => Some(Self::Consumer),
+            "OAuthApplication" => Some(Self::OAuthApplication),
+            _ => None,
+        }
+    }
+}
+
+// === impl ObjectRef ===
+
+impl ObjectRef {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The object's namespace (as `kubectl apply` defaults it) and name; `None` without a name.
+pub(super) fn object_ref(meta: &ObjectMeta) -> Option<ObjectRef> {
+    let name = meta.name.as_deref().filter(|n| !n.is_empty())?;
+    let namespace = meta
+        .namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or(DEFAULT_NAMESPACE);
+    Some(ObjectRef::new(namespace, name))
+}
