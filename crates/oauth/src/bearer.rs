@@ -8,6 +8,7 @@ use tollgate_api::Snapshot;
 use tollgate_api::snapshot::{Application, Consumer, Service};
 use tollgate_store::{TokenHash, TokenRecord, TokenStore};
 
+use crate::issue;
 use crate::response::OAuthResponse;
 use crate::{EpochMillis, Params};
 
@@ -79,7 +80,7 @@ pub async fn authenticate<'s, S: TokenStore>(
     let record = store
         .find_access_shared(&service.namespace, &TokenHash::of(token))
         .await
-        .map_err(|e| crate::token_endpoint::store_failure(&e))?
+        .map_err(|e| issue::store_failure(&e))?
         .ok_or_else(|| OAuthResponse::token_invalid(realm))?;
     let identity = check_record(snapshot, service, record, now)?;
     Ok(identity)

@@ -7,7 +7,9 @@
 
 pub mod authorize;
 pub mod bearer;
+mod issue;
 pub mod params;
+pub mod pkce;
 pub mod random;
 pub mod redirect;
 pub mod response;

@@ -1,15 +1,23 @@
 //! Body types of the sidecar: responses are either the gateway's own (buffered) or the
-//! upstream's (streamed); requests to the upstream are the client's body (streamed) or one the
-//! gateway rewrote.
+//! upstream's (streamed, its connection given back once read whole); requests to the upstream
+//! are the client's body (streamed) or one the gateway rewrote.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
+use tollgate_h1 as h1;
 use tollgate_oauth::OAuthResponse;
 pub use tollgate_serve::Incoming;
 pub use tollgate_serve::body::{Buffered, ReadError, read_bounded, read_up_to};
 
-use crate::pool::ReturningBody;
+use crate::pool::Bound;
 
 pub type ResponseBody = Either<Full<Bytes>, ReturningBody>;
 pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
@@ -57,5 +65,110 @@ pub fn read_error(error: ReadError) -> Response<ResponseBody> {
             StatusCode::BAD_REQUEST,
             "The request body could not be read",
         ),
+    }
+}
+
+/// The application's response body. Once it has been read whole, its connection goes back to
+/// the client connection that sent the request. A body dropped before its end closes its
+/// connection: the rest of that response would otherwise be read as the next one.
+///
+/// Kong's `read_timeout` bounds each wait for more of the body, as nginx's
+/// `proxy_read_timeout` bounds the time between two reads: an application that stops
+/// mid-body fails the response then, and its connection is closed.
+pub struct ReturningBody {
+    body: h1::ResponseBody<UpstreamBody>,
+    port: u16,
+    home: Arc<Bound>,
+    read_timeout: Duration,
+    /// The timer of the current wait. Made the first time a read waits, and reset for each
+    /// wait after that: a body that never waits, the usual small one, costs no timer.
+    waiting: Option<Pin<Box<Sleep>>>,
+    /// The timer is running for the current wait.
+    armed: bool,
+}
+
+impl ReturningBody {
+    pub fn new(
+        body: h1::ResponseBody<UpstreamBody>,
+        port: u16,
+        home: Arc<Bound>,
+        read_timeout: Duration,
+    ) -> Self {
+        let mut returning = Self {
+            body,
+            port,
+            home,
+            read_timeout,
+            waiting: None,
+            armed: false,
+        };
+        // No body to read (HEAD, 204, 304, `Content-Length: 0`): the server may never poll it.
+        returning.give_back();
+        returning
+    }
+
+    fn give_back(&mut self) {
+        if let Some(conn) = self.body.take_reusable() {
+            self.home.give_back(self.port, conn);
+        }
+    }
+
+    /// Starts the timer of a wait for more of the body, or polls the one running: ready
+    /// when the wait has lasted the read timeout.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let read_timeout = self.read_timeout;
+        let deadline = move || tokio::time::Instant::now() + read_timeout;
+        let timer = match &mut self.waiting {
+            Some(timer) => {
+                if !self.armed {
+                    timer.as_mut().reset(deadline());
+                }
+                timer
+            }
+            None => self
+                .waiting
+                .insert(Box::pin(tokio::time::sleep_until(deadline()))),
+        };
+        self.armed = true;
+        timer.as_mut().poll(cx)
+    }
+}
+
+impl Body for ReturningBody {
+    type Data = Bytes;
+    type Error = h1::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Pending => {
+                ready!(this.poll_wait(cx));
+                tracing::warn!(
+                    port = this.port,
+                    timeout_ms = this.read_timeout.as_millis() as u64,
+                    "the application sent no more of its response body within readTimeout"
+                );
+                // The connection is not given back: dropping the body closes it.
+                Poll::Ready(Some(Err(h1::Error::Io(
+                    std::io::ErrorKind::TimedOut.into(),
+                ))))
+            }
+            polled => {
+                this.armed = false;
+                this.give_back();
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

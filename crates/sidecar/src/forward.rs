@@ -14,10 +14,10 @@ use http::{Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use tokio::time::timeout;
 
-use crate::body::UpstreamBody;
-use crate::gateway::IdentityHeaders;
+use crate::body::{ReturningBody, UpstreamBody};
+use crate::identity::IdentityHeaders;
 use crate::metrics::DroppedHeader;
-use crate::pool::{Bound, Origin, Pool, PoolMetrics, ReturningBody};
+use crate::pool::{Bound, Origin, Pool, PoolMetrics};
 use tollgate_canon::header_name::{self, FORWARDED_HEADERS, Verdict};
 use tollgate_h1::{self as h1, Exchange};
 use tollgate_oauth::bearer::IDENTITY_HEADERS;

@@ -2,7 +2,6 @@
 //! token, and forward to the application on 127.0.0.1.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,11 +21,11 @@ use tollgate_oauth::params::{self, BodyKind};
 use tollgate_oauth::standard::{self, ClientRequest};
 use tollgate_oauth::{AuthorizeRequest, OAuthResponse, Params, TokenRequest, Transport};
 use tollgate_store::{KeyPair, StoreKey, StoreKeys, TokenStore};
-use uuid::Uuid;
 
 use crate::body::{self, Incoming, ResponseBody};
 use crate::config::BodyLimits;
 use crate::forward::{self, ForwardedHop, Upstream};
+use crate::identity::{CredentialHeaders, IdentityHeaders};
 use crate::metrics::{Metrics, Outcome};
 use crate::pool::Bound;
 use crate::routes::{Endpoint, METADATA_PATH, RouteTable, upstream_path};
@@ -39,9 +38,8 @@ use tollgate_serve::ConnInfo;
 pub struct Served {
     pub snapshot: Snapshot,
     pub routes: RouteTable,
-    /// The identity headers of each application (by id), built once per snapshot rather than
-    /// on every request; only the token's own user and scope are added per request.
-    credential_headers: HashMap<Uuid, HeaderList>,
+    /// The identity headers of each application, built once per snapshot.
+    credential_headers: CredentialHeaders,
     /// What each service's requests need, by service index.
     prepared: Vec<PreparedService>,
 }
@@ -63,25 +61,6 @@ impl PreparedService {
     fn auth_header_value<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
         let value = headers.get(self.auth_header.as_ref()?)?;
         value.to_str().ok()
-    }
-}
-
-type HeaderList = Vec<(HeaderName, HeaderValue)>;
-
-/// The identity headers of one request: its application's, built once per snapshot and
-/// borrowed, then its token's own (scope, user), built per request when the token has them.
-pub(crate) struct IdentityHeaders<'s> {
-    shared: &'s [(HeaderName, HeaderValue)],
-    own: HeaderList,
-}
-
-impl<'s> IdentityHeaders<'s> {
-    pub(crate) fn owned(own: HeaderList) -> Self {
-        Self { shared: &[], own }
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
-        self.shared.iter().chain(&self.own)
     }
 }
 
@@ -182,15 +161,7 @@ enum FoundIn {
 impl Served {
     pub fn new(snapshot: Snapshot) -> Self {
         let routes = RouteTable::new(&snapshot);
-        let credential_headers = snapshot
-            .applications
-            .iter()
-            .filter_map(|application| {
-                let consumer = snapshot.consumer(&application.namespace, &application.consumer)?;
-                let headers = to_header_values(bearer::credential_headers(consumer, application));
-                Some((application.id, headers))
-            })
-            .collect();
+        let credential_headers = CredentialHeaders::new(&snapshot);
         let prepared = snapshot
             .services
             .iter()
@@ -205,22 +176,6 @@ impl Served {
             routes,
             credential_headers,
             prepared,
-        }
-    }
-
-    /// Every identity header of an authenticated request.
-    fn identity_headers(&self, identity: &bearer::Authenticated<'_>) -> IdentityHeaders<'_> {
-        let token = to_header_values(bearer::token_headers(&identity.record));
-        match self.credential_headers.get(&identity.application.id) {
-            Some(shared) => IdentityHeaders { shared, own: token },
-            None => {
-                let mut own = to_header_values(bearer::credential_headers(
-                    identity.consumer,
-                    identity.application,
-                ));
-                own.extend(token);
-                IdentityHeaders::owned(own)
-            }
         }
     }
 }
@@ -545,7 +500,7 @@ impl<S: TokenStore> Gateway<S> {
         )
         .await
         {
-            Ok(identity) => served.identity_headers(&identity),
+            Ok(identity) => served.credential_headers.of(&identity),
             Err(refusal) => {
                 if refusal.status == StatusCode::SERVICE_UNAVAILABLE {
                     self.metrics.count(Outcome::StoreError);
@@ -557,9 +512,7 @@ impl<S: TokenStore> Gateway<S> {
                         return body::oauth(refusal);
                     }
                     Some(name) => match snapshot.consumer(&service.namespace, name) {
-                        Some(consumer) => IdentityHeaders::owned(to_header_values(
-                            bearer::anonymous_headers(consumer),
-                        )),
+                        Some(consumer) => IdentityHeaders::anonymous(consumer),
                         None => {
                             tracing::error!(service = %service.name, consumer = name, "the anonymous consumer does not exist");
                             self.metrics.count(Outcome::AnonymousMissing);
@@ -780,15 +733,6 @@ pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Header values of identity strings. A value a header cannot carry (a control character in
-/// a username, say) is left out rather than failing the request.
-fn to_header_values(headers: Vec<(HeaderName, String)>) -> HeaderList {
-    headers
-        .into_iter()
-        .filter_map(|(name, value)| HeaderValue::from_str(&value).ok().map(|v| (name, v)))
-        .collect()
 }
 
 /// The store keys a snapshot brings: its namespace's, when the controller sent one that is

@@ -7,6 +7,7 @@ pub mod config;
 pub mod controller_client;
 mod forward;
 pub mod gateway;
+mod identity;
 mod manifests_watch;
 mod metrics;
 mod pod_cert;
