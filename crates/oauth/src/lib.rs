@@ -16,6 +16,7 @@ pub mod response;
 pub mod secret_gate;
 pub mod standard;
 pub mod token_endpoint;
+pub mod token_location;
 
 pub use authorize::{AuthorizeRequest, authorize};
 pub use bearer::{Authenticated, authenticate};

@@ -9,38 +9,134 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 use tollgate_h1 as h1;
 use tollgate_oauth::OAuthResponse;
+use tollgate_serve::InFlight;
 pub use tollgate_serve::Incoming;
-pub use tollgate_serve::body::{Buffered, ReadError, read_bounded, read_up_to};
+use tollgate_serve::body::BodyBudget;
+pub use tollgate_serve::body::{Buffered, ReadError};
 
 use crate::pool::Bound;
 
-pub type ResponseBody = Either<Full<Bytes>, ReturningBody>;
-pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+/// What the client gets: the gateway's own answer, or the application's, streamed.
+pub type ResponseBody<B> = Either<Full<Bytes>, ReturningBody<B>>;
+/// What the application gets: the client's body `B`, streamed, or one the gateway read or
+/// rewrote.
+pub type UpstreamBody<B> = Either<B, Full<Bytes>>;
+
+/// How much of a request body the sidecar reads into memory, per request and in all.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// `--max-oauth-body`, also the admin API's.
+    pub oauth: usize,
+    /// `--client-body-buffer-size`.
+    pub proxied_form: usize,
+    /// `--body-buffer-budget`.
+    pub budget: usize,
+}
 
 /// Seconds a client refused for a spent body budget is asked to wait: buffered bodies are
 /// small and read quickly, so the budget frees up within about that.
 const RETRY_AFTER_SECONDS: &str = "1";
 
-pub fn full(response: Response<Bytes>) -> Response<ResponseBody> {
-    response.map(|b| Either::Left(Full::new(b)))
+/// A request body as the gateway takes it: [`Incoming`] from a listener, or [`Full`] from a
+/// caller that holds the whole body already (a test). Generic, not boxed: the proxy path
+/// costs the same as with `Incoming` alone.
+pub trait RequestBody:
+    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + Sized
+    + 'static
+{
+    /// Keeps the client connection's HTTP timeouts off it while a WebSocket tunnel holds it;
+    /// `None` for a body that came on no connection.
+    fn hold_connection_busy(&self) -> Option<InFlight>;
+
+    /// Reads the whole body when it is at most `limit` bytes, each taken from `budget` first;
+    /// a longer one comes back unread (what was read of it is sent first), for the caller to
+    /// stream.
+    fn read_up_to(
+        self,
+        limit: usize,
+        budget: &BodyBudget,
+    ) -> impl Future<Output = Result<Result<Buffered, Self>, ReadError>> + Send;
 }
 
-pub fn oauth(response: OAuthResponse) -> Response<ResponseBody> {
+impl RequestBody for Incoming {
+    fn hold_connection_busy(&self) -> Option<InFlight> {
+        Some(self.keep_connection_busy())
+    }
+
+    fn read_up_to(
+        self,
+        limit: usize,
+        budget: &BodyBudget,
+    ) -> impl Future<Output = Result<Result<Buffered, Self>, ReadError>> + Send {
+        tollgate_serve::body::read_up_to(self, limit, budget)
+    }
+}
+
+impl RequestBody for Full<Bytes> {
+    fn hold_connection_busy(&self) -> Option<InFlight> {
+        None
+    }
+
+    async fn read_up_to(
+        self,
+        limit: usize,
+        budget: &BodyBudget,
+    ) -> Result<Result<Buffered, Self>, ReadError> {
+        if self.size_hint().lower() > limit as u64 {
+            return Ok(Err(self));
+        }
+        let bytes = match self.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        let mut reservation = budget.reserve();
+        if !reservation.grow(bytes.len()) {
+            return Err(ReadError::BudgetSpent);
+        }
+        Ok(Ok(Buffered { bytes, reservation }))
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes, each taken from `budget` first.
+pub async fn read_bounded<B: RequestBody>(
+    body: B,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<Buffered, ReadError> {
+    match body.read_up_to(limit, budget).await? {
+        Ok(buffered) => Ok(buffered),
+        Err(_longer) => Err(ReadError::TooLarge),
+    }
+}
+
+/// The gateway's own answer, as the client gets it.
+pub fn own<B>(response: Response<Full<Bytes>>) -> Response<ResponseBody<B>> {
+    response.map(Either::Left)
+}
+
+pub fn full(response: Response<Bytes>) -> Response<Full<Bytes>> {
+    response.map(Full::new)
+}
+
+pub fn oauth(response: OAuthResponse) -> Response<Full<Bytes>> {
     full(response.into_http())
 }
 
 /// Kong's `{"message": …}` responses for the gateway's own failures.
-pub fn message(status: StatusCode, text: &str) -> Response<ResponseBody> {
+pub fn message(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
     oauth(OAuthResponse::message(status, text))
 }
 
 /// The answer to a body that could not be read whole, with Kong's messages.
-pub fn read_error(error: ReadError) -> Response<ResponseBody> {
+pub fn read_error(error: ReadError) -> Response<Full<Bytes>> {
     match error {
         ReadError::TooLarge => {
             // The rest of the body is not read: over HTTP/1.1 the connection closes (after a
@@ -75,8 +171,8 @@ pub fn read_error(error: ReadError) -> Response<ResponseBody> {
 /// Kong's `read_timeout` bounds each wait for more of the body, as nginx's
 /// `proxy_read_timeout` bounds the time between two reads: an application that stops
 /// mid-body fails the response then, and its connection is closed.
-pub struct ReturningBody {
-    body: h1::ResponseBody<UpstreamBody>,
+pub struct ReturningBody<B> {
+    body: h1::ResponseBody<UpstreamBody<B>>,
     port: u16,
     home: Arc<Bound>,
     read_timeout: Duration,
@@ -87,9 +183,9 @@ pub struct ReturningBody {
     armed: bool,
 }
 
-impl ReturningBody {
+impl<B: RequestBody> ReturningBody<B> {
     pub fn new(
-        body: h1::ResponseBody<UpstreamBody>,
+        body: h1::ResponseBody<UpstreamBody<B>>,
         port: u16,
         home: Arc<Bound>,
         read_timeout: Duration,
@@ -134,7 +230,7 @@ impl ReturningBody {
     }
 }
 
-impl Body for ReturningBody {
+impl<B: RequestBody> Body for ReturningBody<B> {
     type Data = Bytes;
     type Error = h1::Error;
 

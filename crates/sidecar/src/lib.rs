@@ -9,12 +9,15 @@ mod forward;
 pub mod gateway;
 mod identity;
 mod manifests_watch;
-mod metrics;
+pub mod metrics;
 mod pod_cert;
 mod pool;
+mod proxy_error;
 pub mod routes;
-mod trusted;
+mod served;
+pub mod trusted;
 mod tunnel;
+mod unambiguous;
 mod validation_cache;
 
 /// TLS for the proxy and admin listeners, shared with the controller's.
