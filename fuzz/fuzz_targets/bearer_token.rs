@@ -1,17 +1,20 @@
-//! Defends where the bearer check finds the access token on every proxied request: the
-//! `authHeaderName` header's value (`bearer::token_from_header`), else `access_token` in the
-//! query string or a form body (`Params::from_urlencoded`, as the gateway reads them).
+//! Defends where the bearer check finds the access token on every proxied request, through the
+//! functions the gateway calls (`tollgate_oauth::token_location`): the `authHeaderName`
+//! header's value, else `access_token` in the query string or a form body.
 //!
-//! Input: the raw bytes, used both as a header value and as a query string or form body.
-//! Invariants: no panic; the token is a part of the header value, and it differs from the
-//! whole value only for exactly `Bearer X` or `Token X` (any case), where it is `X`; an
-//! `access_token` parameter counts only when it is given exactly once.
+//! Input: the raw bytes, used as a header value, as a query string and as a form body.
+//! Invariants: no panic; the header wins over the query string; a token from the header is a
+//! part of the header value, borrowed from it, and differs from the whole value only for
+//! exactly `Bearer X` or `Token X` (any case), where it is `X`; an `access_token` parameter
+//! counts only when it is given exactly once; `found_in` says where the token was found.
 #![no_main]
 
+use std::borrow::Cow;
+
+use bytes::Bytes;
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
-use tollgate_oauth::bearer::token_from_header;
-use tollgate_oauth::params::Params;
+use tollgate_oauth::token_location::{FoundIn, Located, body_parameters, locate};
 
 fuzz_target!(|data: &[u8]| {
     // The gateway reads the header only when it is visible ASCII (`HeaderValue::to_str`).
@@ -22,23 +25,22 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(value) = std::str::from_utf8(data) {
         check_header(value);
+        check_parameters(locate(None, Some(value), None), data);
     }
-
-    let found = Params::from_urlencoded(data)
-        .text("access_token")
-        .map(str::to_owned);
-    let given: Vec<_> = form_urlencoded::parse(data)
-        .filter(|(key, _)| key == "access_token")
-        .map(|(_, value)| value.into_owned())
-        .collect();
-    match given.as_slice() {
-        [one] => assert_eq!(found.as_ref(), Some(one)),
-        _ => assert_eq!(found, None),
-    }
+    let form = futures_executor::block_on(body_parameters(
+        None,
+        Some("application/x-www-form-urlencoded"),
+        Bytes::copy_from_slice(data),
+    ));
+    check_parameters(locate(None, None, Some(&form)), data);
 });
 
 fn check_header(value: &str) {
-    let token = token_from_header(value);
+    let located = locate(Some(value), Some("access_token=from-the-query"), None);
+    assert_eq!(located.found_in, FoundIn::Header, "the header wins");
+    let Some(Cow::Borrowed(token)) = located.token else {
+        panic!("a token from the header is borrowed from it");
+    };
     let start = (token.as_ptr() as usize).wrapping_sub(value.as_ptr() as usize);
     assert!(
         start <= value.len() && token.len() <= value.len() - start,
@@ -52,5 +54,24 @@ fn check_header(value: &str) {
         assert!(!token.is_empty() && !token.bytes().any(|b| b.is_ascii_whitespace()));
     } else {
         assert_eq!(token, value);
+    }
+}
+
+/// `located`, the token of a request without the header whose query string or form body is
+/// `input`, against the pairs of `input` as `form_urlencoded` decodes them.
+fn check_parameters(located: Located<'_>, input: &[u8]) {
+    let given: Vec<_> = form_urlencoded::parse(input)
+        .filter(|(key, _)| key == "access_token")
+        .map(|(_, value)| value.into_owned())
+        .collect();
+    match given.as_slice() {
+        [one] => {
+            assert_eq!(located.token.as_deref(), Some(one.as_str()));
+            assert_eq!(located.found_in, FoundIn::Parameters);
+        }
+        _ => {
+            assert_eq!(located.token, None);
+            assert_eq!(located.found_in, FoundIn::Nowhere);
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The bearer check on every proxied request: where Kong looks for the access token, what it
-//! accepts, and the identity it hands to the upstream.
+//! The bearer check on every proxied request: what Kong accepts as an access token (found
+//! where [`crate::token_location`] says), and the identity it hands to the upstream.
 
 use std::sync::Arc;
 
@@ -8,8 +8,9 @@ use tollgate_api::Snapshot;
 use tollgate_api::snapshot::{Application, Consumer, Service};
 use tollgate_store::{TokenHash, TokenRecord, TokenStore};
 
+use crate::EpochMillis;
+use crate::issue;
 use crate::response::OAuthResponse;
-use crate::{EpochMillis, Params};
 
 /// The identity headers Kong sets. A client's own copies are always removed before forwarding,
 /// so an upstream can trust them.
@@ -31,39 +32,6 @@ pub struct Authenticated<'s> {
     pub record: Arc<TokenRecord>,
 }
 
-/// The token in the value of the `authHeaderName` header: the second word of `Bearer X` or
-/// `Token X` (any case), else the whole value, as Kong reads it. Words are split at ASCII
-/// whitespace, as Kong's Lua patterns split them; a header value read as text is ASCII anyway,
-/// and the ASCII split is several times cheaper than the Unicode one on every request.
-pub fn token_from_header(value: &str) -> &str {
-    let mut words = value.split_ascii_whitespace();
-    match (words.next(), words.next(), words.next()) {
-        (Some(scheme), Some(token), None)
-            if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") =>
-        {
-            token
-        }
-        _ => value,
-    }
-}
-
-/// `access_token` of a proxied request without the auth header, as Kong's
-/// `parse_access_token` reads it: from the query string merged with a JSON, form or multipart
-/// `body`, the body winning. `None` when absent or not a string (a JSON number, a repeated
-/// key). A body that does not parse counts as none, as Kong's `get_body` failing leaves only
-/// the query string.
-pub async fn token_from_params(
-    query: Option<&str>,
-    content_type: Option<&str>,
-    body: bytes::Bytes,
-) -> Option<String> {
-    let query_params = || Params::from_urlencoded(query.unwrap_or("").as_bytes());
-    let params = Params::parse(query, content_type, body)
-        .await
-        .unwrap_or_else(|_| query_params());
-    params.text("access_token").map(str::to_owned)
-}
-
 /// Checks `token` for `service`. Errors are Kong's 401 responses (or a store failure).
 pub async fn authenticate<'s, S: TokenStore>(
     store: &S,
@@ -79,7 +47,7 @@ pub async fn authenticate<'s, S: TokenStore>(
     let record = store
         .find_access_shared(&service.namespace, &TokenHash::of(token))
         .await
-        .map_err(|e| crate::token_endpoint::store_failure(&e))?
+        .map_err(|e| issue::store_failure(&e))?
         .ok_or_else(|| OAuthResponse::token_invalid(realm))?;
     let identity = check_record(snapshot, service, record, now)?;
     Ok(identity)
@@ -189,77 +157,4 @@ fn consumer_headers(consumer: &Consumer) -> Vec<(HeaderName, String)> {
         ));
     }
     headers
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bearer_and_token_schemes_in_any_case() {
-        assert_eq!(token_from_header("Bearer abc"), "abc");
-        assert_eq!(token_from_header("bearer abc"), "abc");
-        assert_eq!(token_from_header("TOKEN abc"), "abc");
-        assert_eq!(token_from_header("  Bearer   abc  "), "abc");
-        assert_eq!(token_from_header("Bearer\tabc"), "abc");
-    }
-
-    async fn from_params(query: Option<&str>, content_type: &str, body: &str) -> Option<String> {
-        token_from_params(
-            query,
-            Some(content_type),
-            bytes::Bytes::from(body.to_owned()),
-        )
-        .await
-    }
-
-    #[tokio::test]
-    async fn access_token_in_a_json_form_or_multipart_body() {
-        // 03-access_spec.lua:3189.
-        let json = "application/json";
-        assert_eq!(
-            from_params(None, json, r#"{"access_token":"t"}"#)
-                .await
-                .as_deref(),
-            Some("t")
-        );
-        // The body wins, even with a value that is no token at all.
-        assert_eq!(
-            from_params(Some("access_token=q"), json, r#"{"access_token":1}"#).await,
-            None
-        );
-        assert_eq!(
-            from_params(Some("access_token=q"), json, "{not json")
-                .await
-                .as_deref(),
-            Some("q")
-        );
-        let multipart = "multipart/form-data; boundary=b";
-        let body =
-            "--b\r\nContent-Disposition: form-data; name=\"access_token\"\r\n\r\nm\r\n--b--\r\n";
-        assert_eq!(
-            from_params(None, multipart, body).await.as_deref(),
-            Some("m")
-        );
-        let form = "application/x-www-form-urlencoded";
-        assert_eq!(
-            from_params(Some("a=1"), form, "access_token=f")
-                .await
-                .as_deref(),
-            Some("f")
-        );
-        assert_eq!(
-            from_params(None, form, "access_token=a&access_token=b").await,
-            None
-        );
-    }
-
-    #[test]
-    fn anything_else_is_the_whole_value() {
-        assert_eq!(token_from_header("abc"), "abc");
-        assert_eq!(token_from_header("Basic abc"), "Basic abc");
-        assert_eq!(token_from_header("Bearer a b"), "Bearer a b");
-        // Only ASCII whitespace separates words, as in Kong's Lua patterns.
-        assert_eq!(token_from_header("Bearer\u{a0}abc"), "Bearer\u{a0}abc");
-    }
 }

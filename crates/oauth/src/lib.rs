@@ -7,13 +7,16 @@
 
 pub mod authorize;
 pub mod bearer;
+mod issue;
 pub mod params;
+pub mod pkce;
 pub mod random;
 pub mod redirect;
 pub mod response;
 pub mod secret_gate;
 pub mod standard;
 pub mod token_endpoint;
+pub mod token_location;
 
 pub use authorize::{AuthorizeRequest, authorize};
 pub use bearer::{Authenticated, authenticate};

@@ -11,8 +11,9 @@ use tollgate_api::snapshot::{Application, ClientType, GrantType, Service};
 use tollgate_store::{TokenHash, TokenRecord, TokenStore};
 
 use crate::bearer::check_record;
+use crate::issue::store_failure;
 use crate::response::{OAuthError, OAuthResponse};
-use crate::token_endpoint::{ClientCredentials, check_client_secret, store_failure};
+use crate::token_endpoint::{ClientCredentials, check_client_secret};
 use crate::{EpochMillis, Params, Transport};
 
 /// A request to introspect or revoke a token: the client authenticates as at the token

@@ -11,12 +11,16 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use tollgate_api::Snapshot;
 use tollgate_api::snapshot::{Application, ClientType, GrantType, Service};
-use tollgate_store::{Reuse, StoreError, TokenHash, TokenRecord, TokenStore};
-use uuid::Uuid;
+use tollgate_store::{Reuse, TokenHash, TokenStore};
 
-use crate::authorize::{CodeGrant, verify_code_verifier};
+use crate::authorize::CodeGrant;
+use crate::issue::{
+    Failure, Minted, authenticated_userid, check_provision_key, insert, kong_strip, mint,
+    requested_scope, scope_not_a_string, store_failure,
+};
+use crate::pkce::verify_code_verifier;
 use crate::response::{OAuthError, OAuthResponse};
-use crate::{EpochMillis, Params, Transport, random, secret_gate};
+use crate::{EpochMillis, Params, Transport, secret_gate};
 
 /// What the token endpoint needs from the HTTP request.
 #[derive(Debug)]
@@ -50,13 +54,6 @@ pub(crate) struct TokenBody<'a> {
     pub state: Option<&'a str>,
 }
 
-/// A token pair minted for a record, in the clear only until it is sent.
-pub(crate) struct Minted {
-    pub record: TokenRecord,
-    pub access_token: String,
-    pub refresh_token: Option<String>,
-}
-
 /// Handles a request to `…/oauth2/token` of `service`.
 pub async fn issue_token<S: TokenStore>(
     store: &S,
@@ -67,15 +64,10 @@ pub async fn issue_token<S: TokenStore>(
 ) -> OAuthResponse {
     let state = request.params.text("state");
     match token_grant(store, snapshot, service, &request, now).await {
-        Ok(minted) => OAuthResponse::ok_json(&minted.body(state)),
+        Ok(minted) => OAuthResponse::ok_json(&token_body(&minted, state)),
         Err(Failure::OAuth(error)) => error.into_response(state),
         Err(Failure::Store(error)) => store_failure(&error),
     }
-}
-
-pub(crate) enum Failure {
-    OAuth(OAuthError),
-    Store(StoreError),
 }
 
 async fn token_grant<S: TokenStore>(
@@ -231,7 +223,12 @@ async fn exchange_code<S: TokenStore>(
         }
     };
     check_code_binding(service, client, &grant)?;
-    verify_code_verifier(service.oauth2.pkce, client, &grant, params)?;
+    verify_code_verifier(
+        service.oauth2.pkce,
+        client,
+        grant.challenge.as_deref(),
+        params,
+    )?;
     // Another exchange may have taken the code since it was read.
     if store
         .take_code(&service.namespace, &code_hash)
@@ -379,123 +376,6 @@ async fn refresh<S: TokenStore>(
     }
 }
 
-/// Issues a record and its tokens with the service's current lifetimes, as Kong's
-/// `generate_token` does: no refresh token when the access token never expires or the grant
-/// has none, and a record that lives `refreshTokenTtl` only while tokens expire at all.
-pub(crate) fn mint(
-    service: &Service,
-    client: &Application,
-    authenticated_userid: Option<String>,
-    scope: String,
-    now: EpochMillis,
-    disable_refresh: bool,
-) -> Minted {
-    let conf = &service.oauth2;
-    let expires_in = conf.token_expiration;
-    let refresh_token = (!disable_refresh && expires_in > 0).then(random::token);
-    let ttl = if expires_in > 0 {
-        conf.refresh_token_ttl
-    } else {
-        0
-    };
-    Minted {
-        record: TokenRecord {
-            id: Uuid::new_v4(),
-            namespace: service.namespace.clone(),
-            credential_id: client.id,
-            client_id: client.client_id.clone(),
-            service_id: (!conf.global_credentials).then_some(service.id),
-            authenticated_userid,
-            scope,
-            expires_in,
-            created_at: now,
-            ttl,
-        },
-        access_token: random::token(),
-        refresh_token,
-    }
-}
-
-pub(crate) async fn insert<S: TokenStore>(store: &S, minted: &Minted) -> Result<(), Failure> {
-    let access = TokenHash::of(&minted.access_token);
-    let refresh = minted.refresh_token.as_deref().map(TokenHash::of);
-    store
-        .insert(&minted.record, &access, refresh.as_ref())
-        .await
-        .map_err(Failure::Store)
-}
-
-/// Kong's `retrieve_scope`: only checked when the service declares scopes; then every
-/// requested scope must be one of them (and, beyond Kong, one the application may have).
-pub(crate) fn requested_scope(
-    service: &Service,
-    client: &Application,
-    params: &Params,
-) -> Result<String, OAuthError> {
-    let conf = &service.oauth2;
-    let declared = !conf.scopes.is_empty();
-    match params.get("scope") {
-        Some(value) if declared => {
-            let crate::ParamValue::Text(requested) = value else {
-                return Err(scope_not_a_string());
-            };
-            let mut granted = Vec::new();
-            for scope in requested.split_whitespace() {
-                let allowed_here = conf.scopes.iter().any(|s| s == scope);
-                let allowed_for_client = client
-                    .allowed_scopes
-                    .as_ref()
-                    .is_none_or(|allowed| allowed.iter().any(|s| s == scope));
-                if !allowed_here || !allowed_for_client {
-                    return Err(OAuthError::bad_request(
-                        "invalid_scope",
-                        format!("\"{scope}\" is an invalid scope"),
-                    ));
-                }
-                granted.push(scope);
-            }
-            Ok(granted.join(" "))
-        }
-        None if conf.mandatory_scope => Err(OAuthError::bad_request(
-            "invalid_scope",
-            "You must specify a scope",
-        )),
-        _ => Ok(String::new()),
-    }
-}
-
-pub(crate) async fn check_provision_key(
-    service: &Service,
-    params: &Params,
-) -> Result<(), OAuthError> {
-    let matched = match params.text("provision_key") {
-        Some(presented) => {
-            secret_gate::global()
-                .verify(&service.oauth2.provision_key, presented)
-                .await?
-        }
-        None => false,
-    };
-    if matched {
-        Ok(())
-    } else {
-        Err(OAuthError::bad_request(
-            "invalid_provision_key",
-            "Invalid provision_key",
-        ))
-    }
-}
-
-pub(crate) fn authenticated_userid(params: &Params) -> Result<&str, OAuthError> {
-    match params.text_or_scalar("authenticated_userid") {
-        Some(id) if !kong_strip(id).is_empty() => Ok(id),
-        _ => Err(OAuthError::bad_request(
-            "invalid_authenticated_userid",
-            "Missing authenticated_userid parameter",
-        )),
-    }
-}
-
 /// `None` when the client authenticated. A 503 from [`secret_gate`] when its secret could
 /// not be checked now: callers pass that one through unchanged.
 pub(crate) async fn check_client_secret(
@@ -532,18 +412,6 @@ fn invalid_redirect_uri() -> OAuthError {
     OAuthError::bad_request(
         "invalid_request",
         "Invalid redirect_uri that does not match with any redirect_uri created with the application",
-    )
-}
-
-fn scope_not_a_string() -> OAuthError {
-    OAuthError::bad_request("invalid_scope", "scope must be a string")
-}
-
-pub(crate) fn store_failure(error: &StoreError) -> OAuthResponse {
-    tracing::error!(%error, "token store failed");
-    OAuthResponse::message(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        "The token store is unavailable",
     )
 }
 
@@ -594,29 +462,14 @@ fn parse_basic(header: &str) -> Option<(String, Option<String>)> {
     })
 }
 
-/// `value` without the blanks Kong's `strip` removes at either end: space, and tab to
-/// carriage return.
-pub(crate) fn kong_strip(value: &str) -> &str {
-    value.trim_matches(|c| matches!(c, ' ' | '\t'..='\r'))
-}
-
-// === impl Minted ===
-
-impl Minted {
-    pub(crate) fn body<'a>(&'a self, state: Option<&'a str>) -> TokenBody<'a> {
-        TokenBody {
-            refresh_token: self.refresh_token.as_deref(),
-            token_type: "bearer",
-            access_token: &self.access_token,
-            expires_in: (self.record.expires_in > 0).then_some(self.record.expires_in),
-            state,
-        }
-    }
-}
-
-impl From<OAuthError> for Failure {
-    fn from(error: OAuthError) -> Self {
-        Self::OAuth(error)
+/// The success body of `minted`.
+fn token_body<'a>(minted: &'a Minted, state: Option<&'a str>) -> TokenBody<'a> {
+    TokenBody {
+        refresh_token: minted.refresh_token.as_deref(),
+        token_type: "bearer",
+        access_token: &minted.access_token,
+        expires_in: (minted.record.expires_in > 0).then_some(minted.record.expires_in),
+        state,
     }
 }
 

@@ -10,10 +10,12 @@ use tollgate_admin::AdminToken;
 use tollgate_api::Snapshot;
 use tollgate_store::{KeyPair, RedisUrl, StoreKey};
 
+pub use crate::body::BodyLimits;
 use crate::controller_client::{ControllerSource, ControllerSourceArgs};
 use crate::manifests_watch::{self, ManifestSource};
 use crate::tls::TlsSource;
 use crate::trusted::TrustedIps;
+pub use crate::tunnel::UpgradeLimits;
 
 /// Kong's proxy TLS port, the article's port.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
@@ -255,28 +257,6 @@ pub struct Config {
     pub max_concurrent_secret_hashes: usize,
     /// `--secret-hash-queue-timeout`.
     pub secret_hash_queue_timeout: std::time::Duration,
-}
-
-/// How much of a request body the sidecar reads into memory, per request and in all.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
-    /// `--max-oauth-body`, also the admin API's.
-    pub oauth: usize,
-    /// `--client-body-buffer-size`.
-    pub proxied_form: usize,
-    /// `--body-buffer-budget`.
-    pub budget: usize,
-}
-
-/// What WebSockets may hold of the sidecar and of the application.
-#[derive(Debug, Clone, Copy)]
-pub struct UpgradeLimits {
-    /// `--upgrade-idle-timeout`.
-    pub idle_timeout: std::time::Duration,
-    /// WebSockets open at once, over every listener: `--max-connections`. Over HTTP/1.1 each
-    /// is a connection already; over HTTP/2 a connection may carry many, each holding an
-    /// application connection, so they are counted apart.
-    pub max_open: usize,
 }
 
 /// All configuration problems found, one line each.

@@ -14,10 +14,10 @@ use http::{Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use tokio::time::timeout;
 
-use crate::body::UpstreamBody;
-use crate::gateway::IdentityHeaders;
+use crate::body::{RequestBody, ReturningBody, UpstreamBody};
+use crate::identity::IdentityHeaders;
 use crate::metrics::DroppedHeader;
-use crate::pool::{Bound, Origin, Pool, PoolMetrics, ReturningBody};
+use crate::pool::{Bound, Origin, Pool, PoolMetrics};
 use tollgate_canon::header_name::{self, FORWARDED_HEADERS, Verdict};
 use tollgate_h1::{self as h1, Exchange};
 use tollgate_oauth::bearer::IDENTITY_HEADERS;
@@ -91,12 +91,12 @@ impl Target {
 
 /// Sends the request `head` describes, with `body`, to the application over a connection
 /// `bound` holds or gets.
-pub async fn send(
+pub async fn send<B: RequestBody>(
     head: &UpstreamHead<'_>,
-    body: UpstreamBody,
+    body: UpstreamBody<B>,
     target: Target,
     bound: &Arc<Bound>,
-) -> Result<Response<ReturningBody>, ForwardError> {
+) -> Result<Response<ReturningBody<B>>, ForwardError> {
     let port = target.port;
     let (conn, origin) = bound
         .checkout(port, target.connect_timeout)
@@ -141,7 +141,7 @@ pub async fn send(
 }
 
 /// The application's answer to a WebSocket handshake.
-pub enum Upgrade {
+pub enum Upgrade<B> {
     /// A 101: the response for the client, and the application's side of the tunnel.
     Switched {
         response: Response<()>,
@@ -149,7 +149,7 @@ pub enum Upgrade {
     },
     /// Anything else, relayed as any response; its connection is closed after it. Boxed:
     /// the rarer answer, and the larger.
-    Declined(Box<Response<ReturningBody>>),
+    Declined(Box<Response<ReturningBody<B>>>),
 }
 
 /// Sends the WebSocket handshake `head` describes (`head.websocket`) to the application, on
@@ -157,11 +157,11 @@ pub enum Upgrade {
 /// one that was asked to switch, whatever the answer. Kong's `connect_timeout` and
 /// `read_timeout` bound the wait for the 101, as for any response. An HTTP/2 client's
 /// extended CONNECT (RFC 8441) reaches the application as RFC 6455's HTTP/1.1 handshake.
-pub async fn upgrade(
+pub async fn upgrade<B: RequestBody>(
     head: &UpstreamHead<'_>,
     target: Target,
     bound: &Arc<Bound>,
-) -> Result<Upgrade, ForwardError> {
+) -> Result<Upgrade<B>, ForwardError> {
     let key = (head.parts.version == Version::HTTP_2).then(new_websocket_key);
     let head = &UpstreamHead {
         websocket_key: key.as_ref(),
@@ -171,7 +171,7 @@ pub async fn upgrade(
         .connect(target.port, target.connect_timeout)
         .await
         .map_err(timed_out)?;
-    let no_body: UpstreamBody = Either::Right(Full::new(Bytes::new()));
+    let no_body: UpstreamBody<B> = Either::Right(Full::new(Bytes::new()));
     let mut exchange = Exchange::new(conn, head, no_body);
     let response = timeout(target.read_timeout, poll_fn(|cx| exchange.poll_head(cx)))
         .await

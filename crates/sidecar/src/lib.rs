@@ -7,13 +7,17 @@ pub mod config;
 pub mod controller_client;
 mod forward;
 pub mod gateway;
+mod identity;
 mod manifests_watch;
-mod metrics;
+pub mod metrics;
 mod pod_cert;
 mod pool;
+mod proxy_error;
 pub mod routes;
-mod trusted;
+mod served;
+pub mod trusted;
 mod tunnel;
+mod unambiguous;
 mod validation_cache;
 
 /// TLS for the proxy and admin listeners, shared with the controller's.

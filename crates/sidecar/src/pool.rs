@@ -14,20 +14,14 @@
 //! never hold more of the application's connections than the idle list's cap.
 
 use std::collections::{HashMap, VecDeque};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
-use tokio::time::Sleep;
 
-use crate::body::UpstreamBody;
-use tollgate_h1::{self as h1, Connection};
+use tollgate_h1::Connection;
 
 /// Idle connections kept per upstream port: Kong's `upstream_keepalive_pool_size`.
 const MAX_IDLE_PER_PORT: usize = 60;
@@ -319,111 +313,6 @@ impl Drop for Bound {
         if let Some(Held { port, conn, .. }) = self.held().take() {
             self.pool.put(port, conn);
         }
-    }
-}
-
-/// The application's response body. Once it has been read whole, its connection goes back to
-/// the client connection that sent the request. A body dropped before its end closes its
-/// connection: the rest of that response would otherwise be read as the next one.
-///
-/// Kong's `read_timeout` bounds each wait for more of the body, as nginx's
-/// `proxy_read_timeout` bounds the time between two reads: an application that stops
-/// mid-body fails the response then, and its connection is closed.
-pub struct ReturningBody {
-    body: h1::ResponseBody<UpstreamBody>,
-    port: u16,
-    home: Arc<Bound>,
-    read_timeout: Duration,
-    /// The timer of the current wait. Made the first time a read waits, and reset for each
-    /// wait after that: a body that never waits, the usual small one, costs no timer.
-    waiting: Option<Pin<Box<Sleep>>>,
-    /// The timer is running for the current wait.
-    armed: bool,
-}
-
-impl ReturningBody {
-    pub fn new(
-        body: h1::ResponseBody<UpstreamBody>,
-        port: u16,
-        home: Arc<Bound>,
-        read_timeout: Duration,
-    ) -> Self {
-        let mut returning = Self {
-            body,
-            port,
-            home,
-            read_timeout,
-            waiting: None,
-            armed: false,
-        };
-        // No body to read (HEAD, 204, 304, `Content-Length: 0`): the server may never poll it.
-        returning.give_back();
-        returning
-    }
-
-    fn give_back(&mut self) {
-        if let Some(conn) = self.body.take_reusable() {
-            self.home.give_back(self.port, conn);
-        }
-    }
-
-    /// Starts the timer of a wait for more of the body, or polls the one running: ready
-    /// when the wait has lasted the read timeout.
-    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let read_timeout = self.read_timeout;
-        let deadline = move || tokio::time::Instant::now() + read_timeout;
-        let timer = match &mut self.waiting {
-            Some(timer) => {
-                if !self.armed {
-                    timer.as_mut().reset(deadline());
-                }
-                timer
-            }
-            None => self
-                .waiting
-                .insert(Box::pin(tokio::time::sleep_until(deadline()))),
-        };
-        self.armed = true;
-        timer.as_mut().poll(cx)
-    }
-}
-
-impl Body for ReturningBody {
-    type Data = Bytes;
-    type Error = h1::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Pending => {
-                ready!(this.poll_wait(cx));
-                tracing::warn!(
-                    port = this.port,
-                    timeout_ms = this.read_timeout.as_millis() as u64,
-                    "the application sent no more of its response body within readTimeout"
-                );
-                // The connection is not given back: dropping the body closes it.
-                Poll::Ready(Some(Err(h1::Error::Io(
-                    std::io::ErrorKind::TimedOut.into(),
-                ))))
-            }
-            polled => {
-                this.armed = false;
-                this.give_back();
-                polled
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

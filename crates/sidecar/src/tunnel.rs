@@ -1,5 +1,6 @@
-//! A WebSocket connection once the application has switched: the client's upgraded connection
-//! and the application's socket, bytes copied both ways until both sides have closed (a side
+//! A WebSocket connection: the handshake a request asks for ([`Handshake`]), and once the
+//! application has switched, the tunnel between the client's upgraded connection and the
+//! application's socket, bytes copied both ways until both sides have closed (a side
 //! that closes its half gets the other's end passed on, and may still receive), or until
 //! neither has sent a byte for `--upgrade-idle-timeout`.
 //!
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::{Method, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -19,6 +21,19 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tollgate_h1 as h1;
 use tollgate_serve::InFlight;
+
+use crate::body::RequestBody;
+
+/// What WebSockets may hold of the sidecar and of the application.
+#[derive(Debug, Clone, Copy)]
+pub struct UpgradeLimits {
+    /// `--upgrade-idle-timeout`.
+    pub idle_timeout: std::time::Duration,
+    /// WebSockets open at once, over every listener: `--max-connections`. Over HTTP/1.1 each
+    /// is a connection already; over HTTP/2 a connection may carry many, each holding an
+    /// application connection, so they are counted apart.
+    pub max_open: usize,
+}
 
 /// How a tunnel ended.
 #[derive(Debug)]
@@ -33,14 +48,56 @@ pub enum Ended {
     Failed(io::Error),
 }
 
+/// A WebSocket handshake: what switching it takes, once the application has answered 101.
+/// It is checked as any request first.
+pub struct Handshake {
+    /// The client connection (HTTP/1.1) or stream (HTTP/2), handed over by hyper once the
+    /// 101 or 200 is sent.
+    pub client: OnUpgrade,
+    /// Keeps the client connection's HTTP timeouts off the tunnel.
+    pub busy: Option<InFlight>,
+}
+
+impl Handshake {
+    /// The handshake `parts` asks for, taken out of the request: an HTTP/1.1 GET without a
+    /// body whose fields ask to switch to `websocket` (RFC 6455 §4.1), or an HTTP/2 CONNECT
+    /// whose `:protocol` is `websocket` (RFC 8441 §4). hyper leaves an upgrade in a request
+    /// only when it has `Upgrade` or is a CONNECT: any other request pays one look at its
+    /// extensions. Other upgrades (`h2c`, say) are never forwarded: their fields are a hop's.
+    pub fn take<B: RequestBody>(parts: &mut http::request::Parts, body: &B) -> Option<Self> {
+        parts.extensions.get::<OnUpgrade>()?;
+        let asks = match parts.version {
+            Version::HTTP_11 => {
+                parts.method == Method::GET
+                    && body.is_end_stream()
+                    && h1::wire::asks_websocket_upgrade(&parts.headers)
+            }
+            Version::HTTP_2 => {
+                let protocol = parts.extensions.get::<hyper::ext::Protocol>();
+                parts.method == Method::CONNECT
+                    && protocol.is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+            }
+            _ => false,
+        };
+        if !asks {
+            return None;
+        }
+        Some(Self {
+            client: parts.extensions.remove()?,
+            busy: body.hold_connection_busy(),
+        })
+    }
+}
+
 /// Runs the tunnel of one switched connection: waits for hyper to have sent the client the
 /// 101, then copies. `_held` is kept for the tunnel's life: what keeps the client
-/// connection's HTTP timeouts off it, and its place among the WebSockets open.
+/// connection's HTTP timeouts off it (when it came on one), and its place among the
+/// WebSockets open.
 pub async fn run(
     client: OnUpgrade,
     application: h1::Upgraded,
     idle_timeout: Duration,
-    _held: (InFlight, OwnedSemaphorePermit),
+    _held: (Option<InFlight>, OwnedSemaphorePermit),
 ) {
     let client = match client.await {
         Ok(upgraded) => upgraded,

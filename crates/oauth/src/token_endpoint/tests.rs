@@ -358,7 +358,7 @@ async fn a_failed_exchange_leaves_the_code_to_the_right_one() {
     let store = MemoryStore::new();
     let snap = snapshot(|c, _| c.enable_authorization_code = true);
     let verifier = "a".repeat(43);
-    let code = code_for(&store, &snap, 0, &crate::authorize::s256(&verifier)).await;
+    let code = code_for(&store, &snap, 0, &crate::pkce::s256(&verifier)).await;
     let exchange = |verifier: &str| {
         json!({"grant_type": "authorization_code", "client_id": "clientid",
                "client_secret": "clientsecret", "code": code, "code_verifier": verifier})
@@ -386,7 +386,7 @@ async fn a_global_code_works_only_at_the_service_that_issued_it() {
     other.name = "other".into();
     snap.services.push(other);
     let verifier = "a".repeat(43);
-    let code = code_for(&store, &snap, 0, &crate::authorize::s256(&verifier)).await;
+    let code = code_for(&store, &snap, 0, &crate::pkce::s256(&verifier)).await;
     let p = params(
         json!({"grant_type": "authorization_code", "client_id": "clientid",
                           "client_secret": "clientsecret", "code": code,
