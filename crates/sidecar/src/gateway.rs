@@ -115,7 +115,8 @@ impl<S: TokenStore> Gateway<S> {
     }
 
     /// Replaces the configuration for every request that starts after this call.
-    pub fn swap(&self, snapshot: Snapshot) {
+    pub fn swap(&self, snapshot: impl Into<Arc<Snapshot>>) {
+        let snapshot: Arc<Snapshot> = snapshot.into();
         // The keys first: a request under the new snapshot must find its namespace's key.
         if let Some(keys) = &self.snapshot_store_keys {
             keys.replace_namespaces(store_keys_of(&snapshot));

@@ -263,7 +263,8 @@ async fn install_snapshots<S: TokenStore>(
         let Some(snapshot) = snapshots.borrow_and_update().clone() else {
             continue;
         };
-        gateway.swap(Arc::unwrap_or_clone(snapshot));
+        // The channel keeps its own reference: the gateway shares it rather than copying.
+        gateway.swap(snapshot);
         metrics.set_ready(true);
     }
 }

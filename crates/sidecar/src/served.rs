@@ -2,6 +2,8 @@
 //! rather than once per request: the route table, the identity headers of each application,
 //! and what each service's proxied requests need.
 
+use std::sync::Arc;
+
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tollgate_api::Snapshot;
 use tollgate_store::{KeyPair, StoreKey};
@@ -14,7 +16,9 @@ use crate::routes::RouteTable;
 /// request ever sees half of a new configuration.
 #[derive(Debug)]
 pub struct Served {
-    pub snapshot: Snapshot,
+    /// Shared with whoever handed it over (the controller client's channel keeps the latest
+    /// one): one copy in memory, however large.
+    pub snapshot: Arc<Snapshot>,
     pub routes: RouteTable,
     /// The identity headers of each application, built once per snapshot.
     pub(crate) credential_headers: CredentialHeaders,
@@ -37,7 +41,8 @@ pub(crate) struct PreparedService {
 // === impl Served ===
 
 impl Served {
-    pub fn new(snapshot: Snapshot) -> Self {
+    pub fn new(snapshot: impl Into<Arc<Snapshot>>) -> Self {
+        let snapshot = snapshot.into();
         let routes = RouteTable::new(&snapshot);
         let credential_headers = CredentialHeaders::new(&snapshot);
         let prepared = snapshot

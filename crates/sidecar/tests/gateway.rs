@@ -651,3 +651,34 @@ async fn the_gateways_own_refusals_keep_kongs_answers() {
     );
     assert_eq!(upstream.count(), 0);
 }
+
+/// A swapped-in snapshot is served from the next request on, and shared with whoever handed
+/// it over rather than copied: a controller-fed sidecar's channel keeps the latest snapshot
+/// too, and a copy would hold a large namespace twice.
+#[tokio::test]
+async fn a_swapped_snapshot_is_served_and_shared_not_copied() {
+    let upstream = ScriptedUpstream::start(ANSWER).await;
+    let harness = Harness::new(upstream.port, &[], &[]);
+    assert_eq!(harness.get("/nowhere").await.status, StatusCode::NOT_FOUND);
+
+    let mut empty = harness.gateway.snapshot().snapshot.as_ref().clone();
+    empty.services.clear();
+    empty.version += 1;
+    let handed_over = Arc::new(empty);
+    harness.gateway.swap(handed_over.clone());
+    assert!(Arc::ptr_eq(
+        &harness.gateway.snapshot().snapshot,
+        &handed_over
+    ));
+    let answer = harness
+        .post_form(
+            "/event/oauth2/token",
+            "grant_type=client_credentials&client_id=clientid&client_secret=clientsecret",
+        )
+        .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::NOT_FOUND,
+        "the new snapshot serves no service"
+    );
+}
