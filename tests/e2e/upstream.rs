@@ -472,3 +472,39 @@ async fn an_application_that_does_not_answer_in_read_timeout_gets_kongs_504() {
     // The connection that timed out is never used again: its answer could still come.
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_framed_two_ways_or_coded_gets_kongs_502() {
+    // The application answers by path: a body coded with gzip as its transfer coding, which
+    // would reach the client still coded with nothing to say so, or a chunked body beside a
+    // length, the shape of response smuggling. nginx refuses both heads; so does the sidecar.
+    let (port, _) = raw_application(|mut stream| async move {
+        let mut received = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let response: &[u8] = if received.starts_with(b"GET /event/gzip ") {
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: gzip\r\n\r\n\x1f\x8b\x08\x00"
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        };
+        let _ = stream.write_all(response).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+    let (sidecar, token) = sidecar_with_upstream(port, "readTimeout: 5000").await;
+    for path in ["/event/gzip", "/event/length-and-chunked"] {
+        let response = sidecar.get_with_token(path, &token).await;
+        assert_eq!(response.status(), 502, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"message": "An invalid response was received from the upstream server"}),
+            "{path}"
+        );
+    }
+}

@@ -248,8 +248,9 @@ struct Span {
 /// What the connection's own fields of a response say.
 #[derive(Default)]
 struct ConnectionFields {
-    /// The last `Transfer-Encoding` line: its final coding decides the framing.
-    transfer_encoding: Option<Bytes>,
+    /// The `Transfer-Encoding` lines: one that says `chunked` and nothing else is the only
+    /// one read ([`chunked`]).
+    transfer_encoding: SmallVec<[Bytes; 1]>,
     /// The `Connection` lines.
     connection: SmallVec<[Bytes; 2]>,
     /// The `Upgrade` lines: only a 101 has a use for them.
@@ -323,7 +324,7 @@ pub fn parse_head(buf: &mut BytesMut, asked: Asked) -> Result<Option<Head>, Erro
         if name == header::CONNECTION {
             own.connection.push(value);
         } else if name == header::TRANSFER_ENCODING {
-            own.transfer_encoding = Some(value);
+            own.transfer_encoding.push(value);
         } else if name == header::UPGRADE {
             own.upgrade.push(value);
         } else if !is_connection_field(&name) {
@@ -343,6 +344,10 @@ pub fn parse_head(buf: &mut BytesMut, asked: Asked) -> Result<Option<Head>, Erro
         }
     }
 
+    // Checked before any status is looked at: a head that frames itself wrongly is refused
+    // whether or not a body follows, as nginx refuses it.
+    let chunked = chunked(&own, minor_version, &headers)?;
+
     if status == StatusCode::SWITCHING_PROTOCOLS {
         // RFC 6455 §4.1: a client fails a switch to anything but `websocket`; so does this
         // one, or the application's bytes would reach the client as a protocol it never
@@ -359,14 +364,7 @@ pub fn parse_head(buf: &mut BytesMut, asked: Asked) -> Result<Option<Head>, Erro
             keep_alive: false,
         }));
     }
-    let framing = response_framing(status, &headers, &own, asked == Asked::Head)?;
-    if matches!(
-        framing,
-        ResponseFraming::Chunked | ResponseFraming::UntilClose
-    ) {
-        // A length beside a transfer coding is not the length of anything (RFC 9112 §6.3).
-        headers.remove(header::CONTENT_LENGTH);
-    }
+    let framing = response_framing(status, &headers, chunked, asked == Asked::Head)?;
     let keep_alive = if minor_version == 0 {
         own.connection_has("keep-alive")
     } else {
@@ -380,10 +378,45 @@ pub fn parse_head(buf: &mut BytesMut, asked: Asked) -> Result<Option<Head>, Erro
     }))
 }
 
+/// Whether the body is chunked: the response's `Transfer-Encoding` is one line that says
+/// `chunked` alone (any case, whitespace around it), or there is none. Any other is refused,
+/// as nginx (and so Kong) refuses it with a 502:
+/// - another coding, or a list, would reach the client still coded, with no field left to
+///   say so, since `Transfer-Encoding` is the connection's and goes no further;
+/// - two lines are two readings of where the response ends;
+/// - in HTTP/1.0 the framing is faulty (RFC 9112 §6.1): a 1.0 peer knows no transfer coding;
+/// - a `Content-Length` beside it is a second length for one body, the shape of response
+///   smuggling (RFC 9112 §6.3 allows a recipient to read past it; a proxy had better not).
+fn chunked(own: &ConnectionFields, minor_version: u8, headers: &HeaderMap) -> Result<bool, Error> {
+    let lines = own.transfer_encoding.as_slice();
+    if lines.is_empty() {
+        return Ok(false);
+    }
+    if minor_version == 0 {
+        return Err(Error::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 response",
+        ));
+    }
+    let [line] = lines else {
+        return Err(Error::Malformed("more than one Transfer-Encoding line"));
+    };
+    if !line.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        return Err(Error::Malformed(
+            "unknown Transfer-Encoding: only chunked alone is read",
+        ));
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Err(Error::Malformed(
+            "Content-Length and Transfer-Encoding at the same time",
+        ));
+    }
+    Ok(true)
+}
+
 fn response_framing(
     status: StatusCode,
     headers: &HeaderMap,
-    own: &ConnectionFields,
+    chunked: bool,
     request_was_head: bool,
 ) -> Result<ResponseFraming, Error> {
     if request_was_head
@@ -393,16 +426,8 @@ fn response_framing(
     {
         return Ok(ResponseFraming::Empty);
     }
-    if let Some(last) = &own.transfer_encoding {
-        let chunked_last = last
-            .rsplit(|b| *b == b',')
-            .next()
-            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        return Ok(if chunked_last {
-            ResponseFraming::Chunked
-        } else {
-            ResponseFraming::UntilClose
-        });
+    if chunked {
+        return Ok(ResponseFraming::Chunked);
     }
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {

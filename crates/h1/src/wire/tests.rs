@@ -41,17 +41,9 @@ fn an_incomplete_head_waits_for_more() {
 
 #[test]
 fn the_framing_follows_rfc_9112() {
-    let chunked =
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n";
-    assert_eq!(framing_of(chunked), ResponseFraming::Chunked);
-    let head = head_of(chunked, false).unwrap().unwrap();
-    assert!(
-        !head.headers.contains_key("content-length"),
-        "a length beside chunked is dropped"
-    );
     assert_eq!(
-        framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
-        ResponseFraming::UntilClose
+        framing_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        ResponseFraming::Chunked
     );
     assert_eq!(
         framing_of("HTTP/1.1 200 OK\r\n\r\n"),
@@ -70,6 +62,82 @@ fn the_framing_follows_rfc_9112() {
     }
     let to_head = head_of("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
     assert_eq!(to_head.unwrap().unwrap().framing, ResponseFraming::Empty);
+}
+
+#[test]
+fn chunked_alone_is_read_in_any_case_and_with_whitespace_around_it() {
+    for chunked in [
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: CHUNKED\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding:  \tChunked \t\r\n\r\n",
+    ] {
+        let head = head_of(chunked, false).unwrap().unwrap();
+        assert_eq!(head.framing, ResponseFraming::Chunked, "{chunked:?}");
+        assert!(head.headers.is_empty(), "{chunked:?}: {:?}", head.headers);
+    }
+}
+
+/// The error `raw` is refused with, or a panic if it is read.
+fn refusal(raw: &str) -> &'static str {
+    match head_of(raw, false) {
+        Err(Error::Malformed(says)) => says,
+        other => panic!("{raw:?} was not refused as malformed: {other:?}"),
+    }
+}
+
+#[test]
+fn a_transfer_encoding_other_than_chunked_alone_is_refused() {
+    // As nginx refuses it: a coding this client would not undo would reach the client with
+    // nothing to say so, and a list or a second line is a second reading of the framing.
+    for unknown in [
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked;q=1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding:\r\n\r\n",
+        // A response without a body is refused too: the head is as wrong either way.
+        "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: gzip\r\n\r\n",
+    ] {
+        assert!(
+            refusal(unknown).contains("unknown Transfer-Encoding"),
+            "{unknown:?}"
+        );
+    }
+    for twice in [
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ] {
+        assert!(
+            refusal(twice).contains("more than one Transfer-Encoding"),
+            "{twice:?}"
+        );
+    }
+}
+
+#[test]
+fn a_transfer_encoding_in_an_http_1_0_response_is_refused() {
+    // RFC 9112 §6.1: the framing of an HTTP/1.0 message that says it is coded is faulty.
+    for old in [
+        "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\ntransfer-encoding: Chunked\r\n\r\n",
+    ] {
+        assert!(refusal(old).contains("HTTP/1.0"), "{old:?}");
+    }
+}
+
+#[test]
+fn a_length_beside_chunked_is_refused() {
+    // Two framings of one response is the shape of response smuggling; nginx refuses it.
+    for both in [
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\ntransfer-encoding: chunked\r\n\r\n",
+    ] {
+        assert!(
+            refusal(both).contains("Content-Length and Transfer-Encoding"),
+            "{both:?}"
+        );
+    }
 }
 
 #[test]

@@ -5,7 +5,6 @@
 use std::fmt;
 
 use http::header::HeaderName;
-use tollgate_h1::Asked;
 use tollgate_h1::wire::is_connection_field;
 
 use crate::clients::Received;
@@ -250,9 +249,9 @@ pub fn check_request(
 /// A documented difference between what the two clients make of one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ResponseDifference {
-    /// A `Content-Length` beside a `Transfer-Encoding`, or on a 101: it is the length of
-    /// nothing (RFC 9112 §6.3), and tollgate-h1 drops it; hyper hands it over.
-    LengthBesideCoding,
+    /// A `Content-Length` on a 101: it is the length of nothing, and tollgate-h1 drops it;
+    /// hyper hands it over. (Beside a `Transfer-Encoding`, tollgate-h1 refuses the response.)
+    LengthOn101,
     /// The connection's own fields (RFC 9110 §7.6.1), and any field `Connection` names:
     /// tollgate-h1 acts on them and drops them; hyper hands them over.
     ConnectionFields,
@@ -263,15 +262,13 @@ pub enum ResponseDifference {
 
 /// hyper's `received` as tollgate-h1 is documented to hand it over, and the differences that
 /// took something away to get there.
-pub fn as_h1_would(received: &Received, asked: Asked) -> (Received, Vec<ResponseDifference>) {
+pub fn as_h1_would(received: &Received) -> (Received, Vec<ResponseDifference>) {
     let mut normal = received.clone();
     let mut differences = Vec::new();
     let has = |name: &str| received.headers.iter().any(|(n, _)| n == name);
-    let bodiless = asked == Asked::Head || matches!(received.status, 100..=199 | 204 | 304);
-    let coded = has("transfer-encoding") && !bodiless;
-    if (coded || received.status == 101) && has("content-length") {
+    if received.status == 101 && has("content-length") {
         normal.headers.retain(|(name, _)| name != "content-length");
-        differences.push(ResponseDifference::LengthBesideCoding);
+        differences.push(ResponseDifference::LengthOn101);
     }
     let named: Vec<String> = received
         .headers
@@ -347,7 +344,6 @@ fn a_response_is_compared_field_by_field_after_the_documented_differences() {
         status: 200,
         headers: vec![
             field("connection", "keep-alive, x-private"),
-            field("content-length", "2"),
             field("transfer-encoding", "chunked"),
             field("x-kept", "1"),
             field("x-private", "1"),
@@ -361,16 +357,19 @@ fn a_response_is_compared_field_by_field_after_the_documented_differences() {
         trailers: Vec::new(),
         ..hyper.clone()
     };
-    let (normal, differences) = as_h1_would(&hyper, Asked::Other);
+    let (normal, differences) = as_h1_would(&hyper);
     assert_eq!(normal, h1);
     assert_eq!(
         differences,
         [
-            ResponseDifference::LengthBesideCoding,
             ResponseDifference::ConnectionFields,
             ResponseDifference::TrailersDropped
         ]
     );
+    // A length beside chunked is no longer explained away: tollgate-h1 refuses that response.
+    let mut with_length = hyper.clone();
+    with_length.headers.insert(1, field("content-length", "2"));
+    assert_ne!(as_h1_would(&with_length).0, h1);
     // An altered value, or a field dropped that is not the connection's, is still seen.
     let mut altered = h1.clone();
     altered.headers[0].1 = b"2".to_vec();
