@@ -73,9 +73,17 @@ pub async fn authorize<S: TokenStore>(
 
     // Kong's checks run in sequence and a later failure replaces an earlier one.
     let mut error = None;
-    let implicit = match params.text("response_type") {
-        Some("code") if conf.enable_authorization_code => false,
-        Some("token") if conf.enable_implicit_grant => true,
+    // The enabled grant whose `response_type` was asked for: the table in `GrantType` says
+    // which grant answers to which name.
+    let requested = params.text("response_type");
+    let grant = conf.enabled_grants().iter().find(|grant| {
+        grant
+            .response_type()
+            .is_some_and(|name| Some(name) == requested)
+    });
+    let implicit = match grant {
+        Some(GrantType::AuthorizationCode) => false,
+        Some(GrantType::Implicit) => true,
         _ => {
             error = Some(OAuthError::bad_request(
                 "unsupported_response_type",
