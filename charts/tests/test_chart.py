@@ -402,10 +402,10 @@ def test_with_cert_manager_the_controller_cannot_touch_webhook_configurations():
 def test_token_roles_grant_only_the_admin_api():
     objs = objects()
     assert rules(objs, "ClusterRole", "tollgate-token-admin") == [
-        {"apiGroups": ["oauth.tollgate.dev"], "resources": ["oauth2tokens"], "verbs": ["get", "list", "delete", "deletecollection", "create"]}
+        {"apiGroups": ["tokens.oauth.tollgate.dev"], "resources": ["oauthtokens"], "verbs": ["get", "list", "delete", "deletecollection", "create"]}
     ]
     assert rules(objs, "ClusterRole", "tollgate-token-viewer") == [
-        {"apiGroups": ["oauth.tollgate.dev"], "resources": ["oauth2tokens"], "verbs": ["get", "list"]}
+        {"apiGroups": ["tokens.oauth.tollgate.dev"], "resources": ["oauthtokens"], "verbs": ["get", "list"]}
     ]
     binding = one(objs, "ClusterRoleBinding", "tollgate-controller")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tollgate-controller", "namespace": NS}]

@@ -574,16 +574,16 @@ metadata: {{name: nobody}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
-metadata: {{name: oauth2tokens-admin}}
+metadata: {{name: oauthtokens-admin}}
 rules:
-- apiGroups: [oauth.tollgate.dev]
-  resources: [oauth2tokens]
+- apiGroups: [tokens.oauth.tollgate.dev]
+  resources: [oauthtokens]
   verbs: [list, get, delete]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
-metadata: {{name: oauth2tokens-admin}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: oauth2tokens-admin}}
+metadata: {{name: oauthtokens-admin}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: oauthtokens-admin}}
 subjects: [{{kind: ServiceAccount, name: token-admin, namespace: {ns}}}]
 "#,
             ns = ns.0
@@ -643,7 +643,7 @@ subjects: [{{kind: ServiceAccount, name: token-admin, namespace: {ns}}}]
 }
 
 /// The controller's admin API, one verb at a time: a ServiceAccount granted only that verb on
-/// oauth2tokens may make exactly the request that needs it, and gets 403 for every other.
+/// oauthtokens may make exactly the request that needs it, and gets 403 for every other.
 /// Bulk delete and import go through the controller like the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a cluster: make e2e-cluster"]
@@ -672,8 +672,8 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {{name: only-{verb}}}
 rules:
-- apiGroups: [oauth.tollgate.dev]
-  resources: [oauth2tokens]
+- apiGroups: [tokens.oauth.tollgate.dev]
+  resources: [oauthtokens]
   verbs: [{verb}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1

@@ -37,54 +37,59 @@ struct ListBody<'a> {
 
 /// Errors of the admin API, each with Kong's `{"message": …}` body.
 #[derive(Debug)]
-enum AdminError {
+pub(crate) enum AdminError {
     NotFound,
     MethodNotAllowed,
     BadRequest(String),
+    /// A token to import that is wrong in `field` (Kong's name of it).
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     Store(StoreError),
 }
 
 /// (beyond Kong) A token exported from IAM (Kong's `oauth2_tokens` entity), to import.
 /// The application is named by `client_id` (or tollgate's `credential_id`), the service by
 /// `service_id` or `service_name`; without either, the token is global, as in Kong.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Import {
+pub(crate) struct Import {
     #[serde(default)]
-    id: Option<Uuid>,
-    access_token: String,
+    pub id: Option<Uuid>,
+    pub access_token: String,
     #[serde(default)]
-    refresh_token: Option<String>,
+    pub refresh_token: Option<String>,
     #[serde(default)]
-    client_id: Option<String>,
+    pub client_id: Option<String>,
     #[serde(default)]
-    credential_id: Option<Uuid>,
+    pub credential_id: Option<Uuid>,
     #[serde(default)]
-    credential: Option<IdRef>,
+    pub credential: Option<IdRef>,
     #[serde(default)]
-    service_id: Option<Uuid>,
+    pub service_id: Option<Uuid>,
     #[serde(default)]
-    service: Option<IdRef>,
+    pub service: Option<IdRef>,
     #[serde(default)]
-    service_name: Option<String>,
+    pub service_name: Option<String>,
     #[serde(default)]
-    authenticated_userid: Option<String>,
+    pub authenticated_userid: Option<String>,
     #[serde(default)]
-    scope: Option<String>,
+    pub scope: Option<String>,
     #[serde(default)]
-    expires_in: Option<u32>,
+    pub expires_in: Option<u32>,
     /// Kong exports seconds; milliseconds are accepted too.
     #[serde(default)]
-    created_at: Option<u64>,
+    pub created_at: Option<u64>,
     #[serde(default)]
-    token_type: Option<String>,
+    pub token_type: Option<String>,
     #[serde(default)]
-    ttl: Option<u32>,
+    pub ttl: Option<u32>,
 }
 
 /// Kong writes foreign keys as `{"id": …}`.
 #[derive(Deserialize)]
-struct IdRef {
+pub(crate) struct IdRef {
     id: Uuid,
 }
 
@@ -146,9 +151,39 @@ async fn import<S: TokenStore>(
     body: &[u8],
     now_ms: u64,
 ) -> Result<Response<Bytes>, AdminError> {
-    let token = parse_import(body)?;
+    let prepared = prepare_import(snapshot, namespace, parse_import(body)?, now_ms)?;
+    store
+        .insert(
+            &prepared.record,
+            &prepared.access,
+            prepared.refresh.as_ref(),
+        )
+        .await
+        .map_err(AdminError::Store)?;
+    let record = &prepared.record;
+    tracing::info!(namespace, id = %record.id, client = %record.client_id, "token imported through the admin API");
+    Ok(json(StatusCode::CREATED, &entry(record)))
+}
+
+/// A token to import, checked against the namespace's configuration: what to store.
+pub(crate) struct PreparedImport {
+    pub record: TokenRecord,
+    pub access: TokenHash,
+    pub refresh: Option<TokenHash>,
+}
+
+/// Today's import checks, shared by `POST /{ns}/oauth2_tokens` and `kubectl create`: the
+/// application and service must be configured in `namespace`. Errors name Kong's field.
+pub(crate) fn prepare_import(
+    snapshot: &Snapshot,
+    namespace: &str,
+    token: Import,
+    now_ms: u64,
+) -> Result<PreparedImport, AdminError> {
+    let invalid = |field: &'static str, message: String| AdminError::Invalid { field, message };
     if token.access_token.is_empty() {
-        return Err(AdminError::BadRequest(
+        return Err(invalid(
+            "access_token",
             "access_token must not be empty".into(),
         ));
     }
@@ -157,7 +192,7 @@ async fn import<S: TokenStore>(
         .as_deref()
         .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
     {
-        return Err(AdminError::BadRequest("token_type must be bearer".into()));
+        return Err(invalid("token_type", "token_type must be bearer".into()));
     }
     let application = match (
         &token.client_id,
@@ -170,15 +205,17 @@ async fn import<S: TokenStore>(
             .application_by_id(id)
             .filter(|a| a.namespace == namespace),
         (None, None) => {
-            return Err(AdminError::BadRequest(
+            return Err(invalid(
+                "client_id",
                 "client_id (or credential_id) is required".into(),
             ));
         }
     }
     .ok_or_else(|| {
-        AdminError::BadRequest(format!(
-            "no OAuthApplication matches in namespace {namespace}"
-        ))
+        invalid(
+            "client_id",
+            format!("no OAuthApplication matches in namespace {namespace}"),
+        )
     })?;
     let service = match (
         token.service_id.or(token.service.as_ref().map(|s| s.id)),
@@ -189,7 +226,10 @@ async fn import<S: TokenStore>(
                 .service_by_id(id)
                 .filter(|s| s.namespace == namespace)
                 .ok_or_else(|| {
-                    AdminError::BadRequest(format!("no OAuthService {id} in namespace {namespace}"))
+                    invalid(
+                        "service_id",
+                        format!("no OAuthService {id} in namespace {namespace}"),
+                    )
                 })?,
         ),
         (None, Some(name)) => Some(
@@ -198,9 +238,10 @@ async fn import<S: TokenStore>(
                 .iter()
                 .find(|s| s.namespace == namespace && &s.name == name)
                 .ok_or_else(|| {
-                    AdminError::BadRequest(format!(
-                        "no OAuthService {name} in namespace {namespace}"
-                    ))
+                    invalid(
+                        "service_name",
+                        format!("no OAuthService {name} in namespace {namespace}"),
+                    )
                 })?,
         ),
         (None, None) => None,
@@ -235,16 +276,11 @@ async fn import<S: TokenStore>(
         .as_deref()
         .filter(|r| !r.is_empty())
         .map(TokenHash::of);
-    store
-        .insert(
-            &record,
-            &TokenHash::of(&token.access_token),
-            refresh.as_ref(),
-        )
-        .await
-        .map_err(AdminError::Store)?;
-    tracing::info!(namespace, id = %record.id, client = %record.client_id, "token imported through the admin API");
-    Ok(json(StatusCode::CREATED, &entry(&record)))
+    Ok(PreparedImport {
+        access: TokenHash::of(&token.access_token),
+        record,
+        refresh,
+    })
 }
 
 async fn route<S: TokenStore>(
@@ -455,7 +491,9 @@ impl AdminError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Method not allowed".to_owned(),
             ),
-            Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            Self::BadRequest(m) | Self::Invalid { message: m, .. } => {
+                (StatusCode::BAD_REQUEST, m.clone())
+            }
             Self::Store(error) => {
                 tracing::error!(%error, "admin API: token store failed");
                 (

@@ -2,9 +2,18 @@
 //! with the RBAC verb it needs), one handler over a token store, and the standalone sidecar's
 //! own guard ([`serve_standalone`]: its manifests' namespaces only, and an optional bearer
 //! token). The controller guards the same requests with TokenReview and SubjectAccessReview.
+//!
+//! Beside it, the same tokens as a Kubernetes API (`tokens.oauth.tollgate.dev/v1alpha1`,
+//! `oauthtokens`), which the controller serves behind the API server: its grammar
+//! ([`KubeRequest`]), its documents ([`kube_objects`]) and its handler ([`handle_kube`]).
 #![forbid(unsafe_code)]
 
 mod handler;
+mod kube_handler;
+pub mod kube_objects;
+mod kube_request;
+#[cfg(test)]
+mod kube_tests;
 mod request;
 mod token;
 
@@ -16,6 +25,12 @@ use tollgate_api::Snapshot;
 use tollgate_store::TokenStore;
 
 pub use crate::handler::{handle, message, unauthorized, unauthorized_with, unrouted};
+pub use crate::kube_handler::{TokenContext, handle_kube, kube_refusal};
+pub use crate::kube_objects::TokenNames;
+pub use crate::kube_request::{
+    Field, FieldRequirement, IncludeObject, KUBE_KIND, KUBE_LIST_KIND, KUBE_SHORT_NAME,
+    KUBE_SINGULAR, KUBE_VERSION, KubeRefusal, KubeRequest, ListOptions, Output,
+};
 pub use crate::request::{ADMIN_GROUP, ADMIN_RESOURCE, AdminRequest, Unrouted};
 pub use crate::token::AdminToken;
 

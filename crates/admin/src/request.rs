@@ -4,11 +4,12 @@
 
 use http::Method;
 
-/// The RBAC resource (in [`ADMIN_GROUP`]) whose verbs grant the admin API:
-/// `kubectl create role … --verb=list --resource=oauth2tokens.oauth.tollgate.dev`.
-pub const ADMIN_RESOURCE: &str = "oauth2tokens";
-/// The API group of [`ADMIN_RESOURCE`].
-pub const ADMIN_GROUP: &str = "oauth.tollgate.dev";
+/// The RBAC resource (in [`ADMIN_GROUP`]) whose verbs grant the admin API and the aggregated
+/// API alike, the resource the aggregated API serves:
+/// `kubectl create role … --verb=list --resource=oauthtokens.tokens.oauth.tollgate.dev`.
+pub const ADMIN_RESOURCE: &str = "oauthtokens";
+/// The API group of [`ADMIN_RESOURCE`], served by the controller as an aggregated API.
+pub const ADMIN_GROUP: &str = "tokens.oauth.tollgate.dev";
 
 /// One admin request, routed. `/oauth2_tokens` without a namespace is Kong's default
 /// workspace, the namespace `default`.
@@ -109,7 +110,7 @@ impl AdminRequest {
 }
 
 /// RFC 1123 label, as Kubernetes namespaces are.
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     (1..=63).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')

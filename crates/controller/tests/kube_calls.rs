@@ -157,7 +157,7 @@ async fn unauthenticated_or_wrong_audience_tokens_are_refused() {
 // --- SubjectAccessReview ---
 
 #[tokio::test]
-async fn admin_rights_are_asked_on_oauth2tokens_in_the_namespace() {
+async fn admin_rights_are_asked_on_oauthtokens_in_the_namespace() {
     let (client, server) = mock_client(|mut api| async move {
         let (method, uri, body, send) = next(&mut api).await;
         assert_eq!(method, Method::POST);
@@ -174,8 +174,8 @@ async fn admin_rights_are_asked_on_oauth2tokens_in_the_namespace() {
                     "groups": ["ops", "system:authenticated"],
                     "extra": {"scopes": ["x"]},
                     "resourceAttributes": {
-                        "group": "oauth.tollgate.dev",
-                        "resource": "oauth2tokens",
+                        "group": "tokens.oauth.tollgate.dev",
+                        "resource": "oauthtokens",
                         "verb": "delete",
                         "namespace": "team-a",
                         "name": "0b7c1f0e-58a5-4c4e-9a3c-000000000001",
