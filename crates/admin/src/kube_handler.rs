@@ -113,7 +113,7 @@ async fn select<S: TokenStore, C: TokenContext + ?Sized>(
     context: &C,
     namespace: Option<&str>,
     options: &ListOptions,
-    names_of: &mut dyn FnMut(&str) -> TokenNames,
+    names_of: &mut (dyn FnMut(&str) -> TokenNames + Send),
 ) -> Result<Result<(Vec<TokenRecord>, Option<String>), Response<Bytes>>, StoreError> {
     let mut namespaces = match namespace {
         Some(namespace) => vec![namespace.to_owned()],

@@ -272,6 +272,8 @@ pub enum Reason {
     AlreadyExists,
     Invalid,
     RequestEntityTooLarge,
+    /// The API server could not be asked who the caller is or what they may do.
+    InternalError,
     ServiceUnavailable,
 }
 
@@ -293,6 +295,7 @@ impl Reason {
             Self::AlreadyExists => StatusCode::CONFLICT,
             Self::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestEntityTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -307,6 +310,7 @@ impl Reason {
             Self::AlreadyExists => "AlreadyExists",
             Self::Invalid => "Invalid",
             Self::RequestEntityTooLarge => "RequestEntityTooLarge",
+            Self::InternalError => "InternalError",
             Self::ServiceUnavailable => "ServiceUnavailable",
         }
     }
@@ -328,7 +332,11 @@ pub fn status(
         "reason": reason.name(),
         "code": reason.code().as_u16(),
     });
-    if name.is_some() || !causes.is_empty() || reason != Reason::ServiceUnavailable {
+    let about_the_resource = !matches!(
+        reason,
+        Reason::ServiceUnavailable | Reason::Unauthorized | Reason::InternalError
+    );
+    if name.is_some() || !causes.is_empty() || about_the_resource {
         let mut details = json!({"group": ADMIN_GROUP, "kind": ADMIN_RESOURCE});
         if let Some(name) = name {
             details["name"] = json!(name);

@@ -83,6 +83,16 @@ impl Ca {
     /// A TLS server configuration with a fresh certificate for `names` (DNS names or IP
     /// addresses), signed by this CA, offering h2 and http/1.1.
     pub fn server_config(&self, names: &[String]) -> Result<Arc<ServerConfig>, CaError> {
+        self.server_config_asking(names, None)
+    }
+
+    /// [`Ca::server_config`], asking clients for certificates as `clients` decides: the
+    /// aggregated API's listener asks the API server's front proxy for its own.
+    pub fn server_config_asking(
+        &self,
+        names: &[String],
+        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<Arc<ServerConfig>, CaError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names.to_vec())?;
         let mut name = DistinguishedName::new();
@@ -96,10 +106,13 @@ impl Ca {
             .map_err(|_| CaError::Pem)?;
         let chain: Vec<CertificateDer<'static>> = vec![cert.der().clone(), ca_der];
         let private_key = PrivateKeyDer::try_from(key.serialize_der()).map_err(|_| CaError::Pem)?;
-        let mut config = ServerConfig::builder_with_provider(tollgate_serve::tls::provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, private_key)?;
+        let builder = ServerConfig::builder_with_provider(tollgate_serve::tls::provider())
+            .with_safe_default_protocol_versions()?;
+        let builder = match clients {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(chain, private_key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }

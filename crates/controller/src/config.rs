@@ -41,6 +41,8 @@ pub const DEFAULT_LEASE_NAME: &str = "tollgate-controller";
 pub const DEFAULT_TLS_SANS: &str = "tollgate-controller,tollgate-controller.tollgate-system,tollgate-controller.tollgate-system.svc,tollgate-controller.tollgate-system.svc.cluster.local,localhost,127.0.0.1";
 /// The controller waits on the API server, not on CPU: two threads are plenty.
 pub const DEFAULT_WORKER_THREADS: usize = 2;
+/// `--request-header-reload-seconds`.
+pub const DEFAULT_REQUEST_HEADER_RELOAD_SECONDS: u64 = 60;
 
 /// `tollgate controller`: watches OAuthServices, Consumers, OAuthApplications, Secrets and
 /// injected Pods, streams each pod's snapshot to its sidecar, writes status and serves the
@@ -201,6 +203,19 @@ pub struct ControllerArgs {
           value_parser = parse_review_concurrency)]
     pub review_concurrency: usize,
 
+    /// The APIService of the aggregated API (`v1alpha1.tokens.oauth.tollgate.dev`) whose
+    /// caBundle the controller keeps as its CA, as for the webhook. Empty: none.
+    #[arg(long, env = "TOLLGATE_API_SERVICE", default_value = "")]
+    pub api_service: String,
+
+    /// Seconds between readings of kube-system/extension-apiserver-authentication, the API
+    /// server's front-proxy settings (request-header CA, allowed names, header names) that
+    /// authenticate `kubectl get oauthtokens` proxied to the controller.
+    #[arg(long, env = "TOLLGATE_REQUEST_HEADER_RELOAD_SECONDS",
+          default_value_t = DEFAULT_REQUEST_HEADER_RELOAD_SECONDS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_header_reload_seconds: u64,
+
     /// The injection webhook.
     #[command(flatten)]
     pub webhook: WebhookArgs,
@@ -284,6 +299,10 @@ pub struct KubeSettings {
     pub ca_config_map: Option<String>,
     pub secret_label_selector: String,
     pub pod_label_selector: String,
+    /// The APIService whose caBundle is kept; `None`: none.
+    pub api_service: Option<String>,
+    /// How often the front proxy's settings are read again.
+    pub request_header_reload: std::time::Duration,
     pub lease_name: String,
     pub namespace: Option<String>,
     pub identity: String,
@@ -336,6 +355,10 @@ impl Config {
                 ca_config_map: ca_config_map(&args.ca_config_map, &mut errors),
                 secret_label_selector: args.secret_label_selector.clone(),
                 pod_label_selector: args.pod_label_selector.clone(),
+                api_service: Some(args.api_service.trim().to_owned()).filter(|s| !s.is_empty()),
+                request_header_reload: std::time::Duration::from_secs(
+                    args.request_header_reload_seconds,
+                ),
                 lease_name: args.lease_name.clone(),
                 namespace: args.namespace.clone().filter(|ns| !ns.is_empty()),
                 identity,

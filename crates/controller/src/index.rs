@@ -251,6 +251,40 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// The namespaces with any configuration: those a token list across namespaces walks.
+    pub fn configured_namespaces(&self) -> Vec<String> {
+        self.namespaces
+            .iter()
+            .filter(|(_, ns)| {
+                !(ns.services.is_empty() && ns.consumers.is_empty() && ns.applications.is_empty())
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// The names a namespace gives token ids: its OAuthServices' by their id, and its
+    /// Consumers' by their OAuthApplications' ids (ids are the objects' uids). No compiling.
+    pub fn token_names(&self, namespace: &str) -> tollgate_admin::TokenNames {
+        let mut names = tollgate_admin::TokenNames::default();
+        let Some(ns) = self.namespaces.get(namespace) else {
+            return names;
+        };
+        let id = |uid: &Option<String>| uid.as_deref().and_then(|u| uuid::Uuid::parse_str(u).ok());
+        for (name, service) in &ns.services {
+            if let Some(id) = id(&service.metadata.uid) {
+                names.services.insert(id, name.clone());
+            }
+        }
+        for application in ns.applications.values() {
+            if let Some(id) = id(&application.metadata.uid) {
+                names
+                    .consumers
+                    .insert(id, application.spec.consumer_ref.name.clone());
+            }
+        }
+        names
+    }
+
     /// What the pod's certificate is made from; `None` for a pod the index does not know.
     pub fn pod_identity(&self, namespace: &str, pod: &str) -> Option<PodIdentity> {
         let entry = self.namespaces.get(namespace)?.pods.get(pod)?;

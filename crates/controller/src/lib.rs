@@ -18,6 +18,7 @@ pub mod kube;
 pub mod metrics;
 pub mod network_policy;
 pub mod pod_certs;
+pub mod request_header;
 pub mod review_guard;
 pub mod server;
 pub mod status;
@@ -58,6 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         access,
         ca,
         store_root,
+        request_header,
     } = match config.source {
         Source::Files {
             paths,
@@ -85,6 +87,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let tls = ca
         .server_config(&config.tls_sans)
+        .context("cannot make the serving certificate")?;
+    // The aggregated API shares the admin API's listener: the API server's front proxy
+    // presents its client certificate there.
+    let admin_tls = ca
+        .server_config_asking(
+            &config.tls_sans,
+            Some(request_header::OptionalClientCertificate::new()),
+        )
         .context("cannot make the serving certificate")?;
     let store = admin_token_store(config.redis_url.as_ref(), store_root).await?;
 
@@ -118,9 +128,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &reviewer,
         certificates,
     );
-    let configuration = namespace_configuration(&index);
-    let admin = AdminServer::new(store, reviewer, access, configuration);
-    started.admin(admin_listener, tls, limits, admin);
+    let context = Arc::new(admin::IndexTokenContext(index.clone()));
+    let mut admin = AdminServer::new(store, reviewer, access, context);
+    if let Some(request_header) = request_header {
+        admin = admin.with_request_header(request_header);
+    }
+    started.admin(admin_listener, admin_tls, limits, admin);
     started.metrics_endpoint(metrics_listener, limits, index);
     tracing::info!(
         stream = %config.stream_listen,
@@ -145,6 +158,8 @@ struct Sourced {
     access: Arc<dyn AccessReviewer>,
     ca: Ca,
     store_root: KeyPair,
+    /// The front proxy's settings, kept current (the API server only).
+    request_header: Option<request_header::SharedRequestHeaderConfig>,
 }
 
 /// What the controller started, and what each start needs: servers drain when asked to stop,
@@ -224,6 +239,7 @@ impl Started {
             access: tokens,
             ca,
             store_root,
+            request_header: None,
         })
     }
 
@@ -268,6 +284,22 @@ impl Started {
                 self.stopped.clone(),
             ));
         }
+        if let Some(name) = settings.api_service.clone() {
+            self.task(kube::keep_api_service(
+                client.clone(),
+                name,
+                ca.cert_pem().to_owned(),
+                self.metrics.clone(),
+                self.stopped.clone(),
+            ));
+        }
+        let request_header = request_header::SharedRequestHeaderConfig::default();
+        self.task(kube::keep_request_header_config(
+            client.clone(),
+            request_header.clone(),
+            settings.request_header_reload,
+            self.stopped.clone(),
+        ));
         if let Some(name) = settings.ca_config_map.clone() {
             self.task(ca_config_map::keep_ca_config_maps(
                 client.clone(),
@@ -303,6 +335,7 @@ impl Started {
             access: reviewer,
             ca,
             store_root,
+            request_header: Some(request_header),
         })
     }
 
@@ -450,12 +483,6 @@ async fn admin_token_store(
     }
     let keys = StoreKeys::from_root(store_root);
     Ok(runtime::connect_token_store(redis_url, keys).await?)
-}
-
-/// What a namespace configures, for the admin API to check an import against.
-fn namespace_configuration(index: &SharedIndex) -> admin::NamespaceConfiguration {
-    let index = index.clone();
-    Arc::new(move |namespace: &str| index.lock().namespace_snapshot(namespace))
 }
 
 /// A root store key for this process alone, when none is configured.

@@ -50,6 +50,13 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+/// The certificate chain (leaf first) a client presented in the TLS handshake, in each of its
+/// requests' extensions. Only a listener whose TLS configuration asks for client certificates
+/// gets one; what the chain is worth is the handler's to decide (rustls has checked only that
+/// the client holds the leaf's key, when the configuration's verifier accepts any chain).
+#[derive(Clone, Debug)]
+pub struct PeerCertificates(pub Arc<[rustls::pki_types::CertificateDer<'static>]>);
+
 /// Serves `handler` on `listener` until `shutdown` turns true, then drains.
 ///
 /// Generic over the response body, so the controller's streaming responses are served by the
@@ -133,19 +140,25 @@ pub async fn serve_per_connection<M, H, F, B>(
         let service_state = state.clone();
         // A combinator, not an `async` block: a block that awaits the handler's future keeps
         // a second copy of it, and hyper moves the whole of it with every request.
-        let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-            let in_flight = service_state.start_request();
-            let http2 = request.version() == http::Version::HTTP_2;
-            let request = request.map(|body| {
-                Incoming::new(body, service_state.clone(), http2, body_timeout, lingering)
-            });
-            handler(request).map(move |response| {
-                Ok::<_, Infallible>(response.map(|body| Counted {
-                    body,
-                    _in_flight: in_flight,
-                }))
+        // Built once the handshake is done, with the certificates the client presented.
+        let service = move |peer: Option<PeerCertificates>| {
+            service_fn(move |request: Request<hyper::body::Incoming>| {
+                let in_flight = service_state.start_request();
+                let http2 = request.version() == http::Version::HTTP_2;
+                let mut request = request.map(|body| {
+                    Incoming::new(body, service_state.clone(), http2, body_timeout, lingering)
+                });
+                if let Some(peer) = &peer {
+                    request.extensions_mut().insert(peer.clone());
+                }
+                handler(request).map(move |response| {
+                    Ok::<_, Infallible>(response.map(|body| Counted {
+                        body,
+                        _in_flight: in_flight,
+                    }))
+                })
             })
-        });
+        };
         let builder = builder(&limits);
         let stream = LingeringClose::new(stream, state.clone(), lingering);
         match &acceptor {
@@ -168,9 +181,15 @@ pub async fn serve_per_connection<M, H, F, B>(
                             }
                         };
                     let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let peer = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .filter(|chain| !chain.is_empty())
+                        .map(|chain| PeerCertificates(chain.iter().cloned().collect()));
                     let io = ClientTimeouts::new(tls, state, &limits, http2);
                     let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(io), service)
+                        .serve_connection_with_upgrades(TokioIo::new(io), service(peer))
                         .into_owned();
                     if let Err(error) = watcher.watch(connection).await {
                         tracing::debug!(%remote, %error, "connection ended with an error");
@@ -180,7 +199,7 @@ pub async fn serve_per_connection<M, H, F, B>(
             None => {
                 let io = ClientTimeouts::new(stream, state, &limits, false);
                 let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                    .serve_connection_with_upgrades(TokioIo::new(io), service(None))
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {

@@ -1,11 +1,15 @@
 //! The API server as the index's source, and the only place besides [`crate::auth`] that
 //! talks to it, one module per concern: `watch` (the watches feeding the index), `lease` (the
 //! Lease that elects the status writer), `status_writer` (server-side apply),
-//! `webhook_ca_bundle` (the webhook's caBundle) and `ca_secret` (the CA's Secret). Each call
+//! `webhook_ca_bundle` (the webhook's caBundle), `api_service_ca_bundle` (the aggregated
+//! API's caBundle), `request_header_config` (the front proxy's settings) and `ca_secret` (the
+//! CA's Secret). Each call
 //! is a thin wrapper; the decisions around it are pure functions tested without a cluster.
 
+mod api_service_ca_bundle;
 mod ca_secret;
 mod lease;
+mod request_header_config;
 mod status_writer;
 mod watch;
 mod webhook_ca_bundle;
@@ -19,10 +23,12 @@ use kube::{Client, Resource};
 use tokio::task::JoinHandle;
 use tollgate_api::resources::{Consumer, OAuthApplication, OAuthService};
 
+pub use self::api_service_ca_bundle::{api_service_patch, keep_api_service, patch_api_service};
 pub use self::ca_secret::{CA_CERT_KEY, CA_KEY_KEY, ca_from_secret, ca_secret, load_or_create_ca};
 pub use self::lease::{
     LEASE_DURATION, LEASE_RETRY, LeaseDecision, lease_decision, lease_spec, try_lease,
 };
+pub use self::request_header_config::keep_request_header_config;
 pub use self::status_writer::{patch_status, pending_statuses};
 use self::watch::{Watch, trim_pod, trim_secret};
 pub use self::webhook_ca_bundle::{keep_webhook_configuration, patch_webhook_configuration};
