@@ -173,7 +173,7 @@ def test_defaults_render_the_issue_s_contents():
     objs = objects()
     kinds = sorted({o["kind"] for o in objs})
     assert kinds == sorted({
-        "ClusterRole", "ClusterRoleBinding", "Deployment", "MutatingWebhookConfiguration",
+        "APIService", "ClusterRole", "ClusterRoleBinding", "Deployment", "MutatingWebhookConfiguration",
         "NetworkPolicy", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount",
     })
     # No bundled Redis and no cert-manager objects unless asked for.
@@ -358,6 +358,7 @@ def test_rbac_writes_only_what_tollgate_owns(values):
         ("ClusterRole", "authentication.k8s.io", "tokenreviews"): ({"create"}, None),
         ("ClusterRole", "authorization.k8s.io", "subjectaccessreviews"): ({"create"}, None),
         ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"): ({"patch"}, ["tollgate"]),
+        ("ClusterRole", "apiregistration.k8s.io", "apiservices"): ({"patch"}, ["v1alpha1.tokens.oauth.tollgate.dev"]),
         ("ClusterRole", "networking.k8s.io", "networkpolicies"): ({"patch", "create"}, ["tollgate-injected-pods"]),
         ("ClusterRole", "", "configmaps"): ({"patch", "create"}, ["tollgate-ca.crt"]),
         ("Role", "coordination.k8s.io", "leases"): ({"create", "update"}, None),
@@ -409,6 +410,66 @@ def test_token_roles_grant_only_the_admin_api():
     ]
     binding = one(objs, "ClusterRoleBinding", "tollgate-controller")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tollgate-controller", "namespace": NS}]
+
+
+# === tokens as a Kubernetes API ===
+
+
+def test_the_api_service_points_at_the_controller_s_admin_port():
+    objs = objects()
+    api = one(objs, "APIService", "v1alpha1.tokens.oauth.tollgate.dev")
+    spec = api["spec"]
+    assert (spec["group"], spec["version"]) == ("tokens.oauth.tollgate.dev", "v1alpha1")
+    assert spec["service"] == {"name": "tollgate-controller", "namespace": NS, "port": 8444}
+    # Below every built-in group; the controller patches the caBundle in, so none is rendered
+    # and TLS is never skipped.
+    assert 0 < spec["groupPriorityMinimum"] < 17000
+    assert spec["versionPriority"] > 0
+    assert "caBundle" not in spec and not spec.get("insecureSkipTLSVerify")
+    service = one(objs, "Service", "tollgate-controller")
+    assert {"name": "admin", "port": 8444, "targetPort": "admin", "appProtocol": "https"} in service["spec"]["ports"]
+    env = one(objs, "Deployment", "tollgate-controller")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "TOLLGATE_API_SERVICE", "value": "v1alpha1.tokens.oauth.tollgate.dev"} in env
+    # The serving certificate names the Service the API server dials.
+    sans = next(e["value"] for e in env if e["name"] == "TOLLGATE_TLS_SANS").split(",")
+    assert f"tollgate-controller.{NS}.svc" in sans
+
+
+def test_the_controller_may_patch_its_own_api_service_and_read_the_front_proxy_settings():
+    objs = objects()
+    cluster = rules(objs, "ClusterRole", "tollgate-controller")
+    assert {"apiGroups": ["apiregistration.k8s.io"], "resources": ["apiservices"],
+            "resourceNames": ["v1alpha1.tokens.oauth.tollgate.dev"], "verbs": ["get", "patch"]} in cluster
+    delegator = one(objs, "ClusterRoleBinding", "tollgate-controller:system:auth-delegator")
+    assert delegator["roleRef"]["name"] == "system:auth-delegator"
+    reader = one(objs, "RoleBinding", "tollgate-controller:extension-apiserver-authentication-reader")
+    assert reader["metadata"]["namespace"] == "kube-system"
+    assert reader["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "extension-apiserver-authentication-reader"}
+    for binding in (delegator, reader):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tollgate-controller", "namespace": NS}]
+
+
+def test_the_token_roles_aggregate_into_the_built_in_roles():
+    objs = objects()
+    labels = lambda name: one(objs, "ClusterRole", name)["metadata"]["labels"]
+    viewer, admin = labels("tollgate-token-viewer"), labels("tollgate-token-admin")
+    assert viewer.get("rbac.authorization.k8s.io/aggregate-to-view") == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-edit" not in viewer
+    assert "rbac.authorization.k8s.io/aggregate-to-admin" not in viewer
+    assert admin.get("rbac.authorization.k8s.io/aggregate-to-admin") == "true"
+    assert admin.get("rbac.authorization.k8s.io/aggregate-to-edit") == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in admin
+    off = objects({"tokenRoles": {"aggregateToBuiltInRoles": False}})
+    assert not [k for k in one(off, "ClusterRole", "tollgate-token-admin")["metadata"]["labels"] if k.startswith("rbac.")]
+
+
+def test_without_the_aggregated_api_nothing_of_it_is_rendered():
+    objs = objects({"aggregatedApi": {"enabled": False}})
+    assert not find(objs, "APIService")
+    assert not find(objs, "RoleBinding", "tollgate-controller:extension-apiserver-authentication-reader")
+    assert not [r for r in rules(objs, "ClusterRole", "tollgate-controller") if "apiregistration.k8s.io" in r["apiGroups"]]
+    env = one(objs, "Deployment", "tollgate-controller")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not [e for e in env if e["name"] == "TOLLGATE_API_SERVICE"]
 
 
 # === the webhook ===
@@ -534,7 +595,7 @@ def test_watch_namespaces_grants_namespaced_roles_only():
     assert e["TOLLGATE_WATCH_NAMESPACES"]["value"] == "shop,billing"
     cluster = rules(objs, "ClusterRole", "tollgate-controller")
     groups = {g for r in cluster for g in r["apiGroups"]}
-    assert groups == {"authentication.k8s.io", "authorization.k8s.io", "admissionregistration.k8s.io"}
+    assert groups == {"authentication.k8s.io", "authorization.k8s.io", "admissionregistration.k8s.io", "apiregistration.k8s.io"}
     roles = [o for o in find(objs, "Role", "tollgate-controller-watch")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["billing", "shop"]
     for role in roles:
