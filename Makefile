@@ -105,7 +105,14 @@ fuzz:
 ## KUBECONFIG names: Kubernetes 1.28+, RBAC on, kubectl on the PATH. A bare kube-apiserver is
 ## enough. One test at a time: each runs a controller that watches every namespace. The
 ## webhook tests need the API server to reach this machine: at 127.0.0.1 (an API server
-## running here), or at TOLLGATE_E2E_WEBHOOK_HOST (e.g. 172.18.0.1 for kind).
+## running here), or at TOLLGATE_E2E_WEBHOOK_HOST (e.g. 172.18.0.1 for kind). The tokens API
+## tests (kubectl get oauthtokens) register an APIService whose Service is an ExternalName
+## `localhost`: the API server must run on this machine with the front-proxy flags
+## (--requestheader-client-ca-file, --proxy-client-cert-file, --proxy-client-key-file,
+## --requestheader-allowed-names, --requestheader-username-headers=X-Remote-User,
+## --requestheader-group-headers=X-Remote-Group,
+## --requestheader-extra-headers-prefix=X-Remote-Extra-) and without
+## --enable-aggregator-routing.
 .PHONY: e2e-cluster
 e2e-cluster: test-deps
 	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG to the cluster to test against"; exit 2; }

@@ -419,7 +419,15 @@ async fn create<S: TokenStore, C: TokenContext + ?Sized>(
             } else {
                 field
             };
-            return Ok(invalid(None, &field, error.into_inner().to_string()));
+            // serde quotes what it could not read: never a token value, even a mistyped one.
+            let message = if field.starts_with("spec.accessToken")
+                || field.starts_with("spec.refreshToken")
+            {
+                "must be a string".to_owned()
+            } else {
+                error.into_inner().to_string()
+            };
+            return Ok(invalid(None, &field, message));
         }
     };
     if token

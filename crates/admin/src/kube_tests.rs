@@ -727,6 +727,13 @@ async fn create_imports_with_today_s_checks_in_kubernetes_words() {
             "{spec}: {status}"
         );
     }
+    // A mistyped token value is not echoed.
+    let body =
+        json!({"metadata": {}, "spec": {"accessToken": 918_273_645, "clientId": "clientid"}})
+            .to_string();
+    let (code, status) = send_with(&store, &context, Method::POST, &collection, "", &body).await;
+    assert_eq!(code, 422);
+    assert!(!status.to_string().contains("918273645"), "{status}");
     let body = json!({"metadata": {"name": "not-a-uuid"}, "spec": {"accessToken": "x", "clientId": "clientid"}}).to_string();
     let (code, status) = send_with(&store, &context, Method::POST, &collection, "", &body).await;
     assert_eq!(
