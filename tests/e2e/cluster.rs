@@ -1992,3 +1992,497 @@ async fn a_stopped_controller_blocks_only_the_pods_that_asked_for_it() {
     let system_pod = create_pod("kube-system", &system_pod);
     assert_not_injected(&system_pod);
 }
+
+// --- tokens through the API server (the aggregated API) ---
+
+/// The APIService of the tokens API, pointed at a controller on this machine: an
+/// `ExternalName` Service named `localhost` (in `namespace`) whose `externalName` is
+/// `localhost`, with the controller's admin port. The API server, run here without
+/// `--enable-aggregator-routing`, then dials localhost:PORT and checks the controller's
+/// certificate for `localhost.NAMESPACE.svc` against the caBundle the controller patches in.
+/// Deleted on drop: it is cluster-scoped.
+struct TokensApiService;
+
+const TOKENS_API_SERVICE: &str = "v1alpha1.tokens.oauth.tollgate.dev";
+
+impl TokensApiService {
+    fn register(namespace: &str, port: u16) -> Self {
+        let yaml = format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: localhost, namespace: {namespace}}}
+spec: {{type: ExternalName, externalName: localhost}}
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: {TOKENS_API_SERVICE}}}
+spec:
+  group: tokens.oauth.tollgate.dev
+  version: v1alpha1
+  groupPriorityMinimum: 1000
+  versionPriority: 15
+  service: {{name: localhost, namespace: {namespace}, port: {port}}}
+"#
+        );
+        // A previous run's APIService points at another port: replace it whole.
+        let _ = kubectl(
+            &["delete", "apiservice", TOKENS_API_SERVICE, "--wait=true"],
+            None,
+        );
+        let output = kubectl(&["apply", "-f", "-"], Some(&yaml));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        kubectl_ok(&[
+            "wait",
+            "--for=condition=Available",
+            "--timeout=60s",
+            &format!("apiservice/{TOKENS_API_SERVICE}"),
+        ]);
+        // The API server's aggregated discovery catches up with an Available APIService a
+        // moment later; kubectl finds resources there.
+        let deadline = Instant::now() + SETTLE;
+        while !kubectl_ok(&["api-resources", "--api-group=tokens.oauth.tollgate.dev"])
+            .contains("oauthtokens")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the API server's discovery never showed oauthtokens"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Self
+    }
+}
+
+impl Drop for TokensApiService {
+    fn drop(&mut self) {
+        let _ = kubectl(
+            &["delete", "apiservice", TOKENS_API_SERVICE, "--wait=false"],
+            None,
+        );
+    }
+}
+
+/// A controller serving the tokens API for the namespace's article, registered as the
+/// APIService once its application is ready.
+async fn tokens_api_controller(
+    work: &Path,
+    ns: &Namespace,
+    redis_url: &str,
+) -> (KubeController, TokensApiService) {
+    let san = format!("localhost.{}.svc", ns.0);
+    let controller = KubeController::start_with(
+        work,
+        &ns.0,
+        &[
+            "--redis-url",
+            redis_url,
+            "--api-service",
+            TOKENS_API_SERVICE,
+            "--tls-san",
+            &san,
+        ],
+    )
+    .await;
+    let ns_name = ns.0.clone();
+    eventually(SETTLE, "the application is ready", || {
+        let ready = ready_condition(&ns_name, "oauthapplication/sampleapp", "status");
+        async move { ready == "True" }
+    })
+    .await;
+    let api_service = TokensApiService::register(&ns.0, controller.admin);
+    (controller, api_service)
+}
+
+/// An OAuthToken to `kubectl create`: a token exported from IAM.
+fn token_manifest(id: &str, access_token: &str, user: &str) -> String {
+    format!(
+        "apiVersion: tokens.oauth.tollgate.dev/v1alpha1\nkind: OAuthToken\nmetadata: {{name: {id}}}\nspec:\n  accessToken: {access_token}\n  clientId: clientid\n  service: sampleirisservice\n  authenticatedUserid: \"{user}\"\n  scope: read\n"
+    )
+}
+
+fn kubectl_as(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+    all.extend_from_slice(args);
+    kubectl(&all, stdin)
+}
+
+/// `kubectl` lists (table and JSON), selects, gets, imports, deletes and bulk-deletes tokens
+/// through the API server; a deleted token is refused by the sidecar; with Redis down, a list
+/// is a 503 ServiceUnavailable (what `tollgate check` looks for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn kubectl_lists_imports_and_revokes_tokens_through_the_api_server() {
+    let ns = Namespace::new();
+    let mut redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    apply_ok(&ns.0, &article(upstream.port));
+    let (controller, _api_service) = tokens_api_controller(work.path(), &ns, &redis.url()).await;
+
+    // Discovery: kubectl knows the resource and its short name.
+    let resources = kubectl_ok(&["api-resources", "--api-group=tokens.oauth.tollgate.dev"]);
+    assert!(
+        resources.contains("oauthtokens")
+            && resources.contains("oat")
+            && resources.contains("OAuthToken"),
+        "{resources}"
+    );
+
+    // create -f: an import, refused the second time, and refused when it names no application.
+    let id = "6c1a3e0b-8f0d-4c55-9f3b-3a2b1c0d9e8f";
+    let secret_value = "imported-by-kubectl-0001";
+    let manifest = token_manifest(id, secret_value, "7");
+    let created = kubectl(&["create", "-n", &ns.0, "-f", "-"], Some(&manifest));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let again = kubectl(&["create", "-n", &ns.0, "-f", "-"], Some(&manifest));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("AlreadyExists"), "{stderr}");
+    let bad = token_manifest("6c1a3e0b-8f0d-4c55-9f3b-000000000000", "x", "7")
+        .replace("clientId: clientid", "clientId: nobody");
+    let refused = kubectl(&["create", "-n", &ns.0, "-f", "-"], Some(&bad));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("is invalid") && stderr.contains("spec.clientId"),
+        "{stderr}"
+    );
+
+    // The sidecar accepts the imported token.
+    let pod_token_0 = pod_token(&ns.0, "iris-0");
+    let sidecar = PodSidecarBuilder::new(
+        &controller.stream_url(),
+        &controller.ca,
+        &ns.0,
+        "iris-0",
+        &pod_token_0,
+        &work.path().join("iris-0.snapshot.json"),
+    )
+    .redis(&redis.url())
+    .start()
+    .await;
+    assert_eq!(
+        sidecar
+            .get_with_token("/event/1", secret_value)
+            .await
+            .status(),
+        200
+    );
+
+    // get: the table kubectl prints, JSON, a field selector, one token.
+    let table = kubectl_ok(&["get", "oauthtokens", "-n", &ns.0]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "CONSUMER", "CLIENT", "USER", "SCOPE", "EXPIRES", "AGE"
+        ]
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..5], [id, "clientapp", "clientid", "7", "read"]);
+    let listed: Value =
+        serde_json::from_str(&kubectl_ok(&["get", "oat", "-n", &ns.0, "-o", "json"])).unwrap();
+    assert_eq!(listed["items"][0]["metadata"]["name"], id);
+    assert_eq!(listed["items"][0]["spec"]["service"], "sampleirisservice");
+    let everything = kubectl_ok(&["get", "oauthtokens", "-A", "-o", "yaml"]);
+    assert!(!everything.contains(secret_value), "a token value is shown");
+    let selected = kubectl_ok(&[
+        "get",
+        "oauthtokens",
+        "-n",
+        &ns.0,
+        "--field-selector",
+        "spec.authenticatedUserid=7",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        selected.trim(),
+        format!("oauthtoken.tokens.oauth.tollgate.dev/{id}")
+    );
+    let none = kubectl(
+        &[
+            "get",
+            "oauthtokens",
+            "-n",
+            &ns.0,
+            "--field-selector",
+            "spec.clientId=other",
+        ],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&none.stderr).contains("No resources found"));
+    let unknown = kubectl(
+        &[
+            "get",
+            "oauthtokens",
+            "-n",
+            &ns.0,
+            "--field-selector",
+            "spec.secret=x",
+        ],
+        None,
+    );
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("field label not supported: spec.secret")
+    );
+    let consumer = field(&ns.0, &format!("oauthtoken/{id}"), ".spec.consumer");
+    assert_eq!(consumer, "clientapp");
+    let missing = kubectl(
+        &[
+            "get",
+            "oauthtoken",
+            "-n",
+            &ns.0,
+            "0b7c1f0e-58a5-4c4e-9a3c-000000000001",
+        ],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound"));
+
+    // delete one: a dry run keeps it, a delete revokes it on the sidecar.
+    kubectl_ok(&["delete", "oauthtoken", "-n", &ns.0, id, "--dry-run=server"]);
+    assert_eq!(
+        sidecar
+            .get_with_token("/event/1", secret_value)
+            .await
+            .status(),
+        200
+    );
+    let deleted = kubectl_ok(&["delete", "oauthtoken", "-n", &ns.0, id]);
+    assert!(deleted.contains("deleted"), "{deleted}");
+    eventually(SETTLE, "the sidecar refuses the deleted token", || async {
+        sidecar
+            .get_with_token("/event/1", secret_value)
+            .await
+            .status()
+            == 401
+    })
+    .await;
+
+    // delete --all: every token of the namespace.
+    for (n, user) in [(1, "a"), (2, "b")] {
+        let manifest = token_manifest(
+            &format!("6c1a3e0b-8f0d-4c55-9f3b-00000000000{n}"),
+            &format!("bulk-token-000{n}"),
+            user,
+        );
+        kubectl_ok_stdin(&["create", "-n", &ns.0, "-f", "-"], &manifest);
+    }
+    assert_eq!(
+        kubectl_ok(&["get", "oat", "-n", &ns.0, "-o", "name"])
+            .lines()
+            .count(),
+        2
+    );
+    kubectl_ok(&["delete", "oauthtokens", "--all", "-n", &ns.0]);
+    assert_eq!(
+        kubectl_ok(&["get", "oat", "-n", &ns.0, "-o", "name"]).trim(),
+        ""
+    );
+    eventually(
+        SETTLE,
+        "the sidecar refuses the bulk-deleted tokens",
+        || async {
+            sidecar
+                .get_with_token("/event/1", "bulk-token-0001")
+                .await
+                .status()
+                == 401
+        },
+    )
+    .await;
+
+    // Redis down: a Kubernetes 503 that names the cause.
+    redis.kill();
+    let raw = kubectl(
+        &[
+            "get",
+            "--raw",
+            &format!(
+                "/apis/tokens.oauth.tollgate.dev/v1alpha1/namespaces/{}/oauthtokens?limit=1",
+                ns.0
+            ),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&raw.stderr);
+    assert!(!raw.status.success());
+    assert!(stderr.contains("ServiceUnavailable"), "{stderr}");
+}
+
+fn kubectl_ok_stdin(args: &[&str], stdin: &str) -> String {
+    let output = kubectl(args, Some(stdin));
+    assert!(
+        output.status.success(),
+        "kubectl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The chart's token roles, bound directly (a bare API server aggregates no ClusterRoles): a
+/// ServiceAccount with the viewer role lists but cannot delete, and kubectl's error names the
+/// verb; one with the admin role deletes in its namespace and not in another. Then the
+/// README's RBAC commands, run as written, grant what they say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn the_chart_s_token_roles_grant_kubectl_their_verbs_in_their_namespace() {
+    let ns = Namespace::new();
+    let other = Namespace::new();
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    apply_ok(&ns.0, &article(upstream.port));
+    let (_controller, _api_service) = tokens_api_controller(work.path(), &ns, &redis.url()).await;
+
+    // The chart's two ClusterRoles, as rendered in deploy/tollgate.yaml.
+    let deploy =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/tollgate.yaml"))
+            .unwrap();
+    let roles: String = deploy
+        .split("\n---")
+        .filter(|doc| doc.contains("kind: ClusterRole\n") && doc.contains("-token-"))
+        .map(|doc| format!("{doc}\n---\n"))
+        .collect();
+    assert_eq!(roles.matches("kind: ClusterRole").count(), 2, "{roles}");
+    kubectl_ok_stdin(&["apply", "-f", "-"], &roles);
+    let bindings = format!(
+        r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: token-viewer}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: token-admin}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: token-viewer}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tollgate-token-viewer}}
+subjects: [{{kind: ServiceAccount, name: token-viewer, namespace: {ns}}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: token-admin}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: tollgate-token-admin}}
+subjects: [{{kind: ServiceAccount, name: token-admin, namespace: {ns}}}]
+"#,
+        ns = ns.0
+    );
+    apply_ok(&ns.0, &bindings);
+    let id = "6c1a3e0b-8f0d-4c55-9f3b-3a2b1c0d9e81";
+    kubectl_ok_stdin(
+        &["create", "-n", &ns.0, "-f", "-"],
+        &token_manifest(id, "rbac-token-0001", "7"),
+    );
+
+    let viewer = service_account_kubeconfig(work.path(), &ns.0, "token-viewer");
+    let listed = kubectl_as(&viewer, &["get", "oauthtokens", "-o", "name"], None);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(id));
+    let refused = kubectl_as(&viewer, &["delete", "oauthtoken", id], None);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("Forbidden") && stderr.contains("cannot delete resource \"oauthtokens\""),
+        "{stderr}"
+    );
+    let refused = kubectl_as(
+        &viewer,
+        &["create", "-f", "-"],
+        Some(&token_manifest(
+            "6c1a3e0b-8f0d-4c55-9f3b-3a2b1c0d9e82",
+            "viewer-mint-0001",
+            "x",
+        )),
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("cannot create resource"));
+
+    let admin = service_account_kubeconfig(work.path(), &ns.0, "token-admin");
+    let elsewhere = kubectl_as(&admin, &["delete", "oauthtoken", id, "-n", &other.0], None);
+    let stderr = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(
+        stderr.contains("cannot delete resource \"oauthtokens\"") && stderr.contains(&other.0),
+        "{stderr}"
+    );
+    let listed_elsewhere = kubectl_as(&admin, &["get", "oauthtokens", "-n", &other.0], None);
+    assert!(String::from_utf8_lossy(&listed_elsewhere.stderr).contains("cannot list resource"));
+    let deleted = kubectl_as(&admin, &["delete", "oauthtoken", id], None);
+    assert!(
+        deleted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deleted.stderr)
+    );
+    assert_eq!(
+        kubectl_ok(&["get", "oat", "-n", &ns.0, "-o", "name"]).trim(),
+        ""
+    );
+
+    // The README's RBAC commands, its namespaces (`team-a`, `default`) read as this test's.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let commands = readme_rbac_commands(&readme);
+    assert!(commands.len() >= 2, "no RBAC commands found in the README");
+    for command in &commands {
+        let command = command
+            .replace("team-a", &ns.0)
+            .replace("-n default", &format!("-n {}", ns.0))
+            .replace("=default:", &format!("={}:", ns.0));
+        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        kubectl_ok(&args);
+    }
+    for (verb, expected) in [("list", "yes"), ("delete", "yes"), ("create", "no")] {
+        let answer = kubectl(
+            &[
+                "auth",
+                "can-i",
+                verb,
+                "oauthtokens.tokens.oauth.tollgate.dev",
+                "-n",
+                &ns.0,
+                "--as",
+                "alice",
+            ],
+            None,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&answer.stdout).trim(),
+            expected,
+            "alice {verb}"
+        );
+    }
+}
+
+/// The `kubectl create role|rolebinding|clusterrole…` commands of the README's token section,
+/// each joined across its `\` continuations.
+fn readme_rbac_commands(readme: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut current = String::new();
+    for line in readme.lines() {
+        let line = line.trim();
+        if current.is_empty()
+            && !line.starts_with("kubectl create role")
+            && !line.starts_with("kubectl create rolebinding")
+        {
+            continue;
+        }
+        current.push_str(line.trim_end_matches('\\'));
+        current.push(' ');
+        if !line.ends_with('\\') {
+            commands.push(std::mem::take(&mut current));
+        }
+    }
+    commands
+}
