@@ -2024,11 +2024,6 @@ spec:
   service: {{name: localhost, namespace: {namespace}, port: {port}}}
 "#
         );
-        // A previous run's APIService points at another port: replace it whole.
-        let _ = kubectl(
-            &["delete", "apiservice", TOKENS_API_SERVICE, "--wait=true"],
-            None,
-        );
         let output = kubectl(&["apply", "-f", "-"], Some(&yaml));
         assert!(
             output.status.success(),
@@ -2073,6 +2068,13 @@ async fn tokens_api_controller(
     ns: &Namespace,
     redis_url: &str,
 ) -> (KubeController, TokensApiService) {
+    // A previous run's APIService points at another port. Gone before the controller starts,
+    // the new one is patched within seconds (a caBundle it found in place is checked again only
+    // a minute later), and the API server's discovery follows that patch.
+    let _ = kubectl(
+        &["delete", "apiservice", TOKENS_API_SERVICE, "--wait=true"],
+        None,
+    );
     let san = format!("localhost.{}.svc", ns.0);
     let controller = KubeController::start_with(
         work,

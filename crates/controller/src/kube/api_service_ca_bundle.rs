@@ -14,6 +14,9 @@ use crate::metrics::Metrics;
 
 /// How often the APIService is checked.
 const API_SERVICE_INTERVAL: Duration = Duration::from_secs(60);
+/// How soon after a failure (the APIService not created yet, say): until the caBundle is in,
+/// the API server cannot reach the controller, and `kubectl get oauthtokens` fails.
+const API_SERVICE_RETRY: Duration = Duration::from_secs(5);
 
 /// Keeps the caBundle of APIService `name` as `ca_pem`, until `shutdown`.
 pub async fn keep_api_service(
@@ -25,16 +28,21 @@ pub async fn keep_api_service(
 ) {
     let api: Api<APIService> = Api::all(client);
     loop {
-        match patch_api_service(&api, &name, &ca_pem).await {
-            Ok(true) => tracing::info!(api_service = %name, "APIService caBundle updated"),
-            Ok(false) => {}
+        let next = match patch_api_service(&api, &name, &ca_pem).await {
+            Ok(patched) => {
+                if patched {
+                    tracing::info!(api_service = %name, "APIService caBundle updated");
+                }
+                API_SERVICE_INTERVAL
+            }
             Err(error) => {
                 metrics.reconcile_error("APIService");
                 tracing::warn!(api_service = %name, %error, "cannot update the APIService");
+                API_SERVICE_RETRY
             }
-        }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(API_SERVICE_INTERVAL) => {}
+            _ = tokio::time::sleep(next) => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
     }
