@@ -1,7 +1,8 @@
 //! The control plane: resources (from the API server, or from manifest files) go into an
 //! [`index::Index`], which makes one snapshot per pod; the [`stream`] server pushes each pod's
 //! snapshot to its sidecar; status is written on every resource; and the [`admin`] API lists
-//! and deletes tokens.
+//! and deletes tokens, also as the aggregated API `tokens.oauth.tollgate.dev` behind the API
+//! server ([`request_header`] authenticates its front proxy).
 //!
 //! Only this crate talks to the API server, and only [`kube`](mod@crate::kube) and [`auth`]'s
 //! `KubeReviewer` do: everything else is plain data in, plain data out.

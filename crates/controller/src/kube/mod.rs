@@ -3,8 +3,8 @@
 //! Lease that elects the status writer), `status_writer` (server-side apply),
 //! `webhook_ca_bundle` (the webhook's caBundle), `api_service_ca_bundle` (the aggregated
 //! API's caBundle), `request_header_config` (the front proxy's settings) and `ca_secret` (the
-//! CA's Secret). Each call
-//! is a thin wrapper; the decisions around it are pure functions tested without a cluster.
+//! CA's Secret). Each call is a thin wrapper; the decisions around it are pure functions
+//! tested without a cluster.
 
 mod api_service_ca_bundle;
 mod ca_secret;
