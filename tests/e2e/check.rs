@@ -107,7 +107,7 @@ fn bad_check_flags_are_exit_64_naming_them() {
         (&["--release", "Not_A_Name"][..], "--release"),
         (&["--namespace", "Bad.Name"][..], "--namespace"),
         (&["--timeout", "0"][..], "--timeout"),
-        (&["--cert-expiry-days", "-1"][..], "--cert-expiry-days"),
+        (&["--cert-expiry-days", "99999"][..], "--cert-expiry-days"),
     ] {
         let output = check(&config, dir.path(), args);
         let stderr = String::from_utf8_lossy(&output.stderr);
