@@ -2424,3 +2424,84 @@ async fn tollgate_check_names_the_broken_part_of_an_install() {
     );
     assert!(text.contains("hint: `helm upgrade`"), "{text}");
 }
+
+/// `--pre` as a user who may create Secrets and Deployments in their namespace and nothing
+/// else: each right is its own line, the missing ones fail. The namespace comes from the
+/// kubeconfig's context. Without read rights, the install's checks fail with the API
+/// server's reason rather than claiming the objects are missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn tollgate_check_pre_names_the_rights_a_user_lacks() {
+    let namespace = Namespace::new();
+    let ns = namespace.0.as_str();
+    kubectl_ok(&["create", "serviceaccount", "installer", "-n", ns]);
+    kubectl_ok(&[
+        "create",
+        "role",
+        "installer",
+        "--verb=create",
+        "--resource=secrets,deployments.apps",
+        "-n",
+        ns,
+    ]);
+    kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "installer",
+        "--role=installer",
+        &format!("--serviceaccount={ns}:installer"),
+        "-n",
+        ns,
+    ]);
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig(work.path(), ns, "installer");
+    let check = |args: &[&str]| {
+        let output = tollgate()
+            .arg("check")
+            .args(args)
+            .args(["--output", "json"])
+            .env("KUBECONFIG", &kubeconfig)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+        (output.status.code(), report)
+    };
+
+    let (code, report) = check(&["--pre"]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_result(&report, "the cluster runs Kubernetes 1.28", "success");
+    for granted in [
+        format!("can create secrets in namespace {ns}"),
+        format!("can create deployments.apps in namespace {ns}"),
+    ] {
+        assert_result(&report, &granted, "success");
+    }
+    for denied in [
+        "can create customresourcedefinitions.apiextensions.k8s.io".to_owned(),
+        "can create mutatingwebhookconfigurations.admissionregistration.k8s.io".to_owned(),
+        "can create apiservices.apiregistration.k8s.io".to_owned(),
+        "can create namespaces".to_owned(),
+        format!("can create services in namespace {ns}"),
+    ] {
+        let check = check_result(&report, &denied);
+        assert_eq!(check["result"], "failure", "{check:#}");
+        assert!(check["hint"].is_string());
+    }
+
+    let (code, report) = check(&["--release", "tollgate"]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let crds = check_result(&report, "the CRDs are installed");
+    assert!(
+        crds["details"].to_string().contains("403 Forbidden"),
+        "{crds:#}"
+    );
+    let deployment = check_result(&report, "the controller Deployment is available");
+    assert!(
+        deployment["details"].to_string().contains(&format!(
+            "cannot read Deployment {ns}/tollgate-controller: 403 Forbidden"
+        )),
+        "{deployment:#}"
+    );
+}
