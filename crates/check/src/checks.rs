@@ -12,6 +12,9 @@ use crate::report::{CheckResult, Group};
 /// The condition that says a resource works. Should the controller rename it, this is the
 /// one line to change.
 pub const READY: &str = "Ready";
+/// The condition that says the resource is valid; one that is not is named by the `Ready`
+/// check, not again as stale pods.
+pub const ACCEPTED: &str = "Accepted";
 /// The condition that says every selected pod holds the snapshot with the resource; its
 /// message names the stale pods. Older controllers do not write it: the pod counts then stand
 /// in for it.
@@ -709,6 +712,9 @@ pub fn not_ready(resource: &ObservedResource) -> Option<String> {
 /// Which pods hold an older snapshot than the resource's, or `None` when all hold it.
 pub fn stale_pods(resource: &ObservedResource) -> Option<String> {
     let status = &resource.status;
+    if condition(&status.conditions, ACCEPTED).is_some_and(|c| c.status != "True") {
+        return None;
+    }
     if let Some(programmed) = condition(&status.conditions, PROGRAMMED) {
         return (programmed.status != "True").then(|| {
             condition_line(
