@@ -2014,7 +2014,7 @@ struct CheckedInstall {
     namespace: Namespace,
     release: String,
     ca_pem: String,
-    _redis: RedisServer,
+    redis: RedisServer,
     _work: tempfile::TempDir,
 }
 
@@ -2078,7 +2078,12 @@ impl CheckedInstall {
         let [port] = free_ports::<1>();
         let listen = SocketAddr::new(host, port).to_string();
         let ca_secret = format!("{ns}/{release}-ca");
+        // The API server checks the tokens API's certificate for the ExternalName Service's
+        // name (see `register_tokens_api`).
+        let san = format!("localhost.{ns}.svc");
         let mut flags: Vec<String> = [
+            "--tls-san",
+            &san,
             "--redis-url",
             &redis.url(),
             "--lease-name",
@@ -2112,7 +2117,7 @@ impl CheckedInstall {
             namespace,
             release,
             ca_pem,
-            _redis: redis,
+            redis,
             _work: work,
         };
         install.set_available(1);
@@ -2298,6 +2303,20 @@ async fn tollgate_check_passes_on_a_healthy_install() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("✔ the controller reaches Redis\n"), "{text}");
     assert!(!text.contains('✖'), "{text}");
+
+    // Redis stops: the tokens API's 503 is named.
+    let mut install = install;
+    install.redis.kill();
+    let (code, report) = install.check_json();
+    assert_eq!(code, Some(1), "{report:#}");
+    let redis = check_result(&report, "the controller reaches Redis");
+    assert_eq!(redis["result"], "failure", "{redis:#}");
+    assert!(
+        redis["details"]
+            .to_string()
+            .contains("the tokens API answers 503"),
+        "{redis:#}"
+    );
 }
 
 /// Each broken part fails the check that names it, and only that one: an unavailable
