@@ -2,8 +2,8 @@
 //! any port; a bad flag, file or manifest is reported with its name and exit code 64.
 //!
 //! Built without the default `control-plane` feature it is the sidecar alone, the binary
-//! injected pods run (`tollgate-sidecar` in the image): `controller`, `inject` and `crdgen`
-//! are then unknown subcommands.
+//! injected pods run (`tollgate-sidecar` in the image): `controller`, `inject`, `crdgen` and
+//! `check` are then unknown subcommands.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -40,6 +40,10 @@ enum Command {
     /// Print a manifest with the sidecar injected into its pods and pod templates.
     #[cfg(feature = "control-plane")]
     Inject(Box<InjectCommand>),
+    /// Check an install with the kubeconfig, one line per check (exit 1 when one fails, 2
+    /// when the API server cannot be reached).
+    #[cfg(feature = "control-plane")]
+    Check(Box<tollgate_check::CheckArgs>),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,8 @@ fn main() -> ExitCode {
         Command::Inject(args) => inject(&args),
         #[cfg(feature = "control-plane")]
         Command::Controller(args) => controller(&args),
+        #[cfg(feature = "control-plane")]
+        Command::Check(args) => check(&args),
     }
 }
 
@@ -90,6 +96,31 @@ fn controller(args: &ControllerArgs) -> ExitCode {
             tollgate_controller::run(config),
         ),
         Err(errors) => usage("controller", &errors.0),
+    }
+}
+
+/// The report on stdout, as text or JSON; the exit code says whether every check passed.
+#[cfg(feature = "control-plane")]
+fn check(args: &tollgate_check::CheckArgs) -> ExitCode {
+    use std::io::Write;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tollgate check: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(tollgate_check::run(args));
+    let rendered = match args.output {
+        tollgate_check::OutputFormat::Text => report.text(),
+        tollgate_check::OutputFormat::Json => report.json(),
+    };
+    match std::io::stdout().write_all(rendered.as_bytes()) {
+        Ok(()) => ExitCode::from(report.exit_code),
+        Err(_) => ExitCode::FAILURE,
     }
 }
 

@@ -59,7 +59,7 @@ fn the_sidecar_only_build_has_no_control_plane_subcommands() {
             .any(|l| l.starts_with(&format!("  {subcommand} ")))
     };
     assert!(listed("sidecar"), "{help}");
-    for subcommand in ["controller", "crdgen", "inject"] {
+    for subcommand in ["controller", "crdgen", "inject", "check"] {
         assert!(!listed(subcommand), "{help}");
         let output = run(&[subcommand]);
         assert_eq!(output.status.code(), Some(64), "{subcommand}");

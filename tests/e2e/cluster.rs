@@ -207,7 +207,15 @@ impl KubeController {
             .arg("--ca-out")
             .arg(&ca)
             .args(["--namespace", namespace])
-            .args(["--lease-name", &format!("tollgate-e2e-{namespace}")])
+            // A test that names its own Lease (as the chart does) passes --lease-name.
+            .args(if flags.contains(&"--lease-name") {
+                vec![]
+            } else {
+                vec![
+                    "--lease-name".to_owned(),
+                    format!("tollgate-e2e-{namespace}"),
+                ]
+            })
             .args(["--identity", "e2e"])
             .args(flags)
             .env_remove("TOLLGATE_MANIFESTS")
@@ -2487,4 +2495,528 @@ fn readme_rbac_commands(readme: &str) -> Vec<String> {
         }
     }
     commands
+}
+
+// --- tollgate check ---
+
+/// An install as the chart makes it, release `tollgate-e2e-<run>` in a fresh namespace: the
+/// controller's Deployment (its status written by the test, as a kubelet and the Deployment
+/// controller would on a real cluster), the chart's webhook configuration limited to the
+/// test's pods, and the controller as a local process holding the chart's Lease and CA Secret.
+struct CheckedInstall {
+    // Dropped first: no webhook is left pointing at a stopped controller.
+    _configuration: Owned,
+    controller: KubeController,
+    namespace: Namespace,
+    release: String,
+    ca_pem: String,
+    redis: RedisServer,
+    _work: tempfile::TempDir,
+}
+
+impl CheckedInstall {
+    async fn start() -> Self {
+        let namespace = Namespace::new();
+        let ns = namespace.0.clone();
+        let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let release = format!("tollgate-e2e-{run}");
+        let controller_name = format!("{release}-controller");
+
+        let labels = json!({"app.kubernetes.io/name": "tollgate", "app.kubernetes.io/instance": release, "app.kubernetes.io/component": "controller"});
+        let deployment = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": controller_name, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "controller", "image": SIDECAR_IMAGE}]},
+                },
+            },
+        });
+        let output = create(&ns, &deployment, &[]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+
+        // The chart's configuration, excluding this release's namespace as the chart would.
+        let mut configuration = chart_webhook_configuration(&release, &run);
+        for webhook in configuration["webhooks"].as_array_mut().unwrap() {
+            for expression in webhook["namespaceSelector"]["matchExpressions"]
+                .as_array_mut()
+                .unwrap()
+            {
+                if expression["key"] == "kubernetes.io/metadata.name"
+                    && expression["operator"] == "NotIn"
+                {
+                    expression["values"] =
+                        json!(["kube-system", "kube-public", "kube-node-lease", ns]);
+                }
+            }
+        }
+        let output = kubectl(&["create", "-f", "-"], Some(&configuration.to_string()));
+        assert!(
+            output.status.success(),
+            "the chart's webhook configuration was refused: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let configuration = Owned {
+            namespace: None,
+            object: format!("mutatingwebhookconfiguration/{release}"),
+        };
+
+        let redis = RedisServer::start();
+        let host = webhook_host();
+        let [port] = free_ports::<1>();
+        let listen = SocketAddr::new(host, port).to_string();
+        let ca_secret = format!("{ns}/{release}-ca");
+        // The API server checks the tokens API's certificate for the ExternalName Service's
+        // name (see `register_tokens_api`).
+        let san = format!("localhost.{ns}.svc");
+        let mut flags: Vec<String> = [
+            "--tls-san",
+            &san,
+            "--redis-url",
+            &redis.url(),
+            "--lease-name",
+            &controller_name,
+            "--ca-secret",
+            &ca_secret,
+            "--webhook-listen",
+            &listen,
+            "--webhook-url",
+            &format!("https://{listen}/mutate"),
+            "--webhook-configuration",
+            &release,
+            "--sidecar-image",
+            SIDECAR_IMAGE,
+            "--sidecar-controller-url",
+            SIDECAR_CONTROLLER_URL,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        if !host.is_loopback() {
+            flags.extend(["--tls-san".to_owned(), host.to_string()]);
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let work = tempfile::tempdir().unwrap();
+        let controller = KubeController::start_with(work.path(), &ns, &flags).await;
+        let ca_pem = std::fs::read_to_string(&controller.ca).unwrap();
+        let install = Self {
+            _configuration: configuration,
+            controller,
+            namespace,
+            release,
+            ca_pem,
+            redis,
+            _work: work,
+        };
+        install.set_available(1);
+        let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&install.ca_pem);
+        let object = format!("mutatingwebhookconfiguration/{}", install.release);
+        eventually(SETTLE, "the controller sets the webhooks' caBundle", || {
+            let set = get(None, &object).is_some_and(|c| {
+                c["webhooks"]
+                    .as_array()
+                    .is_some_and(|w| w.iter().all(|w| w["clientConfig"]["caBundle"] == ca_bundle))
+            });
+            async move { set }
+        })
+        .await;
+        let lease = format!("lease/{}-controller", install.release);
+        eventually(SETTLE, "the controller holds the chart's Lease", || {
+            let held = field(&ns, &lease, ".spec.holderIdentity") == "e2e";
+            async move { held }
+        })
+        .await;
+        install
+    }
+
+    fn ns(&self) -> &str {
+        &self.namespace.0
+    }
+
+    /// Writes the Deployment's status as the kubelet and the Deployment controller would:
+    /// `available` of its one replica available.
+    fn set_available(&self, available: u32) {
+        let (status, reason) = if available > 0 {
+            ("True", "MinimumReplicasAvailable")
+        } else {
+            ("False", "MinimumReplicasUnavailable")
+        };
+        let patch = json!({"status": {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "updatedReplicas": 1,
+            "readyReplicas": available,
+            "availableReplicas": available,
+            "conditions": [{
+                "type": "Available",
+                "status": status,
+                "reason": reason,
+                "message": "written by the test, as the Deployment controller would",
+                "lastUpdateTime": "2026-01-01T00:00:00Z",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }],
+        }});
+        kubectl_ok(&[
+            "patch",
+            "deployment",
+            &format!("{}-controller", self.release),
+            "-n",
+            self.ns(),
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ]);
+    }
+
+    /// `tollgate check` of this release with `output` (`text` or `json`): its exit code and
+    /// stdout.
+    fn check(&self, output: &str) -> (Option<i32>, String) {
+        let run = tollgate()
+            .args([
+                "check",
+                "--namespace",
+                self.ns(),
+                "--release",
+                &self.release,
+            ])
+            .args(["--resource-namespace", self.ns(), "--output", output])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            run.status.code(),
+            String::from_utf8_lossy(&run.stdout).into_owned(),
+        )
+    }
+
+    /// The JSON report, and the result of each check by description.
+    fn check_json(&self) -> (Option<i32>, Value) {
+        let (code, out) = self.check("json");
+        let report: Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("tollgate check --output json: {e}:\n{out}"));
+        (code, report)
+    }
+
+    /// The APIService of the tokens API, as the chart makes it, routed to the controller
+    /// through an ExternalName Service `localhost` (the route a bare API server can take).
+    fn register_tokens_api(&self) -> Owned {
+        apply_ok(
+            self.ns(),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: localhost}\n\
+             spec: {type: ExternalName, externalName: localhost}\n",
+        );
+        let api_service = json!({
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": "v1alpha1.tokens.oauth.tollgate.dev"},
+            "spec": {
+                "group": "tokens.oauth.tollgate.dev",
+                "version": "v1alpha1",
+                "groupPriorityMinimum": 1000,
+                "versionPriority": 15,
+                "caBundle": base64::engine::general_purpose::STANDARD.encode(&self.ca_pem),
+                "service": {"namespace": self.ns(), "name": "localhost", "port": self.controller.admin},
+            },
+        });
+        let output = kubectl(&["apply", "-f", "-"], Some(&api_service.to_string()));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Owned {
+            namespace: None,
+            object: "apiservice/v1alpha1.tokens.oauth.tollgate.dev".to_owned(),
+        }
+    }
+}
+
+/// The check of `report` whose description starts with `start`.
+fn check_result<'a>(report: &'a Value, start: &str) -> &'a Value {
+    report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["checks"].as_array().unwrap())
+        .find(|c| c["description"].as_str().unwrap().starts_with(start))
+        .unwrap_or_else(|| panic!("no check {start:?} in {report:#}"))
+}
+
+fn assert_result(report: &Value, start: &str, result: &str) {
+    let check = check_result(report, start);
+    assert_eq!(check["result"], result, "{start}: {check:#}\n{report:#}");
+}
+
+/// Needs the tokens API (the `aggapi` branch): the APIService is Available and the controller
+/// answers a list of tokens from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn tollgate_check_passes_on_a_healthy_install() {
+    let install = CheckedInstall::start().await;
+    let ns = install.ns().to_owned();
+    apply_ok(
+        &ns,
+        "apiVersion: oauth.tollgate.dev/v1alpha1\nkind: Consumer\n\
+         metadata: {name: clientapp}\nspec: {username: ClientApp}\n",
+    );
+    eventually(SETTLE, "the Consumer is Ready", || {
+        let ready = ready_condition(&ns, "consumer/clientapp", "status") == "True";
+        async move { ready }
+    })
+    .await;
+    let _api_service = install.register_tokens_api();
+    eventually(SETTLE, "the APIService is Available", || {
+        let available = field(
+            "default",
+            "apiservice/v1alpha1.tokens.oauth.tollgate.dev",
+            ".status.conditions[?(@.type==\"Available\")].status",
+        ) == "True";
+        async move { available }
+    })
+    .await;
+
+    let (code, report) = install.check_json();
+    for check in report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["checks"].as_array().unwrap())
+    {
+        assert_eq!(check["result"], "success", "{check:#}\n{report:#}");
+    }
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["success"], true);
+    let (code, text) = install.check("text");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("✔ the controller reaches Redis\n"), "{text}");
+    assert!(!text.contains('✖'), "{text}");
+
+    // Redis stops: the tokens API's 503 is named.
+    let mut install = install;
+    install.redis.kill();
+    let (code, report) = install.check_json();
+    assert_eq!(code, Some(1), "{report:#}");
+    let redis = check_result(&report, "the controller reaches Redis");
+    assert_eq!(redis["result"], "failure", "{redis:#}");
+    assert!(
+        redis["details"]
+            .to_string()
+            .contains("the tokens API answers 503"),
+        "{redis:#}"
+    );
+}
+
+/// Each broken part fails the check that names it, and only that one: an unavailable
+/// Deployment, a resource that is not Ready, a webhook that sees the release's namespace, a
+/// stale caBundle, a deleted webhook configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn tollgate_check_names_the_broken_part_of_an_install() {
+    let mut install = CheckedInstall::start().await;
+    let ns = install.ns().to_owned();
+    apply_ok(
+        &ns,
+        "apiVersion: oauth.tollgate.dev/v1alpha1\nkind: Consumer\n\
+         metadata: {name: clientapp}\nspec: {username: ClientApp}\n---\n\
+         apiVersion: oauth.tollgate.dev/v1alpha1\nkind: OAuthApplication\n\
+         metadata: {name: brokenapp}\nspec:\n  consumerRef: {name: clientapp}\n  \
+         clientId: brokenid\n  clientSecretRef: {name: missing-secret}\n",
+    );
+    eventually(SETTLE, "brokenapp is not Ready", || {
+        let reason = ready_condition(&ns, "oauthapplication/brokenapp", "reason");
+        async move { reason == "SecretNotFound" }
+    })
+    .await;
+
+    // What works is said to work; the broken application is named with its reason.
+    let (code, report) = install.check_json();
+    assert_eq!(code, Some(1), "{report:#}");
+    for works in [
+        "the CRDs are installed",
+        "the controller Deployment is available",
+        "the controller's Lease has a live holder",
+        "the controller's certificates are valid",
+        "the injection webhook is registered",
+        "the webhook's caBundle is the controller's CA",
+        "the webhook never sees",
+    ] {
+        assert_result(&report, works, "success");
+    }
+    let resources = check_result(&report, "every OAuthService");
+    assert_eq!(resources["result"], "failure", "{resources:#}");
+    let details = resources["details"].to_string();
+    assert!(
+        details.contains(&format!(
+            "{ns}/OAuthApplication brokenapp: Ready=False SecretNotFound"
+        )),
+        "{details}"
+    );
+    assert!(!details.contains("clientapp"), "{details}");
+    assert!(resources["hint"].is_string());
+
+    // The Deployment loses its replica.
+    install.set_available(0);
+    let (_, report) = install.check_json();
+    let deployment = check_result(&report, "the controller Deployment is available");
+    assert_eq!(deployment["result"], "failure");
+    assert!(
+        deployment["details"]
+            .to_string()
+            .contains("0 of 1 replicas available"),
+        "{deployment:#}"
+    );
+    install.set_available(1);
+
+    // The annotated webhook no longer excludes the release's namespace.
+    let object = format!("mutatingwebhookconfiguration/{}", install.release);
+    let configuration = get(None, &object).unwrap();
+    let expressions = configuration["webhooks"][0]["namespaceSelector"]["matchExpressions"]
+        .as_array()
+        .unwrap();
+    let index = expressions
+        .iter()
+        .position(|e| e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn")
+        .unwrap();
+    let patch = json!([{
+        "op": "replace",
+        "path": format!("/webhooks/0/namespaceSelector/matchExpressions/{index}/values"),
+        "value": ["kube-system", "kube-public", "kube-node-lease"],
+    }]);
+    kubectl_ok(&["patch", &object, "--type=json", "-p", &patch.to_string()]);
+    let (_, report) = install.check_json();
+    let excluded = check_result(&report, "the webhook never sees");
+    assert_eq!(excluded["result"], "failure", "{excluded:#}");
+    assert_eq!(
+        excluded["details"],
+        json!([format!(
+            "annotated.inject.tollgate.dev does not exclude {ns}"
+        )])
+    );
+
+    // A stale caBundle: the controller is gone (it would restore it within a minute), and
+    // the namespace webhook trusts another CA.
+    install.controller.kill();
+    let other = rcgen::generate_simple_self_signed(vec!["other".to_owned()])
+        .unwrap()
+        .cert
+        .pem();
+    let patch = json!([{
+        "op": "replace",
+        "path": "/webhooks/1/clientConfig/caBundle",
+        "value": base64::engine::general_purpose::STANDARD.encode(other),
+    }]);
+    kubectl_ok(&["patch", &object, "--type=json", "-p", &patch.to_string()]);
+    let (code, report) = install.check_json();
+    assert_eq!(code, Some(1));
+    let ca_bundle = check_result(&report, "the webhook's caBundle");
+    assert_eq!(ca_bundle["result"], "failure", "{ca_bundle:#}");
+    let details = ca_bundle["details"].to_string();
+    assert!(
+        details.contains("namespace.inject.tollgate.dev: its caBundle is not the CA in Secret")
+            && !details.contains("annotated.inject"),
+        "{details}"
+    );
+
+    // The webhook configuration deleted: named, with the hint to restore it.
+    kubectl_ok(&["delete", &object]);
+    let (code, text) = install.check("text");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "✖ the injection webhook is registered\n    MutatingWebhookConfiguration {} not found",
+            install.release
+        )),
+        "{text}"
+    );
+    assert!(text.contains("hint: `helm upgrade`"), "{text}");
+}
+
+/// `--pre` as a user who may create Secrets and Deployments in their namespace and nothing
+/// else: each right is its own line, the missing ones fail. The namespace comes from the
+/// kubeconfig's context. Without read rights, the install's checks fail with the API
+/// server's reason rather than claiming the objects are missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn tollgate_check_pre_names_the_rights_a_user_lacks() {
+    let namespace = Namespace::new();
+    let ns = namespace.0.as_str();
+    kubectl_ok(&["create", "serviceaccount", "installer", "-n", ns]);
+    kubectl_ok(&[
+        "create",
+        "role",
+        "installer",
+        "--verb=create",
+        "--resource=secrets,deployments.apps",
+        "-n",
+        ns,
+    ]);
+    kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "installer",
+        "--role=installer",
+        &format!("--serviceaccount={ns}:installer"),
+        "-n",
+        ns,
+    ]);
+    let work = tempfile::tempdir().unwrap();
+    let kubeconfig = service_account_kubeconfig(work.path(), ns, "installer");
+    let check = |args: &[&str]| {
+        let output = tollgate()
+            .arg("check")
+            .args(args)
+            .args(["--output", "json"])
+            .env("KUBECONFIG", &kubeconfig)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+        (output.status.code(), report)
+    };
+
+    let (code, report) = check(&["--pre"]);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_result(&report, "the cluster runs Kubernetes 1.28", "success");
+    for granted in [
+        format!("can create secrets in namespace {ns}"),
+        format!("can create deployments.apps in namespace {ns}"),
+    ] {
+        assert_result(&report, &granted, "success");
+    }
+    for denied in [
+        "can create customresourcedefinitions.apiextensions.k8s.io".to_owned(),
+        "can create mutatingwebhookconfigurations.admissionregistration.k8s.io".to_owned(),
+        "can create apiservices.apiregistration.k8s.io".to_owned(),
+        "can create namespaces".to_owned(),
+        format!("can create services in namespace {ns}"),
+    ] {
+        let check = check_result(&report, &denied);
+        assert_eq!(check["result"], "failure", "{check:#}");
+        assert!(check["hint"].is_string());
+    }
+
+    let (code, report) = check(&["--release", "tollgate"]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let crds = check_result(&report, "the CRDs are installed");
+    assert!(
+        crds["details"].to_string().contains("403 Forbidden"),
+        "{crds:#}"
+    );
+    let deployment = check_result(&report, "the controller Deployment is available");
+    assert!(
+        deployment["details"].to_string().contains(&format!(
+            "cannot read Deployment {ns}/tollgate-controller: 403 Forbidden"
+        )),
+        "{deployment:#}"
+    );
 }

@@ -5,6 +5,7 @@ mod harness;
 
 mod admin;
 mod article;
+mod check;
 mod cli;
 mod cluster;
 mod controller;
