@@ -308,7 +308,7 @@ services:
     paths: [/api]
     hosts: [a.example]
 - name: my_service
-  url: http://localhost:8081
+  url: http://admin:hunter2@localhost:8081
   routes:
   - name: b
     paths: [/api, /other/]
@@ -324,6 +324,14 @@ fn names_are_dns_safe_collisions_are_numbered_and_shared_paths_kept_once() {
     let migration = migrate(TWO_SERVICES_ONE_PATH).unwrap();
     let again = migrate(TWO_SERVICES_ONE_PATH).unwrap();
     assert_eq!(migration.warnings, again.warnings, "deterministic");
+    assert!(warned(
+        &migration,
+        &[
+            "Kong service `my_service`",
+            "user name and password in its url not kept"
+        ]
+    ));
+    assert!(!warned(&migration, &["hunter2"]));
     assert_eq!(migration.to_yaml("x"), again.to_yaml("x"));
     for parts in [
         &[

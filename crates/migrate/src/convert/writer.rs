@@ -70,6 +70,17 @@ impl Writer<'_> {
                 Some(slash) => (&rest[..slash], Some(rest[slash..].to_owned())),
                 None => (rest, None),
             };
+            // Never shown: a user name and password in the URL are a secret.
+            let authority = match authority.rsplit_once('@') {
+                Some((_, host)) => {
+                    self.warn(format!(
+                        "{label}: the user name and password in its url not kept: the \
+                         sidecar sends none to the application"
+                    ));
+                    host
+                }
+                None => authority,
+            };
             let (url_host, url_port) = match authority.rsplit_once(':') {
                 Some((h, p)) if !h.ends_with(':') && p.bytes().all(|b| b.is_ascii_digit()) => {
                     (h, p.parse().ok())
