@@ -44,6 +44,44 @@ enum Command {
     /// when the API server cannot be reached).
     #[cfg(feature = "control-plane")]
     Check(Box<tollgate_check::CheckArgs>),
+    /// Print tollgate's manifests for another gateway's configuration.
+    #[cfg(feature = "control-plane")]
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+#[cfg(feature = "control-plane")]
+#[derive(Subcommand)]
+enum MigrateCommand {
+    /// Kong's declarative configuration (`deck dump`, `kong config db_export`) as
+    /// OAuthService, Consumer, OAuthApplication and Secret manifests on stdout; what cannot be
+    /// carried over, one line each on stderr.
+    Kong(MigrateKongArgs),
+}
+
+#[cfg(feature = "control-plane")]
+#[derive(clap::Args)]
+struct MigrateKongArgs {
+    /// Kong's declarative configuration, YAML or JSON.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: std::path::PathBuf,
+    /// The namespace of every manifest.
+    #[arg(short = 'n', long, default_value = tollgate_migrate::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Output format: multi-document YAML, or one JSON List.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Yaml)]
+    output: OutputFormat,
+    /// Write the exported `oauth2_tokens` here, one admin API import body per line (mode
+    /// 0600: they are live tokens). Without it, they are counted on stderr only.
+    #[arg(long, value_name = "FILE")]
+    tokens_out: Option<std::path::PathBuf>,
+}
+
+#[cfg(feature = "control-plane")]
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Yaml,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -71,6 +109,7 @@ fn main() -> ExitCode {
         Command::Controller(args) => controller(&args),
         #[cfg(feature = "control-plane")]
         Command::Check(args) => check(&args),
+        Command::Migrate(MigrateCommand::Kong(args)) => migrate_kong(&args),
     }
 }
 
@@ -184,6 +223,67 @@ fn inject(args: &InjectCommand) -> ExitCode {
             ExitCode::from(EX_USAGE)
         }
     }
+}
+
+/// The manifests on stdout; what was not carried over on stderr, one line each, exit 0. A
+/// file that cannot be read as Kong's: one line naming it and where, exit 64.
+#[cfg(feature = "control-plane")]
+fn migrate_kong(args: &MigrateKongArgs) -> ExitCode {
+    use std::io::Write;
+    let migration = match tollgate_migrate::kong_file(&args.file, &args.namespace) {
+        Ok(migration) => migration,
+        Err(error) => {
+            eprintln!("tollgate migrate kong: {error}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    for warning in &migration.warnings {
+        eprintln!("tollgate migrate kong: {warning}");
+    }
+    if !migration.tokens.is_empty() {
+        match &args.tokens_out {
+            None => eprintln!(
+                "tollgate migrate kong: Kong oauth2_tokens: {} not written: pass --tokens-out \
+                 FILE to import them through the admin API",
+                migration.tokens.len()
+            ),
+            Some(path) => {
+                if let Err(error) = write_private(path, migration.tokens_jsonl().as_bytes()) {
+                    eprintln!(
+                        "tollgate migrate kong: --tokens-out {}: {error}",
+                        path.display()
+                    );
+                    return ExitCode::from(EX_USAGE);
+                }
+                eprintln!(
+                    "tollgate migrate kong: Kong oauth2_tokens: {} written to {}",
+                    migration.tokens.len(),
+                    path.display()
+                );
+            }
+        }
+    }
+    let text = match args.output {
+        OutputFormat::Yaml => migration.to_yaml(&args.file.display().to_string()),
+        OutputFormat::Json => migration.to_json(),
+    };
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// Writes a new file only its owner may read: it holds live tokens.
+#[cfg(feature = "control-plane")]
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
 }
 
 /// Logs go to stderr; `TOLLGATE_LOG` (or `RUST_LOG`) sets the filter, `TOLLGATE_LOG_FORMAT=json`

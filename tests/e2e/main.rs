@@ -17,6 +17,8 @@ mod kong_schema_spec;
 mod kong_spec;
 mod limits;
 mod memory;
+#[cfg(feature = "control-plane")]
+mod migrate;
 mod oauth_client;
 mod path_and_headers;
 mod pod_certs;
