@@ -95,25 +95,6 @@ pub(crate) fn proxy_version(image: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::proxy_version;
-
-    #[test]
-    fn the_proxy_version_is_the_image_s_tag() {
-        assert_eq!(proxy_version("tollgate:0.1.0"), "0.1.0");
-        assert_eq!(
-            proxy_version("registry.example.com:5000/tollgate:0.2.0-rc1"),
-            "0.2.0-rc1"
-        );
-        assert_eq!(
-            proxy_version("registry.example.com:5000/tollgate"),
-            "latest"
-        );
-        assert_eq!(proxy_version("tollgate@sha256:abc"), "sha256:abc");
-    }
-}
-
 /// For a pod injected ahead of time with an empty CA annotation: the patch that fills it in
 /// with the webhook's CA. `None` when there is nothing to fill or nothing to fill it with.
 pub(crate) fn fill_controller_ca(pod: &Pod, config: &InjectConfig) -> Option<Patch> {
@@ -166,4 +147,23 @@ fn add(ops: &mut Vec<PatchOperation>, path: &[&str], value: Value) {
 /// k8s-openapi's types serialize infallibly (plain structs of strings, numbers and maps).
 fn to_value(object: &impl Serialize) -> Value {
     serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proxy_version;
+
+    #[test]
+    fn the_proxy_version_is_the_image_s_tag() {
+        assert_eq!(proxy_version("tollgate:0.1.0"), "0.1.0");
+        assert_eq!(
+            proxy_version("registry.example.com:5000/tollgate:0.2.0-rc1"),
+            "0.2.0-rc1"
+        );
+        assert_eq!(
+            proxy_version("registry.example.com:5000/tollgate"),
+            "latest"
+        );
+        assert_eq!(proxy_version("tollgate@sha256:abc"), "sha256:abc");
+    }
 }
