@@ -9,6 +9,8 @@ export CARGO_INCREMENTAL := 0
 endif
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
+# Where cargo writes release builds (CARGO_TARGET_DIR when set).
+RELEASE_DIR := $(or $(CARGO_TARGET_DIR),target)/release
 
 .PHONY: run build build-sidecar test test-deps lint fmt crds check clean
 
@@ -21,11 +23,13 @@ build:
 	$(CARGO) build --release --locked --bin tollgate
 
 ## build-sidecar: the sidecar-only release binary (no controller, inject, crdgen, nor the
-## Kubernetes client), the image's /usr/local/bin/tollgate-sidecar that injected pods run,
-## and the demo IRIS of `make run`. Both builds write target/release/tollgate (the last one
-## wins); the image copies each out after its build.
+## Kubernetes client) as target/release/tollgate-sidecar, the image's
+## /usr/local/bin/tollgate-sidecar that injected pods run, and the demo IRIS of `make run`.
+## Cargo writes both builds to target/release/tollgate; this one is moved aside, so that
+## name is only ever the full build of `make build` (which has `controller`, `inject`, `crdgen`).
 build-sidecar:
 	$(CARGO) build --release --locked --no-default-features --bin tollgate --example demo_upstream
+	mv -f $(RELEASE_DIR)/tollgate $(RELEASE_DIR)/tollgate-sidecar
 
 ## test: every test, after installing what they need (redis-server)
 test: test-deps lint
@@ -50,9 +54,11 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## crds: regenerate crds/ from the Rust types
+## crds: regenerate crds/ from the Rust types, and the chart's copy (its templates/crds.yaml
+## installs and upgrades them from charts/tollgate/files/crds.yaml)
 crds:
 	$(CARGO) run -q --locked -- crdgen > crds/tollgate.yaml
+	cp crds/tollgate.yaml charts/tollgate/files/crds.yaml
 
 ## bench: tollgate, nginx and haproxy side by side on loopback (bench/run.sh); writes
 ## bench/results/ and prints the table. Installs nginx-light, haproxy, wrk, redis-server.
@@ -82,9 +88,8 @@ $(CHART_VENV)/.installed: charts/tests/requirements.txt
 	$(CHART_VENV)/bin/pip install -q -r charts/tests/requirements.txt
 	touch $@
 
-## deploy: copy crds/ into the chart and render deploy/tollgate.yaml from it
+## deploy: render deploy/tollgate.yaml from the chart (CRDs included, from `make crds`)
 deploy: chart-deps
-	cp crds/tollgate.yaml charts/tollgate/crds/tollgate.yaml
 	$(CHART_VENV)/bin/python charts/tests/render.py > deploy/tollgate.yaml.tmp
 	mv deploy/tollgate.yaml.tmp deploy/tollgate.yaml
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 "$bin/examples/demo_upstream" 127.0.0.1:52773 &
 upstream=$!
 trap 'kill $upstream 2>/dev/null || true' EXIT
@@ -43,4 +43,4 @@ curl -sk https://localhost:8443/.well-known/oauth-authorization-server/event
 
 CURL
 
-"$bin/tollgate" sidecar --manifests deploy/examples/ "$@"
+"$bin/tollgate-sidecar" sidecar --manifests deploy/examples/ "$@"

@@ -2,8 +2,9 @@
 //! any port; a bad flag, file or manifest is reported with its name and exit code 64.
 //!
 //! Built without the default `control-plane` feature it is the sidecar alone, the binary
-//! injected pods run (`tollgate-sidecar` in the image): `controller`, `inject`, `crdgen` and
-//! `check` are then unknown subcommands.
+//! injected pods run (`tollgate-sidecar` in the image, `make build-sidecar`): `controller`,
+//! `inject`, `crdgen`, `check` and `migrate` then stop with a hint saying which build has
+//! them, and exit code 64.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
@@ -84,7 +85,34 @@ enum OutputFormat {
     Json,
 }
 
+/// The subcommands only the full build (`control-plane`) has.
+#[cfg(any(test, not(feature = "control-plane")))]
+const CONTROL_PLANE_SUBCOMMANDS: &[&str] = &["controller", "inject", "crdgen", "check", "migrate"];
+
+/// For the sidecar-only build: when the first word after the options is a control-plane
+/// subcommand, what to build instead of clap's bare "unrecognized subcommand".
+#[cfg(any(test, not(feature = "control-plane")))]
+fn missing_subcommand_hint(args: &[String]) -> Option<String> {
+    let subcommand = args.iter().skip(1).find(|a| !a.starts_with('-'))?;
+    CONTROL_PLANE_SUBCOMMANDS
+        .contains(&subcommand.as_str())
+        .then(|| {
+            format!(
+                "error: `{subcommand}` is not in this build: it is the sidecar-only binary \
+             (built with --no-default-features, `make build-sidecar`, installed as \
+             target/release/tollgate-sidecar). Build the full binary with `make build` \
+             (cargo build --release --locked --bin tollgate) and run \
+             target/release/tollgate {subcommand}"
+            )
+        })
+}
+
 fn main() -> ExitCode {
+    #[cfg(not(feature = "control-plane"))]
+    if let Some(hint) = missing_subcommand_hint(&std::env::args().collect::<Vec<_>>()) {
+        eprintln!("{hint}");
+        return ExitCode::from(EX_USAGE);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if error.use_stderr() => {
@@ -302,5 +330,44 @@ fn init_tracing() {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_control_plane_subcommand_gets_a_hint_naming_the_full_build() {
+        for subcommand in CONTROL_PLANE_SUBCOMMANDS {
+            let hint =
+                missing_subcommand_hint(&args(&["tollgate", subcommand, "--namespace", "x"]))
+                    .unwrap_or_else(|| panic!("{subcommand}"));
+            assert!(
+                hint.contains(&format!("`{subcommand}` is not in this build")),
+                "{hint}"
+            );
+            assert!(hint.contains("make build"), "{hint}");
+            assert!(
+                hint.contains(&format!("target/release/tollgate {subcommand}")),
+                "{hint}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_words_get_no_hint() {
+        for words in [
+            &["tollgate", "sidecar", "--manifests", "controller"][..],
+            &["tollgate", "--help"],
+            &["tollgate"],
+            &["tollgate", "sidecr"],
+        ] {
+            assert_eq!(missing_subcommand_hint(&args(words)), None, "{words:?}");
+        }
     }
 }

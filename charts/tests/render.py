@@ -39,7 +39,7 @@ HEADER = f"""\
 
 
 def render(values: dict | None = None, *, namespace: str = NAMESPACE) -> list[dict]:
-    """The chart's objects (templates only, not crds/) for `values`."""
+    """The chart's objects for `values` (the CRDs too, while crds.install)."""
     with helm.Chart.load(CHART) as chart:
         rendered = chart.render(values, name=RELEASE, namespace=namespace, is_install=True)
     objects = []
@@ -57,13 +57,12 @@ def order(obj: dict) -> tuple:
     return (rank, kind, meta.get("namespace", ""), meta.get("name", ""))
 
 
-def deploy_manifest(crds: str | None = None) -> str:
-    """The text of deploy/tollgate.yaml (with the chart's CRDs, or `crds`)."""
+def deploy_manifest() -> str:
+    """The text of deploy/tollgate.yaml: the namespace, then the chart's objects (its CRDs
+    included) in Helm's install order."""
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-    if crds is None:
-        crds = (CHART / "crds" / "tollgate.yaml").read_text()
     objects = sorted(render(), key=order)
-    parts = [HEADER, yaml.safe_dump(namespace, sort_keys=False), "---\n", crds.lstrip("-\n")]
+    parts = [HEADER, yaml.safe_dump(namespace, sort_keys=False)]
     for obj in objects:
         parts.append("---\n")
         parts.append(yaml.safe_dump(obj, sort_keys=False, width=100))

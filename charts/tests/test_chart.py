@@ -28,7 +28,7 @@ ALL_ON = {
         "logLevel": "debug",
         "logFormat": "text",
         "extraTlsSans": ["tollgate.example.com", "10.0.0.7"],
-        "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
+        "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1, "minAvailable": 2},
         "nodeSelector": {"kubernetes.io/os": "linux"},
         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}],
         "affinity": {"nodeAffinity": {}},
@@ -52,8 +52,10 @@ ALL_ON = {
         "proxyFrom": [{"namespaceSelector": {"matchLabels": {"team": "shop"}}}],
         "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
     },
-    "redis": {"bundled": {"enabled": True}},
+    "redis": {"bundled": {"enabled": True, "persistence": {"enabled": True, "size": "5Gi", "storageClass": "fast"}}},
     "tokenRoles": {"enabled": True, "aggregateToBuiltInRoles": True},
+    "serviceMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
+    "podMonitor": {"enabled": True, "interval": "15s", "labels": {"release": "prometheus"}},
 }
 
 EXTERNAL_REDIS = {
@@ -64,6 +66,9 @@ EXTERNAL_REDIS = {
     },
     "injection": {"redisSecret": "tollgate-redis:url"},
 }
+
+# The default metricsNamespaceSelector's peer: Prometheus's namespace.
+PROMETHEUS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
 
@@ -135,7 +140,8 @@ def test_the_schema_accepts_the_defaults_and_every_option():
 
 def test_every_value_has_a_comment():
     """values.yaml: each key has a comment line above it, or opens a block whose keys do. The
-    contents of Kubernetes `resources` maps are described by their parent's comment."""
+    contents of Kubernetes objects (`resources`, security contexts, label selectors) are
+    described by their parent's comment."""
     lines = (CHART / "values.yaml").read_text().splitlines()
     parents: list[tuple[int, str]] = []  # (indent, key) of the enclosing blocks
     for number, line in enumerate(lines):
@@ -147,7 +153,8 @@ def test_every_value_has_a_comment():
         above = lines[number - 1].strip() if number else ""
         below = lines[number + 1] if number + 1 < len(lines) else ""
         opens_block = line.rstrip().endswith(":") and len(below) - len(below.lstrip()) > indent
-        in_resources = any(k == "resources" for _, k in parents)
+        kubernetes_objects = {"resources", "podSecurityContext", "securityContext", "metricsNamespaceSelector"}
+        in_resources = any(k in kubernetes_objects for _, k in parents)
         assert above.startswith("#") or opens_block or in_resources, \
             f"values.yaml:{number + 1}: {line.strip()} has no comment"
         parents.append((indent, key.group(2)))
@@ -173,7 +180,7 @@ def test_defaults_render_the_issue_s_contents():
     objs = objects()
     kinds = sorted({o["kind"] for o in objs})
     assert kinds == sorted({
-        "APIService", "ClusterRole", "ClusterRoleBinding", "Deployment", "MutatingWebhookConfiguration",
+        "APIService", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Deployment", "MutatingWebhookConfiguration",
         "NetworkPolicy", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount",
     })
     # No bundled Redis and no cert-manager objects unless asked for.
@@ -230,7 +237,7 @@ def test_the_controller_deployment():
     assert "TOLLGATE_REDIS_URL" not in variables
 
     pdb = one(objects(), "PodDisruptionBudget")
-    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
     assert pdb["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
 
 
@@ -307,7 +314,7 @@ def test_the_bundled_redis_needs_its_generated_password_and_admits_only_its_clie
     redis = one(objs, "Deployment", "tollgate-redis")["spec"]["template"]["spec"]["containers"][0]
     script = " ".join(redis["command"])
     assert "--protected-mode yes" in script and "protected-mode no" not in script
-    assert "requirepass" in script and "/data/auth.conf" in script
+    assert "requirepass" in script and "/conf/auth.conf" in script
     assert {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"]} == {
         "REDIS_PASSWORD": {"name": "tollgate-redis", "key": "password"},
         "REDISCLI_AUTH": {"name": "tollgate-redis", "key": "password"},
@@ -551,7 +558,7 @@ def test_the_webhook_can_be_turned_off():
 
 def test_the_network_policy_admits_only_8443_to_injected_pods():
     label = re.search(r'pub const LABEL_INJECTED: &str = "([^"]+)"', source("crates/inject/src/lib.rs")).group(1)
-    policy = one(objects(), "NetworkPolicy", "tollgate-injected-pods")
+    policy = one(objects({"networkPolicy": {"metricsNamespaceSelector": None}}), "NetworkPolicy", "tollgate-injected-pods")
     assert policy["metadata"]["namespace"] == "default"
     assert policy["spec"]["podSelector"] == {"matchLabels": {label: "true"}}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
@@ -561,7 +568,7 @@ def test_the_network_policy_admits_only_8443_to_injected_pods():
     ingress = policy["spec"]["ingress"]
     assert ingress[0]["ports"] == [{"port": 8443, "protocol": "TCP"}]
     assert ingress[0]["from"] == ALL_ON["networkPolicy"]["proxyFrom"]
-    assert ingress[1] == {"ports": [{"port": 9090, "protocol": "TCP"}], "from": ALL_ON["networkPolicy"]["metricsFrom"]}
+    assert ingress[1] == {"ports": [{"port": 9090, "protocol": "TCP"}], "from": ALL_ON["networkPolicy"]["metricsFrom"] + [PROMETHEUS]}
 
     assert not find(objects({"networkPolicy": {"enabled": False}}), "NetworkPolicy")
 
@@ -571,7 +578,7 @@ def test_the_controller_keeps_the_injected_pods_policy_in_every_namespace():
     e = env(one(objs, "Deployment", "tollgate-controller"))
     assert e["TOLLGATE_NETWORK_POLICY_NAME"]["value"] == "tollgate-injected-pods"
     assert json.loads(e["TOLLGATE_NETWORK_POLICY_PROXY_FROM"]["value"]) == ALL_ON["networkPolicy"]["proxyFrom"]
-    assert json.loads(e["TOLLGATE_NETWORK_POLICY_METRICS_FROM"]["value"]) == ALL_ON["networkPolicy"]["metricsFrom"]
+    assert json.loads(e["TOLLGATE_NETWORK_POLICY_METRICS_FROM"]["value"]) == ALL_ON["networkPolicy"]["metricsFrom"] + [PROMETHEUS]
     cluster = rules(objs, "ClusterRole", "tollgate-controller")
     assert {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"],
             "resourceNames": ["tollgate-injected-pods"], "verbs": ["get", "patch", "create"]} in cluster
@@ -625,20 +632,36 @@ def test_the_controllers_network_policy_opens_its_listeners_only():
         "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {label: "true"}}}],
     }
     assert ingress[1] == {"ports": [{"port": 8444, "protocol": "TCP"}, {"port": 9443, "protocol": "TCP"}]}
-    assert len(ingress) == 2, "metrics only from networkPolicy.metricsFrom"
+    assert ingress[2] == {"ports": [{"port": 9090, "protocol": "TCP"}], "from": [PROMETHEUS]}
+    assert len(ingress) == 3, "metrics only from metricsFrom and metricsNamespaceSelector"
     ingress = one(objects(ALL_ON), "NetworkPolicy", "tollgate-controller")["spec"]["ingress"]
-    assert ingress[-1] == {"ports": [{"port": 9090, "protocol": "TCP"}], "from": ALL_ON["networkPolicy"]["metricsFrom"]}
+    assert ingress[-1] == {"ports": [{"port": 9090, "protocol": "TCP"}], "from": ALL_ON["networkPolicy"]["metricsFrom"] + [PROMETHEUS]}
+    closed = one(objects({"networkPolicy": {"metricsNamespaceSelector": None}}), "NetworkPolicy", "tollgate-controller")
+    assert len(closed["spec"]["ingress"]) == 2
 
 
 # === generated files kept in step ===
 
 
 def test_the_chart_crds_are_the_generated_ones():
-    assert (CHART / "crds" / "tollgate.yaml").read_text() == (ROOT / "crds" / "tollgate.yaml").read_text(), \
-        "charts/tollgate/crds/ differs from crds/: run `make deploy`"
+    assert (CHART / "files" / "crds.yaml").read_text() == (ROOT / "crds" / "tollgate.yaml").read_text(), \
+        "charts/tollgate/files/crds.yaml differs from crds/: run `make crds`"
+    # Helm never upgrades crds/: the CRDs are templates instead, so none may be left there.
+    assert not (CHART / "crds").exists()
     with helm.Chart.load(CHART) as chart:
-        names = sorted(d["metadata"]["name"] for c in chart.crds for d in yaml.safe_load_all(c["data"]) if d)
-    assert names == ["consumers.oauth.tollgate.dev", "oauthapplications.oauth.tollgate.dev", "oauthservices.oauth.tollgate.dev"]
+        assert chart.crds == []
+
+
+def test_crds_are_templates_that_upgrade_and_survive_uninstall():
+    generated = {d["metadata"]["name"]: d for d in yaml.safe_load_all(source("crds/tollgate.yaml")) if d}
+    rendered = find(objects(), "CustomResourceDefinition")
+    assert sorted(c["metadata"]["name"] for c in rendered) == sorted(generated)
+    for crd in rendered:
+        metadata = dict(crd["metadata"])
+        assert metadata.pop("annotations") == {"helm.sh/resource-policy": "keep"}
+        assert metadata.pop("labels")["app.kubernetes.io/managed-by"] == "Helm"
+        assert {**crd, "metadata": metadata} == generated[metadata["name"]], "the generated CRD, unchanged"
+    assert not find(objects({"crds": {"install": False}}), "CustomResourceDefinition")
 
 
 def test_deploy_manifest_is_the_rendered_chart():
@@ -646,6 +669,7 @@ def test_deploy_manifest_is_the_rendered_chart():
     assert committed == render.deploy_manifest(), "deploy/tollgate.yaml is out of date: run `make deploy`"
     kinds = [d["kind"] for d in yaml.safe_load_all(committed) if d]
     assert kinds[0] == "Namespace" and kinds.count("CustomResourceDefinition") == 3
+    assert kinds.index("CustomResourceDefinition") < kinds.index("Deployment")
     assert kinds[-1] == "MutatingWebhookConfiguration"
 
 
@@ -653,3 +677,149 @@ def test_chart_version_follows_the_workspace():
     version = re.search(r'^version = "([^"]+)"', source("Cargo.toml"), re.M).group(1)
     with helm.Chart.load(CHART) as chart:
         assert chart.metadata["appVersion"] == version
+
+
+# === issue 18, part 3: a chart that installs on any cluster ===
+
+
+def test_monitors_are_rendered_only_when_enabled():
+    objs = objects()
+    assert not [o for o in objs if o["apiVersion"].startswith("monitoring.coreos.com/")]
+    objs = objects(ALL_ON)
+    service_monitor = one(objs, "ServiceMonitor", "tollgate-controller")
+    service = one(objs, "Service", "tollgate-controller")
+    assert service_monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service_monitor["spec"]["namespaceSelector"] == {"matchNames": [NS]}
+    [endpoint] = service_monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]} and endpoint["port"] == "metrics"
+    assert endpoint["interval"] == "15s" and endpoint["path"] == "/metrics"
+    assert service_monitor["metadata"]["labels"]["release"] == "prometheus"
+    pod_monitor = one(objs, "PodMonitor", "tollgate-sidecars")
+    label = re.search(r'pub const LABEL_INJECTED: &str = "([^"]+)"', source("crates/inject/src/lib.rs")).group(1)
+    port = re.search(r'pub const METRICS_PORT_NAME: &str = "([^"]+)"', source("crates/inject/src/sidecar.rs")).group(1)
+    assert pod_monitor["spec"]["selector"] == {"matchLabels": {label: "true"}}
+    assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == port
+    narrowed = one(objects({"podMonitor": {"enabled": True}, "watchNamespaces": ["shop"]}), "PodMonitor")
+    assert narrowed["spec"]["namespaceSelector"] == {"matchNames": ["shop"]}
+
+
+def test_prometheus_may_scrape_metrics_by_default():
+    objs = objects()
+    for policy in (one(objs, "NetworkPolicy", "tollgate-injected-pods"), one(objs, "NetworkPolicy", "tollgate-controller")):
+        metrics = [rule for rule in policy["spec"]["ingress"] if rule["ports"] == [{"port": 9090, "protocol": "TCP"}]]
+        assert metrics == [{"ports": [{"port": 9090, "protocol": "TCP"}], "from": [PROMETHEUS]}], policy["metadata"]["name"]
+    # The controller keeps the same peers in the policies it applies.
+    e = env(one(objs, "Deployment", "tollgate-controller"))
+    assert json.loads(e["TOLLGATE_NETWORK_POLICY_METRICS_FROM"]["value"]) == [PROMETHEUS]
+    custom = {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}
+    policy = one(objects({"networkPolicy": {"metricsNamespaceSelector": custom}}), "NetworkPolicy", "tollgate-injected-pods")
+    assert policy["spec"]["ingress"][1]["from"] == [{"namespaceSelector": custom}]
+
+
+def test_extra_ports_open_on_injected_pods_and_reach_the_controller():
+    values = {"networkPolicy": {"extraPorts": [
+        {"port": 1972},
+        {"port": 1973, "protocol": "TCP", "from": [{"podSelector": {"matchLabels": {"app": "etl"}}}]},
+    ]}}
+    objs = objects(values)
+    ingress = one(objs, "NetworkPolicy", "tollgate-injected-pods")["spec"]["ingress"]
+    expected = [
+        {"ports": [{"port": 1972, "protocol": "TCP"}]},
+        {"ports": [{"port": 1973, "protocol": "TCP"}], "from": [{"podSelector": {"matchLabels": {"app": "etl"}}}]},
+    ]
+    assert ingress[-2:] == expected
+    e = env(one(objs, "Deployment", "tollgate-controller"))
+    assert json.loads(e["TOLLGATE_NETWORK_POLICY_EXTRA_INGRESS"]["value"]) == expected
+    assert "TOLLGATE_NETWORK_POLICY_EXTRA_INGRESS" not in env(one(objects(), "Deployment", "tollgate-controller"))
+    with helm.Chart.load(CHART) as chart:
+        for bad in ({"port": 0}, {"port": 1972, "protocol": "HTTP"}, {"prot": 1972}):
+            with pytest.raises(helm.HelmError):
+                chart.validate_schema(chart.merge_values({"networkPolicy": {"extraPorts": [bad]}}))
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_the_pdb_never_blocks_a_drain(replicas):
+    pdbs = find(objects({"controller": {"replicas": replicas}}), "PodDisruptionBudget")
+    if replicas == 1:
+        assert pdbs == [], "one replica: a budget would block every drain"
+    else:
+        assert pdbs[0]["spec"] == {
+            "maxUnavailable": 1,
+            "selector": pdbs[0]["spec"]["selector"],
+        }
+    chosen = one(objects({"controller": {"replicas": 3, "podDisruptionBudget": {"minAvailable": 2}}}), "PodDisruptionBudget")
+    assert chosen["spec"]["minAvailable"] == 2 and "maxUnavailable" not in chosen["spec"]
+
+
+def test_security_contexts_are_overridable_and_run_as_user_omittable():
+    pod = one(objects(), "Deployment", "tollgate-controller")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == 65532
+    # OpenShift assigns UIDs: null removes a default key.
+    openshift = {
+        "controller": {"podSecurityContext": {"runAsUser": None, "runAsGroup": None}},
+        "injection": {"securityContext": {"runAsUser": None, "runAsGroup": None}},
+    }
+    deployment = one(objects(openshift), "Deployment", "tollgate-controller")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    sidecar = json.loads(env(deployment)["TOLLGATE_SIDECAR_SECURITY_CONTEXT"]["value"])
+    assert "runAsUser" not in sidecar and "runAsGroup" not in sidecar
+    assert sidecar["runAsNonRoot"] is True and sidecar["capabilities"] == {"drop": ["ALL"]}
+    # The default reaches the injector whole.
+    default = json.loads(env(one(objects(), "Deployment", "tollgate-controller"))["TOLLGATE_SIDECAR_SECURITY_CONTEXT"]["value"])
+    assert default["runAsUser"] == 65532 and default["readOnlyRootFilesystem"] is True
+    custom = one(objects({"controller": {"securityContext": {"runAsUser": 1000700000}}}), "Deployment", "tollgate-controller")
+    assert custom["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"] == 1000700000
+
+
+def test_name_override_renames_labels_and_selectors_together():
+    objs = objects({"nameOverride": "gate"})
+    for obj in objs:
+        labels = obj["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/name") == "gate", f"{obj['kind']} {obj['metadata']['name']}"
+    deployment = one(objs, "Deployment", "tollgate-controller")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector["app.kubernetes.io/name"] == "gate"
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert one(objs, "Service", "tollgate-controller")["spec"]["selector"] == selector
+    assert one(objs, "NetworkPolicy", "tollgate-controller")["spec"]["podSelector"]["matchLabels"] == selector
+    redis = objects({"nameOverride": "gate", "redis": {"bundled": {"enabled": True}}})
+    redis_deployment = one(redis, "Deployment", "tollgate-redis")
+    assert redis_deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "gate"
+    assert one(redis, "Service", "tollgate-redis")["spec"]["selector"] == redis_deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_the_bundled_redis_persists_tokens_on_a_pvc_by_default():
+    objs = objects({"redis": {"bundled": {"enabled": True}}})
+    claim = one(objs, "PersistentVolumeClaim", "tollgate-redis")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert "storageClassName" not in claim["spec"], "the cluster's default class"
+    deployment = one(objs, "Deployment", "tollgate-redis")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}, "one ReadWriteOnce volume"
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["data"] == {"name": "data", "persistentVolumeClaim": {"claimName": "tollgate-redis"}}
+    script = pod["containers"][0]["command"][-1]
+    assert "--appendonly yes" in script and "--dir /data" in script
+    # The password file never lands on the persistent volume.
+    assert "> /conf/auth.conf" in script and volumes["conf"]["emptyDir"]["medium"] == "Memory"
+
+    sized = one(objects(ALL_ON), "PersistentVolumeClaim", "tollgate-redis")
+    assert sized["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert sized["spec"]["storageClassName"] == "fast"
+
+    off = objects({"redis": {"bundled": {"enabled": True, "persistence": {"enabled": False}}}})
+    assert not find(off, "PersistentVolumeClaim")
+    pod = one(off, "Deployment", "tollgate-redis")["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in pod["volumes"]}["data"] == {"name": "data", "emptyDir": {}}
+    assert "--appendonly no" in pod["containers"][0]["command"][-1]
+
+
+def test_a_license_matches_cargo_toml():
+    assert re.search(r'^license = "Apache-2.0"$', source("Cargo.toml"), re.M)
+    text = source("LICENSE")
+    assert text.lstrip().startswith("Apache License\n                           Version 2.0, January 2004")
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+    assert "END OF TERMS AND CONDITIONS" in text and "APPENDIX: How to apply the Apache License" in text

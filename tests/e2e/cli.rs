@@ -47,7 +47,8 @@ fn unknown_subcommand_is_exit_64_naming_it() {
 }
 
 /// The binary injected pods run is the sidecar alone: the control plane's subcommands are
-/// unknown ones, refused like any other.
+/// refused with exit code 64 and a hint naming the build that has them (the README's step
+/// after `make run` is `tollgate controller`).
 #[cfg(not(feature = "control-plane"))]
 #[test]
 fn the_sidecar_only_build_has_no_control_plane_subcommands() {
@@ -63,10 +64,15 @@ fn the_sidecar_only_build_has_no_control_plane_subcommands() {
         assert!(!listed(subcommand), "{help}");
         let output = run(&[subcommand]);
         assert_eq!(output.status.code(), Some(64), "{subcommand}");
+        let said = stderr(&output);
         assert!(
-            stderr(&output).contains(&format!("unrecognized subcommand '{subcommand}'")),
-            "{}",
-            stderr(&output)
+            said.contains(&format!("`{subcommand}` is not in this build")),
+            "{said}"
+        );
+        assert!(said.contains("make build"), "{said}");
+        assert!(
+            said.contains(&format!("target/release/tollgate {subcommand}")),
+            "{said}"
         );
     }
 }

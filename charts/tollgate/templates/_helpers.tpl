@@ -3,13 +3,18 @@
 {{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* The app.kubernetes.io/name of every object and selector: "tollgate", or nameOverride. */}}
+{{- define "tollgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "tollgate.controller" -}}
 {{- include "tollgate.fullname" . }}-controller
 {{- end -}}
 
 {{/* Labels every object carries. */}}
 {{- define "tollgate.labels" -}}
-app.kubernetes.io/name: tollgate
+app.kubernetes.io/name: {{ include "tollgate.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -18,7 +23,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/* The controller pods' selector. */}}
 {{- define "tollgate.controllerSelector" -}}
-app.kubernetes.io/name: tollgate
+app.kubernetes.io/name: {{ include "tollgate.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: controller
 {{- end -}}
@@ -76,4 +81,39 @@ service:
 {{- else -}}
 {{- randAlphaNum 40 -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The bundled Redis pods' selector. */}}
+{{- define "tollgate.redisSelector" -}}
+app.kubernetes.io/name: {{ include "tollgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end -}}
+
+{{/* Who may scrape :9090 (the controller's and the sidecars'), as a JSON list of
+NetworkPolicy peers: networkPolicy.metricsFrom, and the namespaces of
+networkPolicy.metricsNamespaceSelector (Prometheus's). */}}
+{{- define "tollgate.metricsFrom" -}}
+{{- $peers := list -}}
+{{- range .Values.networkPolicy.metricsFrom -}}
+{{- $peers = append $peers . -}}
+{{- end -}}
+{{- with .Values.networkPolicy.metricsNamespaceSelector -}}
+{{- $peers = append $peers (dict "namespaceSelector" .) -}}
+{{- end -}}
+{{- $peers | toJson -}}
+{{- end -}}
+
+{{/* networkPolicy.extraPorts as NetworkPolicy ingress rules (a JSON list), one per port:
+{port, protocol (TCP), from (anyone)}. */}}
+{{- define "tollgate.extraIngress" -}}
+{{- $rules := list -}}
+{{- range .Values.networkPolicy.extraPorts -}}
+{{- $rule := dict "ports" (list (dict "port" .port "protocol" (default "TCP" .protocol))) -}}
+{{- with .from -}}
+{{- $_ := set $rule "from" . -}}
+{{- end -}}
+{{- $rules = append $rules $rule -}}
+{{- end -}}
+{{- $rules | toJson -}}
 {{- end -}}

@@ -176,6 +176,16 @@ pub struct ControllerArgs {
     )]
     pub network_policy_metrics_from: String,
 
+    /// More ports injected pods accept, a JSON list of NetworkPolicy ingress rules, each
+    /// naming its ports (e.g. `[{"ports": [{"port": 1972}]}]`, IRIS's superserver); `[]`:
+    /// none.
+    #[arg(
+        long,
+        env = "TOLLGATE_NETWORK_POLICY_EXTRA_INGRESS",
+        default_value = "[]"
+    )]
+    pub network_policy_extra_ingress: String,
+
     /// Seconds an injected pod's serving certificate is valid; its sidecar renews it at two
     /// thirds of that.
     #[arg(long, env = "TOLLGATE_POD_CERT_LIFETIME",
@@ -544,6 +554,12 @@ fn network_policy_settings(
         "--network-policy-metrics-from",
         &args.network_policy_metrics_from,
     );
+    let extra_ingress = network_policy::parse_extra_ingress(
+        "--network-policy-extra-ingress",
+        &args.network_policy_extra_ingress,
+    )
+    .map_err(|e| errors.push(e))
+    .unwrap_or_default();
     if name.is_empty() {
         errors.push("--network-policy-name: empty".to_owned());
     }
@@ -551,6 +567,7 @@ fn network_policy_settings(
         name,
         proxy_from,
         metrics_from,
+        extra_ingress,
     })
 }
 

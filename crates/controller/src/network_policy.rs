@@ -35,6 +35,9 @@ pub struct PolicySettings {
     pub proxy_from: Vec<NetworkPolicyPeer>,
     /// Who may reach :9090 (empty: nobody but the node, whose probes policies admit).
     pub metrics_from: Vec<NetworkPolicyPeer>,
+    /// More ports to open (the chart's `networkPolicy.extraPorts`, e.g. IRIS's superserver
+    /// 1972), each rule naming its ports: see [`parse_extra_ingress`].
+    pub extra_ingress: Vec<NetworkPolicyIngressRule>,
 }
 
 /// The policy of `namespace`: injected pods (by the injector's label) accept :8443, and
@@ -55,6 +58,7 @@ pub fn injected_pods_policy(namespace: &str, settings: &PolicySettings) -> Netwo
             from: Some(settings.metrics_from.clone()),
         });
     }
+    ingress.extend(settings.extra_ingress.iter().cloned());
     NetworkPolicy {
         metadata: ObjectMeta {
             name: Some(settings.name.clone()),
@@ -90,6 +94,26 @@ pub fn injected_pods_policy(namespace: &str, settings: &PolicySettings) -> Netwo
 pub fn parse_peers(flag: &str, json: &str) -> Result<Vec<NetworkPolicyPeer>, String> {
     serde_json::from_str(json)
         .map_err(|e| format!("{flag}: not a JSON list of NetworkPolicy peers: {e}"))
+}
+
+/// Parses a flag's JSON list of NetworkPolicy ingress rules. Each must name its ports: a rule
+/// without would open every port of injected pods, IRIS's own among them, around the OAuth
+/// checks the policy exists for.
+pub fn parse_extra_ingress(
+    flag: &str,
+    json: &str,
+) -> Result<Vec<NetworkPolicyIngressRule>, String> {
+    let rules: Vec<NetworkPolicyIngressRule> = serde_json::from_str(json)
+        .map_err(|e| format!("{flag}: not a JSON list of NetworkPolicy ingress rules: {e}"))?;
+    for (at, rule) in rules.iter().enumerate() {
+        let ports = rule.ports.as_deref().unwrap_or_default();
+        if ports.is_empty() || ports.iter().any(|p| p.port.is_none()) {
+            return Err(format!(
+                "{flag}: rule {at} names no port; it would open every port of injected pods"
+            ));
+        }
+    }
+    Ok(rules)
 }
 
 /// Namespaces that have injected pods and no policy applied yet by this process.
@@ -182,6 +206,7 @@ mod tests {
             name: "p".into(),
             proxy_from: peers.clone(),
             metrics_from: peers,
+            extra_ingress: Vec::new(),
         };
         let policy = serde_json::to_value(injected_pods_policy("shop", &settings)).unwrap();
         let peer = json!([{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]);
@@ -194,6 +219,40 @@ mod tests {
         assert!(
             error.starts_with("--network-policy-proxy-from: "),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn extra_ports_are_opened_and_a_rule_without_ports_is_refused() {
+        let flag = "--network-policy-extra-ingress";
+        let extra =
+            parse_extra_ingress(flag, r#"[{"ports": [{"port": 1972, "protocol": "TCP"}]}]"#)
+                .unwrap();
+        let settings = PolicySettings {
+            name: "p".into(),
+            extra_ingress: extra,
+            ..Default::default()
+        };
+        let policy = serde_json::to_value(injected_pods_policy("shop", &settings)).unwrap();
+        assert_eq!(
+            policy["spec"]["ingress"],
+            json!([
+                {"ports": [{"port": 8443, "protocol": "TCP"}]},
+                {"ports": [{"port": 1972, "protocol": "TCP"}]},
+            ])
+        );
+        for open_everything in [
+            r#"[{}]"#,
+            r#"[{"ports": []}]"#,
+            r#"[{"ports": [{"protocol": "TCP"}]}]"#,
+        ] {
+            let error = parse_extra_ingress(flag, open_everything).unwrap_err();
+            assert!(error.contains("names no port"), "{error}");
+        }
+        assert!(
+            parse_extra_ingress(flag, "{")
+                .unwrap_err()
+                .starts_with(flag)
         );
     }
 

@@ -10,8 +10,8 @@ use crate::quantity::{self, Resource};
 use crate::{
     ANNOTATION_CONTROLLER_CA, ANNOTATION_INJECT, ANNOTATION_NATIVE_SIDECAR, ANNOTATION_PROXY_CPU,
     ANNOTATION_PROXY_CPU_LIMIT, ANNOTATION_PROXY_MEMORY, ANNOTATION_PROXY_MEMORY_LIMIT,
-    ANNOTATION_TLS_DNS_NAMES, ANNOTATION_TLS_SECRET, ANNOTATION_UPSTREAM_PORT, INJECT_DISABLED,
-    INJECT_ENABLED, InjectConfig, InjectError,
+    ANNOTATION_PROXY_VERSION, ANNOTATION_TLS_DNS_NAMES, ANNOTATION_TLS_SECRET,
+    ANNOTATION_UPSTREAM_PORT, INJECT_DISABLED, INJECT_ENABLED, InjectConfig, InjectError,
 };
 
 /// IRIS's web server port, the upstream of the article.
@@ -42,7 +42,11 @@ const KNOWN: &[&str] = &[
     ANNOTATION_PROXY_MEMORY_LIMIT,
     ANNOTATION_NATIVE_SIDECAR,
     ANNOTATION_CONTROLLER_CA,
+    ANNOTATION_PROXY_VERSION,
 ];
+
+/// The prefix of every annotation of ours.
+const PREFIX: &str = "tollgate.dev/";
 
 /// The sidecar's requests and limits, as Kubernetes quantities.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,16 +130,7 @@ impl Overrides {
 
         let resources = resources(&get, &config.resources)?;
 
-        let mut warnings: Vec<String> = annotations
-            .keys()
-            .filter(|key| key.starts_with("tollgate.dev/") && !KNOWN.contains(&key.as_str()))
-            .map(|key| {
-                format!(
-                    "tollgate: unknown annotation {key} is ignored (known: {})",
-                    KNOWN.join(", ")
-                )
-            })
-            .collect();
+        let mut warnings = unknown_annotation_warnings(pod);
         if tls_secret.is_some() && get(ANNOTATION_TLS_DNS_NAMES).is_some() {
             warnings.push(format!(
                 "tollgate: {ANNOTATION_TLS_DNS_NAMES} is ignored: the sidecar serves the certificate of {ANNOTATION_TLS_SECRET}"
@@ -177,6 +172,90 @@ pub fn parse_tls_dns_names(value: &str) -> Result<Vec<String>, String> {
         return Err(format!("names more than {MAX_TLS_DNS_NAMES} DNS names"));
     }
     Ok(names)
+}
+
+/// Unknown annotations warned about one by one; past that, one line counts the rest. The
+/// webhook runs before the API server validates the pod, so anyone who may create a pod can
+/// send thousands of such keys, each up to the body's 3 MiB: the warnings stay short, and
+/// the work on them small.
+const MAX_UNKNOWN_WARNINGS: usize = 8;
+/// Annotation names (after the prefix) are at most 63 characters; a longer key is refused by
+/// the API server anyway, and is shown cut to this many.
+const MAX_NAME_SHOWN: usize = 63;
+
+/// One warning per `tollgate.dev/…` annotation of `pod` that is none of ours, probably a typo:
+/// it names the nearest known one when that is a few edits away, else lists them all.
+pub(crate) fn unknown_annotation_warnings(pod: &Pod) -> Vec<String> {
+    let Some(annotations) = pod.metadata.annotations.as_ref() else {
+        return Vec::new();
+    };
+    let unknown: Vec<&String> = annotations
+        .keys()
+        .filter(|key| key.starts_with(PREFIX) && !KNOWN.contains(&key.as_str()))
+        .collect();
+    let mut warnings: Vec<String> = unknown
+        .iter()
+        .take(MAX_UNKNOWN_WARNINGS)
+        .map(|key| (shown(key), nearest_known(key)))
+        .map(|(key, nearest)| match nearest {
+            Some(known) => {
+                format!("tollgate: unknown annotation {key} is ignored; did you mean {known}?")
+            }
+            None => format!(
+                "tollgate: unknown annotation {key} is ignored (known: {})",
+                KNOWN.join(", ")
+            ),
+        })
+        .collect();
+    if unknown.len() > MAX_UNKNOWN_WARNINGS {
+        warnings.push(format!(
+            "tollgate: {} more unknown tollgate.dev/ annotations are ignored",
+            unknown.len() - MAX_UNKNOWN_WARNINGS
+        ));
+    }
+    warnings
+}
+
+/// `key`, cut after [`MAX_NAME_SHOWN`] characters of its name.
+fn shown(key: &str) -> String {
+    let name = &key[PREFIX.len()..];
+    match name.char_indices().nth(MAX_NAME_SHOWN) {
+        Some((at, _)) => format!("{PREFIX}{}…", &name[..at]),
+        None => key.to_owned(),
+    }
+}
+
+/// The known annotation closest to `key` by edit distance, if close enough to be a typo of
+/// it (at most a third of its name, and at least one edit).
+fn nearest_known(key: &str) -> Option<&'static str> {
+    let name = &key[PREFIX.len()..];
+    // The distance is at least the difference in length: a name much longer than every known
+    // one is near none, and is not compared at all.
+    if name.len() > MAX_NAME_SHOWN {
+        return None;
+    }
+    KNOWN
+        .iter()
+        .map(|known| (edit_distance(name, &known[PREFIX.len()..]), *known))
+        .filter(|(distance, known)| *distance <= (known.len() - PREFIX.len()).div_ceil(3))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance over bytes (annotation names are ASCII; a non-ASCII one only counts
+/// as further away).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, y) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(x != y);
+            current[j + 1] = substitute.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()]
 }
 
 /// `Some(true)` for `enabled`, `Some(false)` for `disabled`, `None` when the pod says nothing.
@@ -371,6 +450,63 @@ mod tests {
         ] {
             assert!(parse_tls_dns_names(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn typos_get_the_nearest_known_annotation() {
+        assert_eq!(nearest_known("tollgate.dev/injct"), Some(ANNOTATION_INJECT));
+        assert_eq!(
+            nearest_known("tollgate.dev/proxy-cpus"),
+            Some(ANNOTATION_PROXY_CPU)
+        );
+        assert_eq!(
+            nearest_known("tollgate.dev/tls-secrets"),
+            Some(ANNOTATION_TLS_SECRET)
+        );
+        assert_eq!(nearest_known("tollgate.dev/something-else-entirely"), None);
+        assert_eq!(
+            nearest_known(&format!("tollgate.dev/inject{}", "x".repeat(1 << 20))),
+            None
+        );
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    /// Anyone who may create a pod reaches the webhook with any annotations it likes (it runs
+    /// before the API server's validation): the warnings stay few and short.
+    #[test]
+    fn a_flood_of_unknown_annotations_draws_few_short_warnings() {
+        let mut pod = Pod::default();
+        let long = format!("tollgate.dev/{}", "y".repeat(1 << 20));
+        pod.metadata.annotations = Some(
+            (0..1000)
+                .map(|i| (format!("tollgate.dev/x{i}"), String::new()))
+                .chain([(long, String::new())])
+                .collect(),
+        );
+        let warnings = unknown_annotation_warnings(&pod);
+        assert_eq!(warnings.len(), MAX_UNKNOWN_WARNINGS + 1, "{warnings:?}");
+        assert_eq!(
+            warnings.last().unwrap(),
+            "tollgate: 993 more unknown tollgate.dev/ annotations are ignored"
+        );
+        assert!(warnings.iter().all(|w| w.len() < 600), "{warnings:?}");
+
+        pod.metadata.annotations = Some(
+            [(
+                format!("tollgate.dev/{}", "y".repeat(1 << 20)),
+                String::new(),
+            )]
+            .into(),
+        );
+        let [warning] = &unknown_annotation_warnings(&pod)[..] else {
+            panic!("one warning")
+        };
+        assert!(
+            warning.contains(&format!("tollgate.dev/{}…", "y".repeat(63))),
+            "{warning}"
+        );
+        assert!(warning.len() < 600, "{warning}");
     }
 
     #[test]

@@ -125,6 +125,13 @@ pub struct InjectArgs {
     /// default: injected sidecars run the defaults `tollgate sidecar --help` names.
     #[arg(long = "sidecar-env", value_name = "NAME=VALUE")]
     pub sidecar_env: Vec<String>,
+
+    /// The injected container's securityContext, as JSON (a Kubernetes SecurityContext),
+    /// replacing the default: non-root as UID 65532, read-only root filesystem, no privilege
+    /// escalation, every capability dropped, RuntimeDefault seccomp. On OpenShift, which
+    /// assigns UIDs, leave out runAsUser and runAsGroup.
+    #[arg(long, env = "TOLLGATE_SIDECAR_SECURITY_CONTEXT", value_name = "JSON")]
+    pub sidecar_security_context: Option<String>,
 }
 
 // === impl InjectArgs ===
@@ -269,6 +276,12 @@ impl InjectArgs {
             .filter(|ns| !ns.is_empty())
             .collect();
 
+        let security_context = self.sidecar_security_context.as_deref().and_then(|json| {
+            security_context(json)
+                .map_err(|problem| errors.push(format!("--sidecar-security-context: {problem}")))
+                .ok()
+        });
+
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -282,8 +295,33 @@ impl InjectArgs {
             redis,
             excluded_namespaces,
             sidecar_env,
+            security_context,
         })
     }
+}
+
+/// A securityContext from JSON. Kubernetes' types skip fields they do not know, so a typo
+/// (`runAsNonroot`) would silently drop a setting: every field must come back out.
+fn security_context(json: &str) -> Result<k8s_openapi::api::core::v1::SecurityContext, String> {
+    let given: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
+    let parsed: k8s_openapi::api::core::v1::SecurityContext = serde_json::from_value(given.clone())
+        .map_err(|e| format!("not a Kubernetes SecurityContext: {e}"))?;
+    let kept = serde_json::to_value(&parsed).map_err(|e| e.to_string())?;
+    if let (Some(given), Some(kept)) = (given.as_object(), kept.as_object()) {
+        let unknown: Vec<&str> = given
+            .keys()
+            .filter(|key| !kept.contains_key(*key) && !given[*key].is_null())
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "unknown field(s) {} of a SecurityContext",
+                unknown.join(", ")
+            ));
+        }
+    }
+    Ok(parsed)
 }
 
 /// One `--sidecar-env NAME=VALUE`, checked against [`TUNABLE_SIDECAR_ENV`]. The value itself

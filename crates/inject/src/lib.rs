@@ -29,6 +29,7 @@ pub use args::{InjectArgs, TUNABLE_SIDECAR_ENV};
 pub use json_patch::Patch;
 pub use manifest::{Injected, ManifestError, inject_manifest};
 pub use review::{Outcome, ReviewError, Reviewed, review, review_with_outcome};
+pub use sidecar::default_security_context;
 pub use webhook::WebhookArgs;
 
 /// The annotation that asks for a sidecar (`enabled`) or refuses one (`disabled`). The same
@@ -62,6 +63,10 @@ pub const ANNOTATION_NATIVE_SIDECAR: &str = "tollgate.dev/native-sidecar";
 /// Written by the injector: the controller's CA certificate (PEM), projected into the
 /// sidecar as `ca.crt` by the downward API, so no ConfigMap has to exist in every namespace.
 pub const ANNOTATION_CONTROLLER_CA: &str = "tollgate.dev/controller-ca";
+/// Written by the injector: the version of the sidecar the pod got, its image's tag (as
+/// Linkerd's `linkerd.io/proxy-version`), so `kubectl get pods -o yaml` or a label query
+/// shows which pods still run an old sidecar after an upgrade.
+pub const ANNOTATION_PROXY_VERSION: &str = "tollgate.dev/proxy-version";
 
 /// The label every injected pod carries: the controller watches these pods and the chart's
 /// NetworkPolicy selects them.
@@ -104,6 +109,9 @@ pub struct InjectConfig {
     /// More environment of the sidecar container (`--sidecar-env`): tunables only, see
     /// [`TUNABLE_SIDECAR_ENV`].
     pub sidecar_env: Vec<(String, String)>,
+    /// The sidecar container's securityContext (`--sidecar-security-context`); `None`:
+    /// [`default_security_context`]. OpenShift assigns UIDs, so `runAsUser` may be left out.
+    pub security_context: Option<k8s_openapi::api::core::v1::SecurityContext>,
 }
 
 /// How an injected sidecar gets the CA that signed the controller's stream certificate.
@@ -209,6 +217,7 @@ impl InjectConfig {
                 .map(|ns| (*ns).to_owned())
                 .collect(),
             sidecar_env: Vec::new(),
+            security_context: None,
         }
     }
 

@@ -10,7 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    ANNOTATION_CONTROLLER_CA, ControllerCa, InjectConfig, LABEL_INJECTED, Overrides, sidecar,
+    ANNOTATION_CONTROLLER_CA, ANNOTATION_PROXY_VERSION, ControllerCa, InjectConfig, LABEL_INJECTED,
+    Overrides, sidecar,
 };
 
 pub(crate) fn build(
@@ -59,16 +60,39 @@ pub(crate) fn build(
         ControllerCa::FromWebhook => Some(""),
         ControllerCa::ConfigMap(_) => None,
     };
+    // The second key of a map the patch may have just created is added inside it.
+    let mut annotations = pod.metadata.annotations.clone();
+    add_to_map(
+        &mut ops,
+        "annotations",
+        annotations.as_ref(),
+        ANNOTATION_PROXY_VERSION,
+        &proxy_version(&config.image),
+    );
+    annotations.get_or_insert_with(BTreeMap::new);
     if let Some(ca) = ca {
         add_to_map(
             &mut ops,
             "annotations",
-            pod.metadata.annotations.as_ref(),
+            annotations.as_ref(),
             ANNOTATION_CONTROLLER_CA,
             ca,
         );
     }
     Patch(ops)
+}
+
+/// The sidecar's version as its image names it: the tag (`tollgate:0.1.0` → `0.1.0`), else
+/// the digest, else `latest`, which is what a bare name pulls.
+pub(crate) fn proxy_version(image: &str) -> String {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    if let Some((_, digest)) = name.split_once('@') {
+        return digest.to_owned();
+    }
+    match name.split_once(':') {
+        Some((_, tag)) if !tag.is_empty() => tag.to_owned(),
+        _ => "latest".to_owned(),
+    }
 }
 
 /// For a pod injected ahead of time with an empty CA annotation: the patch that fills it in
@@ -123,4 +147,23 @@ fn add(ops: &mut Vec<PatchOperation>, path: &[&str], value: Value) {
 /// k8s-openapi's types serialize infallibly (plain structs of strings, numbers and maps).
 fn to_value(object: &impl Serialize) -> Value {
     serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proxy_version;
+
+    #[test]
+    fn the_proxy_version_is_the_image_s_tag() {
+        assert_eq!(proxy_version("tollgate:0.1.0"), "0.1.0");
+        assert_eq!(
+            proxy_version("registry.example.com:5000/tollgate:0.2.0-rc1"),
+            "0.2.0-rc1"
+        );
+        assert_eq!(
+            proxy_version("registry.example.com:5000/tollgate"),
+            "latest"
+        );
+        assert_eq!(proxy_version("tollgate@sha256:abc"), "sha256:abc");
+    }
 }

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, Status};
 
+use crate::annotations::unknown_annotation_warnings;
 use crate::{Decision, InjectConfig, Scope, SkipReason, decide};
 
 /// The body is not an AdmissionReview with a request.
@@ -118,6 +119,13 @@ pub fn review_with_outcome(
         }
         Ok(Decision::Skip(reason)) => {
             let decision = format!("skipped: {}", reason.describe());
+            // A typo such as `tollgate.dev/injct: enabled` is why many pods are not injected:
+            // its author hears of it from kubectl.
+            let mut response = response;
+            let warnings = unknown_annotation_warnings(&pod);
+            if !warnings.is_empty() {
+                response.warnings = Some(warnings);
+            }
             (response, Outcome::Skipped(reason), decision)
         }
         Err(error) => {

@@ -182,28 +182,39 @@ pub(crate) fn container(config: &InjectConfig, overrides: &Overrides) -> Contain
             limits: (!limits.is_empty()).then_some(limits),
             ..ResourceRequirements::default()
         }),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS_USER),
-            run_as_group: Some(RUN_AS_USER),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            privileged: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                add: None,
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".to_owned(),
-                localhost_profile: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(
+            config
+                .security_context
+                .clone()
+                .unwrap_or_else(default_security_context),
+        ),
         // `kubectl describe pod` shows why the sidecar stopped, even if it wrote no message.
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         restart_policy: overrides.native_sidecar.then(|| "Always".to_owned()),
         volume_mounts: Some(mounts),
         ..Container::default()
+    }
+}
+
+/// The sidecar's securityContext unless `--sidecar-security-context` replaces it: non-root as
+/// the image's user, nothing writable but its volumes, no privilege at all.
+pub fn default_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
     }
 }
 

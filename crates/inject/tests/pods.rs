@@ -859,3 +859,49 @@ fn the_injected_sidecar_is_never_given_an_admin_api() {
         assert!(!ports.contains(&8444), "{ports:?}");
     }
 }
+
+/// The sidecar's securityContext comes from the configuration (the chart's
+/// `injection.securityContext`); OpenShift assigns UIDs, so `runAsUser` may be left out.
+#[test]
+fn the_sidecar_security_context_is_the_configured_one() {
+    let sidecar_of = |config: &InjectConfig| {
+        let pod = typed(&enabled("shop", "p"));
+        let patch = inject(&pod, config).unwrap();
+        let mut pod = enabled("shop", "p");
+        json_patch::patch(&mut pod, &patch.0).unwrap();
+        pod["spec"]["containers"][1]["securityContext"].clone()
+    };
+    let default = sidecar_of(&config());
+    assert_eq!(default["runAsUser"], 65532);
+    assert_eq!(default["readOnlyRootFilesystem"], true);
+
+    let args = |json: &str| {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            inject: tollgate_inject::InjectArgs,
+        }
+        Cli::try_parse_from(["t", "--sidecar-security-context", json])
+            .unwrap()
+            .inject
+            .to_config()
+    };
+    let openshift = args(
+        r#"{"runAsNonRoot": true, "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        sidecar_of(&openshift),
+        json!({"runAsNonRoot": true, "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}})
+    );
+    // A typo would silently drop a setting: refused, naming the flag and the field.
+    let errors = args(r#"{"runAsNonroot": true}"#).unwrap_err();
+    assert_eq!(
+        errors,
+        ["--sidecar-security-context: unknown field(s) runAsNonroot of a SecurityContext"]
+    );
+    assert!(
+        args("runAsUser: 1").unwrap_err()[0].starts_with("--sidecar-security-context: not JSON")
+    );
+}

@@ -84,6 +84,11 @@ fn an_annotated_pod_from_a_replicaset_is_injected() {
         pod["metadata"]["annotations"]["tollgate.dev/controller-ca"],
         CA_PEM
     );
+    // Which sidecar the pod runs, for finding pods left on an old one after an upgrade.
+    assert_eq!(
+        pod["metadata"]["annotations"]["tollgate.dev/proxy-version"],
+        "0.1.0"
+    );
     let volumes: Vec<&str> = pod["spec"]["volumes"]
         .as_array()
         .unwrap()
@@ -253,4 +258,47 @@ fn what_is_not_an_admission_review_is_an_error() {
         review(no_request, &config(), Scope::PodAnnotation),
         Err(ReviewError::NoRequest)
     ));
+}
+
+/// A typo in the annotation that asks for a sidecar leaves the pod without one: its author
+/// hears why from kubectl, through the answer's `warnings`, with the annotation it meant.
+#[test]
+fn a_misspelt_annotation_draws_a_warning_naming_the_nearest_known_one() {
+    let mut request: Value = serde_json::from_slice(&fixture("pod-plain.json")).unwrap();
+    request["request"]["object"]["metadata"]["annotations"] =
+        json!({"tollgate.dev/injct": "enabled", "example.com/other": "x"});
+    let body = review(
+        &serde_json::to_vec(&request).unwrap(),
+        &config(),
+        Scope::PodAnnotation,
+    )
+    .unwrap();
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    let response = &answer["response"];
+    assert_eq!(response["allowed"], true);
+    assert!(response.get("patch").is_none(), "{response:#}");
+    assert_eq!(
+        response["warnings"],
+        json!([
+            "tollgate: unknown annotation tollgate.dev/injct is ignored; did you mean tollgate.dev/inject?"
+        ])
+    );
+
+    // Injected pods get the same warnings beside their patch.
+    request["request"]["object"]["metadata"]["annotations"] =
+        json!({"tollgate.dev/inject": "enabled", "tollgate.dev/proxy-memry": "1Gi"});
+    let body = review(
+        &serde_json::to_vec(&request).unwrap(),
+        &config(),
+        Scope::PodAnnotation,
+    )
+    .unwrap();
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert!(answer["response"].get("patch").is_some(), "{answer:#}");
+    assert_eq!(
+        answer["response"]["warnings"],
+        json!([
+            "tollgate: unknown annotation tollgate.dev/proxy-memry is ignored; did you mean tollgate.dev/proxy-memory?"
+        ])
+    );
 }
