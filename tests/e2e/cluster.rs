@@ -106,10 +106,15 @@ fn field(namespace: &str, object: &str, path: &str) -> String {
 }
 
 fn ready_condition(namespace: &str, object: &str, what: &str) -> String {
+    condition(namespace, object, "Ready", what)
+}
+
+/// One field (`status`, `reason`, `message`…) of the condition `type_` of one object.
+fn condition(namespace: &str, object: &str, type_: &str, what: &str) -> String {
     field(
         namespace,
         object,
-        &format!(".status.conditions[?(@.type==\"Ready\")].{what}"),
+        &format!(".status.conditions[?(@.type==\"{type_}\")].{what}"),
     )
 }
 
@@ -462,19 +467,24 @@ async fn the_controller_writes_status_and_feeds_pod_bound_sidecars() {
     apply_ok(&ns.0, &article(upstream.port));
     let controller = KubeController::start(work.path(), &ns.0, &redis.url()).await;
 
-    // Status: good objects are ready; the broken one says which Secret is missing, and
-    // where the controller looks for Secrets.
+    // Status: good objects are accepted (not ready: no sidecar holds them yet); the broken
+    // one says which Secret is missing, and where the controller looks for Secrets.
     let ns_name = ns.0.clone();
     for object in [
         "oauthservice/sampleirisservice",
         "consumer/clientapp",
         "oauthapplication/sampleapp",
     ] {
-        eventually(SETTLE, &format!("{object} is ready"), || {
-            let ready = ready_condition(&ns_name, object, "status");
-            async move { ready == "True" }
+        eventually(SETTLE, &format!("{object} is accepted"), || {
+            let accepted = condition(&ns_name, object, "Accepted", "status");
+            async move { accepted == "True" }
         })
         .await;
+        assert_eq!(
+            ready_condition(&ns.0, object, "reason"),
+            "Pending",
+            "{object}"
+        );
     }
     eventually(SETTLE, "brokenapp says SecretNotFound", || {
         let reason = ready_condition(&ns_name, "oauthapplication/brokenapp", "reason");
@@ -544,6 +554,14 @@ async fn the_controller_writes_status_and_feeds_pod_bound_sidecars() {
         async move { up == "1" }
     })
     .await;
+    // iris-1 has no sidecar: the service is not ready, and says which pod it waits for.
+    assert_eq!(
+        ready_condition(&ns.0, "oauthservice/sampleirisservice", "status"),
+        "False"
+    );
+    let message = ready_condition(&ns.0, "oauthservice/sampleirisservice", "message");
+    assert!(message.contains("iris-1 (no snapshot yet)"), "{message}");
+    assert!(!message.contains("iris-0"), "{message}");
 
     // A token bound to another pod gets nothing of iris-0's.
     let stream = |token: &str| {
@@ -655,9 +673,9 @@ async fn each_admin_verb_is_granted_alone_by_rbac() {
     apply_ok(&ns.0, &article(upstream.port));
     let controller = KubeController::start(work.path(), &ns.0, &redis.url()).await;
     let ns_name = ns.0.clone();
-    eventually(SETTLE, "the application is ready", || {
-        let ready = ready_condition(&ns_name, "oauthapplication/sampleapp", "status");
-        async move { ready == "True" }
+    eventually(SETTLE, "the application is accepted", || {
+        let accepted = condition(&ns_name, "oauthapplication/sampleapp", "Accepted", "status");
+        async move { accepted == "True" }
     })
     .await;
     let verbs = ["list", "get", "delete", "deletecollection", "create"];
@@ -1069,6 +1087,9 @@ rules:
 - apiGroups: [oauth.tollgate.dev]
   resources: [oauthservices/status, consumers/status, oauthapplications/status]
   verbs: [get, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
 - apiGroups: [""]
   resources: [pods, secrets]
   verbs: [get, list, watch]
@@ -1133,8 +1154,28 @@ subjects: [{{kind: ServiceAccount, name: controller, namespace: {ns}}}]
     .await;
     let inside_name = inside.0.clone();
     eventually(SETTLE, "status is written in the watched namespace", || {
-        let ready = ready_condition(&inside_name, "oauthapplication/sampleapp", "status");
-        async move { ready == "True" }
+        let accepted = condition(
+            &inside_name,
+            "oauthapplication/sampleapp",
+            "Accepted",
+            "status",
+        );
+        async move { accepted == "True" }
+    })
+    .await;
+    // The chart's Role lets it record Events there too.
+    eventually(SETTLE, "a refusal is recorded as an Event", || {
+        let reasons = kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &inside_name,
+            "--field-selector",
+            "involvedObject.name=brokenapp",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        async move { reasons.contains("SecretNotFound") }
     })
     .await;
     // Status writes took well under SETTLE; the other namespace's objects have none.

@@ -1,10 +1,12 @@
 //! The API server as the index's source, and the only place besides [`crate::auth`] that
 //! talks to it, one module per concern: `watch` (the watches feeding the index), `lease` (the
-//! Lease that elects the status writer), `status_writer` (server-side apply),
+//! Lease that elects the status writer), `status_writer` (server-side apply), `events` (the
+//! Events the status writer records),
 //! `webhook_ca_bundle` (the webhook's caBundle) and `ca_secret` (the CA's Secret). Each call
 //! is a thin wrapper; the decisions around it are pure functions tested without a cluster.
 
 mod ca_secret;
+mod events;
 mod lease;
 mod status_writer;
 mod watch;
@@ -20,10 +22,11 @@ use tokio::task::JoinHandle;
 use tollgate_api::resources::{Consumer, OAuthApplication, OAuthService};
 
 pub use self::ca_secret::{CA_CERT_KEY, CA_KEY_KEY, ca_from_secret, ca_secret, load_or_create_ca};
+pub use self::events::{event, record, recorder, reference};
 pub use self::lease::{
     LEASE_DURATION, LEASE_RETRY, LeaseDecision, lease_decision, lease_spec, try_lease,
 };
-pub use self::status_writer::{patch_status, pending_statuses};
+pub use self::status_writer::{PendingStatus, patch_status, pending_statuses};
 use self::watch::{Watch, trim_pod, trim_secret};
 pub use self::webhook_ca_bundle::{keep_webhook_configuration, patch_webhook_configuration};
 use crate::config::KubeSettings;
@@ -62,6 +65,7 @@ pub fn spawn(
         WATCHES_PER_SCOPE * scopes.len(),
     );
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+    let recorder = events::recorder(client.clone(), &settings.identity);
     let lease_namespace = settings
         .namespace
         .clone()
@@ -122,7 +126,7 @@ pub fn spawn(
             shutdown.clone(),
         )),
         tokio::spawn(status_writer::write_statuses(
-            client, index, leader_rx, metrics, shutdown,
+            client, recorder, index, leader_rx, metrics, shutdown,
         )),
     ]);
     tasks
