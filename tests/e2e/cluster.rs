@@ -2033,3 +2033,153 @@ async fn a_stopped_controller_blocks_only_the_pods_that_asked_for_it() {
     let system_pod = create_pod("kube-system", &system_pod);
     assert_not_injected(&system_pod);
 }
+
+// --- conditions, columns and Events (issue 18, part 2) ---
+
+/// `kubectl get` shows READY and UP-TO-DATE (and with `-o wide`, ACCEPTED, PROGRAMMED and
+/// the message naming the pod waited for); `Programmed` turns True once the pod's sidecar
+/// holds the snapshot; a missing Secret is recorded once as a Warning Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn conditions_and_columns_follow_the_sidecars_and_refusals_are_events() {
+    let ns = Namespace::new();
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    // The article with one pod, iris-0.
+    let yaml: Vec<String> = article(upstream.port)
+        .split("\n---\n")
+        .filter(|document| !document.contains("name: iris-1"))
+        .map(str::to_owned)
+        .collect();
+    apply_ok(&ns.0, &yaml.join("\n---\n"));
+    let controller = KubeController::start(work.path(), &ns.0, &redis.url()).await;
+    let ns_name = ns.0.clone();
+    let service = "oauthservice/sampleirisservice";
+
+    // Accepted, but no sidecar holds it yet: not ready, and `kubectl get` says so.
+    eventually(SETTLE, "the service is accepted", || {
+        let accepted = condition(&ns_name, service, "Accepted", "status");
+        async move { accepted == "True" }
+    })
+    .await;
+    assert_eq!(condition(&ns.0, service, "Programmed", "reason"), "Pending");
+    assert_eq!(ready_condition(&ns.0, service, "status"), "False");
+    let table = kubectl_ok(&["get", "oauthservices", "-n", &ns.0]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "UP-TO-DATE", "REASON", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..4],
+        ["sampleirisservice", "False", "0/1", "Pending"],
+        "{table}"
+    );
+    let wide = kubectl_ok(&["get", "oauthservices", "-n", &ns.0, "-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "REASON",
+            "AGE",
+            "ACCEPTED",
+            "PROGRAMMED",
+            "MESSAGE"
+        ],
+        "{wide}"
+    );
+    assert!(
+        wide.contains("waiting for iris-0 (no snapshot yet)"),
+        "{wide}"
+    );
+
+    // iris-0's sidecar receives its snapshot: every object it serves turns ready.
+    let token = pod_token(&ns.0, "iris-0");
+    let sidecar = PodSidecarBuilder::new(
+        &controller.stream_url(),
+        &controller.ca,
+        &ns.0,
+        "iris-0",
+        &token,
+        &work.path().join("iris-0.snapshot.json"),
+    )
+    .redis(&redis.url())
+    .start()
+    .await;
+    for object in [service, "consumer/clientapp", "oauthapplication/sampleapp"] {
+        eventually(SETTLE, &format!("{object} is programmed"), || {
+            let programmed = condition(&ns_name, object, "Programmed", "status");
+            async move { programmed == "True" }
+        })
+        .await;
+        assert_eq!(ready_condition(&ns.0, object, "status"), "True", "{object}");
+        assert_eq!(field(&ns.0, object, ".status.upToDate"), "1/1", "{object}");
+    }
+    let table = kubectl_ok(&["get", "oauthservices", "-n", &ns.0]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..4],
+        ["sampleirisservice", "True", "1/1", "Ready"],
+        "{table}"
+    );
+    // The sidecar serves what the status says it holds.
+    let access = sidecar.password_grant().await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        sidecar.get_with_token("/event/1", &access).await.status(),
+        200
+    );
+
+    // The broken application is refused, in its conditions and as one Warning Event, not
+    // one per status write (there were several since: the pod counts changed).
+    assert_eq!(
+        ready_condition(&ns.0, "oauthapplication/brokenapp", "reason"),
+        "SecretNotFound"
+    );
+    let events = |name: &str| {
+        let list: Value = serde_json::from_str(&kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &ns.0,
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        list["items"].as_array().unwrap().clone()
+    };
+    eventually(SETTLE, "the Ready event of the service", || {
+        let found = events("sampleirisservice")
+            .iter()
+            .any(|e| e["reason"] == "Ready" && e["type"] == "Normal");
+        async move { found }
+    })
+    .await;
+    let refusals: Vec<Value> = events("brokenapp")
+        .into_iter()
+        .filter(|e| e["reason"] == "SecretNotFound")
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    let refusal = &refusals[0];
+    assert_eq!(refusal["type"], "Warning");
+    assert_eq!(refusal["involvedObject"]["kind"], "OAuthApplication");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("`missing-secret`"),
+        "{refusal}"
+    );
+    assert!(refusal["series"].is_null(), "recorded again: {refusal}");
+    assert_eq!(refusal["reportingComponent"], "tollgate-controller");
+}
