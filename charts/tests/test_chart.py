@@ -362,6 +362,7 @@ def test_rbac_writes_only_what_tollgate_owns(values):
         ("ClusterRole", "oauth.tollgate.dev", "oauthservices/status"): ({"patch"}, None),
         ("ClusterRole", "oauth.tollgate.dev", "consumers/status"): ({"patch"}, None),
         ("ClusterRole", "oauth.tollgate.dev", "oauthapplications/status"): ({"patch"}, None),
+        ("ClusterRole", "events.k8s.io", "events"): ({"create", "patch"}, None),
         ("ClusterRole", "authentication.k8s.io", "tokenreviews"): ({"create"}, None),
         ("ClusterRole", "authorization.k8s.io", "subjectaccessreviews"): ({"create"}, None),
         ("ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations"): ({"patch"}, ["tollgate"]),

@@ -147,6 +147,24 @@ fn invalid_manifest_is_exit_64_naming_the_file() {
 }
 
 #[test]
+fn an_unknown_field_is_exit_64_naming_the_file_and_the_field() {
+    // The API server refuses this typo; standalone mode must not serve the route without it.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = article_manifests(1, "").replace("stripPath: false", "stripPth: false");
+    assert!(yaml.contains("stripPth"));
+    let path = manifests(dir.path(), &yaml);
+    let output = run(&["sidecar", "--manifests", &path]);
+    assert_eq!(output.status.code(), Some(64));
+    let err = stderr(&output);
+    assert!(err.contains(&path), "{err}");
+    assert!(
+        err.contains("strict decoding error: unknown field \"spec.routes[0].stripPth\""),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one clear message: {err}");
+}
+
+#[test]
 fn missing_secret_is_exit_64_naming_the_resource() {
     let dir = tempfile::tempdir().unwrap();
     let yaml =

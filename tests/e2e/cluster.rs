@@ -106,10 +106,15 @@ fn field(namespace: &str, object: &str, path: &str) -> String {
 }
 
 fn ready_condition(namespace: &str, object: &str, what: &str) -> String {
+    condition(namespace, object, "Ready", what)
+}
+
+/// One field (`status`, `reason`, `message`…) of the condition `type_` of one object.
+fn condition(namespace: &str, object: &str, type_: &str, what: &str) -> String {
     field(
         namespace,
         object,
-        &format!(".status.conditions[?(@.type==\"Ready\")].{what}"),
+        &format!(".status.conditions[?(@.type==\"{type_}\")].{what}"),
     )
 }
 
@@ -470,19 +475,24 @@ async fn the_controller_writes_status_and_feeds_pod_bound_sidecars() {
     apply_ok(&ns.0, &article(upstream.port));
     let controller = KubeController::start(work.path(), &ns.0, &redis.url()).await;
 
-    // Status: good objects are ready; the broken one says which Secret is missing, and
-    // where the controller looks for Secrets.
+    // Status: good objects are accepted (not ready: no sidecar holds them yet); the broken
+    // one says which Secret is missing, and where the controller looks for Secrets.
     let ns_name = ns.0.clone();
     for object in [
         "oauthservice/sampleirisservice",
         "consumer/clientapp",
         "oauthapplication/sampleapp",
     ] {
-        eventually(SETTLE, &format!("{object} is ready"), || {
-            let ready = ready_condition(&ns_name, object, "status");
-            async move { ready == "True" }
+        eventually(SETTLE, &format!("{object} is accepted"), || {
+            let accepted = condition(&ns_name, object, "Accepted", "status");
+            async move { accepted == "True" }
         })
         .await;
+        assert_eq!(
+            ready_condition(&ns.0, object, "reason"),
+            "Pending",
+            "{object}"
+        );
     }
     eventually(SETTLE, "brokenapp says SecretNotFound", || {
         let reason = ready_condition(&ns_name, "oauthapplication/brokenapp", "reason");
@@ -552,6 +562,14 @@ async fn the_controller_writes_status_and_feeds_pod_bound_sidecars() {
         async move { up == "1" }
     })
     .await;
+    // iris-1 has no sidecar: the service is not ready, and says which pod it waits for.
+    assert_eq!(
+        ready_condition(&ns.0, "oauthservice/sampleirisservice", "status"),
+        "False"
+    );
+    let message = ready_condition(&ns.0, "oauthservice/sampleirisservice", "message");
+    assert!(message.contains("iris-1 (no snapshot yet)"), "{message}");
+    assert!(!message.contains("iris-0"), "{message}");
 
     // A token bound to another pod gets nothing of iris-0's.
     let stream = |token: &str| {
@@ -663,9 +681,9 @@ async fn each_admin_verb_is_granted_alone_by_rbac() {
     apply_ok(&ns.0, &article(upstream.port));
     let controller = KubeController::start(work.path(), &ns.0, &redis.url()).await;
     let ns_name = ns.0.clone();
-    eventually(SETTLE, "the application is ready", || {
-        let ready = ready_condition(&ns_name, "oauthapplication/sampleapp", "status");
-        async move { ready == "True" }
+    eventually(SETTLE, "the application is accepted", || {
+        let accepted = condition(&ns_name, "oauthapplication/sampleapp", "Accepted", "status");
+        async move { accepted == "True" }
     })
     .await;
     let verbs = ["list", "get", "delete", "deletecollection", "create"];
@@ -1077,6 +1095,9 @@ rules:
 - apiGroups: [oauth.tollgate.dev]
   resources: [oauthservices/status, consumers/status, oauthapplications/status]
   verbs: [get, patch]
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
 - apiGroups: [""]
   resources: [pods, secrets]
   verbs: [get, list, watch]
@@ -1141,8 +1162,28 @@ subjects: [{{kind: ServiceAccount, name: controller, namespace: {ns}}}]
     .await;
     let inside_name = inside.0.clone();
     eventually(SETTLE, "status is written in the watched namespace", || {
-        let ready = ready_condition(&inside_name, "oauthapplication/sampleapp", "status");
-        async move { ready == "True" }
+        let accepted = condition(
+            &inside_name,
+            "oauthapplication/sampleapp",
+            "Accepted",
+            "status",
+        );
+        async move { accepted == "True" }
+    })
+    .await;
+    // The chart's Role lets it record Events there too.
+    eventually(SETTLE, "a refusal is recorded as an Event", || {
+        let reasons = kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &inside_name,
+            "--field-selector",
+            "involvedObject.name=brokenapp",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        async move { reasons.contains("SecretNotFound") }
     })
     .await;
     // Status writes took well under SETTLE; the other namespace's objects have none.
@@ -3019,4 +3060,154 @@ async fn tollgate_check_pre_names_the_rights_a_user_lacks() {
         )),
         "{deployment:#}"
     );
+}
+
+// --- conditions, columns and Events (issue 18, part 2) ---
+
+/// `kubectl get` shows READY and UP-TO-DATE (and with `-o wide`, ACCEPTED, PROGRAMMED and
+/// the message naming the pod waited for); `Programmed` turns True once the pod's sidecar
+/// holds the snapshot; a missing Secret is recorded once as a Warning Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn conditions_and_columns_follow_the_sidecars_and_refusals_are_events() {
+    let ns = Namespace::new();
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    // The article with one pod, iris-0.
+    let yaml: Vec<String> = article(upstream.port)
+        .split("\n---\n")
+        .filter(|document| !document.contains("name: iris-1"))
+        .map(str::to_owned)
+        .collect();
+    apply_ok(&ns.0, &yaml.join("\n---\n"));
+    let controller = KubeController::start(work.path(), &ns.0, &redis.url()).await;
+    let ns_name = ns.0.clone();
+    let service = "oauthservice/sampleirisservice";
+
+    // Accepted, but no sidecar holds it yet: not ready, and `kubectl get` says so.
+    eventually(SETTLE, "the service is accepted", || {
+        let accepted = condition(&ns_name, service, "Accepted", "status");
+        async move { accepted == "True" }
+    })
+    .await;
+    assert_eq!(condition(&ns.0, service, "Programmed", "reason"), "Pending");
+    assert_eq!(ready_condition(&ns.0, service, "status"), "False");
+    let table = kubectl_ok(&["get", "oauthservices", "-n", &ns.0]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "READY", "UP-TO-DATE", "REASON", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..4],
+        ["sampleirisservice", "False", "0/1", "Pending"],
+        "{table}"
+    );
+    let wide = kubectl_ok(&["get", "oauthservices", "-n", &ns.0, "-o", "wide"]);
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "REASON",
+            "AGE",
+            "ACCEPTED",
+            "PROGRAMMED",
+            "MESSAGE"
+        ],
+        "{wide}"
+    );
+    assert!(
+        wide.contains("waiting for iris-0 (no snapshot yet)"),
+        "{wide}"
+    );
+
+    // iris-0's sidecar receives its snapshot: every object it serves turns ready.
+    let token = pod_token(&ns.0, "iris-0");
+    let sidecar = PodSidecarBuilder::new(
+        &controller.stream_url(),
+        &controller.ca,
+        &ns.0,
+        "iris-0",
+        &token,
+        &work.path().join("iris-0.snapshot.json"),
+    )
+    .redis(&redis.url())
+    .start()
+    .await;
+    for object in [service, "consumer/clientapp", "oauthapplication/sampleapp"] {
+        eventually(SETTLE, &format!("{object} is programmed"), || {
+            let programmed = condition(&ns_name, object, "Programmed", "status");
+            async move { programmed == "True" }
+        })
+        .await;
+        assert_eq!(ready_condition(&ns.0, object, "status"), "True", "{object}");
+        assert_eq!(field(&ns.0, object, ".status.upToDate"), "1/1", "{object}");
+    }
+    let table = kubectl_ok(&["get", "oauthservices", "-n", &ns.0]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..4],
+        ["sampleirisservice", "True", "1/1", "Ready"],
+        "{table}"
+    );
+    // The sidecar serves what the status says it holds.
+    let access = sidecar.password_grant().await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        sidecar.get_with_token("/event/1", &access).await.status(),
+        200
+    );
+
+    // The broken application is refused, in its conditions and as one Warning Event, not
+    // one per status write (there were several since: the pod counts changed).
+    assert_eq!(
+        ready_condition(&ns.0, "oauthapplication/brokenapp", "reason"),
+        "SecretNotFound"
+    );
+    let events = |name: &str| {
+        let list: Value = serde_json::from_str(&kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            &ns.0,
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        list["items"].as_array().unwrap().clone()
+    };
+    eventually(SETTLE, "the Ready event of the service", || {
+        let found = events("sampleirisservice")
+            .iter()
+            .any(|e| e["reason"] == "Ready" && e["type"] == "Normal");
+        async move { found }
+    })
+    .await;
+    let refusals: Vec<Value> = events("brokenapp")
+        .into_iter()
+        .filter(|e| e["reason"] == "SecretNotFound")
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:#?}");
+    let refusal = &refusals[0];
+    assert_eq!(refusal["type"], "Warning");
+    assert_eq!(refusal["involvedObject"]["kind"], "OAuthApplication");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("`missing-secret`"),
+        "{refusal}"
+    );
+    assert!(refusal["series"].is_null(), "recorded again: {refusal}");
+    assert_eq!(refusal["reportingComponent"], "tollgate-controller");
 }

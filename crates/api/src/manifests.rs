@@ -3,7 +3,8 @@
 //!
 //! The files are the ones a user would `kubectl apply`, so anything that is not ours (a
 //! Deployment, a Service) is skipped rather than refused, while anything that claims our API
-//! group must be right. Every error is one line naming the file, the document, the object
+//! group must be right, down to its last field: a field the API server would refuse
+//! (`stripPth`) is refused here too, in the API server's words. Every error is one line naming the file, the document, the object
 //! when known, and the field, because the person reading it has only that line to go on.
 
 use std::collections::HashMap;
@@ -16,6 +17,8 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use crate::resources::{Consumer, OAuthApplication, OAuthService};
+
+mod strict;
 
 /// Our API group; documents claiming it must be kinds and versions we know.
 pub const GROUP: &str = "oauth.tollgate.dev";
@@ -240,6 +243,10 @@ impl Loader {
             return Err(fail(format!("defined twice, first in {first}")));
         }
 
+        // Refused as the API server refuses it, rather than served without the field.
+        if let Some(message) = strict::unknown_fields(kind, &value) {
+            return Err(fail(message));
+        }
         match kind {
             Kind::OAuthService => self.resources.services.push(typed(value).map_err(fail)?),
             Kind::Consumer => self.resources.consumers.push(typed(value).map_err(fail)?),
@@ -450,6 +457,45 @@ spec:
         }
         fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_in_the_api_server_s_words() {
+        // What kube-apiserver 1.28 answers `kubectl apply` for the same document.
+        let typo = SERVICE.replace("stripPath: false", "stripPth: false");
+        assert_eq!(
+            load_text(&typo).unwrap_err(),
+            "app.yaml: document 1 (OAuthService default/sampleirisservice): strict decoding \
+             error: unknown field \"spec.routes[0].stripPth\""
+        );
+        let many = format!("{SERVICE}bogus: 2\n")
+            .replace(
+                "name: sampleirisservice",
+                "name: sampleirisservice\n  labelz: {}",
+            )
+            .replace(
+                "enablePasswordGrant: true",
+                "enablePasswordGrant: true\n    extra: 1",
+            );
+        assert_eq!(
+            load_text(&many).unwrap_err(),
+            "app.yaml: document 1 (OAuthService default/sampleirisservice): strict decoding \
+             error: unknown field \"metadata.labelz\", unknown field \"bogus\", unknown field \
+             \"spec.oauth2.extra\""
+        );
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringdata: {k: v}\n";
+        assert!(
+            load_text(secret)
+                .unwrap_err()
+                .ends_with("strict decoding error: unknown field \"stringdata\""),
+        );
+        // Maps the schema leaves open (labels, a podSelector's matchLabels) take any key,
+        // and status is the controller's.
+        let open = SERVICE.replace(
+            "spec:\n",
+            "  labels: {any: thing}\nstatus: {conditions: []}\nspec:\n  podSelector: {matchLabels: {app: iris}}\n",
+        );
+        assert_eq!(load_text(&open).unwrap().services.len(), 1);
     }
 
     #[test]

@@ -34,9 +34,12 @@ pub const DEFAULT_CLIENT_SECRET_KEY: &str = "clientSecret";
     shortname = "oas",
     category = "tollgate",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Up-to-date","type":"string","jsonPath":".status.upToDate","description":"Pods holding its current form, of those that should"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Pods","type":"integer","jsonPath":".status.selectedPods","priority":1}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status","priority":1}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status","priority":1}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthServiceSpec {
@@ -252,7 +255,8 @@ pub struct ProvisionKeySecretRef {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthServiceStatus {
-    /// `Ready` and why not.
+    /// `Accepted` (valid and compiled), `Programmed` (every pod that should serve it holds
+    /// its current form) and `Ready` (both), with why not.
     #[serde(default)]
     // A map keyed by type lets server-side apply own each condition separately.
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
@@ -263,9 +267,12 @@ pub struct OAuthServiceStatus {
     /// Pods the podSelector matches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selected_pods: Option<i32>,
-    /// Selected pods whose sidecar serves the latest configuration.
+    /// Selected pods whose sidecar holds its current form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub up_to_date_pods: Option<i32>,
+    /// `upToDatePods/selectedPods`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to_date: Option<String>,
 }
 
 // === Consumer ===
@@ -282,8 +289,12 @@ pub struct OAuthServiceStatus {
     shortname = "csm",
     category = "tollgate",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Up-to-date","type":"string","jsonPath":".status.upToDate","description":"Pods holding its current form, of those that should"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status","priority":1}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status","priority":1}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerSpec {
@@ -303,7 +314,8 @@ pub struct ConsumerSpec {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerStatus {
-    /// `Ready` and why not.
+    /// `Accepted` (valid and compiled), `Programmed` (every pod that should serve it holds
+    /// its current form) and `Ready` (both), with why not.
     #[serde(default)]
     // A map keyed by type lets server-side apply own each condition separately.
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
@@ -311,6 +323,15 @@ pub struct ConsumerStatus {
     /// The metadata.generation these conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The injected pods of its namespace, which all serve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_pods: Option<i32>,
+    /// Those whose sidecar holds its current form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to_date_pods: Option<i32>,
+    /// `upToDatePods/selectedPods`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to_date: Option<String>,
 }
 
 // === OAuthApplication ===
@@ -329,8 +350,12 @@ pub struct ConsumerStatus {
     printcolumn = r#"{"name":"Client ID","type":"string","jsonPath":".spec.clientId"}"#,
     printcolumn = r#"{"name":"Consumer","type":"string","jsonPath":".spec.consumerRef.name"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Up-to-date","type":"string","jsonPath":".status.upToDate","description":"Pods holding its current form, of those that should"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status","priority":1}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status","priority":1}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -404,7 +429,8 @@ pub struct ClientSecretRef {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthApplicationStatus {
-    /// `Ready` and why not.
+    /// `Accepted` (valid and compiled), `Programmed` (every pod that should serve it holds
+    /// its current form) and `Ready` (both), with why not.
     #[serde(default)]
     // A map keyed by type lets server-side apply own each condition separately.
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
@@ -412,6 +438,15 @@ pub struct OAuthApplicationStatus {
     /// The metadata.generation these conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The injected pods of its namespace, which all serve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_pods: Option<i32>,
+    /// Those whose sidecar holds its current form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to_date_pods: Option<i32>,
+    /// `upToDatePods/selectedPods`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_to_date: Option<String>,
 }
 
 // === CRDs ===
@@ -505,6 +540,19 @@ mod tests {
             assert!(columns.iter().any(|c| c.name == "Ready"
                 && c.json_path == ".status.conditions[?(@.type==\"Ready\")].status"));
             assert!(columns.iter().any(|c| c.name == "Age"));
+            // `kubectl get` shows the up-to-date count; `-o wide` adds the other conditions.
+            let column = |name: &str| columns.iter().find(|c| c.name == name).unwrap();
+            assert_eq!(column("Up-to-date").json_path, ".status.upToDate");
+            assert_eq!(column("Up-to-date").priority, None);
+            for wide in ["Accepted", "Programmed", "Message"] {
+                assert_eq!(column(wide).priority, Some(1), "{wide}");
+            }
+            // Every column reads a field the schema keeps (the API server prunes others).
+            let schema = schema_of(crd);
+            let status = &schema["properties"]["status"]["properties"];
+            for field in ["upToDate", "upToDatePods", "selectedPods", "conditions"] {
+                assert!(status.get(field).is_some(), "{field}");
+            }
         }
     }
 

@@ -34,7 +34,9 @@ use tollgate_store::KeyPair;
 
 use self::namespace::{Namespace, Stored};
 use self::object::object_ref;
-pub use self::object::{ACCEPTED, Kind, ObjectRef, ObjectStatus, PodCounts};
+pub use self::object::{
+    ACCEPTED, Kind, MAX_STALE_PODS_NAMED, ObjectRef, ObjectStatus, PodCounts, StalePod,
+};
 use self::pod::PodEntry;
 pub use self::pod::{PodIdentity, Published, SnapshotRx};
 pub use self::selector::selects;
@@ -340,24 +342,7 @@ impl Index {
         let mut out = Vec::new();
         for (namespace, ns) in &self.namespaces {
             for (name, service) in &ns.services {
-                let mut counts = PodCounts::default();
-                for pod in ns.pods.values() {
-                    if pod.selected.iter().any(|s| s == name) {
-                        counts.selected += 1;
-                        if pod.delivered == Some(pod.version) {
-                            counts.up_to_date += 1;
-                        }
-                    }
-                }
-                let mut status = ns.status(Kind::OAuthService, namespace, name, &service.metadata);
-                if status.ready {
-                    status.message = format!(
-                        "configuration accepted; {} of {} selected pods serve it",
-                        counts.up_to_date, counts.selected
-                    );
-                }
-                status.pods = Some(counts);
-                out.push(status);
+                out.push(ns.status(Kind::OAuthService, namespace, name, &service.metadata));
             }
             for (name, consumer) in &ns.consumers {
                 out.push(ns.status(Kind::Consumer, namespace, name, &consumer.metadata));
@@ -374,8 +359,20 @@ impl Index {
         out
     }
 
-    /// The current object of `kind` named `object`, as the sources last gave it (its status
-    /// included).
+    /// The uid of the object of `kind` named `object`, as the sources last gave it: what an
+    /// Event about it refers to.
+    pub fn uid_of(&self, kind: Kind, object: &ObjectRef) -> Option<String> {
+        let ns = self.namespaces.get(&object.namespace)?;
+        let meta = match kind {
+            Kind::OAuthService => &ns.services.get(&object.name)?.metadata,
+            Kind::Consumer => &ns.consumers.get(&object.name)?.metadata,
+            Kind::OAuthApplication => &ns.applications.get(&object.name)?.metadata,
+        };
+        meta.uid.clone()
+    }
+
+    /// The current status of the object of `kind` named `object`, as the sources last gave
+    /// it.
     pub fn status_of(&self, kind: Kind, object: &ObjectRef) -> Option<serde_json::Value> {
         let ns = self.namespaces.get(&object.namespace)?;
         let status = match kind {
@@ -497,6 +494,9 @@ impl Index {
             return;
         }
 
+        // Versions made from here on hold every object's current form.
+        let before = self.version;
+
         // Pods that select the same services get the same snapshot: compile it once.
         let selections: Vec<(String, Vec<String>)> = ns
             .pods
@@ -571,6 +571,7 @@ impl Index {
             Some(whole) => whole,
             None => tollgate_api::compile(&ns.resources(None)),
         };
+        ns.compiled_after = compiled_after(ns, &whole.snapshot, before);
         let mut errors = BTreeMap::new();
         for mut error in whole.errors {
             let Some(kind) = Kind::from_name(error.kind) else {
@@ -609,6 +610,71 @@ impl SharedIndex {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// For each object of `ns`, the fingerprint of its generation and of its form in `whole`
+/// (the namespace compiled with every service, sorted by name), and the version after which pods hold it: the
+/// one recorded before, when the fingerprint is the same, or else `before`.
+fn compiled_after(
+    ns: &Namespace,
+    whole: &Snapshot,
+    before: u64,
+) -> BTreeMap<(Kind, String), (u64, u64)> {
+    fn fingerprint<T: serde::Serialize>(generation: Option<i64>, compiled: Option<&T>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        generation.hash(&mut hasher);
+        compiled
+            .and_then(|c| serde_json::to_vec(c).ok())
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+    let mut out = BTreeMap::new();
+    let mut record = |kind: Kind, name: &str, print: u64| {
+        let key = (kind, name.to_owned());
+        let after = match ns.compiled_after.get(&key) {
+            Some((old, after)) if *old == print => *after,
+            _ => before,
+        };
+        out.insert(key, (print, after));
+    };
+    for (name, object) in &ns.services {
+        let compiled = whole
+            .services
+            .binary_search_by(|s| s.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &whole.services[i]);
+        record(
+            Kind::OAuthService,
+            name,
+            fingerprint(object.metadata.generation, compiled),
+        );
+    }
+    for (name, object) in &ns.consumers {
+        let compiled = whole
+            .consumers
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &whole.consumers[i]);
+        record(
+            Kind::Consumer,
+            name,
+            fingerprint(object.metadata.generation, compiled),
+        );
+    }
+    for (name, object) in &ns.applications {
+        let compiled = whole
+            .applications
+            .binary_search_by(|a| a.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &whole.applications[i]);
+        record(
+            Kind::OAuthApplication,
+            name,
+            fingerprint(object.metadata.generation, compiled),
+        );
+    }
+    out
 }
 
 /// What a pod of `namespace` gets of the store key: that namespace's keys only.

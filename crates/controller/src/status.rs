@@ -1,10 +1,13 @@
 //! What each object's `status` should say, as pure functions of the index's findings and the
-//! status the object has now; and a log of objects turning ready or not.
+//! status the object has now; which Events a change of status is worth; and a log of objects
+//! turning accepted or not.
 //!
-//! The status is written with server-side apply under the field manager
-//! [`FIELD_MANAGER`]. A patch is only sent when the status would change, and a `Ready`
-//! condition keeps its `lastTransitionTime` while its status stays the same, so the
-//! controller's own writes never make it write again.
+//! Three conditions, as Gateway API and cert-manager write them: `Accepted` (valid and
+//! compiled), `Programmed` (every pod that should serve it holds its current form) and `Ready`
+//! (both). The status is written with server-side apply under the field manager
+//! [`FIELD_MANAGER`]. A patch is only sent when the status would change, and a condition
+//! keeps its `lastTransitionTime` while its status stays the same, so the controller's own
+//! writes never make it write again.
 
 use std::collections::BTreeMap;
 
@@ -16,36 +19,182 @@ use crate::index::{Kind, ObjectRef, ObjectStatus};
 
 /// The field manager of every status patch.
 pub const FIELD_MANAGER: &str = "tollgate-controller";
-/// The one condition type tollgate writes.
+/// Valid and compiled into the namespace's snapshots.
+pub const ACCEPTED: &str = "Accepted";
+/// Every pod that should serve the object holds its current form.
+pub const PROGRAMMED: &str = "Programmed";
+/// Accepted and programmed.
 pub const READY: &str = "Ready";
+/// `Programmed`/`Ready` False: some pods do not hold the object's current form yet.
+pub const PENDING: &str = "Pending";
+/// `Programmed` False: the object was not accepted, so no pod serves it.
+pub const INVALID: &str = "Invalid";
+/// `Programmed` True with no pod to program.
+pub const NO_PODS: &str = "NoPods";
+
+/// One condition, before it gets its times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// An Event worth recording about an object: a refusal (a warning) or a transition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub warning: bool,
+    /// The condition it is about, as the Event's action.
+    pub action: &'static str,
+    pub reason: String,
+    pub note: String,
+}
+
+/// The three conditions the findings make, in the order they are written.
+pub fn conditions(found: &ObjectStatus) -> [Condition; 3] {
+    let accepted = Condition {
+        type_: ACCEPTED,
+        status: found.accepted,
+        reason: found.reason,
+        message: found.message.clone(),
+    };
+    let programmed = if found.accepted {
+        programmed(found)
+    } else {
+        Condition {
+            type_: PROGRAMMED,
+            status: false,
+            reason: INVALID,
+            message: format!("not accepted ({}): no pod serves it", found.reason),
+        }
+    };
+    let ready = if !found.accepted {
+        Condition {
+            type_: READY,
+            ..accepted.clone()
+        }
+    } else {
+        Condition {
+            type_: READY,
+            reason: if programmed.status { READY } else { PENDING },
+            ..programmed.clone()
+        }
+    };
+    [accepted, programmed, ready]
+}
+
+/// `Programmed` of an accepted object: which pods hold it, naming a few that do not.
+fn programmed(found: &ObjectStatus) -> Condition {
+    let pods = found.pods;
+    let form = match found.generation {
+        Some(generation) => format!("generation {generation}"),
+        None => "its current form".to_owned(),
+    };
+    let which = if found.kind == Kind::OAuthService {
+        "selected"
+    } else {
+        "injected"
+    };
+    let of_namespace = if found.kind == Kind::OAuthService {
+        String::new()
+    } else {
+        format!(" of namespace `{}`", found.object.namespace)
+    };
+    let plural = |n: i32| if n == 1 { "" } else { "s" };
+    if pods.selected == 0 {
+        let message = if found.kind == Kind::OAuthService {
+            "no injected pod matches its podSelector yet".to_owned()
+        } else {
+            format!(
+                "no injected pod runs in namespace `{}` yet",
+                found.object.namespace
+            )
+        };
+        return Condition {
+            type_: PROGRAMMED,
+            status: true,
+            reason: NO_PODS,
+            message,
+        };
+    }
+    if pods.up_to_date >= pods.selected {
+        let (all, verb) = if pods.selected == 1 {
+            ("the", "holds")
+        } else {
+            ("all", "hold")
+        };
+        return Condition {
+            type_: PROGRAMMED,
+            status: true,
+            reason: PROGRAMMED,
+            message: format!(
+                "{all} {} {which} pod{}{of_namespace} {verb} {form}",
+                pods.selected,
+                plural(pods.selected)
+            ),
+        };
+    }
+    let named: Vec<String> = found
+        .stale
+        .iter()
+        .map(|pod| match pod.holds {
+            Some(holds) => format!("{} (holds snapshot {holds} of {})", pod.name, pod.latest),
+            None => format!("{} (no snapshot yet)", pod.name),
+        })
+        .collect();
+    let behind = usize::try_from(pods.selected - pods.up_to_date).unwrap_or(0);
+    let unnamed = behind.saturating_sub(named.len());
+    let list = match named.split_last() {
+        _ if unnamed > 0 => format!("{} and {unnamed} more", named.join(", ")),
+        Some((last, [])) => last.clone(),
+        Some((last, first)) => format!("{} and {last}", first.join(", ")),
+        None => String::new(),
+    };
+    Condition {
+        type_: PROGRAMMED,
+        status: false,
+        reason: PENDING,
+        message: format!(
+            "{} of {} {which} pods{of_namespace} hold {form}; waiting for {list}",
+            pods.up_to_date, pods.selected
+        ),
+    }
+}
 
 /// The `status` an object should have, given what the index found and the object's current
 /// `status` (`Value::Null` when it has none).
 pub fn desired(found: &ObjectStatus, current: &Value, now: &Time) -> Value {
-    let status = if found.ready { "True" } else { "False" };
-    // Keep the transition time while the condition's status stays: it says since when the
-    // object has been ready (or not), not when the message last changed.
-    let last_transition = current_ready(current)
-        .filter(|c| c.get("status").and_then(Value::as_str) == Some(status))
-        .and_then(|c| c.get("lastTransitionTime").cloned())
-        .unwrap_or_else(|| json!(now));
-    let mut condition = json!({
-        "type": READY,
-        "status": status,
-        "reason": found.reason,
-        "message": found.message,
-        "lastTransitionTime": last_transition,
-    });
-    let mut out = json!({ "conditions": [] });
+    let conditions: Vec<Value> = conditions(found)
+        .into_iter()
+        .map(|condition| {
+            let status = if condition.status { "True" } else { "False" };
+            // Keep the transition time while the condition's status stays: it says since when
+            // the object has been ready (or not), not when the message last changed.
+            let last_transition = current_condition(current, condition.type_)
+                .filter(|c| c.get("status").and_then(Value::as_str) == Some(status))
+                .and_then(|c| c.get("lastTransitionTime").cloned())
+                .unwrap_or_else(|| json!(now));
+            let mut out = json!({
+                "type": condition.type_,
+                "status": status,
+                "reason": condition.reason,
+                "message": condition.message,
+                "lastTransitionTime": last_transition,
+            });
+            if let Some(generation) = found.generation {
+                out["observedGeneration"] = json!(generation);
+            }
+            out
+        })
+        .collect();
+    let mut out = json!({ "conditions": conditions });
     if let Some(generation) = found.generation {
-        condition["observedGeneration"] = json!(generation);
         out["observedGeneration"] = json!(generation);
     }
-    out["conditions"] = json!([condition]);
-    if let Some(pods) = found.pods {
-        out["selectedPods"] = json!(pods.selected);
-        out["upToDatePods"] = json!(pods.up_to_date);
-    }
+    out["selectedPods"] = json!(found.pods.selected);
+    out["upToDatePods"] = json!(found.pods.up_to_date);
+    out["upToDate"] = json!(format!("{}/{}", found.pods.up_to_date, found.pods.selected));
     out
 }
 
@@ -56,12 +205,61 @@ pub fn up_to_date(desired: &Value, current: &Value) -> bool {
         return false;
     };
     fields.iter().all(|(key, value)| match key.as_str() {
-        "conditions" => {
-            let wanted = value.get(0);
-            wanted.is_some() && current_ready(current) == wanted
-        }
+        "conditions" => value.as_array().is_some_and(|wanted| {
+            wanted.iter().all(|condition| {
+                let type_ = condition.get("type").and_then(Value::as_str).unwrap_or("");
+                current_condition(current, type_) == Some(condition)
+            })
+        }),
         _ => current.get(key) == Some(value),
     })
+}
+
+/// The Events a change of status from `old` to `new` is worth (both as [`desired`] writes
+/// them; `old` is `Value::Null` for a new object). Equal statuses are worth none, so a
+/// steady state records nothing. A refusal is a warning each time its reason or message
+/// changes; `Accepted` and `Ready` turning True, and `Programmed` turning `Pending`, are
+/// normal events. `Ready` turning False and `Programmed` turning `Invalid` are not recorded
+/// on their own: the refusal or the `Pending` beside them says why.
+pub fn notices(old: &Value, new: &Value) -> Vec<Notice> {
+    let field = |condition: Option<&Value>, name: &str| -> Option<String> {
+        condition?.get(name)?.as_str().map(str::to_owned)
+    };
+    let mut out = Vec::new();
+    for type_ in [ACCEPTED, PROGRAMMED, READY] {
+        let (before, after) = (current_condition(old, type_), current_condition(new, type_));
+        let Some(after_status) = field(after, "status") else {
+            continue;
+        };
+        let reason = field(after, "reason").unwrap_or_default();
+        let note = field(after, "message").unwrap_or_default();
+        let turned = field(before, "status").as_deref() != Some(after_status.as_str());
+        let is_true = after_status == "True";
+        let notice = match type_ {
+            ACCEPTED if !is_true => {
+                let same = !turned
+                    && field(before, "reason").as_deref() == Some(reason.as_str())
+                    && field(before, "message").as_deref() == Some(note.as_str());
+                (!same).then_some(true)
+            }
+            ACCEPTED | READY if is_true && turned => Some(false),
+            PROGRAMMED if !is_true && reason == PENDING => {
+                let was_pending = field(before, "status").as_deref() == Some("False")
+                    && field(before, "reason").as_deref() == Some(PENDING);
+                (!was_pending).then_some(false)
+            }
+            _ => None,
+        };
+        if let Some(warning) = notice {
+            out.push(Notice {
+                warning,
+                action: type_,
+                reason,
+                note,
+            });
+        }
+    }
+    out
 }
 
 /// The body of the server-side apply patch to the status subresource.
@@ -73,23 +271,23 @@ pub fn apply_patch(kind: Kind, status: &Value) -> Value {
     })
 }
 
-/// The `Ready` condition of a status, if any.
-fn current_ready(current: &Value) -> Option<&Value> {
+/// The condition of `type_` in a status, if any.
+fn current_condition<'a>(current: &'a Value, type_: &str) -> Option<&'a Value> {
     current
         .get("conditions")?
         .as_array()?
         .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(READY))
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
 }
 
-/// Remembers which objects were not ready, to log each change once and count new problems.
+/// Remembers which objects were not accepted, to log each change once and count new problems.
 #[derive(Debug, Default)]
 pub struct Findings {
-    /// Objects not ready, with their reason and message.
+    /// Objects not accepted, with their reason and message.
     failing: BTreeMap<(Kind, ObjectRef), (&'static str, String)>,
 }
 
-/// One object that became ready or not, or whose problem changed.
+/// One object that became accepted or not, or whose problem changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
     Failing {
@@ -110,7 +308,7 @@ impl Findings {
     /// The changes since the last call.
     pub fn update(&mut self, statuses: &[ObjectStatus]) -> Vec<Transition> {
         let mut now = BTreeMap::new();
-        for status in statuses.iter().filter(|s| !s.ready) {
+        for status in statuses.iter().filter(|s| !s.accepted) {
             now.insert(
                 (status.kind, status.object.clone()),
                 (status.reason, status.message.clone()),
@@ -158,130 +356,11 @@ pub fn report(transitions: &[Transition], metrics: &crate::metrics::Metrics) {
                 tracing::warn!(kind = kind.as_str(), %object, reason, "{message}");
             }
             Transition::Recovered { kind, object } => {
-                tracing::info!(kind = kind.as_str(), %object, "ready");
+                tracing::info!(kind = kind.as_str(), %object, "accepted");
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use k8s_openapi::jiff::Timestamp;
-
-    use super::*;
-    use crate::index::PodCounts;
-
-    fn time(seconds: i64) -> Time {
-        Time(Timestamp::from_second(seconds).unwrap())
-    }
-
-    fn found(ready: bool) -> ObjectStatus {
-        ObjectStatus {
-            kind: Kind::OAuthApplication,
-            object: ObjectRef::new("default", "sampleapp"),
-            generation: Some(3),
-            ready,
-            reason: if ready { "Accepted" } else { "SecretNotFound" },
-            message: if ready {
-                "configuration accepted".into()
-            } else {
-                "Secret `sampleapp-secret` was not found".into()
-            },
-            pods: None,
-        }
-    }
-
-    #[test]
-    fn a_new_status_says_ready_with_the_generation() {
-        let status = desired(&found(true), &Value::Null, &time(100));
-        assert_eq!(
-            status,
-            json!({
-                "observedGeneration": 3,
-                "conditions": [{
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "Accepted",
-                    "message": "configuration accepted",
-                    "lastTransitionTime": "1970-01-01T00:01:40Z",
-                    "observedGeneration": 3,
-                }],
-            })
-        );
-        assert!(!up_to_date(&status, &Value::Null));
-        assert!(up_to_date(&status, &status));
-    }
-
-    #[test]
-    fn the_transition_time_moves_only_when_the_status_does() {
-        let first = desired(&found(false), &Value::Null, &time(100));
-        // The same finding later: nothing to write.
-        let again = desired(&found(false), &first, &time(200));
-        assert_eq!(again, first);
-        assert!(up_to_date(&again, &first));
-        // Another message, same status: written, same transition time.
-        let mut other = found(false);
-        other.message = "Secret `sampleapp-secret` has no key `clientSecret`".into();
-        other.reason = "SecretKeyNotFound";
-        let changed = desired(&other, &first, &time(300));
-        assert!(!up_to_date(&changed, &first));
-        assert_eq!(
-            changed["conditions"][0]["lastTransitionTime"],
-            "1970-01-01T00:01:40Z"
-        );
-        // Ready now: a new transition time.
-        let ready = desired(&found(true), &changed, &time(400));
-        assert_eq!(
-            ready["conditions"][0]["lastTransitionTime"],
-            "1970-01-01T00:06:40Z"
-        );
-    }
-
-    #[test]
-    fn other_conditions_are_left_alone() {
-        let ours = desired(&found(true), &Value::Null, &time(1));
-        let mut current = ours.clone();
-        current["conditions"]
-            .as_array_mut()
-            .unwrap()
-            .insert(0, json!({"type": "Other", "status": "True"}));
-        assert!(up_to_date(&ours, &current));
-    }
-
-    #[test]
-    fn services_carry_pod_counts_and_patches_name_their_kind() {
-        let mut service = found(true);
-        service.kind = Kind::OAuthService;
-        service.pods = Some(PodCounts {
-            selected: 3,
-            up_to_date: 2,
-        });
-        let status = desired(&service, &Value::Null, &time(1));
-        assert_eq!(status["selectedPods"], 3);
-        assert_eq!(status["upToDatePods"], 2);
-        let patch = apply_patch(Kind::OAuthService, &status);
-        assert_eq!(patch["apiVersion"], "oauth.tollgate.dev/v1alpha1");
-        assert_eq!(patch["kind"], "OAuthService");
-        assert_eq!(patch["status"], status);
-    }
-
-    #[test]
-    fn findings_report_each_change_once() {
-        let mut findings = Findings::default();
-        assert_eq!(findings.update(&[found(true)]), []);
-        let failing = findings.update(&[found(false)]);
-        assert!(matches!(
-            &failing[..],
-            [Transition::Failing {
-                reason: "SecretNotFound",
-                ..
-            }]
-        ));
-        assert_eq!(findings.update(&[found(false)]), []);
-        let recovered = findings.update(&[found(true)]);
-        assert!(matches!(&recovered[..], [Transition::Recovered { .. }]));
-        // A failing object deleted is not "recovered".
-        findings.update(&[found(false)]);
-        assert_eq!(findings.update(&[]), []);
-    }
-}
+mod tests;

@@ -223,6 +223,42 @@ async fn admin_rights_are_asked_on_oauthtokens_in_the_namespace() {
 // --- status ---
 
 #[tokio::test]
+async fn a_refusal_is_recorded_as_a_warning_event_about_the_object() {
+    let (client, server) = mock_client(|mut api| async move {
+        let (method, uri, body, send) = next(&mut api).await;
+        assert_eq!(method, Method::POST);
+        assert_eq!(uri, "/apis/events.k8s.io/v1/namespaces/team-a/events?");
+        assert_eq!(body["type"], "Warning");
+        assert_eq!(body["reason"], "SecretNotFound");
+        assert_eq!(body["action"], "Accepted");
+        assert_eq!(body["note"], "Secret `pk` was not found");
+        assert_eq!(body["reportingController"], "tollgate-controller");
+        assert_eq!(body["reportingInstance"], "controller-0");
+        assert_eq!(
+            body["regarding"],
+            json!({"apiVersion": "oauth.tollgate.dev/v1alpha1", "kind": "OAuthService",
+                   "namespace": "team-a", "name": "svc", "uid": "u-1"})
+        );
+        send.send_response(reply(StatusCode::CREATED, body));
+    });
+    let recorder = kube_source::recorder(client, "controller-0");
+    let reference = kube_source::reference(
+        Kind::OAuthService,
+        &ObjectRef::new("team-a", "svc"),
+        Some("u-1".into()),
+    );
+    let notice = tollgate_controller::status::Notice {
+        warning: true,
+        action: "Accepted",
+        reason: "SecretNotFound".into(),
+        note: "Secret `pk` was not found".into(),
+    };
+    let metrics = tollgate_controller::metrics::Metrics::new();
+    kube_source::record(&recorder, &reference, &[notice], &metrics).await;
+    server.await.unwrap();
+}
+
+#[tokio::test]
 async fn status_is_written_with_server_side_apply_on_the_status_subresource() {
     let status = json!({
         "observedGeneration": 2,

@@ -9,7 +9,9 @@ use tollgate_api::compile::CompileError;
 use tollgate_api::manifests::Resources;
 use tollgate_api::resources::{Consumer, OAuthApplication, OAuthService};
 
-use super::object::{ACCEPTED, Kind, ObjectRef, ObjectStatus};
+use super::object::{
+    ACCEPTED, Kind, MAX_STALE_PODS_NAMED, ObjectRef, ObjectStatus, PodCounts, StalePod,
+};
 use super::pod::PodEntry;
 
 /// Every object of one namespace.
@@ -22,6 +24,10 @@ pub(super) struct Namespace {
     pub(super) pods: BTreeMap<String, PodEntry>,
     /// Findings of the last compilation, by (kind, name); absent means accepted.
     pub(super) errors: BTreeMap<(Kind, String), CompileError>,
+    /// For each object, by (kind, name): a fingerprint of its generation and compiled form,
+    /// and the last snapshot version made before that form. Every later version holds it, so
+    /// a pod whose sidecar was handed one of them serves it, whatever else changed since.
+    pub(super) compiled_after: BTreeMap<(Kind, String), (u64, u64)>,
 }
 
 /// The kinds stored as they are, by name, in their namespace.
@@ -64,18 +70,45 @@ impl Namespace {
         name: &str,
         meta: &ObjectMeta,
     ) -> ObjectStatus {
-        let (ready, reason, message) = match self.errors.get(&(kind, name.to_owned())) {
+        let key = (kind, name.to_owned());
+        let (accepted, reason, message) = match self.errors.get(&key) {
             Some(error) => (false, error.reason.as_str(), error.message.clone()),
             None => (true, ACCEPTED, "configuration accepted".to_owned()),
         };
+        let after = self.compiled_after.get(&key).map_or(0, |(_, after)| *after);
+        let mut pods = PodCounts::default();
+        let mut stale = Vec::new();
+        for (pod_name, pod) in &self.pods {
+            if kind == Kind::OAuthService && !pod.selected.iter().any(|s| s == name) {
+                continue;
+            }
+            pods.selected += 1;
+            // A pod whose snapshot did not change since holds the same form in its older
+            // version; one that got newer versions needs one of those.
+            let needs = if pod.version > after {
+                after + 1
+            } else {
+                pod.version
+            };
+            if pod.delivered.is_some_and(|delivered| delivered >= needs) {
+                pods.up_to_date += 1;
+            } else if stale.len() < MAX_STALE_PODS_NAMED {
+                stale.push(StalePod {
+                    name: pod_name.clone(),
+                    holds: pod.delivered,
+                    latest: pod.version,
+                });
+            }
+        }
         ObjectStatus {
             kind,
             object: ObjectRef::new(namespace, name),
             generation: meta.generation,
-            ready,
+            accepted,
             reason,
             message,
-            pods: None,
+            pods,
+            stale,
         }
     }
 }

@@ -265,8 +265,8 @@ fn one_pod_selected_by_two_services_serves_both() {
     let statuses = index.statuses();
     for name in ["svc", "admin"] {
         let status = status_of(&statuses, Kind::OAuthService, name);
-        assert!(status.ready, "{status:?}");
-        assert_eq!(status.pods.unwrap().selected, 1);
+        assert!(status.accepted, "{status:?}");
+        assert_eq!(status.pods.selected, 1);
     }
 }
 
@@ -338,13 +338,13 @@ fn a_deleted_secret_takes_its_objects_out_and_says_why() {
     assert_eq!(snapshot.applications.len(), 1);
     let statuses = index.statuses();
     let status = status_of(&statuses, Kind::OAuthService, "svc");
-    assert!(!status.ready);
+    assert!(!status.accepted);
     assert_eq!(status.reason, "SecretNotFound");
     assert!(status.message.contains("`svc-pk`"), "{}", status.message);
 
     index.apply_secret(mk_secret("default", "svc-pk", "provisionKey", "back"));
     assert_eq!(service_names(&current(&mut rx)), ["svc"]);
-    assert!(status_of(&index.statuses(), Kind::OAuthService, "svc").ready);
+    assert!(status_of(&index.statuses(), Kind::OAuthService, "svc").accepted);
 }
 
 #[test]
@@ -397,9 +397,9 @@ fn a_duplicate_client_id_goes_to_the_younger_application() {
     assert_eq!(names, ["zeta"]);
 
     let statuses = index.statuses();
-    assert!(status_of(&statuses, Kind::OAuthApplication, "zeta").ready);
+    assert!(status_of(&statuses, Kind::OAuthApplication, "zeta").accepted);
     let alpha = status_of(&statuses, Kind::OAuthApplication, "alpha");
-    assert!(!alpha.ready);
+    assert!(!alpha.accepted);
     assert_eq!(alpha.reason, "DuplicateClientId");
     assert!(
         alpha
@@ -431,8 +431,8 @@ fn a_route_conflict_needs_a_pod_selected_by_both_services() {
 
     // Different pods: the same route is no conflict.
     let statuses = index.statuses();
-    assert!(status_of(&statuses, Kind::OAuthService, "svc").ready);
-    assert!(status_of(&statuses, Kind::OAuthService, "svc2").ready);
+    assert!(status_of(&statuses, Kind::OAuthService, "svc").accepted);
+    assert!(status_of(&statuses, Kind::OAuthService, "svc2").accepted);
     let mut other = index.subscribe("default", "other").unwrap();
     assert_eq!(service_names(&current(&mut other)), ["svc2"]);
 
@@ -449,9 +449,9 @@ fn a_route_conflict_needs_a_pod_selected_by_both_services() {
     let mut rx = index.subscribe("default", "both").unwrap();
     assert_eq!(service_names(&current(&mut rx)), ["svc"]);
     let statuses = index.statuses();
-    assert!(status_of(&statuses, Kind::OAuthService, "svc").ready);
+    assert!(status_of(&statuses, Kind::OAuthService, "svc").accepted);
     let svc2 = status_of(&statuses, Kind::OAuthService, "svc2");
-    assert!(!svc2.ready);
+    assert!(!svc2.accepted);
     assert_eq!(svc2.reason, "RouteConflict");
     assert!(
         svc2.message
@@ -485,6 +485,13 @@ fn a_missing_consumer_and_no_grant_are_reported() {
     );
 }
 
+/// Hands pod `name` its current snapshot, as the stream does.
+fn deliver(index: &mut Index, ns: &str, name: &str) -> u64 {
+    let version = index.subscribe(ns, name).unwrap().borrow().snapshot.version;
+    index.delivered(ns, name, version);
+    version
+}
+
 #[test]
 fn statuses_carry_generation_and_pod_counts() {
     let mut index = Index::new(1);
@@ -498,40 +505,125 @@ fn statuses_carry_generation_and_pod_counts() {
 
     let status = status_of(&index.statuses(), Kind::OAuthService, "svc").clone();
     assert_eq!(status.generation, Some(7));
+    assert!(status.accepted);
     assert_eq!(status.reason, ACCEPTED);
+    assert_eq!(status.message, "configuration accepted");
     assert_eq!(
         status.pods,
-        Some(PodCounts {
+        PodCounts {
             selected: 2,
             up_to_date: 0
-        })
+        }
     );
-    assert_eq!(
-        status.message,
-        "configuration accepted; 0 of 2 selected pods serve it"
-    );
+    let names: Vec<_> = status.stale.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(status.stale[0].holds, None);
+    // A Consumer is held by every injected pod of its namespace, selected or not.
+    let consumer = status_of(&index.statuses(), Kind::Consumer, "clientapp").clone();
+    assert_eq!(consumer.pods.selected, 3);
 
     let mut changes = index.changes();
     changes.borrow_and_update();
-    let version = index
-        .subscribe("default", "a")
-        .unwrap()
-        .borrow()
-        .snapshot
-        .version;
-    index.delivered("default", "a", version);
+    deliver(&mut index, "default", "a");
     assert!(changes.has_changed().unwrap());
-    let counts = status_of(&index.statuses(), Kind::OAuthService, "svc")
-        .pods
-        .unwrap();
-    assert_eq!(counts.up_to_date, 1);
+    let status = status_of(&index.statuses(), Kind::OAuthService, "svc").clone();
+    assert_eq!(status.pods.up_to_date, 1);
+    assert_eq!(status.stale.len(), 1);
 
-    // A new configuration: the pod is behind until it is handed the new version.
+    // A new provision key: the service's compiled form changed, so the pod is behind until
+    // it is handed the new version.
     index.apply_secret(mk_secret("default", "svc-pk", "provisionKey", "new"));
-    let counts = status_of(&index.statuses(), Kind::OAuthService, "svc")
-        .pods
-        .unwrap();
-    assert_eq!(counts.up_to_date, 0);
+    let status = status_of(&index.statuses(), Kind::OAuthService, "svc").clone();
+    assert_eq!(status.pods.up_to_date, 0);
+    let a = status.stale.iter().find(|p| p.name == "a").unwrap();
+    assert!(a.holds.unwrap() < a.latest, "{a:?}");
+}
+
+#[test]
+fn a_pod_behind_on_one_object_still_holds_the_others() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    index.apply_pod(&mk_pod("default", "a", &[("app", "iris")]));
+    deliver(&mut index, "default", "a");
+    let statuses = index.statuses();
+    for kind in [Kind::OAuthService, Kind::Consumer, Kind::OAuthApplication] {
+        let status = statuses.iter().find(|s| s.kind == kind).unwrap();
+        assert_eq!(status.pods.up_to_date, 1, "{status:?}");
+    }
+
+    // A new Consumer: the pod's snapshot changes, but its sidecar still serves the service,
+    // the other consumer and the application as they are.
+    index.apply_consumer(mk_consumer("default", "newcomer"));
+    let statuses = index.statuses();
+    assert_eq!(
+        status_of(&statuses, Kind::Consumer, "newcomer")
+            .pods
+            .up_to_date,
+        0
+    );
+    for (kind, name) in [
+        (Kind::OAuthService, "svc"),
+        (Kind::Consumer, "clientapp"),
+        (Kind::OAuthApplication, "app"),
+    ] {
+        assert_eq!(
+            status_of(&statuses, kind, name).pods.up_to_date,
+            1,
+            "{name}"
+        );
+    }
+
+    // A new generation that compiles the same is held by the snapshot the pod already has...
+    let mut consumer = index.get_consumer("default", "clientapp");
+    consumer.metadata.generation = Some(2);
+    consumer.metadata.labels = Some(labels(&[("team", "a")]));
+    index.apply_consumer(consumer);
+    deliver(&mut index, "default", "a");
+    let statuses = index.statuses();
+    assert_eq!(
+        status_of(&statuses, Kind::Consumer, "clientapp")
+            .pods
+            .up_to_date,
+        1
+    );
+    assert_eq!(
+        status_of(&statuses, Kind::Consumer, "newcomer")
+            .pods
+            .up_to_date,
+        1
+    );
+
+    // ...and one that changes it is not, until the pod is handed a version made after it.
+    let mut consumer = index.get_consumer("default", "clientapp");
+    consumer.metadata.generation = Some(3);
+    consumer.spec.custom_id = Some("c-3".into());
+    index.apply_consumer(consumer);
+    let status = status_of(&index.statuses(), Kind::Consumer, "clientapp").clone();
+    assert_eq!(status.pods.up_to_date, 0);
+    assert_eq!(status.generation, Some(3));
+    deliver(&mut index, "default", "a");
+    assert_eq!(
+        status_of(&index.statuses(), Kind::Consumer, "clientapp")
+            .pods
+            .up_to_date,
+        1
+    );
+}
+
+#[test]
+fn a_status_names_a_few_stale_pods_and_counts_the_rest() {
+    let mut index = Index::new(1);
+    article(&mut index, "default");
+    for n in 0..10 {
+        index.apply_pod(&mk_pod("default", &format!("p{n}"), &[("app", "iris")]));
+    }
+    deliver(&mut index, "default", "p0");
+    let status = status_of(&index.statuses(), Kind::OAuthService, "svc").clone();
+    assert_eq!(status.pods.selected, 10);
+    assert_eq!(status.pods.up_to_date, 1);
+    let names: Vec<_> = status.stale.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["p1", "p2", "p3"]);
+    assert_eq!(names.len(), MAX_STALE_PODS_NAMED);
 }
 
 // --- pods coming and going ---
@@ -547,7 +639,7 @@ fn deleting_a_pod_closes_its_channel() {
     assert!(index.subscribe("default", "p").is_none());
     assert_eq!(index.pod_count(), 0);
     let status = status_of(&index.statuses(), Kind::OAuthService, "svc").clone();
-    assert_eq!(status.pods.unwrap().selected, 0);
+    assert_eq!(status.pods.selected, 0);
 }
 
 #[test]
@@ -621,6 +713,10 @@ fn objects_without_names_are_ignored_and_no_namespace_means_default() {
 impl Index {
     fn get_service(&self, namespace: &str, name: &str) -> OAuthService {
         self.namespaces[namespace].services[name].clone()
+    }
+
+    fn get_consumer(&self, namespace: &str, name: &str) -> Consumer {
+        self.namespaces[namespace].consumers[name].clone()
     }
 }
 

@@ -1,13 +1,14 @@
 //! The API server as the index's source, and the only place besides [`crate::auth`] that
 //! talks to it, one module per concern: `watch` (the watches feeding the index), `lease` (the
-//! Lease that elects the status writer), `status_writer` (server-side apply),
-//! `webhook_ca_bundle` (the webhook's caBundle), `api_service_ca_bundle` (the aggregated
-//! API's caBundle), `request_header_config` (the front proxy's settings) and `ca_secret` (the
-//! CA's Secret). Each call is a thin wrapper; the decisions around it are pure functions
-//! tested without a cluster.
+//! Lease that elects the status writer), `status_writer` (server-side apply), `events` (the
+//! Events the status writer records), `webhook_ca_bundle` (the webhook's caBundle),
+//! `api_service_ca_bundle` (the aggregated API's caBundle), `request_header_config` (the front
+//! proxy's settings) and `ca_secret` (the CA's Secret). Each call is a thin wrapper; the
+//! decisions around it are pure functions tested without a cluster.
 
 mod api_service_ca_bundle;
 mod ca_secret;
+mod events;
 mod lease;
 mod request_header_config;
 mod status_writer;
@@ -25,11 +26,12 @@ use tollgate_api::resources::{Consumer, OAuthApplication, OAuthService};
 
 pub use self::api_service_ca_bundle::{api_service_patch, keep_api_service, patch_api_service};
 pub use self::ca_secret::{CA_CERT_KEY, CA_KEY_KEY, ca_from_secret, ca_secret, load_or_create_ca};
+pub use self::events::{event, record, recorder, reference};
 pub use self::lease::{
     LEASE_DURATION, LEASE_RETRY, LeaseDecision, lease_decision, lease_spec, try_lease,
 };
 pub use self::request_header_config::keep_request_header_config;
-pub use self::status_writer::{patch_status, pending_statuses};
+pub use self::status_writer::{PendingStatus, patch_status, pending_statuses};
 use self::watch::{Watch, trim_pod, trim_secret};
 pub use self::webhook_ca_bundle::{keep_webhook_configuration, patch_webhook_configuration};
 use crate::config::KubeSettings;
@@ -68,6 +70,7 @@ pub fn spawn(
         WATCHES_PER_SCOPE * scopes.len(),
     );
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+    let recorder = events::recorder(client.clone(), &settings.identity);
     let lease_namespace = settings
         .namespace
         .clone()
@@ -128,7 +131,7 @@ pub fn spawn(
             shutdown.clone(),
         )),
         tokio::spawn(status_writer::write_statuses(
-            client, index, leader_rx, metrics, shutdown,
+            client, recorder, index, leader_rx, metrics, shutdown,
         )),
     ]);
     tasks

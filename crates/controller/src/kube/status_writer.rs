@@ -1,6 +1,7 @@
 //! The status writer: while this replica holds the Lease, it patches the status subresource
 //! of every object whose status differs from what the index says it should be (server-side
-//! apply, field manager [`FIELD_MANAGER`]), in debounced rounds.
+//! apply, field manager [`FIELD_MANAGER`]), in debounced rounds, and records the Events each
+//! change is worth ([`status::notices`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,10 +11,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::Recorder;
 use serde_json::Value;
 use tokio::sync::watch;
 use tollgate_api::resources::{Consumer, OAuthApplication, OAuthService};
 
+use super::events;
 use crate::index::{Index, Kind, ObjectRef, SharedIndex};
 use crate::metrics::Metrics;
 use crate::status::{self, FIELD_MANAGER};
@@ -55,14 +58,25 @@ pub async fn patch_status(
     Ok(())
 }
 
-/// The statuses that differ from what objects have, as (kind, object, status) to apply.
-/// `recent` holds patches sent but not yet seen back through the watch, which are not sent
-/// again until [`STATUS_ECHO_WAIT`] passes.
+/// One status to write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingStatus {
+    pub kind: Kind,
+    pub object: ObjectRef,
+    /// What the object says now, or what this replica last sent when the watch has not
+    /// echoed it yet: what the Events compare with.
+    pub old: Value,
+    pub new: Value,
+}
+
+/// The statuses that differ from what objects have, to apply. `recent` holds patches sent
+/// but not yet seen back through the watch, which are not sent again until
+/// [`STATUS_ECHO_WAIT`] passes.
 pub fn pending_statuses(
     index: &Index,
     recent: &HashMap<(Kind, ObjectRef), (Value, Instant)>,
     now: &Time,
-) -> Vec<(Kind, ObjectRef, Value)> {
+) -> Vec<PendingStatus> {
     let mut out = Vec::new();
     for found in index.statuses() {
         let Some(current) = index.status_of(found.kind, &found.object) else {
@@ -73,13 +87,19 @@ pub fn pending_statuses(
             continue;
         }
         let key = (found.kind, found.object.clone());
-        if let Some((sent, at)) = recent.get(&key)
+        let sent = recent.get(&key);
+        if let Some((sent, at)) = sent
             && without_times(sent) == without_times(&desired)
             && at.elapsed() < STATUS_ECHO_WAIT
         {
             continue;
         }
-        out.push((found.kind, found.object, desired));
+        out.push(PendingStatus {
+            kind: found.kind,
+            object: found.object,
+            old: sent.map_or(current, |(sent, _)| sent.clone()),
+            new: desired,
+        });
     }
     out
 }
@@ -97,10 +117,11 @@ fn without_times(status: &Value) -> Value {
     status
 }
 
-/// Writes statuses after every change of the index while `leader` says this replica holds
-/// the Lease, until `shutdown`.
+/// Writes statuses, and records their Events, after every change of the index while `leader`
+/// says this replica holds the Lease, until `shutdown`.
 pub(super) async fn write_statuses(
     client: Client,
+    recorder: Recorder,
     index: SharedIndex,
     mut leader: watch::Receiver<bool>,
     metrics: Arc<Metrics>,
@@ -120,10 +141,22 @@ pub(super) async fn write_statuses(
         changes.borrow_and_update();
         let pending = pending_statuses(&index.lock(), &recent, &Time(Timestamp::now()));
         let mut failed = false;
-        for (kind, object, desired) in pending {
+        for PendingStatus {
+            kind,
+            object,
+            old,
+            new: desired,
+        } in pending
+        {
             match patch_status(&client, kind, &object, &desired).await {
                 Ok(()) => {
                     tracing::debug!(kind = kind.as_str(), %object, "status written");
+                    let notices = status::notices(&old, &desired);
+                    if !notices.is_empty() {
+                        let uid = index.lock().uid_of(kind, &object);
+                        let reference = events::reference(kind, &object, uid);
+                        events::record(&recorder, &reference, &notices, &metrics).await;
+                    }
                     recent.insert((kind, object), (desired, Instant::now()));
                 }
                 // Deleted meanwhile: the watch will say so.
