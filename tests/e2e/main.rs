@@ -8,6 +8,7 @@ mod article;
 mod cli;
 mod cluster;
 mod controller;
+mod cors;
 mod grants;
 mod kong_access_spec;
 mod kong_api_spec;
