@@ -1,10 +1,8 @@
 //! Browser clients (issue 18, part 5): curl plays the browser over TLS, sending a preflight
 //! and then the real cross-origin request, to the token endpoint and to a protected route.
 
-use std::collections::BTreeMap;
-use std::process::Command;
-
 use crate::harness::{Sidecar, SidecarBuilder, Upstream, article_manifests};
+use std::collections::BTreeMap;
 
 const APP: &str = "https://app.example.com";
 
@@ -25,12 +23,14 @@ struct Got {
     body: String,
 }
 
-fn curl(sidecar: &Sidecar, args: &[&str]) -> Got {
-    let output = Command::new("curl")
+/// curl, awaited: the upstream answers on this test's runtime, which must keep running.
+async fn curl(sidecar: &Sidecar, args: &[&str]) -> Got {
+    let output = tokio::process::Command::new("curl")
         .args(["-sS", "-i", "--cacert"])
         .arg(sidecar.cert_pem_file())
         .args(args)
         .output()
+        .await
         .expect("curl");
     assert!(
         output.status.success(),
@@ -93,7 +93,8 @@ async fn a_browser_preflights_then_gets_a_token_and_calls_the_route_cross_origin
             "-H",
             "Access-Control-Request-Headers: content-type",
         ],
-    );
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.body, "");
     assert_eq!(got.header("access-control-allow-origin"), Some(APP));
@@ -116,7 +117,8 @@ async fn a_browser_preflights_then_gets_a_token_and_calls_the_route_cross_origin
             "grant_type=password&client_id=clientid&client_secret=clientsecret\
              &provision_key=provisionkey&authenticated_userid=1",
         ],
-    );
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(
         got.header("access-control-allow-origin"),
@@ -144,7 +146,8 @@ async fn a_browser_preflights_then_gets_a_token_and_calls_the_route_cross_origin
             "-H",
             "Access-Control-Request-Headers: authorization",
         ],
-    );
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.header("access-control-allow-origin"), Some(APP));
     assert_eq!(
@@ -161,7 +164,8 @@ async fn a_browser_preflights_then_gets_a_token_and_calls_the_route_cross_origin
     let got = curl(
         &sidecar,
         &[&route_url, "-H", "Origin: https://app.example.com"],
-    );
+    )
+    .await;
     assert_eq!(got.status, 401);
     assert_eq!(got.header("access-control-allow-origin"), Some(APP));
     assert_eq!(upstream.count(), 0);
@@ -176,7 +180,8 @@ async fn a_browser_preflights_then_gets_a_token_and_calls_the_route_cross_origin
             "-H",
             &bearer,
         ],
-    );
+    )
+    .await;
     assert_eq!(got.status, 200, "{}", got.body);
     assert_eq!(got.header("access-control-allow-origin"), Some(APP));
     assert_eq!(got.header("vary"), Some("Origin"));
@@ -193,7 +198,8 @@ async fn a_browser_preflights_then_gets_a_token_and_calls_the_route_cross_origin
             "-H",
             &bearer,
         ],
-    );
+    )
+    .await;
     assert_eq!(got.status, 200);
     assert_eq!(got.header("access-control-allow-origin"), None);
 }
