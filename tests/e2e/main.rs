@@ -9,6 +9,7 @@ mod check;
 mod cli;
 mod cluster;
 mod controller;
+mod cors;
 mod grants;
 mod kong_access_spec;
 mod kong_api_spec;

@@ -231,6 +231,10 @@ fn compile_service(
             ))
         })?),
     };
+    let cors = match &spec.cors {
+        None => None,
+        Some(cors) => Some(crate::cors::compile(cors).map_err(|message| object.invalid(message))?),
+    };
     let secret_ref = &oauth2.provision_key_secret_ref;
     let provision_key = secrets.digest(&object, &secret_ref.name, &secret_ref.key)?;
 
@@ -280,6 +284,7 @@ fn compile_service(
             realm: oauth2.realm.clone(),
             issuer,
         },
+        cors,
     })
 }
 

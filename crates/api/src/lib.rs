@@ -5,6 +5,7 @@
 
 pub mod certificates;
 pub mod compile;
+pub mod cors;
 pub mod manifests;
 pub mod resources;
 pub mod secret;

@@ -55,6 +55,11 @@ pub struct OAuthServiceSpec {
     pub routes: Vec<RouteSpec>,
     /// The OAuth 2.0 plugin's configuration (Kong's `config.*`, in camelCase).
     pub oauth2: OAuth2Config,
+    /// Kong's cors plugin, for browser clients: preflights to the routes and OAuth endpoints
+    /// are answered before the bearer check, and responses carry the CORS headers. Absent:
+    /// no CORS at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<crate::cors::CorsSpec>,
 }
 
 /// The backend container's port and base path. The host is always 127.0.0.1: a sidecar only

@@ -63,6 +63,9 @@ pub struct Service {
     pub upstream: Upstream,
     pub routes: Vec<Route>,
     pub oauth2: OAuth2Settings,
+    /// Kong's cors plugin on this service; `None`: no CORS header is added or answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<crate::cors::Cors>,
 }
 
 /// Where authenticated traffic goes. The host is always 127.0.0.1: the sidecar only ever

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures_util::future;
+use futures_util::{FutureExt as _, future};
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response};
 use http_body_util::{Either, Full};
@@ -21,6 +21,7 @@ use tollgate_serve::ConnInfo;
 use tollgate_store::{StoreKeys, TokenStore};
 
 use crate::body::{self, BodyLimits, RequestBody, ResponseBody};
+use crate::cors;
 use crate::forward::{self, ForwardedHop, Upstream};
 use crate::identity::IdentityHeaders;
 use crate::metrics::{Metrics, Outcome};
@@ -178,6 +179,19 @@ impl<S: TokenStore> Gateway<S> {
             let not_found = self.refuse(ProxyError::NoRoute);
             return future::Either::Right(Box::pin(future::ready(not_found)) as AnswerFuture<B>);
         };
+        // Before the service's other rules: a preflight carries no token and is no POST.
+        let cors = match cors::Step::of(
+            served.snapshot.services[matched.service].cors.as_ref(),
+            &request,
+        ) {
+            cors::Step::Answer(preflight) => {
+                self.metrics.count(Outcome::CorsPreflight);
+                return future::Either::Right(
+                    Box::pin(future::ready(body::own(preflight))) as AnswerFuture<B>
+                );
+            }
+            cors::Step::Continue(headers) => headers,
+        };
         let endpoint = if root_metadata {
             Endpoint::Metadata
         } else {
@@ -189,25 +203,24 @@ impl<S: TokenStore> Gateway<S> {
                 strip_len: matched.strip_len(),
             };
             let (parts, incoming) = request.into_parts();
-            return future::Either::Left(self.clone().proxy(
-                parts,
-                incoming,
-                served,
-                route,
-                client.clone(),
-            ));
+            return future::Either::Left(
+                self.clone()
+                    .proxy(parts, incoming, served, route, client.clone())
+                    .map(move |response| cors::add(response, cors)),
+            );
         }
         // Boxed: the OAuth endpoints' future holds a body parser and a token issue's Redis
         // calls. Inline, it would make every proxied request's future as large.
         let (gateway, client, service) = (self.clone(), client.clone(), matched.service);
         future::Either::Right(Box::pin(async move {
-            match gateway
+            let response = match gateway
                 .endpoint(request, &served, service, endpoint, &client.info)
                 .await
             {
                 Ok(response) => body::own(response),
                 Err(error) => gateway.refuse(error),
-            }
+            };
+            cors::add(response, cors)
         }))
     }
 

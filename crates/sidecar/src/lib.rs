@@ -5,6 +5,7 @@
 mod body;
 pub mod config;
 pub mod controller_client;
+mod cors;
 mod forward;
 pub mod gateway;
 mod identity;

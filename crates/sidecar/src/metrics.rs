@@ -41,11 +41,13 @@ pub enum Outcome {
     /// A WebSocket handshake refused with 503: as many WebSockets as `--max-connections`
     /// were open.
     TooManyUpgrades,
+    /// A CORS preflight the service's `cors` block answered.
+    CorsPreflight,
 }
 
 impl Outcome {
     /// Every outcome, in the order of its discriminant.
-    const ALL: [Outcome; 15] = [
+    const ALL: [Outcome; 16] = [
         Outcome::Forwarded,
         Outcome::Unauthorized,
         Outcome::StoreError,
@@ -61,6 +63,7 @@ impl Outcome {
         Outcome::BadRequest,
         Outcome::Upgraded,
         Outcome::TooManyUpgrades,
+        Outcome::CorsPreflight,
     ];
 
     /// The `outcome` label.
@@ -81,6 +84,7 @@ impl Outcome {
             Outcome::BadRequest => "bad_request",
             Outcome::Upgraded => "upgraded",
             Outcome::TooManyUpgrades => "too_many_upgrades",
+            Outcome::CorsPreflight => "cors_preflight",
         }
     }
 }

@@ -204,9 +204,23 @@ struct Harness {
 
 impl Harness {
     fn new(upstream_port: u16, oauth2: &[&str], upstream: &[&str]) -> Self {
-        let text = manifests(upstream_port, oauth2, upstream);
+        Self::serving(&manifests(upstream_port, oauth2, upstream))
+    }
+
+    /// The article's objects, the service with `cors` (YAML lines under `spec.cors`).
+    fn with_cors(upstream_port: u16, cors: &[&str]) -> Self {
+        let cors: String = cors.iter().map(|l| format!("    {l}\n")).collect();
+        let text = manifests(upstream_port, &[], &[]).replacen(
+            "  oauth2:\n",
+            &format!("  cors:\n{cors}  oauth2:\n"),
+            1,
+        );
+        Self::serving(&text)
+    }
+
+    fn serving(text: &str) -> Self {
         let resources =
-            tollgate_api::manifests::load_str(Path::new("gateway-test.yaml"), &text).unwrap();
+            tollgate_api::manifests::load_str(Path::new("gateway-test.yaml"), text).unwrap();
         let compiled = tollgate_api::compile(&resources);
         assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
         let metrics = Metrics::new(None);
@@ -681,4 +695,221 @@ async fn a_swapped_snapshot_is_served_and_shared_not_copied() {
         StatusCode::NOT_FOUND,
         "the new snapshot serves no service"
     );
+}
+
+// === CORS (issue 18, part 5) ===
+
+const APP_ORIGIN: &str = "https://app.example.com";
+
+/// A browser's preflight for `method` to `target` from `origin`.
+fn preflight(target: &str, origin: &str, method: &str) -> http::request::Builder {
+    Request::options(target)
+        .header("origin", origin)
+        .header("access-control-request-method", method)
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+}
+
+const APP_CORS: &[&str] = &[
+    r#"origins: ["https://app.example.com", "https://(.*\\.)?partner\\.example"]"#,
+    "methods: [GET, POST]",
+    "exposedHeaders: [X-Upstream]",
+    "maxAge: 600",
+];
+
+#[tokio::test]
+async fn without_a_cors_block_preflights_get_todays_405_and_401_and_no_cors_header() {
+    let upstream = ScriptedUpstream::start(ANSWER).await;
+    let harness = Harness::new(upstream.port, &[], &[]);
+    let answer = harness
+        .send(preflight("/event/oauth2/token", APP_ORIGIN, "POST"), "")
+        .await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.json()["error"], "invalid_method");
+    let answer = harness
+        .send(preflight("/event/1", APP_ORIGIN, "GET"), "")
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.body, MISSING);
+    let token = harness.token().await;
+    let answer = harness
+        .send(
+            Request::get("/event/1")
+                .header("origin", APP_ORIGIN)
+                .header("authorization", format!("Bearer {token}")),
+            "",
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    for answer_header in ["access-control-allow-origin", "vary"] {
+        assert_eq!(answer.header(answer_header), None, "{answer_header}");
+    }
+    assert_eq!(harness.counted("cors_preflight"), 0);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn a_preflight_to_the_token_endpoint_is_answered_before_its_post_rule() {
+    let upstream = ScriptedUpstream::start(ANSWER).await;
+    let harness = Harness::with_cors(upstream.port, APP_CORS);
+    let answer = harness
+        .send(preflight("/event/oauth2/token", APP_ORIGIN, "POST"), "")
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "");
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some(APP_ORIGIN)
+    );
+    assert_eq!(
+        answer.header("access-control-allow-methods"),
+        Some("GET,POST")
+    );
+    assert_eq!(
+        answer.header("access-control-allow-headers"),
+        Some("authorization,content-type")
+    );
+    assert_eq!(answer.header("access-control-max-age"), Some("600"));
+    assert_eq!(answer.header("vary"), Some("Origin"));
+    assert_eq!(answer.header("access-control-allow-credentials"), None);
+    assert_eq!(harness.counted("cors_preflight"), 1);
+    assert_eq!(harness.counted("token_endpoint"), 0);
+
+    // The real request: the token endpoint's own answer carries the headers.
+    let form = "grant_type=password&client_id=clientid&client_secret=clientsecret\
+                &provision_key=provisionkey&authenticated_userid=1";
+    let answer = harness
+        .send(
+            Request::post("/event/oauth2/token")
+                .header("origin", "https://eu.partner.example")
+                .header("content-type", "application/x-www-form-urlencoded"),
+            form,
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(answer.json()["access_token"].is_string());
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some("https://eu.partner.example")
+    );
+    assert_eq!(
+        answer.header("access-control-expose-headers"),
+        Some("X-Upstream")
+    );
+    assert_eq!(answer.header("vary"), Some("Origin"));
+
+    // An origin not listed gets the answer, but no header a browser would let it read.
+    for evil in [
+        "https://evil.example",
+        "https://app.example.com.evil.example",
+        "https://partner.example.evil.example",
+    ] {
+        let answer = harness
+            .send(preflight("/event/oauth2/token", evil, "POST"), "")
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.header("access-control-allow-origin"), None, "{evil}");
+        let answer = harness
+            .send(
+                Request::get("/event/oauth2/token").header("origin", evil),
+                "",
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(answer.header("access-control-allow-origin"), None, "{evil}");
+        assert_eq!(answer.header("vary"), Some("Origin"));
+    }
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn a_preflight_to_a_route_never_reaches_the_application_nor_skips_the_bearer_check() {
+    let upstream = ScriptedUpstream::start(ANSWER).await;
+    let harness = Harness::with_cors(upstream.port, APP_CORS);
+    let answer = harness
+        .send(preflight("/event/1", APP_ORIGIN, "GET"), "")
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some(APP_ORIGIN)
+    );
+    assert_eq!(
+        upstream.count(),
+        0,
+        "a preflight never reaches the application"
+    );
+
+    // The real request still needs its token; its 401 is readable by the allowed origin.
+    let answer = harness
+        .send(Request::get("/event/1").header("origin", APP_ORIGIN), "")
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.body, MISSING);
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some(APP_ORIGIN)
+    );
+    // What looks like a preflight but is no OPTIONS is an ordinary request.
+    let answer = harness
+        .send(preflight("/event/1", APP_ORIGIN, "GET").method("GET"), "")
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(upstream.count(), 0);
+
+    let token = harness.token().await;
+    let answer = harness
+        .send(
+            Request::get("/event/1")
+                .header("origin", APP_ORIGIN)
+                .header("authorization", format!("Bearer {token}")),
+            "",
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, ANSWER.body);
+    assert_eq!(
+        answer.header("access-control-allow-origin"),
+        Some(APP_ORIGIN)
+    );
+    assert_eq!(
+        answer.header("access-control-expose-headers"),
+        Some("X-Upstream")
+    );
+    assert_eq!(answer.header("vary"), Some("Origin"));
+    assert_eq!(upstream.last().header("origin"), Some(APP_ORIGIN));
+    assert_eq!(harness.counted("cors_preflight"), 1);
+    assert_eq!(harness.counted("forwarded"), 1);
+}
+
+#[tokio::test]
+async fn preflight_continue_sends_a_preflight_through_the_bearer_check() {
+    let upstream = ScriptedUpstream::start(ANSWER).await;
+    let mut cors = APP_CORS.to_vec();
+    cors.push("preflightContinue: true");
+    let harness = Harness::with_cors(upstream.port, &cors);
+    let answer = harness
+        .send(preflight("/event/1", APP_ORIGIN, "GET"), "")
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.header("access-control-allow-origin"), None);
+    assert_eq!(upstream.count(), 0);
+    let answer = harness
+        .send(preflight("/event/oauth2/token", APP_ORIGIN, "POST"), "")
+        .await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    let token = harness.token().await;
+    let answer = harness
+        .send(
+            preflight("/event/1", APP_ORIGIN, "GET")
+                .header("authorization", format!("Bearer {token}")),
+            "",
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(upstream.last().method, "OPTIONS");
+    assert_eq!(harness.counted("cors_preflight"), 0);
 }

@@ -73,6 +73,7 @@ pub fn service(namespace: &str, name: &str, path_prefix: &str) -> Service {
         upstream: upstream(52773),
         routes: vec![route(path_prefix)],
         oauth2: oauth2_settings(),
+        cors: None,
     }
 }
 
