@@ -255,6 +255,8 @@ impl Writer<'_> {
                 upstream: planned.upstream.clone(),
                 routes: specs,
                 oauth2,
+                // Kong's cors plugin is reported as not carried over, like every other plugin.
+                cors: None,
             },
             status: None,
         };
