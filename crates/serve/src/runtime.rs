@@ -168,8 +168,33 @@ mod token_store {
             .map(AnyTokenStore::Redis)
             .map_err(|source| TokenStoreError {
                 url: url.clone(),
-                source,
+                source: with_hint(source, tls),
             })
+    }
+
+    /// The error, with the flag that likely fixes it when it is one of the TLS failures a
+    /// private CA or a client-certificate requirement causes.
+    fn with_hint(error: StoreError, tls: &RedisTls) -> StoreError {
+        let StoreError::Unavailable(message) = error else {
+            return error;
+        };
+        let untrusted = ["UnknownIssuer", "invalid peer certificate"];
+        let refused = ["CertificateRequired", "HandshakeFailure", "BadCertificate"];
+        let hint = if untrusted.iter().any(|m| message.contains(m)) {
+            Some(
+                "Redis's certificate is not signed by a trusted CA: give the CA that signed it with --redis-ca",
+            )
+        } else if refused.iter().any(|m| message.contains(m)) && !tls.has_client_certificate() {
+            Some(
+                "Redis requires a client certificate: give one with --redis-client-cert and --redis-client-key",
+            )
+        } else {
+            None
+        };
+        match hint {
+            Some(hint) => StoreError::Unavailable(format!("{message} ({hint})")),
+            None => StoreError::Unavailable(message),
+        }
     }
 }
 

@@ -91,6 +91,11 @@ impl RedisTls {
         self.ca.is_some() || self.client.is_some()
     }
 
+    /// Whether a client certificate is offered.
+    pub fn has_client_certificate(&self) -> bool {
+        self.client.is_some()
+    }
+
     /// As the redis crate takes it; `None` when nothing is configured (the system's roots).
     pub(crate) fn certificates(&self) -> Option<redis::TlsCertificates> {
         if !self.is_configured() {

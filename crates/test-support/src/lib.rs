@@ -81,6 +81,74 @@ impl fmt::Debug for Subscriber {
     }
 }
 
+/// A sentinel that names whichever master it was told to, as a stale or hostile sentinel
+/// does: it answers every `SENTINEL` command with that address, `PING` with `PONG`, and
+/// anything else with `OK`. Serves until the test process ends.
+pub struct FakeSentinel {
+    port: u16,
+    /// The reply to `SENTINEL …`: the master's address, encoded.
+    answer: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl FakeSentinel {
+    /// Listens on a free loopback port, naming `host:port` as the master.
+    pub fn naming(host: &str, port: u16) -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap_or_else(|e| panic!("cannot listen for a fake sentinel: {e}"));
+        let own_port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let shared = std::sync::Arc::clone(&answer);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let answer = std::sync::Arc::clone(&shared);
+                std::thread::spawn(move || serve_as_sentinel(stream, &answer));
+            }
+        });
+        let sentinel = Self {
+            port: own_port,
+            answer,
+        };
+        sentinel.name(host, port);
+        sentinel
+    }
+
+    /// Names `host:port` from now on, as sentinels do after a failover.
+    pub fn name(&self, host: &str, port: u16) {
+        let port = port.to_string();
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = format!(
+            "*2\r\n${}\r\n{host}\r\n${}\r\n{port}\r\n",
+            host.len(),
+            port.len()
+        );
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+fn serve_as_sentinel(stream: TcpStream, answer: &std::sync::Mutex<String>) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    while let Ok(command) = read_reply(&mut reader) {
+        let name = command
+            .strings()
+            .first()
+            .map(|name| name.to_ascii_uppercase())
+            .unwrap_or_default();
+        let reply = match name.as_str() {
+            "SENTINEL" => answer.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            "PING" => "+PONG\r\n".to_owned(),
+            _ => "+OK\r\n".to_owned(),
+        };
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
 /// A RESP2 reply, as [`RedisServer::command`] reads it.
 #[derive(Clone, PartialEq, Eq)]
 pub enum RespValue {
