@@ -84,7 +84,7 @@ pub struct ControllerArgs {
     pub redis_url: Option<String>,
 
     #[command(flatten)]
-    pub redis_tls: tollgate_serve::RedisTlsArgs,
+    pub redis_tls: tollgate_serve::runtime::RedisTlsArgs,
 
     /// Secret (NAMESPACE/NAME) holding the controller's CA as `ca.crt` and `ca.key`; created
     /// when missing, so that every replica and every restart serves under the same CA.

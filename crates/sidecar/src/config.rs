@@ -146,7 +146,7 @@ pub struct SidecarArgs {
     pub redis_url: Option<String>,
 
     #[command(flatten)]
-    pub redis_tls: tollgate_serve::RedisTlsArgs,
+    pub redis_tls: tollgate_serve::runtime::RedisTlsArgs,
 
     /// Key that seals every value kept in Redis, so that nothing written there without it is
     /// believed: a file of at least 32 bytes (a trailing newline ignored), e.g. from
