@@ -25,6 +25,8 @@ mod path_and_headers;
 mod pod_certs;
 mod proxy;
 mod redis_faults;
+mod redis_sentinel;
+mod redis_tls;
 mod sealed_store;
 mod secret_hashes;
 mod secrets;

@@ -79,10 +79,14 @@ pub struct ControllerArgs {
     #[arg(long, env = "TOLLGATE_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: SocketAddr,
 
-    /// The token store the sidecars share, for the admin API: `redis://` or `rediss://`.
-    /// Without it the admin API sees an empty in-memory store.
+    /// The token store the sidecars share, for the admin API: `redis://`, `rediss://`, or
+    /// `redis+sentinel://host:port,host:port/<master-name>[/db]` (`rediss+sentinel://` with
+    /// TLS). Without it the admin API sees an empty in-memory store.
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    #[command(flatten)]
+    pub redis_tls: tollgate_serve::runtime::RedisTlsArgs,
 
     /// Secret (NAMESPACE/NAME) holding the controller's CA as `ca.crt` and `ca.key`; created
     /// when missing, so that every replica and every restart serves under the same CA.
@@ -247,6 +251,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     pub redis_url: Option<RedisUrl>,
+    /// --redis-ca, --redis-client-cert and --redis-client-key, read.
+    pub redis_tls: tollgate_store::RedisTls,
     pub store_key: StoreKeySource,
     pub ca_out: Option<PathBuf>,
     pub tls_sans: Vec<String>,
@@ -423,6 +429,10 @@ impl Config {
             }
             None => None,
         };
+        let redis_tls = args.redis_tls.load(redis_url.as_ref()).unwrap_or_else(|e| {
+            errors.extend(e);
+            Default::default()
+        });
 
         let store_key = match (&args.store_key_secret, &args.store_key_file) {
             (Some(secret), _) => match parse_object_ref(secret) {
@@ -484,6 +494,7 @@ impl Config {
                 admin_listen: args.admin_listen,
                 metrics_listen: args.metrics_listen,
                 redis_url,
+                redis_tls,
                 store_key,
                 ca_out: args.ca_out.clone(),
                 tls_sans: tls_sans.clone(),

@@ -97,7 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Some(request_header::OptionalClientCertificate::new()),
         )
         .context("cannot make the serving certificate")?;
-    let store = admin_token_store(config.redis_url.as_ref(), store_root).await?;
+    let store = admin_token_store(config.redis_url.as_ref(), &config.redis_tls, store_root).await?;
 
     let stream_listener = runtime::bind("--stream-listen", config.stream_listen).await?;
     let admin_listener = runtime::bind("--admin-listen", config.admin_listen).await?;
@@ -475,6 +475,7 @@ fn write_ca_out(path: &Path, ca: &Ca) -> anyhow::Result<()> {
 /// root key every namespace's key derives from.
 async fn admin_token_store(
     redis_url: Option<&RedisUrl>,
+    redis_tls: &tollgate_store::RedisTls,
     store_root: KeyPair,
 ) -> anyhow::Result<AnyTokenStore> {
     if redis_url.is_none() {
@@ -483,7 +484,7 @@ async fn admin_token_store(
         );
     }
     let keys = StoreKeys::from_root(store_root);
-    Ok(runtime::connect_token_store(redis_url, keys).await?)
+    Ok(runtime::connect_token_store(redis_url, redis_tls, keys).await?)
 }
 
 /// A root store key for this process alone, when none is configured.

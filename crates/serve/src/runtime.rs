@@ -1,6 +1,7 @@
 //! What the sidecar and the controller both do around their listeners, written once: wait for
 //! SIGINT or SIGTERM, bind a flag's address, write a file whole or not at all, and (with the
-//! `token-store` feature) open the token store `--redis-url` names. The part kubert plays for
+//! `token-store` feature) open the token store `--redis-url` names, with the TLS material of
+//! `--redis-ca`, `--redis-client-cert` and `--redis-client-key`. The part kubert plays for
 //! Linkerd's processes.
 
 use std::io::Write as _;
@@ -89,11 +90,58 @@ fn temporary_beside(path: &Path) -> PathBuf {
 }
 
 #[cfg(feature = "token-store")]
-pub use self::token_store::{TokenStoreError, connect_token_store};
+pub use self::token_store::{RedisTlsArgs, TokenStoreError, connect_token_store};
 
 #[cfg(feature = "token-store")]
 mod token_store {
-    use tollgate_store::{AnyTokenStore, MemoryStore, RedisStore, RedisUrl, StoreError, StoreKeys};
+    use std::path::PathBuf;
+
+    use tollgate_store::{
+        AnyTokenStore, MemoryStore, RedisStore, RedisTls, RedisUrl, StoreError, StoreKeys,
+    };
+
+    /// The TLS flags of the Redis connections, the same for the sidecar and the controller.
+    // `Debug` shows paths only: the files are read by `load`.
+    #[derive(Clone, Debug, Default, clap::Args)]
+    pub struct RedisTlsArgs {
+        /// PEM bundle of the CA that signed Redis's certificate (and the sentinels'), trusted
+        /// instead of the system's roots, for rediss:// and rediss+sentinel:// URLs. Default:
+        /// the system's roots.
+        #[arg(long, env = "TOLLGATE_REDIS_CA")]
+        pub redis_ca: Option<PathBuf>,
+
+        /// Client certificate (PEM, leaf first) offered to a Redis that requires one
+        /// (`tls-auth-clients yes`), with --redis-client-key. Default: none.
+        #[arg(long, env = "TOLLGATE_REDIS_CLIENT_CERT")]
+        pub redis_client_cert: Option<PathBuf>,
+
+        /// The private key (PEM) of --redis-client-cert.
+        #[arg(long, env = "TOLLGATE_REDIS_CLIENT_KEY")]
+        pub redis_client_key: Option<PathBuf>,
+    }
+
+    impl RedisTlsArgs {
+        /// The files read and checked, one message per problem naming its flag and file;
+        /// refused unless `url` speaks TLS, where they would silently mean nothing.
+        pub fn load(&self, url: Option<&RedisUrl>) -> Result<RedisTls, Vec<String>> {
+            let tls = RedisTls::load(
+                self.redis_ca.as_deref(),
+                self.redis_client_cert.as_deref(),
+                self.redis_client_key.as_deref(),
+            )?;
+            if tls.is_configured() && !url.is_some_and(RedisUrl::is_tls) {
+                let flag = if self.redis_ca.is_some() {
+                    "--redis-ca"
+                } else {
+                    "--redis-client-cert"
+                };
+                return Err(vec![format!(
+                    "{flag}: only used with a rediss:// or rediss+sentinel:// --redis-url"
+                )]);
+            }
+            Ok(tls)
+        }
+    }
 
     /// `--redis-url` names a store that cannot be used.
     #[derive(Debug, thiserror::Error)]
@@ -109,18 +157,44 @@ mod token_store {
     /// process's memory (which each caller warns about in its own words).
     pub async fn connect_token_store(
         redis_url: Option<&RedisUrl>,
+        tls: &RedisTls,
         keys: StoreKeys,
     ) -> Result<AnyTokenStore, TokenStoreError> {
         let Some(url) = redis_url else {
             return Ok(AnyTokenStore::Memory(MemoryStore::new()));
         };
-        RedisStore::connect(url.expose(), keys)
+        RedisStore::connect_tls(url.expose(), tls, keys)
             .await
             .map(AnyTokenStore::Redis)
             .map_err(|source| TokenStoreError {
                 url: url.clone(),
-                source,
+                source: with_hint(source, tls),
             })
+    }
+
+    /// The error, with the flag that likely fixes it when it is one of the TLS failures a
+    /// private CA or a client-certificate requirement causes.
+    fn with_hint(error: StoreError, tls: &RedisTls) -> StoreError {
+        let StoreError::Unavailable(message) = error else {
+            return error;
+        };
+        let untrusted = ["UnknownIssuer", "invalid peer certificate"];
+        let refused = ["CertificateRequired", "HandshakeFailure", "BadCertificate"];
+        let hint = if untrusted.iter().any(|m| message.contains(m)) {
+            Some(
+                "Redis's certificate is not signed by a trusted CA: give the CA that signed it with --redis-ca",
+            )
+        } else if refused.iter().any(|m| message.contains(m)) && !tls.has_client_certificate() {
+            Some(
+                "Redis requires a client certificate: give one with --redis-client-cert and --redis-client-key",
+            )
+        } else {
+            None
+        };
+        match hint {
+            Some(hint) => StoreError::Unavailable(format!("{message} ({hint})")),
+            None => StoreError::Unavailable(message),
+        }
     }
 }
 

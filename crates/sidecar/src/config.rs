@@ -137,11 +137,16 @@ pub struct SidecarArgs {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub tls_from_controller_timeout: u64,
 
-    /// Shared token store, `redis://` or `rediss://` (with `user:password@` when needed).
-    /// Without it, tokens are kept in this process's memory.
+    /// Shared token store, `redis://` or `rediss://` (with `user:password@` when needed), or
+    /// Redis behind Sentinel: `redis+sentinel://[user:password@]host:port,host:port/<master-name>[/db]`
+    /// (`rediss+sentinel://` with TLS; sentinels on port 26379 unless given). Without it,
+    /// tokens are kept in this process's memory.
     // Parsed in `Config::load`, not by clap: clap would echo a bad URL, password and all.
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,
+
+    #[command(flatten)]
+    pub redis_tls: tollgate_serve::runtime::RedisTlsArgs,
 
     /// Key that seals every value kept in Redis, so that nothing written there without it is
     /// believed: a file of at least 32 bytes (a trailing newline ignored), e.g. from
@@ -240,6 +245,8 @@ pub struct Config {
     /// With [`TlsSource::FromController`]: how long readiness waits for the first certificate.
     pub tls_from_controller_timeout: std::time::Duration,
     pub redis_url: Option<RedisUrl>,
+    /// --redis-ca, --redis-client-cert and --redis-client-key, read.
+    pub redis_tls: tollgate_store::RedisTls,
     /// From --store-key-file: seals Redis values of every namespace. `None` in memory, and
     /// with --controller, whose snapshots bring the key of the pod's namespace.
     pub store_key: Option<KeyPair>,
@@ -345,6 +352,11 @@ impl Config {
             None => None,
         };
 
+        let redis_tls = args.redis_tls.load(redis_url.as_ref()).unwrap_or_else(|e| {
+            errors.extend(e);
+            Default::default()
+        });
+
         let store_key =
             load_store_key(args, redis_url.is_some(), controller.is_some(), &mut errors);
 
@@ -362,6 +374,7 @@ impl Config {
                     args.tls_from_controller_timeout,
                 ),
                 redis_url,
+                redis_tls,
                 store_key,
                 listen_http: args.listen_http,
                 trusted_ips,

@@ -45,7 +45,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(pair) => StoreKeys::everywhere(pair.clone()),
         None => StoreKeys::per_namespace([]),
     };
-    let store = runtime::connect_token_store(config.redis_url.as_ref(), keys).await?;
+    let store =
+        runtime::connect_token_store(config.redis_url.as_ref(), &config.redis_tls, keys).await?;
     match &config.redis_url {
         Some(url) => tracing::info!(redis = %url, "tokens are kept in Redis"),
         None => tracing::warn!(

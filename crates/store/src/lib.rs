@@ -15,6 +15,7 @@ mod cursor;
 mod expiry;
 mod memory;
 mod redis;
+mod redis_tls;
 mod revocations;
 mod seal;
 mod url;
@@ -29,9 +30,10 @@ use uuid::Uuid;
 pub use crate::any::AnyTokenStore;
 pub use crate::memory::MemoryStore;
 pub use crate::redis::{REVOCATION_CHANNEL, RedisStore};
+pub use crate::redis_tls::RedisTls;
 pub use crate::revocations::{RevocationEvent, Revocations};
 pub use crate::seal::{KeyError, KeyPair, MIN_KEY_LEN, StoreKey, StoreKeys};
-pub use crate::url::RedisUrl;
+pub use crate::url::{RedisEndpoint, RedisUrl, SENTINEL_DEFAULT_PORT, SentinelUrl};
 
 /// SHA-256 of a token (access, refresh or authorization code). The only form in which a
 /// token reaches a store.

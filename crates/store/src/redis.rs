@@ -1,7 +1,9 @@
 //! The shared token store: Redis, so that every sidecar of every pod accepts a token any
-//! other issued. Works with plain `redis://`, `rediss://` (TLS, rustls with ring), AUTH
-//! from the URL, and Redis Cluster: the URL then names any node, and the store notices at
-//! connect time that it speaks to a cluster and follows its topology from there.
+//! other issued. Works with plain `redis://`, `rediss://` (TLS, rustls with ring, with a
+//! private CA and a client certificate when asked), AUTH from the URL, Redis Cluster (the URL
+//! then names any node, and the store notices at connect time that it speaks to a cluster and
+//! follows its topology from there), and Sentinel (`redis+sentinel://`: the store follows the
+//! master the sentinels name, see the `sentinel` module).
 //!
 //! # Key layout
 //!
@@ -68,6 +70,7 @@ use redis::{AsyncCommands, Client, RedisError, Script};
 use uuid::Uuid;
 
 use crate::expiry;
+use crate::redis_tls::RedisTls;
 use crate::seal::{Sealer, StoreKeys};
 use crate::{
     ListFilter, Page, Reuse, Revocations, StoreError, TokenHash, TokenRecord, TokenStore, cursor,
@@ -83,6 +86,7 @@ macro_rules! revocation_channel {
 mod connection;
 mod layout;
 mod scripts;
+mod sentinel;
 mod subscriber;
 
 use connection::{Conn, Connected};
@@ -117,7 +121,7 @@ impl RedisStore {
     /// Values are sealed and verified with `keys`: a namespace without a key can neither
     /// store nor find anything.
     pub async fn connect(url: &str, keys: StoreKeys) -> Result<Self, StoreError> {
-        Self::connect_tls(url, None, keys).await
+        Self::connect_tls(url, &RedisTls::default(), keys).await
     }
 
     /// Like [`RedisStore::connect`], trusting only `ca_pem` (a PEM bundle) for `rediss://`:
@@ -127,19 +131,25 @@ impl RedisStore {
         ca_pem: &[u8],
         keys: StoreKeys,
     ) -> Result<Self, StoreError> {
-        Self::connect_tls(url, Some(ca_pem), keys).await
+        let tls = RedisTls::default()
+            .with_ca(ca_pem)
+            .map_err(|e| StoreError::Unavailable(format!("the CA bundle {e}")))?;
+        Self::connect_tls(url, &tls, keys).await
     }
 
-    async fn connect_tls(
+    /// Like [`RedisStore::connect`], with the TLS material of `tls` (`--redis-ca`,
+    /// `--redis-client-cert`, `--redis-client-key`) for `rediss://` and
+    /// `rediss+sentinel://`. Also takes `redis+sentinel://` URLs: see the `sentinel` module.
+    pub async fn connect_tls(
         url: &str,
-        ca_pem: Option<&[u8]>,
+        tls: &RedisTls,
         keys: StoreKeys,
     ) -> Result<Self, StoreError> {
         let Connected {
             conn,
             target,
             client,
-        } = connection::connect(url, ca_pem).await?;
+        } = connection::connect(url, tls).await?;
         Ok(Self {
             conn,
             target,
@@ -551,11 +561,12 @@ impl TokenStore for RedisStore {
     }
 
     async fn subscribe(&self) -> Result<Revocations, StoreError> {
-        let cluster = match &self.conn {
-            Conn::Single(_) => None,
-            Conn::Cluster(cluster) => Some(cluster.clone()),
+        let origin = match &self.conn {
+            Conn::Single(_) => subscriber::Origin::Node,
+            Conn::Cluster(cluster) => subscriber::Origin::Cluster(cluster.clone()),
+            Conn::Sentinel(sentinel) => subscriber::Origin::Sentinel(sentinel.clone()),
         };
-        subscriber::subscribe(Client::clone(&self.pubsub), cluster, self.target.clone()).await
+        subscriber::subscribe(Client::clone(&self.pubsub), origin, self.target.clone()).await
     }
 
     async fn put_code(

@@ -14,7 +14,7 @@ use tollgate_store::{
     RevocationEvent, Revocations, StoreError, StoreKey, StoreKeys, TokenHash, TokenRecord,
     TokenStore,
 };
-use tollgate_test_support::RedisServer;
+use tollgate_test_support::{FakeSentinel, RedisServer};
 use uuid::Uuid;
 
 const NS: &str = "shop";
@@ -2412,6 +2412,106 @@ async fn redis_over_tls_with_a_private_ca() {
         "{untrusted:?}"
     );
     drop(server);
+}
+
+// === Redis only: Sentinel ===
+
+#[tokio::test]
+async fn a_sentinel_naming_a_replica_is_not_believed() {
+    let master = RedisServer::start_with_args(&["--requirepass", "s3cret"]);
+    let replica = RedisServer::start_replica_of(
+        &master,
+        &["--masterauth", "s3cret", "--requirepass", "s3cret"],
+    );
+    let lying = FakeSentinel::naming("127.0.0.1", replica.port());
+    let url = format!("redis+sentinel://:s3cret@127.0.0.1:{}/m", lying.port());
+    let err = bounded("connect", RedisStore::connect(&url, keys()))
+        .await
+        .unwrap_err()
+        .to_string();
+    let named = format!("names 127.0.0.1:{}, which is not a master", replica.port());
+    assert!(err.contains(&named), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+
+    // A sentinel further on the list names the master: that one is used.
+    let honest = FakeSentinel::naming("127.0.0.1", master.port());
+    let url = format!(
+        "redis+sentinel://:s3cret@127.0.0.1:{},127.0.0.1:{}/m",
+        lying.port(),
+        honest.port()
+    );
+    let store = bounded("connect", RedisStore::connect(&url, keys()))
+        .await
+        .unwrap();
+    let issued = issue(&store, record(NS)).await;
+    assert_eq!(
+        store.find_access(NS, &issued.access()).await.unwrap(),
+        Some(issued.record.clone())
+    );
+    assert!(master.keys().iter().any(|k| k.contains(":at:")));
+    let shown = format!("{store:?}");
+    assert!(shown.contains("redis+sentinel://127.0.0.1:"), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
+
+#[tokio::test]
+async fn the_store_and_its_subscriber_follow_the_master_the_sentinels_name_next() {
+    let first = RedisServer::start();
+    let second = RedisServer::start();
+    let sentinel = FakeSentinel::naming("127.0.0.1", first.port());
+    let url = format!("redis+sentinel://127.0.0.1:{}/m", sentinel.port());
+    let store = bounded("connect", RedisStore::connect(&url, keys()))
+        .await
+        .unwrap();
+    let mut events = subscribed(&store).await;
+    issue(&store, record(NS)).await;
+    assert!(first.keys().iter().any(|k| k.contains(":at:")));
+
+    // What Sentinel does in a failover: name another master, demote the old one (and drop
+    // its clients).
+    sentinel.name("127.0.0.1", second.port());
+    let second_port = second.port().to_string();
+    first.command(&["REPLICAOF", "127.0.0.1", &second_port]);
+    first.command(&["CLIENT", "KILL", "TYPE", "normal"]);
+    first.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+
+    // Writes fail until the store follows, then land on the new master.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let issued = loop {
+        let candidate = record(NS);
+        let access = TokenHash::of(&format!("access {}", candidate.id));
+        if store.insert(&candidate, &access, None).await.is_ok() {
+            break (candidate, access);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store never followed the new master"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        second
+            .keys()
+            .iter()
+            .any(|k| k.contains(&issued.0.id.to_string())),
+        "{:?}",
+        second.keys()
+    );
+
+    // The subscription said it was lost, came back, and hears the new master's revocations.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lost = false;
+    loop {
+        let event = bounded("an event", events.next()).await.unwrap();
+        match event {
+            RevocationEvent::Lost => lost = true,
+            RevocationEvent::Subscribed if lost => break,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline);
+    }
+    assert!(store.delete(NS, issued.0.id).await.unwrap());
+    expect_revoked(&store, &mut events, NS, &[issued.1]).await;
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Test harness: a real `redis-server` on a free loopback port, which a test can kill,
-//! restart on the same port, and query over raw RESP to check what Redis actually holds.
+//! restart on the same port, and query over raw RESP to check what Redis actually holds; and
+//! the pieces of a Sentinel deployment (replicas, `redis-server --sentinel`).
 //!
 //! Std-only on purpose (no tokio), so sync and async tests alike can use it. Everything here
 //! panics on failure: it runs only in tests, where a panic with a clear message is the
@@ -26,6 +27,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What redis-server logs once it listens (the same words from Redis 5 to 7).
 const READY_LINE: &str = "Ready to accept connections";
+/// What a sentinel logs once it runs (it never logs [`READY_LINE`]).
+const SENTINEL_READY_LINE: &str = "Sentinel ID is";
 
 const NOT_FOUND: &str =
     "redis-server not found: install it (`apt-get install -y redis-server`; `make test` does this)";
@@ -37,6 +40,8 @@ pub struct RedisServer {
     /// Sent as AUTH before every [`RedisServer::command`] when the server was started with
     /// `--requirepass`.
     password: Option<String>,
+    /// Runs as `redis-server --sentinel`.
+    sentinel: bool,
     /// `None` while killed.
     child: Option<Child>,
     /// Working directory and log; removed after `Drop` has killed the child.
@@ -76,6 +81,74 @@ impl fmt::Debug for Subscriber {
     }
 }
 
+/// A sentinel that names whichever master it was told to, as a stale or hostile sentinel
+/// does: it answers every `SENTINEL` command with that address, `PING` with `PONG`, and
+/// anything else with `OK`. Serves until the test process ends.
+pub struct FakeSentinel {
+    port: u16,
+    /// The reply to `SENTINEL …`: the master's address, encoded.
+    answer: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl FakeSentinel {
+    /// Listens on a free loopback port, naming `host:port` as the master.
+    pub fn naming(host: &str, port: u16) -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap_or_else(|e| panic!("cannot listen for a fake sentinel: {e}"));
+        let own_port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let shared = std::sync::Arc::clone(&answer);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let answer = std::sync::Arc::clone(&shared);
+                std::thread::spawn(move || serve_as_sentinel(stream, &answer));
+            }
+        });
+        let sentinel = Self {
+            port: own_port,
+            answer,
+        };
+        sentinel.name(host, port);
+        sentinel
+    }
+
+    /// Names `host:port` from now on, as sentinels do after a failover.
+    pub fn name(&self, host: &str, port: u16) {
+        let port = port.to_string();
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = format!(
+            "*2\r\n${}\r\n{host}\r\n${}\r\n{port}\r\n",
+            host.len(),
+            port.len()
+        );
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+fn serve_as_sentinel(stream: TcpStream, answer: &std::sync::Mutex<String>) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    while let Ok(command) = read_reply(&mut reader) {
+        let name = command
+            .strings()
+            .first()
+            .map(|name| name.to_ascii_uppercase())
+            .unwrap_or_default();
+        let reply = match name.as_str() {
+            "SENTINEL" => answer.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            "PING" => "+PONG\r\n".to_owned(),
+            _ => "+OK\r\n".to_owned(),
+        };
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
 /// A RESP2 reply, as [`RedisServer::command`] reads it.
 #[derive(Clone, PartialEq, Eq)]
 pub enum RespValue {
@@ -104,6 +177,72 @@ impl RedisServer {
     /// `&["--requirepass", "s3cret"]`. Later arguments override earlier ones, so these can
     /// also replace the defaults.
     pub fn start_with_args(args: &[&str]) -> Self {
+        Self::start_as(args, false)
+    }
+
+    /// A replica of `master` (`--replicaof`), with `args` appended. It answers before it has
+    /// synced: see [`RedisServer::wait_until`].
+    pub fn start_replica_of(master: &RedisServer, args: &[&str]) -> Self {
+        let port = master.port.to_string();
+        let mut all = vec!["--replicaof", "127.0.0.1", &port];
+        all.extend_from_slice(args);
+        Self::start_as(&all, false)
+    }
+
+    /// `redis-server --sentinel` monitoring `master` as `name` with `quorum`, declaring it
+    /// down after `down_after` without an answer, and giving a failover `failover_timeout`.
+    /// It finds the replicas and the other sentinels by itself, within a few seconds.
+    pub fn start_sentinel(
+        name: &str,
+        master: &RedisServer,
+        quorum: u32,
+        down_after: Duration,
+        failover_timeout: Duration,
+    ) -> Self {
+        let port = master.port.to_string();
+        let quorum = quorum.to_string();
+        let down_after = down_after.as_millis().to_string();
+        let failover_timeout = failover_timeout.as_millis().to_string();
+        Self::start_as(
+            &[
+                "--sentinel",
+                "monitor",
+                name,
+                "127.0.0.1",
+                &port,
+                &quorum,
+                "--sentinel",
+                "down-after-milliseconds",
+                name,
+                &down_after,
+                "--sentinel",
+                "failover-timeout",
+                name,
+                &failover_timeout,
+            ],
+            true,
+        )
+    }
+
+    /// Asks `args` until `done` holds for the reply; panics with the last reply after
+    /// [`READY_DEADLINE`]. For states Redis reaches by itself: a replica in sync, a failover.
+    pub fn wait_until(&self, args: &[&str], done: impl Fn(&RespValue) -> bool) -> RespValue {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            let reply = self.command(args);
+            if done(&reply) {
+                return reply;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{args:?} on port {}: still {reply} after {READY_DEADLINE:?}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn start_as(args: &[&str], sentinel: bool) -> Self {
         let binary = find_redis_server().unwrap_or_else(|| panic!("{NOT_FOUND}"));
         let extra_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let password = extra_args
@@ -121,12 +260,13 @@ impl RedisServer {
         let mut last_failure = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            match spawn_and_wait(&binary, port, dir.path(), &extra_args) {
+            match spawn_and_wait(&binary, port, dir.path(), &extra_args, sentinel) {
                 Ok(child) => {
                     return Self {
                         port,
                         extra_args,
                         password,
+                        sentinel,
                         child: Some(child),
                         dir,
                     };
@@ -177,7 +317,13 @@ impl RedisServer {
         // some systems; redis-server then exits, and we try again until the deadline.
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
-            match spawn_and_wait(&binary, self.port, self.dir.path(), &self.extra_args) {
+            match spawn_and_wait(
+                &binary,
+                self.port,
+                self.dir.path(),
+                &self.extra_args,
+                self.sentinel,
+            ) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -407,6 +553,7 @@ fn spawn_and_wait(
     port: u16,
     dir: &Path,
     extra_args: &[String],
+    sentinel: bool,
 ) -> Result<Child, String> {
     let log = File::options()
         .create(true)
@@ -420,9 +567,21 @@ fn spawn_and_wait(
     // The log accumulates over restarts: readiness is one more "Ready" line than before.
     // Checking our own log, not just PING, matters: if another test's server took the port,
     // it would answer PING while ours exits with "Address already in use".
-    let ready_lines = || read_log().matches(READY_LINE).count();
+    let ready_line = if sentinel {
+        SENTINEL_READY_LINE
+    } else {
+        READY_LINE
+    };
+    let ready_lines = || read_log().matches(ready_line).count();
     let ready_before = ready_lines();
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    if sentinel {
+        // A sentinel needs a configuration file it can rewrite; the flags fill it.
+        let config = dir.join("sentinel.conf");
+        std::fs::write(&config, "").map_err(|e| format!("cannot write {config:?}: {e}"))?;
+        command.arg(config).arg("--sentinel");
+    }
+    let mut child = command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--dir"])
         .arg(dir)

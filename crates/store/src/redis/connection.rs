@@ -1,5 +1,6 @@
-//! The connection to Redis: one server or a cluster, which is found out at connect time, with
-//! short timeouts so that a request while Redis is down fails fast rather than waits.
+//! The connection to Redis: one server or a cluster, which is found out at connect time, or
+//! the master Sentinel names (see `sentinel`), with short timeouts so that a request while
+//! Redis is down fails fast rather than waits.
 
 use std::time::Duration;
 
@@ -8,7 +9,10 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, Cmd, Pipeline, RedisFuture, Value};
 
+use super::sentinel::{self, SentinelConn};
 use crate::StoreError;
+use crate::redis_tls::RedisTls;
+use crate::url::{RedisEndpoint, endpoint};
 
 /// Time to establish one connection. Short, so a request while Redis is down fails fast
 /// with 503 rather than holding the client; a reachable Redis answers in milliseconds.
@@ -27,6 +31,7 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
 pub(super) enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConn),
 }
 
 /// What [`connect`] made: the connection, and what the store keeps besides it.
@@ -35,42 +40,57 @@ pub(super) struct Connected {
     /// Where, without the password: for `Debug` and error messages.
     pub(super) target: String,
     /// The client of the node the URL names, which opens pub/sub connections. Holds the
-    /// password.
+    /// password. Behind Sentinel, the master's at connect time.
     pub(super) client: Client,
 }
 
-/// Connects to the Redis at `url`, trusting `ca_pem` (a PEM bundle) instead of the system's
-/// roots when given, and finds out whether it is a cluster.
-pub(super) async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Connected, StoreError> {
+/// The settings of every `ConnectionManager`: short timeouts, few retries.
+pub(super) fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_min_delay(RECONNECT_MIN_DELAY)
+        .set_max_delay(RECONNECT_MAX_DELAY)
+}
+
+/// A client of `url` trusting what `tls` says (the system's roots when it says nothing).
+pub(super) fn open_client(url: &str, tls: &RedisTls) -> redis::RedisResult<Client> {
+    match tls.certificates() {
+        None => Client::open(url),
+        Some(certificates) => Client::build_with_tls(url, certificates),
+    }
+}
+
+/// Connects to the Redis at `url` with the TLS material of `tls`, and finds out whether it
+/// is a cluster, or asks the sentinels a `redis+sentinel://` URL names.
+pub(super) async fn connect(url: &str, tls: &RedisTls) -> Result<Connected, StoreError> {
     // Error messages of the redis crate do not echo URLs, but a malformed URL must not
     // leak its password through some future version's message either.
     let scrub = |message: String| scrub_password(url, message);
-    if url.starts_with("rediss://") {
+    if url.starts_with("rediss") {
         // The redis crate builds its TLS config from the process-wide default provider.
         // Ring is the one provider of this tree; installing it explicitly keeps TLS
         // working even if another dependency ever compiles in a second provider.
         // An error means one is installed already, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
-    let client = match ca_pem {
-        None => Client::open(url),
-        Some(pem) => Client::build_with_tls(
-            url,
-            redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            },
-        ),
+    if let Ok(RedisEndpoint::Sentinel(sentinel_url)) = endpoint(url) {
+        let target = sentinel::describe(&sentinel_url);
+        let conn = SentinelConn::connect(sentinel_url, tls.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable(scrub(format!("{target}: {e}"))))?;
+        let client = conn.master_client();
+        return Ok(Connected {
+            conn: Conn::Sentinel(conn),
+            target,
+            client,
+        });
     }
-    .map_err(|e| StoreError::Unavailable(scrub(format!("invalid Redis URL: {e}"))))?;
+    let client = open_client(url, tls)
+        .map_err(|e| StoreError::Unavailable(scrub(format!("invalid Redis URL: {e}"))))?;
     let target = describe(&client);
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECTION_TIMEOUT))
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
-        .set_number_of_retries(RECONNECT_RETRIES)
-        .set_min_delay(RECONNECT_MIN_DELAY)
-        .set_max_delay(RECONNECT_MAX_DELAY);
-    let mut single = ConnectionManager::new_with_config(client.clone(), config)
+    let mut single = ConnectionManager::new_with_config(client.clone(), manager_config())
         .await
         .map_err(|e| StoreError::Unavailable(scrub(format!("{target}: {e}"))))?;
 
@@ -94,11 +114,8 @@ pub(super) async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Result<Connecte
         .connection_timeout(CONNECTION_TIMEOUT)
         // Also bounds a whole request, redirections and retries included.
         .response_timeout(RESPONSE_TIMEOUT);
-    if let Some(pem) = ca_pem {
-        builder = builder.certs(redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(pem.to_vec()),
-        });
+    if let Some(certificates) = tls.certificates() {
+        builder = builder.certs(certificates);
     }
     let target = format!("{target} (cluster)");
     let cluster = builder
@@ -122,6 +139,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
             Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            Conn::Sentinel(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -134,6 +152,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
@@ -141,6 +160,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.get_db(),
             Conn::Cluster(conn) => conn.get_db(),
+            Conn::Sentinel(conn) => conn.get_db(),
         }
     }
 }

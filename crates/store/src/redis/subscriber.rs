@@ -22,7 +22,9 @@
 //!
 //! On Redis Cluster, PUBLISH reaches every node, so one connection to any node hears every
 //! namespace: the node the URL names, and, while that one is down, any other node the cluster
-//! reports.
+//! reports. Behind Sentinel, every new subscription goes to the master the sentinels name at
+//! that moment: after a failover the old master's connection drops (it died, or Sentinel
+//! killed its clients when it demoted it), and the next subscription follows the new one.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +37,7 @@ use tokio::sync::mpsc;
 
 use super::connection::{CONNECTION_TIMEOUT, RESPONSE_TIMEOUT};
 use super::layout::{REVOCATION_CHANNEL, parse_revocation};
+use super::sentinel::SentinelConn;
 use crate::{RevocationEvent, Revocations, StoreError};
 
 /// Events waiting for the consumer before it counts as fallen behind.
@@ -53,11 +56,20 @@ struct Subscription {
     pushes: mpsc::UnboundedReceiver<PushInfo>,
 }
 
+/// What the store's connection knows of where to subscribe again.
+pub(super) enum Origin {
+    /// The one node the URL names.
+    Node,
+    /// A cluster: the store's connection, to learn of other nodes.
+    Cluster(ClusterConnection),
+    /// Whichever master the sentinels name.
+    Sentinel(SentinelConn),
+}
+
 struct Subscriber {
-    /// The node the URL names.
+    /// The node the URL names; behind Sentinel, the master at connect time.
     client: Client,
-    /// On Redis Cluster: the store's connection, to learn of other nodes.
-    cluster: Option<ClusterConnection>,
+    origin: Origin,
     /// For logs: where we subscribe, without the password.
     target: String,
     events: mpsc::Sender<RevocationEvent>,
@@ -73,7 +85,7 @@ enum End {
 
 pub(super) async fn subscribe(
     client: Client,
-    cluster: Option<ClusterConnection>,
+    origin: Origin,
     target: String,
 ) -> Result<Revocations, StoreError> {
     let first = open(&client)
@@ -84,7 +96,7 @@ pub(super) async fn subscribe(
     let _ = events.try_send(RevocationEvent::Subscribed);
     let subscriber = Subscriber {
         client,
-        cluster,
+        origin,
         target,
         events,
     };
@@ -179,6 +191,10 @@ impl Subscriber {
         let mut delay = RETRY_MIN_DELAY;
         loop {
             let attempt = async {
+                if let Origin::Sentinel(sentinel) = &self.origin {
+                    let master = sentinel.current_master_client().await?;
+                    return open(&master).await;
+                }
                 match open(&self.client).await {
                     Ok(subscription) => Ok(subscription),
                     Err(e) => self.other_node().await.ok_or(e),
@@ -201,7 +217,10 @@ impl Subscriber {
 
     /// On Redis Cluster, a subscription to any other node the cluster knows of.
     async fn other_node(&self) -> Option<Subscription> {
-        let mut cluster = self.cluster.clone()?;
+        let Origin::Cluster(cluster) = &self.origin else {
+            return None;
+        };
+        let mut cluster = cluster.clone();
         let slots: Value = tokio::time::timeout(
             RESPONSE_TIMEOUT,
             redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut cluster),
