@@ -17,6 +17,7 @@ mod kong_spec;
 mod limits;
 mod memory;
 mod oauth_client;
+mod observe;
 mod path_and_headers;
 mod pod_certs;
 mod proxy;

@@ -24,7 +24,7 @@ use crate::body::{self, BodyLimits, RequestBody, ResponseBody};
 use crate::forward::{self, ForwardedHop, Upstream};
 use crate::identity::IdentityHeaders;
 use crate::metrics::{Metrics, Outcome};
-use crate::observe::{ObserveSettings, Observer, Seen};
+use crate::observe::{OAuthRequest, ObserveSettings, Observer, Seen};
 use crate::pool::Bound;
 use crate::proxy_error::ProxyError;
 use crate::routes::{Endpoint, METADATA_PATH, upstream_path};
@@ -310,15 +310,15 @@ impl<S: TokenStore> Gateway<S> {
             }
             Endpoint::Metadata | Endpoint::Proxy => unreachable!("answered above"),
         };
-        self.observer.oauth_answered(
+        let answered = OAuthRequest {
             endpoint,
             service,
-            &params,
+            params: &params,
             auth_header,
-            &parts.headers,
-            conn.remote,
-            &response,
-        );
+            headers: &parts.headers,
+            client: conn.remote,
+        };
+        self.observer.oauth_answered(answered, &response);
         Ok(body::oauth(response))
     }
 

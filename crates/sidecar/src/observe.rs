@@ -69,6 +69,18 @@ pub(crate) struct ProxySeen {
     client_id: Option<String>,
 }
 
+/// An OAuth endpoint's request, as [`Observer::oauth_answered`] reads it.
+#[derive(Clone, Copy)]
+pub struct OAuthRequest<'a> {
+    pub endpoint: Endpoint,
+    pub service: &'a Service,
+    pub params: &'a Params,
+    /// The service's auth header, for the client id of Basic credentials.
+    pub auth_header: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub client: SocketAddr,
+}
+
 /// Who a proxied request came from, kept for the access log.
 #[derive(Debug, Default)]
 pub(crate) struct Who {
@@ -140,16 +152,15 @@ impl Observer {
 
     /// Counts an OAuth endpoint's answer (the token endpoint's by grant and error), and logs
     /// a client that failed to authenticate.
-    pub fn oauth_answered(
-        &self,
-        endpoint: Endpoint,
-        service: &Service,
-        params: &Params,
-        auth_header: Option<&str>,
-        headers: &HeaderMap,
-        client: SocketAddr,
-        response: &OAuthResponse,
-    ) {
+    pub fn oauth_answered(&self, request: OAuthRequest<'_>, response: &OAuthResponse) {
+        let OAuthRequest {
+            endpoint,
+            service,
+            params,
+            auth_header,
+            headers,
+            client,
+        } = request;
         let error = error_code(response);
         if endpoint == Endpoint::Token {
             let grant = grant_label(params.text("grant_type"));
@@ -264,7 +275,7 @@ pub fn error_code(response: &OAuthResponse) -> Option<&'static str> {
 
 /// The client id a request claims: `client_id` in its parameters, else the user of its
 /// Basic credentials. Never the secret beside it.
-fn claimed_client_id<'a>(params: &'a Params, auth_header: Option<&str>) -> Option<String> {
+fn claimed_client_id(params: &Params, auth_header: Option<&str>) -> Option<String> {
     if let Some(id) = params.text("client_id") {
         return Some(id.to_owned());
     }

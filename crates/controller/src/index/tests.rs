@@ -526,12 +526,23 @@ fn statuses_carry_generation_and_pod_counts() {
         .unwrap();
     assert_eq!(counts.up_to_date, 1);
 
+    assert_eq!(
+        index.sidecar_generations(),
+        (1, 0, 2),
+        "a latest; b and c none"
+    );
+
     // A new configuration: the pod is behind until it is handed the new version.
     index.apply_secret(mk_secret("default", "svc-pk", "provisionKey", "new"));
     let counts = status_of(&index.statuses(), Kind::OAuthService, "svc")
         .pods
         .unwrap();
     assert_eq!(counts.up_to_date, 0);
+    assert_eq!(
+        index.sidecar_generations(),
+        (0, 1, 2),
+        "a older; b and c none"
+    );
 }
 
 // --- pods coming and going ---
