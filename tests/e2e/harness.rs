@@ -386,7 +386,7 @@ impl SidecarLaunch {
             .env_remove("TOLLGATE_MANIFESTS")
             .env("TOLLGATE_LOG", "debug")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(dir.path().join("sidecar.stdout")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap());
         if own_cert {
             command
@@ -583,6 +583,11 @@ impl Sidecar {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What the sidecar wrote to stdout: its access log.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("sidecar.stdout")).unwrap_or_default()
     }
 
     /// The `--manifests` file of a sidecar started by [`SidecarBuilder`].

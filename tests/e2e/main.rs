@@ -21,6 +21,7 @@ mod memory;
 #[cfg(feature = "control-plane")]
 mod migrate;
 mod oauth_client;
+mod observe;
 mod path_and_headers;
 mod pod_certs;
 mod proxy;

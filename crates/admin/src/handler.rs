@@ -104,10 +104,31 @@ pub async fn handle<S: TokenStore>(
     snapshot: &Snapshot,
     now_ms: u64,
 ) -> Response<Bytes> {
-    match route(store, request, query, body, snapshot, now_ms).await {
+    let response = match route(store, request, query, body, snapshot, now_ms).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
-    }
+    };
+    audit_revocation(request, response.status());
+    response
+}
+
+/// Every revocation through the admin API is logged as an audit line, at `warn` so that the
+/// default filter keeps it: the namespace and the outcome, never the token or its id (Kong
+/// accepts the token itself in the id's place).
+fn audit_revocation(request: &AdminRequest, status: StatusCode) {
+    let (namespace, kind) = match request {
+        AdminRequest::Delete { namespace, .. } => (namespace, "one"),
+        AdminRequest::BulkDelete { namespace } => (namespace, "by_user"),
+        _ => return,
+    };
+    tracing::warn!(
+        target: "tollgate::audit",
+        event = "admin_revocation",
+        namespace = %namespace,
+        kind,
+        status = status.as_u16(),
+        "tokens revoked through the admin API"
+    );
 }
 
 /// Kong's 404 or 405 for a request that is not an admin request.

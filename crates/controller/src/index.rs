@@ -52,6 +52,8 @@ pub struct Index {
     store_key: Option<KeyPair>,
     /// Bumped on every change, for the status writer.
     changes: watch::Sender<u64>,
+    /// Where each recompilation's time is recorded, when a process has metrics.
+    reconcile_duration: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// An [`Index`] shared between the sources, the stream server and the status writer.
@@ -70,7 +72,30 @@ impl Index {
             secret_hint: None,
             store_key: None,
             changes: watch::channel(0).0,
+            reconcile_duration: None,
         }
+    }
+
+    /// Records the time of each namespace's recompilation in `histogram`.
+    pub fn with_reconcile_histogram(
+        mut self,
+        histogram: prometheus_client::metrics::histogram::Histogram,
+    ) -> Self {
+        self.reconcile_duration = Some(histogram);
+        self
+    }
+
+    /// Injected pods whose sidecar was handed their latest snapshot, an older one, and none.
+    pub fn sidecar_generations(&self) -> (usize, usize, usize) {
+        let (mut latest, mut older, mut none) = (0, 0, 0);
+        for pod in self.namespaces.values().flat_map(|ns| ns.pods.values()) {
+            match pod.delivered {
+                Some(version) if version == pod.version => latest += 1,
+                Some(_) => older += 1,
+                None => none += 1,
+            }
+        }
+        (latest, older, none)
     }
 
     /// Snapshots carry the keys of their pod's namespace, derived from `root`.
@@ -485,6 +510,14 @@ impl Index {
     /// Recompiles one namespace: new snapshots to the pods whose snapshot changed, and new
     /// findings for its objects.
     fn reindex(&mut self, namespace: &str) {
+        let started = std::time::Instant::now();
+        self.reindex_untimed(namespace);
+        if let Some(histogram) = &self.reconcile_duration {
+            histogram.observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    fn reindex_untimed(&mut self, namespace: &str) {
         let Some(ns) = self.namespaces.get_mut(namespace) else {
             return;
         };

@@ -221,8 +221,11 @@ impl Started {
             // Refused by `Config::load`: --store-key-secret needs the API server.
             StoreKeySource::Secret(_) | StoreKeySource::Generated => generated_store_key()?,
         };
-        let index =
-            SharedIndex::new(Index::new(first_version()).with_store_key(store_root.clone()));
+        let index = SharedIndex::new(
+            Index::new(first_version())
+                .with_store_key(store_root.clone())
+                .with_reconcile_histogram(self.metrics.reconcile_duration.clone()),
+        );
         file_source::feed(&mut index.lock(), manifests);
         self.task(file_source::watch(
             paths,
@@ -269,7 +272,8 @@ impl Started {
                     "the controller only reads Secrets labelled {}",
                     settings.secret_label_selector
                 ))
-                .with_store_key(store_root.clone()),
+                .with_store_key(store_root.clone())
+                .with_reconcile_histogram(self.metrics.reconcile_duration.clone()),
         );
         let ca = match &settings.ca_secret {
             Some(secret) => kube::load_or_create_ca(&client, secret).await?,
@@ -449,6 +453,8 @@ impl Started {
                     let index = index.lock();
                     metrics.pods.set(index.pod_count() as i64);
                     metrics.snapshot_version.set(index.latest_version() as i64);
+                    let (latest, older, none) = index.sidecar_generations();
+                    metrics.set_sidecar_generations(latest, older, none);
                 }
                 async move { metrics.handle(&request) }
             },

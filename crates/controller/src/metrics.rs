@@ -22,9 +22,25 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// The kind of object a watch follows: the controller's fixed set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// Where a pod's sidecar stands against its latest snapshot.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GenerationLabels {
+    generation: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconcile_errors: Family<ReasonLabels, Counter>,
+    /// Time to recompile a namespace's snapshots after one of its objects changed.
+    pub reconcile_duration: Histogram,
+    watch_restarts: Family<KindLabels, Counter>,
+    sidecar_generations: Family<GenerationLabels, Gauge>,
     pub connected_sidecars: Gauge,
     pub snapshot_version: Gauge,
     pub pods: Gauge,
@@ -38,7 +54,31 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
-        let mut registry = Registry::with_prefix("tollgate_controller");
+        let mut root = Registry::default();
+        tollgate_serve::process::register_metrics(&mut root);
+        let registry = root.sub_registry_with_prefix("tollgate_controller");
+        tollgate_serve::process::register_build_info(registry);
+        // From 0.1 ms (a small namespace) to about 3 s.
+        let reconcile_duration = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 15),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time to recompile a namespace's snapshots after one of its objects changed",
+            reconcile_duration.clone(),
+        );
+        let watch_restarts = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "watch_restarts",
+            "Times a watch of the API server failed and was started again, by kind",
+            watch_restarts.clone(),
+        );
+        let sidecar_generations = Family::<GenerationLabels, Gauge>::default();
+        registry.register(
+            "sidecar_snapshots",
+            "Injected pods by the snapshot their sidecar holds: the latest, an older one, or none yet",
+            sidecar_generations.clone(),
+        );
         let reconcile_errors = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "reconcile_errors",
@@ -80,10 +120,13 @@ impl Metrics {
             "1 while this replica holds the lease and writes status",
             leader.clone(),
         );
-        tollgate_serve::memory::register_metrics(&mut registry);
+        tollgate_serve::memory::register_metrics(registry);
         Arc::new(Self {
-            registry,
+            registry: root,
             reconcile_errors,
+            reconcile_duration,
+            watch_restarts,
+            sidecar_generations,
             connected_sidecars,
             snapshot_version,
             pods,
@@ -98,6 +141,24 @@ impl Metrics {
         self.reconcile_errors
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// A watch failed and is being started again.
+    pub fn watch_restarted(&self, kind: &str) {
+        self.watch_restarts
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Pods whose sidecar holds the latest snapshot, an older one, and none yet.
+    pub fn set_sidecar_generations(&self, latest: usize, older: usize, none: usize) {
+        for (generation, count) in [("latest", latest), ("older", older), ("none", none)] {
+            self.sidecar_generations
+                .get_or_create(&GenerationLabels { generation })
+                .set(count as i64);
+        }
     }
 
     pub fn observe_push(&self, latency: Duration) {

@@ -26,6 +26,8 @@ const DEFAULT_REDIS_SECRET_KEY: &str = "url";
 /// goes into a pod spec. A test checks that each name is one `tollgate sidecar --help` shows.
 pub const TUNABLE_SIDECAR_ENV: &[&str] = &[
     "TOLLGATE_LOG",
+    "TOLLGATE_ACCESS_LOG",
+    "TOLLGATE_MAX_REQUEST_ID_LENGTH",
     "TOLLGATE_WORKER_THREADS",
     "TOLLGATE_CLIENT_HEADER_TIMEOUT",
     "TOLLGATE_CLIENT_BODY_TIMEOUT",

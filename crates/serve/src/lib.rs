@@ -9,6 +9,7 @@ pub mod body;
 mod conn;
 pub mod limits;
 pub mod memory;
+pub mod process;
 pub mod runtime;
 pub mod tls;
 

@@ -10,9 +10,11 @@ use tollgate_admin::AdminToken;
 use tollgate_api::Snapshot;
 use tollgate_store::{KeyPair, RedisUrl, StoreKey};
 
+pub use crate::access_log::AccessLogFormat;
 pub use crate::body::BodyLimits;
 use crate::controller_client::{ControllerSource, ControllerSourceArgs};
 use crate::manifests_watch::{self, ManifestSource};
+use crate::observe::ObserveSettings;
 use crate::tls::TlsSource;
 use crate::trusted::TrustedIps;
 pub use crate::tunnel::UpgradeLimits;
@@ -221,6 +223,20 @@ pub struct SidecarArgs {
           value_parser = clap::value_parser!(u8).range(0..=60))]
     pub secret_hash_queue_timeout: u8,
 
+    /// One line per request on stdout: time, request id, client address, method, path
+    /// (never its query), service, status, bytes, durations, consumer, client id and trace
+    /// id; never a token or secret. Failed client authentications and admin revocations are
+    /// logged as audit lines on stderr whatever this says.
+    #[arg(long, env = "TOLLGATE_ACCESS_LOG", value_enum, default_value_t = AccessLogFormat::Off)]
+    pub access_log: AccessLogFormat,
+
+    /// Bytes of a client's `X-Request-Id` kept and passed to the application; a longer one,
+    /// or one with other than visible ASCII, is replaced by a new id.
+    #[arg(long, env = "TOLLGATE_MAX_REQUEST_ID_LENGTH",
+          default_value_t = crate::trace_context::DEFAULT_MAX_REQUEST_ID_LENGTH,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(16..=1024))]
+    pub max_request_id_length: usize,
+
     #[command(flatten)]
     pub limits: tollgate_serve::ListenerLimitArgs,
 
@@ -264,6 +280,8 @@ pub struct Config {
     pub max_concurrent_secret_hashes: usize,
     /// `--secret-hash-queue-timeout`.
     pub secret_hash_queue_timeout: std::time::Duration,
+    /// `--access-log` and `--max-request-id-length`.
+    pub observe: ObserveSettings,
 }
 
 /// All configuration problems found, one line each.
@@ -397,6 +415,11 @@ impl Config {
                 secret_hash_queue_timeout: std::time::Duration::from_secs(u64::from(
                     args.secret_hash_queue_timeout,
                 )),
+                observe: ObserveSettings {
+                    access_log: args.access_log,
+                    max_request_id_length: args.max_request_id_length,
+                    sink: crate::access_log::LineSink::Stdout,
+                },
             }),
             _ => Err(ConfigErrors(errors)),
         }

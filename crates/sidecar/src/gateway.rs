@@ -25,6 +25,7 @@ use crate::cors;
 use crate::forward::{self, ForwardedHop, Upstream};
 use crate::identity::IdentityHeaders;
 use crate::metrics::{Metrics, Outcome};
+use crate::observe::{OAuthRequest, ObserveSettings, Observer, Seen};
 use crate::pool::Bound;
 use crate::proxy_error::ProxyError;
 use crate::routes::{Endpoint, METADATA_PATH, upstream_path};
@@ -73,6 +74,8 @@ pub struct Gateway<S> {
     upgrade_idle_timeout: std::time::Duration,
     /// A place for each WebSocket open, `--max-connections` in all.
     upgrade_places: Arc<tokio::sync::Semaphore>,
+    /// Request ids, trace context, the duration histogram and the access log.
+    observer: Arc<Observer>,
 }
 
 // === impl Gateway ===
@@ -89,6 +92,7 @@ impl<S: TokenStore> Gateway<S> {
     ) -> Self {
         metrics.snapshot_version.set(snapshot.version as i64);
         metrics.services.set(snapshot.services.len() as i64);
+        let metrics_for_observer = metrics.clone();
         Self {
             served: ArcSwap::from_pointee(Served::new(snapshot)),
             store,
@@ -100,7 +104,14 @@ impl<S: TokenStore> Gateway<S> {
             snapshot_store_keys: None,
             upgrade_idle_timeout: upgrades.idle_timeout,
             upgrade_places: Arc::new(tokio::sync::Semaphore::new(upgrades.max_open)),
+            observer: Observer::new(metrics_for_observer, ObserveSettings::default()),
         }
+    }
+
+    /// Sets `--access-log` and `--max-request-id-length`.
+    pub fn with_observe_settings(mut self, settings: ObserveSettings) -> Self {
+        self.observer = Observer::new(self.metrics.clone(), settings);
+        self
     }
 
     /// The per-request body limits, and the process's budget of buffered body bytes.
@@ -164,12 +175,25 @@ impl<S: TokenStore> Gateway<S> {
         mut request: Request<B>,
         client: &Arc<ClientConnection>,
     ) -> impl Future<Output = Response<ResponseBody<B>>> + Send + use<S, B> {
+        let mut seen = self.observer.begin(&mut request, client.info.remote);
+        self.answer(request, client, &mut seen)
+            .map(move |response| seen.finish(response))
+    }
+
+    /// [`Gateway::handle`] less the recording: what `seen` records is noted on it.
+    fn answer<B: RequestBody>(
+        self: &Arc<Self>,
+        mut request: Request<B>,
+        client: &Arc<ClientConnection>,
+        seen: &mut Seen,
+    ) -> impl Future<Output = Response<ResponseBody<B>>> + Send + use<S, B> {
         if let Err(refusal) = read_one_way(&mut request) {
             let bad_request = self.refuse(ProxyError::Unreadable(refusal));
             return future::Either::Right(Box::pin(future::ready(bad_request)) as AnswerFuture<B>);
         }
         let served = self.served.load_full();
         let path = request.uri().path();
+        seen.read(path);
         // RFC 8414's own form puts the route after the well-known path.
         let (route_path, root_metadata) = match path.strip_prefix(METADATA_PATH) {
             Some(route) if route.starts_with('/') => (route, true),
@@ -197,6 +221,7 @@ impl<S: TokenStore> Gateway<S> {
         } else {
             matched.endpoint
         };
+        seen.routed(&served.prepared[matched.service].labels, endpoint);
         if endpoint == Endpoint::Proxy {
             let route = ProxyRoute {
                 service: matched.service,
@@ -298,6 +323,15 @@ impl<S: TokenStore> Gateway<S> {
             }
             Endpoint::Metadata | Endpoint::Proxy => unreachable!("answered above"),
         };
+        let answered = OAuthRequest {
+            endpoint,
+            service,
+            params: &params,
+            auth_header,
+            headers: &parts.headers,
+            client: conn.remote,
+        };
+        self.observer.oauth_answered(answered, &response);
         Ok(body::oauth(response))
     }
 
@@ -395,6 +429,7 @@ impl<S: TokenStore> Gateway<S> {
             token_location::locate(auth_header, parts.uri.query(), body_parameters.as_ref())
         };
 
+        let who;
         let identity_headers = match bearer::authenticate(
             &self.store,
             snapshot,
@@ -404,12 +439,20 @@ impl<S: TokenStore> Gateway<S> {
         )
         .await
         {
-            Ok(identity) => served.credential_headers.of(&identity),
+            Ok(identity) => {
+                who = self
+                    .observer
+                    .who(identity.consumer, Some(identity.application));
+                served.credential_headers.of(&identity)
+            }
             Err(refusal) => match (ProxyError::refused(refusal), conf.anonymous.as_deref()) {
                 // A store failure is never let through as the anonymous consumer.
                 (ProxyError::Unauthorized(_), Some(name)) => {
                     match snapshot.consumer(&service.namespace, name) {
-                        Some(consumer) => IdentityHeaders::anonymous(consumer),
+                        Some(consumer) => {
+                            who = self.observer.who(consumer, None);
+                            IdentityHeaders::anonymous(consumer)
+                        }
                         None => {
                             tracing::error!(service = %service.name, consumer = name, "the anonymous consumer does not exist");
                             return self.refuse(ProxyError::AnonymousMissing(name.to_owned()));
@@ -444,6 +487,7 @@ impl<S: TokenStore> Gateway<S> {
             route.strip_len,
             parts.uri.path(),
         );
+        let upstream_started = std::time::Instant::now();
         let response = match forward::rewritten_target(&parts.uri, &path) {
             Ok(rewritten) => {
                 let head = forward::UpstreamHead {
@@ -494,7 +538,10 @@ impl<S: TokenStore> Gateway<S> {
         match response {
             Ok(response) => {
                 self.metrics.count(Outcome::Forwarded);
-                response.map(Either::Right)
+                let mut response = response.map(Either::Right);
+                self.observer
+                    .proxied(&mut response, Some(upstream_started), who);
+                response
             }
             Err(error) => {
                 let error = ProxyError::from(error);

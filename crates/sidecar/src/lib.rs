@@ -2,6 +2,7 @@
 //! other request, forwarding to the application on 127.0.0.1, the admin API, and metrics.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 mod body;
 pub mod config;
 pub mod controller_client;
@@ -11,11 +12,13 @@ pub mod gateway;
 mod identity;
 mod manifests_watch;
 pub mod metrics;
+pub mod observe;
 mod pod_cert;
 mod pool;
 mod proxy_error;
 pub mod routes;
 mod served;
+pub mod trace_context;
 pub mod trusted;
 mod tunnel;
 mod unambiguous;
@@ -33,7 +36,7 @@ use tollgate_store::{AnyTokenStore, StoreKeys, TokenStore};
 pub use crate::config::{Config, ConfigErrors, SidecarArgs};
 use crate::controller_client::SnapshotRx;
 use crate::gateway::Gateway;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestLabels};
 use crate::tls::TlsSource;
 use crate::validation_cache::CachedStore;
 
@@ -89,7 +92,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.body_limits,
         config.upstream_keepalive_idle_timeout,
         config.upgrades,
-    );
+    )
+    .with_observe_settings(config.observe);
     if config.controller.is_some()
         && let Some(keys) = store_keys
     {
@@ -131,6 +135,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_token = config.admin_token.map(Arc::new);
     let admin = admin_listener.map(|admin_listener| {
         let gateway = gateway.clone();
+        let metrics = metrics.clone();
         tokio::spawn(tollgate_serve::serve(
             admin_listener,
             Some(tls),
@@ -139,7 +144,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             move |request, _conn| {
                 let gateway = gateway.clone();
                 let admin_token = admin_token.clone();
+                let metrics = metrics.clone();
                 async move {
+                    let started = std::time::Instant::now();
                     let (parts, incoming) = request.into_parts();
                     let (bodies, budget) = gateway.body_limits();
                     let read = body::read_bounded(incoming, bodies.oauth, budget).await;
@@ -154,16 +161,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     let served = gateway.snapshot();
                     let now = gateway::now_millis();
                     let store = gateway.store();
-                    body::full(
-                        tollgate_admin::serve_standalone(
-                            store,
-                            &served.snapshot,
-                            admin_token.as_deref(),
-                            &request,
-                            now,
-                        )
-                        .await,
+                    let response = tollgate_admin::serve_standalone(
+                        store,
+                        &served.snapshot,
+                        admin_token.as_deref(),
+                        &request,
+                        now,
                     )
+                    .await;
+                    let labels = RequestLabels::new(None, "admin", response.status());
+                    metrics.observe_request(&labels, started.elapsed());
+                    body::full(response)
                 }
             },
         ))

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -10,6 +11,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use tollgate_serve::memory;
@@ -120,9 +122,67 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// The service labels of a request: names the snapshot gives, which the operator controls,
+/// never anything of the request itself. Made once per snapshot and shared.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub namespace: Arc<String>,
+    pub service: Arc<String>,
+}
+
+/// The labels of `tollgate_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Empty for a request no route took.
+    namespace: Option<Arc<String>>,
+    service: Option<Arc<String>>,
+    /// `proxy`, `token`, `authorize`, `introspect`, `revoke`, `metadata`, `admin`, or `none`
+    /// for a request no route took.
+    route: &'static str,
+    /// `2xx` … `5xx`.
+    status: &'static str,
+}
+
+impl RequestLabels {
+    pub fn new(service: Option<ServiceLabels>, route: &'static str, status: StatusCode) -> Self {
+        let status = match status.as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
+        let (namespace, service) = match service {
+            Some(labels) => (Some(labels.namespace), Some(labels.service)),
+            None => (None, None),
+        };
+        Self {
+            namespace,
+            service,
+            route,
+            status,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    grant: &'static str,
+    error: &'static str,
+}
+
+/// From half a millisecond (a cached token check) to 10 s (an application's slow answer).
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    request_duration: HistogramFamily<RequestLabels>,
+    token_requests: Family<TokenLabels, Counter>,
     /// The counter of each outcome, by discriminant: made once, so counting a request is one
     /// atomic add, with no label hashed or lock taken. Every outcome is exported from the
     /// start, at zero, as Prometheus advises.
@@ -146,8 +206,24 @@ struct StoreRefusals(Option<StoreKeys>);
 impl Metrics {
     /// `store_keys`: those of the Redis store, whose refusals are exported; `None` in memory.
     pub fn new(store_keys: Option<StoreKeys>) -> Arc<Self> {
-        let mut registry = Registry::with_prefix("tollgate");
+        let mut root = Registry::default();
+        tollgate_serve::process::register_metrics(&mut root);
+        let registry = root.sub_registry_with_prefix("tollgate");
+        tollgate_serve::process::register_build_info(registry);
         registry.register_collector(Box::new(StoreRefusals(store_keys)));
+        let request_duration: HistogramFamily<RequestLabels> =
+            Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's head to its response's head, by service, route kind and status class",
+            request_duration.clone(),
+        );
+        let token_requests = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "token_requests",
+            "Token endpoint answers, by grant type and OAuth error code (`none` for a token issued)",
+            token_requests.clone(),
+        );
         let requests = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "requests",
@@ -172,7 +248,7 @@ impl Metrics {
             "When the serving certificate issued by the controller's CA expires (Unix seconds); 0 for none",
             certificate_expiry.clone(),
         );
-        memory::register_metrics(&mut registry);
+        memory::register_metrics(registry);
         let upstream = PoolMetrics::default();
         registry.register(
             "upstream_connections",
@@ -205,7 +281,9 @@ impl Metrics {
                 .clone()
         });
         Arc::new(Self {
-            registry,
+            registry: root,
+            request_duration,
+            token_requests,
             requests,
             dropped_headers,
             snapshot_version,
@@ -219,6 +297,20 @@ impl Metrics {
 
     pub fn count(&self, outcome: Outcome) {
         self.requests[outcome as usize].inc();
+    }
+
+    /// One request answered, in `tollgate_request_duration_seconds`.
+    pub fn observe_request(&self, labels: &RequestLabels, duration: Duration) {
+        self.request_duration
+            .get_or_create(labels)
+            .observe(duration.as_secs_f64());
+    }
+
+    /// One token endpoint answer, by its grant label and error code label.
+    pub fn count_token(&self, grant: &'static str, error: &'static str) {
+        self.token_requests
+            .get_or_create(&TokenLabels { grant, error })
+            .inc();
     }
 
     pub fn count_dropped_header(&self, reason: DroppedHeader) {

@@ -130,6 +130,18 @@ impl Endpoint {
         }
     }
 
+    /// The `route` label of the request-duration histogram, and the access log's.
+    pub fn route_label(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Authorize => "authorize",
+            Self::Introspect => "introspect",
+            Self::Revoke => "revoke",
+            Self::Metadata => "metadata",
+            Self::Proxy => "proxy",
+        }
+    }
+
     /// The `outcome` label of requests answered by this endpoint.
     pub fn outcome(self) -> Outcome {
         match self {

@@ -10,6 +10,7 @@ use tollgate_store::{KeyPair, StoreKey};
 
 use crate::forward;
 use crate::identity::CredentialHeaders;
+use crate::metrics::ServiceLabels;
 use crate::routes::RouteTable;
 
 /// The snapshot being served, with the structures derived from it. Swapped whole, so no
@@ -36,6 +37,8 @@ pub(crate) struct PreparedService {
     pub(crate) upstream_host: HeaderValue,
     /// Where its application listens, and how long it is waited for.
     pub(crate) target: forward::Target,
+    /// Its metric labels, shared by every request rather than copied.
+    pub(crate) labels: ServiceLabels,
 }
 
 // === impl Served ===
@@ -52,6 +55,10 @@ impl Served {
                 auth_header: HeaderName::try_from(&service.oauth2.auth_header_name).ok(),
                 upstream_host: forward::upstream_host(service.upstream.port),
                 target: forward::Target::of(&service.upstream),
+                labels: ServiceLabels {
+                    namespace: Arc::new(service.namespace.clone()),
+                    service: Arc::new(service.name.clone()),
+                },
             })
             .collect();
         Self {

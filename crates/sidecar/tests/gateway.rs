@@ -18,9 +18,11 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tollgate_serve::ConnInfo;
+use tollgate_sidecar::access_log::{AccessLogFormat, LineSink};
 use tollgate_sidecar::config::{BodyLimits, UpgradeLimits};
 use tollgate_sidecar::gateway::{ClientConnection, Gateway};
 use tollgate_sidecar::metrics::Metrics;
+use tollgate_sidecar::observe::ObserveSettings;
 use tollgate_sidecar::trusted::TrustedIps;
 use tollgate_store::{MemoryStore, TokenHash, TokenStore};
 use uuid::Uuid;
@@ -204,7 +206,17 @@ struct Harness {
 
 impl Harness {
     fn new(upstream_port: u16, oauth2: &[&str], upstream: &[&str]) -> Self {
-        Self::serving(&manifests(upstream_port, oauth2, upstream))
+        Self::observed(upstream_port, oauth2, upstream, ObserveSettings::default())
+    }
+
+    /// As [`Harness::new`], with `--access-log` and the request-id settings given.
+    fn observed(
+        upstream_port: u16,
+        oauth2: &[&str],
+        upstream: &[&str],
+        settings: ObserveSettings,
+    ) -> Self {
+        Self::serving(&manifests(upstream_port, oauth2, upstream), settings)
     }
 
     /// The article's objects, the service with `cors` (YAML lines under `spec.cors`).
@@ -215,31 +227,34 @@ impl Harness {
             &format!("  cors:\n{cors}  oauth2:\n"),
             1,
         );
-        Self::serving(&text)
+        Self::serving(&text, ObserveSettings::default())
     }
 
-    fn serving(text: &str) -> Self {
+    fn serving(text: &str, settings: ObserveSettings) -> Self {
         let resources =
             tollgate_api::manifests::load_str(Path::new("gateway-test.yaml"), text).unwrap();
         let compiled = tollgate_api::compile(&resources);
         assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
         let metrics = Metrics::new(None);
-        let gateway = Arc::new(Gateway::new(
-            compiled.snapshot,
-            MemoryStore::new(),
-            metrics.clone(),
-            TrustedIps::parse(&[]).unwrap(),
-            BodyLimits {
-                oauth: 16 * 1024,
-                proxied_form: 16 * 1024,
-                budget: 1024 * 1024,
-            },
-            Duration::from_secs(60),
-            UpgradeLimits {
-                idle_timeout: Duration::from_secs(60),
-                max_open: 16,
-            },
-        ));
+        let gateway = Arc::new(
+            Gateway::new(
+                compiled.snapshot,
+                MemoryStore::new(),
+                metrics.clone(),
+                TrustedIps::parse(&[]).unwrap(),
+                BodyLimits {
+                    oauth: 16 * 1024,
+                    proxied_form: 16 * 1024,
+                    budget: 1024 * 1024,
+                },
+                Duration::from_secs(60),
+                UpgradeLimits {
+                    idle_timeout: Duration::from_secs(60),
+                    max_open: 16,
+                },
+            )
+            .with_observe_settings(settings),
+        );
         let client = Arc::new(gateway.client_connection(ConnInfo {
             remote: "10.0.0.7:5555".parse().unwrap(),
             local: "10.0.0.1:8443".parse().unwrap(),
@@ -912,4 +927,210 @@ async fn preflight_continue_sends_a_preflight_through_the_bearer_check() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(upstream.last().method, "OPTIONS");
     assert_eq!(harness.counted("cors_preflight"), 0);
+
+/// A harness whose access log (JSON) is kept in memory, line by line.
+fn logged(upstream_port: u16) -> (Harness, Arc<Mutex<Vec<String>>>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
+    let settings = ObserveSettings {
+        access_log: AccessLogFormat::Json,
+        sink: LineSink::Function(Arc::new(move |line: &str| {
+            kept.lock().unwrap().push(line.to_owned())
+        })),
+        ..ObserveSettings::default()
+    };
+    (Harness::observed(upstream_port, &[], &[], settings), lines)
+}
+
+fn scrape(metrics: &Metrics) -> String {
+    let scrape = metrics.handle(&Request::get("/metrics").body(()).unwrap());
+    String::from_utf8(scrape.into_body().to_vec()).unwrap()
+}
+
+/// The value of the sample named exactly `series` (name and labels) in a scrape.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_application_receives_a_request_id_and_the_sidecars_traceparent() {
+    let upstream = ScriptedUpstream::start(ANSWER).await;
+    let harness = Harness::new(upstream.port, &[], &[]);
+    let bearer = format!("Bearer {}", harness.token().await);
+
+    // None sent: a new id, and no trace invented.
+    assert_eq!(
+        harness.get_with("/event/1", &bearer).await.status,
+        StatusCode::OK
+    );
+    let first = upstream.last();
+    let id = first
+        .header("x-request-id")
+        .expect("a request id")
+        .to_owned();
+    assert_eq!(id.len(), 32);
+    assert_eq!(first.header("traceparent"), None);
+
+    // A valid id and trace context: the id kept, the trace and flags kept, the span the
+    // sidecar's own, the state passed on.
+    let sent = Request::get("/event/1")
+        .header("authorization", &bearer)
+        .header("x-request-id", "client-id-42")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header("tracestate", "congo=t61rcWkgMzE");
+    assert_eq!(harness.send(sent, "").await.status, StatusCode::OK);
+    let second = upstream.last();
+    assert_eq!(second.header("x-request-id"), Some("client-id-42"));
+    let traceparent = second.header("traceparent").unwrap();
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{traceparent}"
+    );
+    assert!(traceparent.ends_with("-01"), "{traceparent}");
+    assert_ne!(&traceparent[36..52], "00f067aa0ba902b7");
+    assert_eq!(second.header("tracestate"), Some("congo=t61rcWkgMzE"));
+
+    // A request id with a space, and a malformed traceparent: both replaced, never refused.
+    let forged = Request::get("/event/1")
+        .header("authorization", &bearer)
+        .header("x-request-id", "a b")
+        .header("traceparent", "00-nonsense")
+        .header("tracestate", "congo=t61rcWkgMzE");
+    assert_eq!(harness.send(forged, "").await.status, StatusCode::OK);
+    let third = upstream.last();
+    assert_ne!(third.header("x-request-id"), Some("a b"));
+    assert_ne!(third.header("x-request-id"), Some(id.as_str()));
+    let replaced = third.header("traceparent").unwrap();
+    assert_eq!(replaced.len(), 55, "{replaced}");
+    assert!(replaced.ends_with("-00"), "{replaced}");
+    assert_eq!(third.header("tracestate"), None);
+}
+
+#[tokio::test]
+async fn an_access_line_holds_the_request_and_never_a_token_or_secret() {
+    let upstream = ScriptedUpstream::start(ANSWER).await;
+    let (harness, lines) = logged(upstream.port);
+    let token = harness.token().await;
+
+    // The token in the header, then in the query, then in a form body.
+    let header = Request::get("/event/1?page=2")
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-request-id", "req-header")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+    assert_eq!(harness.send(header, "").await.status, StatusCode::OK);
+    let query = Request::get(format!("/event/2?access_token={token}"));
+    assert_eq!(harness.send(query, "").await.status, StatusCode::OK);
+    let form = format!("access_token={token}&name=x");
+    let body = Request::post("/event/3")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-length", form.len());
+    assert_eq!(harness.send(body, &form).await.status, StatusCode::OK);
+    assert_eq!(
+        harness.get("/event/4").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let lines = lines.lock().unwrap().clone();
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    for line in &lines {
+        for secret in [token.as_str(), "clientsecret", "provisionkey", "Bearer"] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+        assert!(!line.contains('?'), "a query in {line}");
+    }
+    let json: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let issued = &json[0];
+    assert_eq!(issued["route"], "token");
+    assert_eq!(issued["path"], "/event/oauth2/token");
+    assert_eq!(issued["status"], 200);
+    assert_eq!(issued["service"], "default/sampleirisservice");
+
+    let proxied = &json[1];
+    assert_eq!(proxied["request_id"], "req-header");
+    assert_eq!(proxied["client"], "10.0.0.7:5555");
+    assert_eq!(proxied["method"], "GET");
+    assert_eq!(proxied["path"], "/event/1");
+    assert_eq!(proxied["route"], "proxy");
+    assert_eq!(proxied["status"], 200);
+    assert_eq!(proxied["bytes"], ANSWER.body.len());
+    assert_eq!(proxied["consumer"], "ClientApp");
+    assert_eq!(proxied["client_id"], "clientid");
+    assert_eq!(proxied["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(proxied["upstream_ms"].as_f64().unwrap() <= proxied["duration_ms"].as_f64().unwrap());
+    assert_eq!(
+        upstream.received.lock().unwrap()[0].header("x-request-id"),
+        Some("req-header")
+    );
+    assert_eq!(json[2]["path"], "/event/2");
+    assert_eq!(json[3]["method"], "POST");
+    let refused = &json[4];
+    assert_eq!(refused["status"], 401);
+    assert_eq!(refused["consumer"], Value::Null);
+    assert_eq!(refused["upstream_ms"], Value::Null);
+}
+
+#[tokio::test]
+async fn metrics_count_durations_grants_and_oauth_errors() {
+    let upstream = ScriptedUpstream::start(ANSWER).await;
+    let harness = Harness::new(upstream.port, &[], &[]);
+    let token = harness.token().await;
+    assert_eq!(
+        harness.get("/event/1").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let wrong_secret = harness
+        .post_form(
+            "/event/oauth2/token",
+            "grant_type=password&client_id=clientid&client_secret=wrong\
+             &provision_key=provisionkey&authenticated_userid=1",
+        )
+        .await;
+    assert_eq!(wrong_secret.json()["error"], "invalid_client");
+    let proxied = harness
+        .get_with("/event/1", &format!("Bearer {token}"))
+        .await;
+    assert_eq!(proxied.status, StatusCode::OK);
+
+    let text = scrape(&harness.metrics);
+    let series = |route: &str, status: &str| {
+        format!(
+            "tollgate_request_duration_seconds_count{{namespace=\"default\",service=\"sampleirisservice\",route=\"{route}\",status=\"{status}\"}}"
+        )
+    };
+    assert_eq!(sample(&text, &series("token", "2xx")), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &series("token", "4xx")), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &series("proxy", "4xx")), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &series("proxy", "2xx")), Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "tollgate_token_requests_total{grant=\"password\",error=\"none\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "tollgate_token_requests_total{grant=\"password\",error=\"invalid_client\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(text.contains("tollgate_build_info{version=\""), "{text}");
+    assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+    // Never a client id or a path in a label.
+    assert!(!text.contains("clientid"), "{text}");
+    assert!(!text.contains("/event"), "{text}");
 }

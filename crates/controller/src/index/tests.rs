@@ -530,11 +530,22 @@ fn statuses_carry_generation_and_pod_counts() {
     assert_eq!(status.pods.up_to_date, 1);
     assert_eq!(status.stale.len(), 1);
 
+    assert_eq!(
+        index.sidecar_generations(),
+        (1, 0, 2),
+        "a latest; b and c none"
+    );
+
     // A new provision key: the service's compiled form changed, so the pod is behind until
     // it is handed the new version.
     index.apply_secret(mk_secret("default", "svc-pk", "provisionKey", "new"));
     let status = status_of(&index.statuses(), Kind::OAuthService, "svc").clone();
     assert_eq!(status.pods.up_to_date, 0);
+    assert_eq!(
+        index.sidecar_generations(),
+        (0, 1, 2),
+        "a older; b and c none"
+    );
     let a = status.stale.iter().find(|p| p.name == "a").unwrap();
     assert!(a.holds.unwrap() < a.latest, "{a:?}");
 }

@@ -100,6 +100,7 @@ impl Watch {
                 }
                 Err(error) => {
                     self.metrics.reconcile_error("Watch");
+                    self.metrics.watch_restarted(&kind);
                     tracing::warn!(kind, %error, "watch failed; retrying");
                 }
             }

@@ -1,0 +1,92 @@
+//! What an access line holds, how it quotes what clients chose, and its clock.
+
+use super::*;
+
+fn line() -> AccessLine<'static> {
+    AccessLine {
+        time: UNIX_EPOCH + Duration::from_millis(1_764_691_412_345),
+        request_id: "req-1",
+        client: "10.0.0.7:5555".parse().unwrap(),
+        method: "GET",
+        path: Some("/event/1"),
+        service: Some(("team-a", "sampleirisservice")),
+        route: "proxy",
+        status: 200,
+        bytes: Some(31),
+        duration: Duration::from_micros(1500),
+        upstream_duration: Some(Duration::from_micros(900)),
+        consumer: Some("ClientApp"),
+        client_id: Some("clientid"),
+        trace_id: Some(TraceId([0xab; 16])),
+    }
+}
+
+#[test]
+fn a_text_line_holds_each_field_as_key_value() {
+    let text = line().format(AccessLogFormat::Text).unwrap();
+    assert_eq!(
+        text,
+        "2025-12-02T16:03:32.345Z request_id=req-1 client=10.0.0.7:5555 method=GET \
+         path=/event/1 service=team-a/sampleirisservice route=proxy status=200 bytes=31 \
+         duration_ms=1.500 upstream_ms=0.900 consumer=ClientApp client_id=clientid \
+         trace_id=abababababababababababababababab\n"
+    );
+}
+
+#[test]
+fn a_json_line_is_one_object_with_each_field() {
+    let text = line().format(AccessLogFormat::Json).unwrap();
+    assert_eq!(text.matches('\n').count(), 1);
+    assert!(text.ends_with('\n'));
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["time"], "2025-12-02T16:03:32.345Z");
+    assert_eq!(value["request_id"], "req-1");
+    assert_eq!(value["client"], "10.0.0.7:5555");
+    assert_eq!(value["path"], "/event/1");
+    assert_eq!(value["service"], "team-a/sampleirisservice");
+    assert_eq!(value["status"], 200);
+    assert_eq!(value["bytes"], 31);
+    assert_eq!(value["duration_ms"], 1.5);
+    assert_eq!(value["consumer"], "ClientApp");
+    assert_eq!(value["client_id"], "clientid");
+    assert_eq!(value["trace_id"], "abababababababababababababababab");
+}
+
+#[test]
+fn the_log_off_writes_nothing() {
+    assert_eq!(line().format(AccessLogFormat::Off), None);
+}
+
+#[test]
+fn what_a_client_chose_is_quoted_and_cut_so_a_line_stays_one_line() {
+    let long = "x".repeat(500);
+    let mut forged = line();
+    forged.consumer = Some("Eve\nforged=1 \"quoted\"");
+    forged.client_id = Some(&long);
+    forged.path = None;
+    forged.upstream_duration = None;
+    let text = forged.format(AccessLogFormat::Text).unwrap();
+    assert_eq!(text.matches('\n').count(), 1, "{text}");
+    assert!(
+        text.contains(r#"consumer="Eve\nforged=1 \"quoted\"""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("client_id={} ", "x".repeat(128))),
+        "{text}"
+    );
+    assert!(text.contains(" path=- "), "{text}");
+    assert!(text.contains(" upstream_ms=- "), "{text}");
+    let json = forged.format(AccessLogFormat::Json).unwrap();
+    assert_eq!(json.matches('\n').count(), 1, "{json}");
+}
+
+#[test]
+fn times_are_rfc3339_in_utc() {
+    assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    // A leap day, and the last millisecond of a century's last day.
+    let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+    assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    let end = UNIX_EPOCH + Duration::from_millis(4_102_444_799_999);
+    assert_eq!(rfc3339(end), "2099-12-31T23:59:59.999Z");
+}

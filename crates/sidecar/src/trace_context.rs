@@ -1,0 +1,217 @@
+//! What a request carries to the application to be followed through it: an `X-Request-Id`
+//! (the client's when valid, else a new one), and W3C Trace Context (`traceparent` with the
+//! sidecar's own span id, `tracestate` as it came).
+//!
+//! One grammar, parsed once into [`TraceParent`]. A malformed `traceparent` is replaced by a
+//! new trace, never refused: tracing is the operator's concern, not the client's.
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// `--max-request-id-length`: enough for a UUID, a ULID or most load balancers' ids, with
+/// room to spare; short enough that a log line stays a line.
+pub const DEFAULT_MAX_REQUEST_ID_LENGTH: usize = 128;
+
+/// A W3C trace id, 16 bytes, never all zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceId(pub [u8; 16]);
+
+/// The request's `traceparent`, as W3C Trace Context level 1 reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceParent {
+    /// None came: the sidecar starts no trace of its own.
+    Absent,
+    /// One well-formed value; its parent id is replaced by the sidecar's span.
+    Valid { trace_id: TraceId, flags: u8 },
+    /// Several, or one that breaks the grammar: replaced by a new trace.
+    Malformed,
+}
+
+/// What [`propagate`] set on the request, for the access log.
+#[derive(Debug, Clone)]
+pub struct Propagated {
+    pub request_id: HeaderValue,
+    /// The trace the application takes part in: the client's, or a new one when the
+    /// client's `traceparent` was malformed; `None` when none came.
+    pub trace_id: Option<TraceId>,
+}
+
+/// Sets the request's `X-Request-Id` and `traceparent` as the application receives them.
+pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propagated {
+    let request_id = {
+        let mut sent = headers.get_all(&REQUEST_ID).iter();
+        match (sent.next(), sent.next()) {
+            (Some(one), None) if valid_request_id(one.as_bytes(), max_request_id_length) => {
+                one.clone()
+            }
+            // None, several, or one that is not valid: `insert` replaces every value sent.
+            _ => {
+                let new = new_request_id();
+                headers.insert(REQUEST_ID, new.clone());
+                new
+            }
+        }
+    };
+    let trace_id = match parse_traceparent(headers) {
+        TraceParent::Absent => None,
+        TraceParent::Valid { trace_id, flags } => {
+            headers.insert(TRACEPARENT, traceparent(trace_id, next_id(), flags));
+            Some(trace_id)
+        }
+        TraceParent::Malformed => {
+            let trace_id = new_trace_id();
+            headers.insert(TRACEPARENT, traceparent(trace_id, next_id(), 0));
+            // Its state belongs to the trace that was refused (W3C §3.3.1.1).
+            headers.remove(TRACESTATE);
+            Some(trace_id)
+        }
+    };
+    Propagated {
+        request_id,
+        trace_id,
+    }
+}
+
+/// A client's request id is kept when it is 1 to `max` visible ASCII characters: nothing
+/// that could break a log line or a header the application writes back.
+pub fn valid_request_id(value: &[u8], max: usize) -> bool {
+    !value.is_empty() && value.len() <= max && value.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// Reads the request's `traceparent` headers.
+pub fn parse_traceparent(headers: &HeaderMap) -> TraceParent {
+    let mut values = headers.get_all(&TRACEPARENT).iter();
+    match (values.next(), values.next()) {
+        (None, _) => TraceParent::Absent,
+        (Some(one), None) => parse_traceparent_value(one.as_bytes()),
+        _ => TraceParent::Malformed,
+    }
+}
+
+/// `version "-" trace-id "-" parent-id "-" trace-flags`, lowercase hex. Version 00 is exactly
+/// that; a later version may add fields after a `-`, which are not read. Version ff, and an
+/// all-zero trace or parent id, are invalid.
+pub fn parse_traceparent_value(value: &[u8]) -> TraceParent {
+    const LENGTH: usize = 55;
+    let malformed = TraceParent::Malformed;
+    if value.len() < LENGTH {
+        return malformed;
+    }
+    let Some(version) = hex::<1>(&value[0..2]) else {
+        return malformed;
+    };
+    let longer_allowed = match version[0] {
+        0x00 => false,
+        0xff => return malformed,
+        _ => true,
+    };
+    if value.len() > LENGTH && (!longer_allowed || value[LENGTH] != b'-') {
+        return malformed;
+    }
+    if [2, 35, 52].iter().any(|&i| value[i] != b'-') {
+        return malformed;
+    }
+    let (Some(trace_id), Some(parent_id), Some(flags)) = (
+        hex::<16>(&value[3..35]),
+        hex::<8>(&value[36..52]),
+        hex::<1>(&value[53..55]),
+    ) else {
+        return malformed;
+    };
+    if trace_id == [0; 16] || parent_id == [0; 8] {
+        return malformed;
+    }
+    TraceParent::Valid {
+        trace_id: TraceId(trace_id),
+        flags: flags[0],
+    }
+}
+
+/// Lowercase hex of exactly `N` bytes.
+fn hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0; N];
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 0xf)]);
+    }
+}
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut text = Vec::with_capacity(32);
+        write_hex(&mut text, &self.0);
+        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+/// `00-{trace}-{span}-{flags}`.
+fn traceparent(trace_id: TraceId, span_id: u64, flags: u8) -> HeaderValue {
+    let mut text = Vec::with_capacity(55);
+    text.extend_from_slice(b"00-");
+    write_hex(&mut text, &trace_id.0);
+    text.push(b'-');
+    // Never zero: the ids come from a bijection of a counter that skips no value but one.
+    write_hex(&mut text, &span_id.max(1).to_be_bytes());
+    text.push(b'-');
+    write_hex(&mut text, &[flags]);
+    HeaderValue::from_bytes(&text).expect("hex is a header value")
+}
+
+/// 32 hex digits, unique in this process and unlikely to repeat across processes.
+fn new_request_id() -> HeaderValue {
+    let mut text = Vec::with_capacity(32);
+    write_hex(&mut text, &next_id().to_be_bytes());
+    write_hex(&mut text, &next_id().to_be_bytes());
+    HeaderValue::from_bytes(&text).expect("hex is a header value")
+}
+
+fn new_trace_id() -> TraceId {
+    let mut id = [0; 16];
+    id[..8].copy_from_slice(&next_id().max(1).to_be_bytes());
+    id[8..].copy_from_slice(&next_id().to_be_bytes());
+    TraceId(id)
+}
+
+/// A process-random start, so two sidecars do not hand out the same ids.
+static SEED: LazyLock<u64> = LazyLock::new(|| uuid::Uuid::new_v4().as_u64_pair().0);
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Ids need to be unique, not secret: splitmix64 of a counter is a bijection, so no two calls
+/// in a process return the same value, and costs no system call per request.
+fn next_id() -> u64 {
+    let mut z = SEED.wrapping_add(
+        COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests;
