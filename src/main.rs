@@ -137,6 +137,7 @@ fn main() -> ExitCode {
         Command::Controller(args) => controller(&args),
         #[cfg(feature = "control-plane")]
         Command::Check(args) => check(&args),
+        #[cfg(feature = "control-plane")]
         Command::Migrate(MigrateCommand::Kong(args)) => migrate_kong(&args),
     }
 }

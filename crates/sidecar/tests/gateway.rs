@@ -927,6 +927,7 @@ async fn preflight_continue_sends_a_preflight_through_the_bearer_check() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(upstream.last().method, "OPTIONS");
     assert_eq!(harness.counted("cors_preflight"), 0);
+}
 
 /// A harness whose access log (JSON) is kept in memory, line by line.
 fn logged(upstream_port: u16) -> (Harness, Arc<Mutex<Vec<String>>>) {
