@@ -1135,6 +1135,19 @@ subjects: [{{kind: ServiceAccount, name: controller, namespace: {ns}}}]
             ns = inside.0
         ),
     );
+    // As the chart binds it: the front proxy's settings, for the tokens API.
+    apply_ok(
+        "kube-system",
+        &format!(
+            r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {reviews}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}}
+subjects: [{{kind: ServiceAccount, name: controller, namespace: {ns}}}]
+"#,
+            ns = inside.0
+        ),
+    );
     let kubeconfig = service_account_kubeconfig(work.path(), &inside.0, "controller");
     // Without the flag, that account cannot list cluster-wide: the controller never lists.
     let denied = kubectl(
@@ -1197,6 +1210,10 @@ subjects: [{{kind: ServiceAccount, name: controller, namespace: {ns}}}]
     assert!(!logs.contains("forbidden"), "{logs}");
     let _ = kubectl(&["delete", "clusterrolebinding", &reviews], None);
     let _ = kubectl(&["delete", "clusterrole", &reviews], None);
+    let _ = kubectl(
+        &["delete", "rolebinding", "-n", "kube-system", &reviews],
+        None,
+    );
 }
 
 /// The root store key lives in its Secret (`--store-key-secret`): made once by the first
@@ -2139,9 +2156,10 @@ async fn tokens_api_controller(
     )
     .await;
     let ns_name = ns.0.clone();
-    eventually(SETTLE, "the application is ready", || {
-        let ready = ready_condition(&ns_name, "oauthapplication/sampleapp", "status");
-        async move { ready == "True" }
+    // Accepted, not Ready: no sidecar holds it here, so it is not Programmed.
+    eventually(SETTLE, "the application is accepted", || {
+        let accepted = condition(&ns_name, "oauthapplication/sampleapp", "Accepted", "status");
+        async move { accepted == "True" }
     })
     .await;
     let api_service = TokensApiService::register(&ns.0, controller.admin);

@@ -342,7 +342,13 @@ fn the_manifests_poll_interval_is_a_bounded_flag() {
         .iter()
         .position(|l| l.trim_start().starts_with("--manifests-poll-interval "))
         .unwrap_or_else(|| panic!("{help}"));
-    let paragraph = lines[at..=at + 1].join("\n");
+    // Up to the next flag: with a multi-paragraph flag elsewhere, clap puts `[env: …]` and
+    // `[default: …]` on lines of their own.
+    let end = lines[at + 1..]
+        .iter()
+        .position(|l| l.trim_start().starts_with('-'))
+        .map_or(lines.len(), |n| at + 1 + n);
+    let paragraph = lines[at..end].join("\n");
     assert!(
         paragraph.contains("[env: TOLLGATE_MANIFESTS_POLL_INTERVAL="),
         "{paragraph}"

@@ -31,6 +31,9 @@ pub async fn client(timeout: Duration) -> Result<(Client, String), String> {
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
     config.write_timeout = Some(timeout);
+    // kube retries a 429, 503 or 504 up to 15 times, backing off to 1000 s: a check must
+    // report the tokens API's 503 (Redis unreachable), not wait minutes for it to pass.
+    config.default_retry = false;
     let url = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(|e| e.to_string())?;
     Ok((client, url))

@@ -258,9 +258,7 @@ impl Started {
         webhook_configuration: Option<(String, Option<String>)>,
     ) -> anyhow::Result<Sourced> {
         let settings_review = (settings.token_review_cache, settings.review_concurrency);
-        let client = ::kube::Client::try_default()
-            .await
-            .context("cannot reach the API server (kubeconfig or in-cluster configuration)")?;
+        let client = crate::kube::api_client().await?;
         let store_root = match store_key {
             StoreKeySource::Secret(secret) => store_key::load_or_create(&client, &secret).await?,
             StoreKeySource::File(keys) => keys,

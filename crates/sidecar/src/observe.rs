@@ -50,7 +50,8 @@ impl Default for ObserveSettings {
 pub struct Seen {
     observer: Arc<Observer>,
     started: Instant,
-    request_id: http::HeaderValue,
+    /// With the access log on only: the `X-Request-Id` the application receives.
+    request_id: Option<http::HeaderValue>,
     trace_id: Option<TraceId>,
     client: SocketAddr,
     method: Method,
@@ -112,7 +113,10 @@ impl Observer {
         Seen {
             observer: self.clone(),
             started: Instant::now(),
-            request_id: propagated.request_id,
+            request_id: self
+                .logs()
+                .then(|| request.headers().get(REQUEST_ID).cloned())
+                .flatten(),
             trace_id: propagated.trace_id,
             client,
             method: request.method().clone(),
@@ -210,7 +214,11 @@ impl Seen {
         let proxied = response.extensions_mut().remove::<ProxySeen>();
         let line = AccessLine {
             time: SystemTime::now() - duration,
-            request_id: self.request_id.to_str().unwrap_or("-"),
+            request_id: self
+                .request_id
+                .as_ref()
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or("-"),
             client: self.client,
             method: self.method.as_str(),
             path: self.path.as_deref(),

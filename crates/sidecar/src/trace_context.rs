@@ -36,28 +36,24 @@ pub enum TraceParent {
 /// What [`propagate`] set on the request, for the access log.
 #[derive(Debug, Clone)]
 pub struct Propagated {
-    pub request_id: HeaderValue,
     /// The trace the application takes part in: the client's, or a new one when the
     /// client's `traceparent` was malformed; `None` when none came.
     pub trace_id: Option<TraceId>,
 }
 
 /// Sets the request's `X-Request-Id` and `traceparent` as the application receives them.
+/// The request id is left in `headers` (the access log reads it there): copying it out would
+/// cost an allocation on every request, with the access log off too.
 pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propagated {
-    let request_id = {
-        let mut sent = headers.get_all(&REQUEST_ID).iter();
-        match (sent.next(), sent.next()) {
-            (Some(one), None) if valid_request_id(one.as_bytes(), max_request_id_length) => {
-                one.clone()
-            }
-            // None, several, or one that is not valid: `insert` replaces every value sent.
-            _ => {
-                let new = new_request_id();
-                headers.insert(REQUEST_ID, new.clone());
-                new
-            }
-        }
+    let mut sent = headers.get_all(&REQUEST_ID).iter();
+    let keep = match (sent.next(), sent.next()) {
+        (Some(one), None) => valid_request_id(one.as_bytes(), max_request_id_length),
+        _ => false,
     };
+    if !keep {
+        // None, several, or one that is not valid: `insert` replaces every value sent.
+        headers.insert(REQUEST_ID, new_request_id());
+    }
     let trace_id = match parse_traceparent(headers) {
         TraceParent::Absent => None,
         TraceParent::Valid { trace_id, flags } => {
@@ -72,10 +68,7 @@ pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propa
             Some(trace_id)
         }
     };
-    Propagated {
-        request_id,
-        trace_id,
-    }
+    Propagated { trace_id }
 }
 
 /// A client's request id is kept when it is 1 to `max` visible ASCII characters: nothing
@@ -152,17 +145,17 @@ fn hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)]);
-        out.push(DIGITS[usize::from(byte & 0xf)]);
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 
 impl std::fmt::Display for TraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = Vec::with_capacity(32);
+        let mut text = [0; 32];
         write_hex(&mut text, &self.0);
         f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
     }
@@ -170,22 +163,20 @@ impl std::fmt::Display for TraceId {
 
 /// `00-{trace}-{span}-{flags}`.
 fn traceparent(trace_id: TraceId, span_id: u64, flags: u8) -> HeaderValue {
-    let mut text = Vec::with_capacity(55);
-    text.extend_from_slice(b"00-");
-    write_hex(&mut text, &trace_id.0);
-    text.push(b'-');
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    write_hex(&mut text[3..35], &trace_id.0);
     // Never zero: the ids come from a bijection of a counter that skips no value but one.
-    write_hex(&mut text, &span_id.max(1).to_be_bytes());
-    text.push(b'-');
-    write_hex(&mut text, &[flags]);
+    write_hex(&mut text[36..52], &span_id.max(1).to_be_bytes());
+    write_hex(&mut text[53..55], &[flags]);
     HeaderValue::from_bytes(&text).expect("hex is a header value")
 }
 
 /// 32 hex digits, unique in this process and unlikely to repeat across processes.
 fn new_request_id() -> HeaderValue {
-    let mut text = Vec::with_capacity(32);
-    write_hex(&mut text, &next_id().to_be_bytes());
-    write_hex(&mut text, &next_id().to_be_bytes());
+    // Written on the stack: the header value's own copy is the one allocation.
+    let mut text = [0; 32];
+    write_hex(&mut text[..16], &next_id().to_be_bytes());
+    write_hex(&mut text[16..], &next_id().to_be_bytes());
     HeaderValue::from_bytes(&text).expect("hex is a header value")
 }
 

@@ -84,8 +84,7 @@ fn request_ids_are_kept_when_short_visible_ascii() {
 fn a_valid_client_request_id_reaches_the_application_unchanged() {
     let mut headers = HeaderMap::new();
     headers.insert(REQUEST_ID, HeaderValue::from_static("client-chose-this"));
-    let propagated = propagate(&mut headers, 128);
-    assert_eq!(propagated.request_id, "client-chose-this");
+    propagate(&mut headers, 128);
     assert_eq!(headers.get_all(&REQUEST_ID).iter().count(), 1);
     assert_eq!(headers[&REQUEST_ID], "client-chose-this");
 }
@@ -100,10 +99,10 @@ fn an_invalid_missing_or_repeated_request_id_is_replaced_by_a_new_one() {
         for value in sent {
             headers.append(REQUEST_ID, HeaderValue::from_str(value).unwrap());
         }
-        let propagated = propagate(&mut headers, 128);
+        propagate(&mut headers, 128);
         let values: Vec<_> = headers.get_all(&REQUEST_ID).iter().collect();
-        assert_eq!(values, [&propagated.request_id], "{sent:?}");
-        let id = propagated.request_id.to_str().unwrap().to_owned();
+        assert_eq!(values.len(), 1, "{sent:?}");
+        let id = values[0].to_str().unwrap().to_owned();
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
         assert!(seen.insert(id), "ids repeat");
