@@ -15,7 +15,7 @@ use tollgate_api::resources::{
 };
 use tollgate_api::snapshot::{self, ClientType, Pkce};
 
-use crate::kong::{self, OAuth2PluginConfig, Ref};
+use crate::kong::{self, CorsPluginConfig, OAuth2PluginConfig, Ref};
 use crate::names::{Names, dns_label};
 use crate::{Document, Migration, Object, TokenImport};
 
@@ -65,6 +65,8 @@ struct Planned<'p> {
     upstream: &'p UpstreamSpec,
     routes: &'p [&'p RouteAt<'p>],
     plugin: &'p OAuth2At,
+    /// The cors plugin that applies to it in Kong, if any.
+    cors: Option<&'p CorsAt>,
     tags: &'p [String],
 }
 
@@ -72,6 +74,13 @@ struct Planned<'p> {
 struct OAuth2At {
     config: OAuth2PluginConfig,
     label: String,
+}
+
+/// A cors plugin's configuration, read, with where it came from.
+struct CorsAt {
+    config: CorsPluginConfig,
+    label: String,
+    global: bool,
 }
 
 /// The conversion's state: what was written so far and the names taken.
@@ -229,10 +238,11 @@ pub fn convert(config: &kong::Config, namespace: &str) -> Result<Migration, Stri
         writer.consumer_refs.push(name);
     }
 
-    // Which oauth2 configuration covers what.
+    // Which oauth2 and cors configurations cover what.
     let mut global: Option<OAuth2At> = None;
     let mut by_service: HashMap<usize, OAuth2At> = HashMap::new();
     let mut by_route: HashMap<usize, OAuth2At> = HashMap::new();
+    let mut cors = cors::CorsPlugins::default();
     for plugin in &plugins {
         let where_ = match plugin.scope {
             Scope::Global => "globally".to_owned(),
@@ -243,9 +253,9 @@ pub fn convert(config: &kong::Config, namespace: &str) -> Result<Migration, Stri
             }
         };
         let label = format!("Kong plugin `{}` {where_}", plugin.plugin.name);
-        if plugin.plugin.name != "oauth2" {
+        if !matches!(plugin.plugin.name.as_str(), "oauth2" | "cors") {
             writer.warn(format!(
-                "{label}: not migrated: tollgate has only the oauth2 plugin"
+                "{label}: not migrated: tollgate has only the oauth2 and cors plugins"
             ));
             continue;
         }
@@ -255,15 +265,31 @@ pub fn convert(config: &kong::Config, namespace: &str) -> Result<Migration, Stri
         }
         if let Scope::Consumer(_) = plugin.scope {
             writer.warn(format!(
-                "{label}: not migrated: the oauth2 plugin applies to services and routes, not \
-                 to consumers"
+                "{label}: not migrated: the {} plugin applies to services and routes, not \
+                 to consumers",
+                plugin.plugin.name
             ));
             continue;
         }
-        let config = read_oauth2_config(plugin)?;
         writer.unsupported(&label, &plugin.plugin.other, |key, _| {
             matches!(key, "protocols" | "instance_name")
         });
+        if plugin.plugin.name == "cors" {
+            let config: CorsPluginConfig = read_config(plugin)?;
+            writer.unsupported(&label, &config.other, |_, _| false);
+            let read = CorsAt {
+                config,
+                global: plugin.scope == Scope::Global,
+                label: label.clone(),
+            };
+            if let Some(first) = cors.insert(plugin.scope, read) {
+                writer.warn(format!(
+                    "{label}: not migrated: {first} already configures cors there"
+                ));
+            }
+            continue;
+        }
+        let config: OAuth2PluginConfig = read_config(plugin)?;
         writer.unsupported(&label, &config.other, |_, _| false);
         let first = match plugin.scope {
             Scope::Global => global.as_ref(),
@@ -346,15 +372,31 @@ pub fn convert(config: &kong::Config, namespace: &str) -> Result<Migration, Stri
                     .as_deref()
                     .and_then(dns_label)
                     .unwrap_or_else(|| format!("service-{}", i + 1));
-                let covered: Vec<&RouteAt> = covered.iter().map(|&j| &routes[j]).collect();
+                let covered_at: Vec<&RouteAt> = covered.iter().map(|&j| &routes[j]).collect();
+                let shared_cors = cors.get(Scope::Service(i)).or(cors.global.as_ref());
                 if let Some(name) = writer.service(&Planned {
                     wanted: &wanted,
                     label: &label,
                     upstream: &upstream,
-                    routes: &covered,
+                    routes: &covered_at,
                     plugin,
+                    cors: shared_cors,
                     tags: &service.tags,
                 }) {
+                    for &j in &covered {
+                        if let Some(own) = cors.route_of(j) {
+                            writer.warn(format!(
+                                "{}: not migrated: {} shares OAuthService `{name}` with the \
+                                 other routes of its service, and one OAuthService has one cors \
+                                 block (give the route an oauth2 plugin of its own to make it \
+                                 its own OAuthService)",
+                                own.label,
+                                routes[j].label.trim_start_matches("Kong "),
+                            ));
+                            cors.mark_used(Some(own));
+                        }
+                    }
+                    cors.mark_used(shared_cors);
                     kong_service_to_oas.insert(i, name);
                 }
             }
@@ -369,15 +411,21 @@ pub fn convert(config: &kong::Config, namespace: &str) -> Result<Migration, Stri
                 .unwrap_or_else(|| {
                     format!("{}-route-{}", dns_label(&label).unwrap_or_default(), j + 1)
                 });
+            let route_cors = cors
+                .route_of(j)
+                .or(cors.get(Scope::Service(i)))
+                .or(cors.global.as_ref());
             let name = writer.service(&Planned {
                 wanted: &wanted,
                 label: &route.label,
                 upstream: &upstream,
                 routes: &[route],
                 plugin: &by_route[&j],
+                cors: route_cors,
                 tags: &route.route.tags,
             });
             if let Some(name) = name {
+                cors.mark_used(route_cors);
                 kong_service_to_oas.entry(i).or_insert(name);
             }
         }
@@ -386,6 +434,12 @@ pub fn convert(config: &kong::Config, namespace: &str) -> Result<Migration, Stri
         writer.warn(format!(
             "{}: no service to forward to: not migrated",
             route.label
+        ));
+    }
+    for unused in cors.unused() {
+        writer.warn(format!(
+            "{}: not migrated: no OAuthService was written where it applies",
+            unused.label
         ));
     }
 
@@ -538,9 +592,9 @@ fn format_version(config: &kong::Config) -> Result<String, String> {
     }
 }
 
-fn read_oauth2_config(plugin: &PluginAt) -> Result<OAuth2PluginConfig, String> {
+fn read_config<T: serde::de::DeserializeOwned + Default>(plugin: &PluginAt) -> Result<T, String> {
     match &plugin.plugin.config {
-        None | Some(Value::Null) => Ok(OAuth2PluginConfig::default()),
+        None | Some(Value::Null) => Ok(T::default()),
         Some(value) => serde_path_to_error::deserialize(value.clone()).map_err(|e| {
             let path = e.path().to_string();
             format!("{}.config.{path}: {}", plugin.at, e.into_inner())
@@ -690,6 +744,7 @@ fn route_prefix(path: &str, old_format: bool) -> Result<String, &'static str> {
     })
 }
 
+mod cors;
 mod writer;
 
 #[cfg(test)]

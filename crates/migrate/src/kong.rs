@@ -144,6 +144,28 @@ pub struct OAuth2PluginConfig {
     pub other: BTreeMap<String, Value>,
 }
 
+/// The cors plugin's `config`, every field of Kong's schema (3.x). `methods` stays text, so
+/// that a method tollgate does not know is named rather than refused with the whole file.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct CorsPluginConfig {
+    #[serde(deserialize_with = "list")]
+    pub origins: Vec<String>,
+    /// `None` when absent or null: Kong's default, every method.
+    pub methods: Option<Vec<String>>,
+    #[serde(deserialize_with = "list")]
+    pub headers: Vec<String>,
+    #[serde(deserialize_with = "list")]
+    pub exposed_headers: Vec<String>,
+    pub credentials: Option<bool>,
+    pub max_age: Option<f64>,
+    pub private_network: Option<bool>,
+    pub preflight_continue: Option<bool>,
+    pub allow_origin_absent: Option<bool>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
 #[derive(Deserialize)]
 pub struct Consumer {
     #[serde(default)]

@@ -354,7 +354,10 @@ fn names_are_dns_safe_collisions_are_numbered_and_shared_paths_kept_once() {
             "Kong plugin `oauth2` globally",
             "applied to service `my_service`",
         ],
-        &["Kong plugin `cors` globally", "not migrated"],
+        &[
+            "Kong plugin `cors` globally",
+            "applied to OAuthService `my-service` as its own spec.cors",
+        ],
         &[
             "Kong consumer custom_id `client-app`",
             "written as Consumer `client-app-2`",
@@ -534,4 +537,221 @@ fn other_kong_entities_are_named_not_dropped() {
         &["Kong consumer `u`", "`keyauth_credentials` (1 entry)"]
     ));
     assert!(!warned(&migration, &["a-secret-key"]));
+}
+
+const CORS_DECK: &str = r#"
+_format_version: "3.0"
+plugins:
+- name: cors
+  config: {credentials: true}
+- name: cors
+  config: {origins: [https://second.example]}
+services:
+- name: api
+  url: http://localhost:8080
+  plugins:
+  - name: oauth2
+    config: {enable_client_credentials: true, provision_key: pk}
+  - name: cors
+    protocols: [http, https]
+    config:
+      origins: [https://app.example.com, '(.*\.)?example\.com', 'a\.test|b\.test', '(?<=x)y\.test']
+      methods: [GET, POST, get]
+      headers: ["Content-Type, Authorization"]
+      exposed_headers: [X-Total]
+      credentials: true
+      max_age: 3600
+      private_network: true
+      preflight_continue: false
+      allow_origin_absent: false
+      brand_new_setting: 1
+  routes:
+  - name: shared
+    paths: [/api]
+  - name: shared-own-cors
+    paths: [/api2]
+    plugins:
+    - name: cors
+      config: {origins: [https://other.example]}
+  - name: own
+    paths: [/own]
+    plugins:
+    - name: oauth2
+      config: {enable_password_grant: true, provision_key: pk2}
+    - name: cors
+      config: {origins: [https://own.example], max_age: 1.5, preflight_continue: true}
+- name: plain
+  url: http://localhost:9000
+  plugins:
+  - name: oauth2
+    config: {enable_client_credentials: true, provision_key: pk3}
+  routes:
+  - name: plain
+    paths: [/plain]
+- name: unprotected
+  url: http://localhost:9001
+  plugins:
+  - name: cors
+  routes:
+  - name: unprotected
+    paths: [/open]
+- name: only-bad-regexes
+  url: http://localhost:9002
+  plugins:
+  - name: oauth2
+    config: {enable_client_credentials: true, provision_key: pk4}
+  - name: cors
+    config: {origins: ['(?=a)b']}
+  routes:
+  - name: bad
+    paths: [/bad]
+consumers:
+- username: alice
+  plugins:
+  - name: cors
+"#;
+
+#[test]
+fn kongs_cors_plugin_becomes_the_cors_block_of_the_services_it_covers() {
+    use tollgate_api::cors::{CorsMethod, OriginAnswer};
+    let migration = migrate(CORS_DECK).unwrap();
+    for parts in [
+        &["Kong plugin `cors` on service `api`", "`brand_new_setting`"][..],
+        &[
+            "Kong plugin `cors` on service `api`",
+            "config.methods `get` not migrated",
+        ],
+        &[
+            "Kong plugin `cors` on service `api`",
+            "config.origins `(?<=x)y\\.test` is not a regular expression tollgate can use",
+            "no longer allowed",
+        ],
+        &[
+            "Kong plugin `cors` on service `api`",
+            "config.origins `a\\.test|b\\.test`",
+            "a.test.evil.example",
+        ],
+        &[
+            "Kong plugin `cors` on route `shared-own-cors` of service `api`",
+            "shares OAuthService `api`",
+        ],
+        &[
+            "Kong plugin `cors` on route `own` of service `api`",
+            "config.max_age 1.5 is not a whole number",
+        ],
+        &[
+            "Kong plugin `cors` globally",
+            "applied to OAuthService `plain` as its own spec.cors",
+        ],
+        &[
+            "Kong plugin `cors` globally",
+            "config.credentials with every origin allowed",
+        ],
+        &[
+            "Kong plugin `cors` globally: not migrated: Kong plugin `cors` globally already \
+             configures cors there",
+        ],
+        &[
+            "Kong plugin `cors` on service `unprotected`",
+            "not migrated: no OAuthService was written where it applies",
+        ],
+        &[
+            "Kong plugin `cors` on consumer `alice`",
+            "applies to services and routes, not to consumers",
+        ],
+        &[
+            "Kong plugin `cors` on service `only-bad-regexes`",
+            "kept as written, so that OAuthService `only-bad-regexes` is refused",
+        ],
+        &[
+            "tollgate would refuse OAuthService default/only-bad-regexes",
+            "cors.origins[0]",
+        ],
+    ] {
+        assert!(
+            warned(&migration, parts),
+            "{parts:?} in {:#?}",
+            migration.warnings
+        );
+    }
+    assert!(
+        !warned(&migration, &["globally", "`api`"]),
+        "a service's own cors plugin wins over the global one: {:#?}",
+        migration.warnings
+    );
+    assert!(!warned(&migration, &["`protocols`"]));
+    for (resources, errors) in reread(&migration) {
+        assert_eq!(
+            errors.len(),
+            1,
+            "only the service whose every origin was refused: {errors:?}"
+        );
+        let compiled = tollgate_api::compile(&resources).snapshot;
+        let cors_of = |name: &str| {
+            let spec = resources
+                .services
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("OAuthService {name}"))
+                .spec
+                .cors
+                .clone()
+                .unwrap_or_else(|| panic!("{name} has a cors block"));
+            let compiled = compiled
+                .services
+                .iter()
+                .find(|s| s.name == name)
+                .and_then(|s| s.cors.clone())
+                .unwrap_or_else(|| panic!("{name} compiled with its cors"));
+            (spec, compiled)
+        };
+
+        let (api, compiled_api) = cors_of("api");
+        assert_eq!(
+            api.origins,
+            [
+                "https://app.example.com",
+                "(.*\\.)?example\\.com",
+                "a\\.test|b\\.test"
+            ]
+        );
+        assert_eq!(api.methods, [CorsMethod::Get, CorsMethod::Post]);
+        assert_eq!(api.headers, ["Content-Type", "Authorization"]);
+        assert_eq!(api.exposed_headers, ["X-Total"]);
+        assert!(api.credentials && api.private_network && !api.preflight_continue);
+        assert!(!api.allow_origin_absent);
+        assert_eq!(api.max_age, Some(3600));
+        let allowed = |origin: &'static str| {
+            matches!(
+                compiled_api.origins.answer(Some(origin)),
+                OriginAnswer::Origin(_)
+            )
+        };
+        assert!(allowed("https://app.example.com"));
+        assert!(allowed("https://shop.example.com"));
+        assert!(allowed("https://b.test"));
+        assert!(
+            !allowed("https://a.test.evil.example"),
+            "Kong allowed it; tollgate anchors the whole regex"
+        );
+        assert!(
+            !allowed("https://xy.test"),
+            "the refused regex allows nothing"
+        );
+
+        let (own, _) = cors_of("own");
+        assert_eq!(own.origins, ["https://own.example"]);
+        assert_eq!(own.max_age, None);
+        assert!(own.preflight_continue);
+        assert_eq!(own.methods, CorsMethod::ALL, "Kong's default");
+
+        let (plain, compiled_plain) = cors_of("plain");
+        assert!(plain.origins.is_empty() && plain.credentials && plain.allow_origin_absent);
+        assert!(
+            compiled_plain
+                .origins
+                .answer(Some("https://any.example"))
+                .is_every()
+        );
+    }
 }

@@ -243,6 +243,7 @@ impl Writer<'_> {
             .give(&format!("{name}-provision-key"))
             .name;
         let oauth2 = self.oauth2_config(planned.plugin, &secret_name);
+        let cors = planned.cors.map(|cors| self.cors(cors, &name));
         let from = format!(
             "{}, with {}",
             planned.label.trim_start_matches("Kong "),
@@ -255,8 +256,7 @@ impl Writer<'_> {
                 upstream: planned.upstream.clone(),
                 routes: specs,
                 oauth2,
-                // Kong's cors plugin is reported as not carried over, like every other plugin.
-                cors: None,
+                cors,
             },
             status: None,
         };
