@@ -596,8 +596,11 @@ fn read_config<T: serde::de::DeserializeOwned + Default>(plugin: &PluginAt) -> R
     match &plugin.plugin.config {
         None | Some(Value::Null) => Ok(T::default()),
         Some(value) => serde_path_to_error::deserialize(value.clone()).map_err(|e| {
-            let path = e.path().to_string();
-            format!("{}.config.{path}: {}", plugin.at, e.into_inner())
+            let path = match e.path().to_string().as_str() {
+                "." => format!("{}.config", plugin.at),
+                inner => format!("{}.config.{inner}", plugin.at),
+            };
+            kong::field_error(&path, e.into_inner())
         }),
     }
 }

@@ -14,6 +14,28 @@ use serde_yaml::Value;
 /// ones when they start with `~`.
 pub const FORMAT_VERSIONS: &[&str] = &["1.1", "2.1", "3.0"];
 
+/// The fields whose value is a secret: an error about one names the field, never its value
+/// (serde's "invalid type: integer `…`" would print it).
+pub const SECRET_FIELDS: &[&str] = &[
+    "client_secret",
+    "provision_key",
+    "access_token",
+    "refresh_token",
+];
+
+/// Serde's error at `path` (`services[0].routes[1].paths`, `.` for the whole file) as one
+/// line; for a secret field, without the value it quotes.
+pub fn field_error(path: &str, error: impl std::fmt::Display) -> String {
+    let field = path.rsplit(['.', ']']).next().unwrap_or(path);
+    if SECRET_FIELDS.contains(&field) {
+        format!("{path}: invalid type, expected a string (the value is not shown: it is a secret)")
+    } else if path == "." {
+        error.to_string()
+    } else {
+        format!("{path}: {error}")
+    }
+}
+
 /// A whole declarative file.
 #[derive(Deserialize)]
 pub struct Config {

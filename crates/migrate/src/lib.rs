@@ -98,12 +98,7 @@ fn parse(text: &str) -> Result<kong::Config, String> {
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            inner.to_string()
-        } else {
-            format!("{path}: {inner}")
-        }
+        kong::field_error(&path, e.into_inner())
     })
 }
 

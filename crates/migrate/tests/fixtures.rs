@@ -488,6 +488,10 @@ fn an_invalid_file_is_one_error_naming_the_file_and_where() {
             "_format_version: 3.0\nplugins:\n- name: oauth2\n  config: {scopes: 7}\n",
             "kong.yaml: plugins[0].config.scopes: invalid type",
         ),
+        (
+            "_format_version: 3.0\nplugins:\n- name: cors\n  config: 7\n",
+            "kong.yaml: plugins[0].config: invalid type",
+        ),
     ];
     for (text, expected) in cases {
         let error = match migrate(text) {
@@ -753,5 +757,42 @@ fn kongs_cors_plugin_becomes_the_cors_block_of_the_services_it_covers() {
                 .answer(Some("https://any.example"))
                 .is_every()
         );
+    }
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_named_never_shown() {
+    let cases = [
+        (
+            "_format_version: \"3.0\"\nplugins:\n- name: oauth2\n  config: {provision_key: 918273645}\n",
+            "kong.yaml: plugins[0].config.provision_key: ",
+        ),
+        (
+            "_format_version: \"3.0\"\nconsumers:\n- username: u\n  oauth2_credentials:\n  - client_id: c\n    client_secret: 918273645\n",
+            "kong.yaml: consumers[0].oauth2_credentials[0].client_secret: ",
+        ),
+        (
+            "_format_version: \"3.0\"\noauth2_credentials:\n- client_id: c\n  client_secret: 9182736.45\n  consumer: u\n",
+            "kong.yaml: oauth2_credentials[0].client_secret: ",
+        ),
+        (
+            "_format_version: \"3.0\"\noauth2_tokens:\n- access_token: true\n",
+            "kong.yaml: oauth2_tokens[0].access_token: ",
+        ),
+        (
+            "_format_version: \"3.0\"\noauth2_tokens:\n- refresh_token: 918273645\n",
+            "kong.yaml: oauth2_tokens[0].refresh_token: ",
+        ),
+    ];
+    for (text, expected) in cases {
+        let error = match migrate(text) {
+            Ok(_) => panic!("{text:?} was accepted"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.starts_with(expected), "{text:?}: {error}");
+        assert!(error.contains("expected a string"), "{error}");
+        for value in ["918273645", "9182736.45", "true"] {
+            assert!(!error.contains(value), "{error}");
+        }
     }
 }
