@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tollgate_api::Snapshot;
 use tollgate_store::{ListFilter, StoreError, TokenHash, TokenRecord, TokenStore};
 use uuid::Uuid;
@@ -49,49 +49,8 @@ pub(crate) enum AdminError {
     Store(StoreError),
 }
 
-/// (beyond Kong) A token exported from IAM (Kong's `oauth2_tokens` entity), to import.
-/// The application is named by `client_id` (or tollgate's `credential_id`), the service by
-/// `service_id` or `service_name`; without either, the token is global, as in Kong.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Import {
-    #[serde(default)]
-    pub id: Option<Uuid>,
-    pub access_token: String,
-    #[serde(default)]
-    pub refresh_token: Option<String>,
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub credential_id: Option<Uuid>,
-    #[serde(default)]
-    pub credential: Option<IdRef>,
-    #[serde(default)]
-    pub service_id: Option<Uuid>,
-    #[serde(default)]
-    pub service: Option<IdRef>,
-    #[serde(default)]
-    pub service_name: Option<String>,
-    #[serde(default)]
-    pub authenticated_userid: Option<String>,
-    #[serde(default)]
-    pub scope: Option<String>,
-    #[serde(default)]
-    pub expires_in: Option<u32>,
-    /// Kong exports seconds; milliseconds are accepted too.
-    #[serde(default)]
-    pub created_at: Option<u64>,
-    #[serde(default)]
-    pub token_type: Option<String>,
-    #[serde(default)]
-    pub ttl: Option<u32>,
-}
-
-/// Kong writes foreign keys as `{"id": …}`.
-#[derive(Deserialize)]
-pub(crate) struct IdRef {
-    id: Uuid,
-}
+/// A token to import: the body of `POST /{ns}/oauth2_tokens`, shared with `migrate kong`.
+pub(crate) use tollgate_api::token_import::TokenImport as Import;
 
 /// Serves one routed admin request, once whoever serves it has authorised it. `body` is the
 /// request's body, read whole; `snapshot` holds the configuration an import is checked

@@ -13,6 +13,7 @@ pub mod snapshot;
 pub mod stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod token_import;
 
 pub use compile::{CompileError, compile};
 pub use secret::{SecretDigest, SecretString};

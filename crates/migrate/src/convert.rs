@@ -540,17 +540,27 @@ pub fn convert(config: &kong::Config, namespace: &str) -> Result<Migration, Stri
             }
         };
         writer.unsupported(&format!("Kong token {at}"), &token.other, |_, _| false);
+        let id = token.id.as_deref().and_then(|id| {
+            let parsed = uuid::Uuid::parse_str(id).ok();
+            if parsed.is_none() {
+                writer.warn(format!(
+                    "Kong token {at}: id `{id}` is not a UUID: imported under a new id"
+                ));
+            }
+            parsed
+        });
         tokens.push(TokenImport {
-            id: token.id.clone(),
+            id,
             access_token,
             refresh_token: token.refresh_token.clone().filter(|t| !t.is_empty()),
-            client_id,
+            client_id: Some(client_id),
             service_name,
             authenticated_userid: token.authenticated_userid.clone(),
             scope: token.scope.clone(),
             expires_in: token.expires_in,
             created_at: token.created_at,
             ttl: token.ttl,
+            ..TokenImport::default()
         });
     }
     if skipped_tokens > 0 {

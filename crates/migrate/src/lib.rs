@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 use tollgate_api::manifests::Resources;
 use tollgate_api::resources::{Consumer, OAuthApplication, OAuthService};
 
-pub use output::TokenImport;
+pub use tollgate_api::token_import::TokenImport;
 
 /// The namespace of the manifests when none is asked for.
 pub const DEFAULT_NAMESPACE: &str = tollgate_api::manifests::DEFAULT_NAMESPACE;

@@ -1,34 +1,7 @@
 //! Writing a migration: the manifests as YAML (with comments) or a JSON List, and exported
 //! tokens as the admin API's import bodies.
 
-use serde::Serialize;
-
-use crate::{Migration, Object};
-
-/// A token as `POST /{namespace}/oauth2_tokens` imports it. Holds the token values: no
-/// `Debug`, and written only to the file the user names.
-#[derive(Serialize)]
-pub struct TokenImport {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub access_token: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    pub client_id: String,
-    /// The OAuthService it was issued for; none for a global token.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub service_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub authenticated_userid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_in: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<u32>,
-}
+use crate::{Migration, Object, TokenImport};
 
 fn value(object: &Object) -> serde_json::Value {
     // Serialising these plain data types fails only on a bug in their derives; a null
