@@ -52,9 +52,33 @@ pub(crate) enum AdminError {
 /// A token to import: the body of `POST /{ns}/oauth2_tokens`, shared with `migrate kong`.
 pub(crate) use tollgate_api::token_import::TokenImport as Import;
 
-/// Serves one routed admin request, once whoever serves it has authorised it. `body` is the
-/// request's body, read whole; `snapshot` holds the configuration an import is checked
-/// against (only an import reads it).
+/// Who sent an admin request, as the audit line of a revocation names them: never a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller<'a> {
+    /// The Kubernetes user the controller authenticated: TokenReview's, or the front proxy's
+    /// `X-Remote-User`.
+    User(&'a str),
+    /// A standalone sidecar's admin listener: the holder of its admin token, or, when it has
+    /// none (`token: false`), whoever reached the listener.
+    Listener { token: bool },
+}
+
+impl std::fmt::Display for Caller<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Quoted and escaped: a name is text, and a line break must not start a line.
+            Caller::User(name) => write!(f, "user {name:?}"),
+            Caller::Listener { token: true } => f.write_str("the holder of the admin token"),
+            Caller::Listener { token: false } => {
+                f.write_str("whoever reached the admin listener (no admin token set)")
+            }
+        }
+    }
+}
+
+/// Serves one routed admin request, once whoever serves it (`caller`) has authorised it.
+/// `body` is the request's body, read whole; `snapshot` holds the configuration an import is
+/// checked against (only an import reads it).
 pub async fn handle<S: TokenStore>(
     store: &S,
     request: &AdminRequest,
@@ -62,29 +86,40 @@ pub async fn handle<S: TokenStore>(
     body: &[u8],
     snapshot: &Snapshot,
     now_ms: u64,
+    caller: Caller<'_>,
 ) -> Response<Bytes> {
     let response = match route(store, request, query, body, snapshot, now_ms).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
-    audit_revocation(request, response.status());
-    response
-}
-
-/// Every revocation through the admin API is logged as an audit line, at `warn` so that the
-/// default filter keeps it: the namespace and the outcome, never the token or its id (Kong
-/// accepts the token itself in the id's place).
-fn audit_revocation(request: &AdminRequest, status: StatusCode) {
     let (namespace, kind) = match request {
         AdminRequest::Delete { namespace, .. } => (namespace, "one"),
         AdminRequest::BulkDelete { namespace } => (namespace, "by_user"),
-        _ => return,
+        _ => return response,
     };
+    audit_revocation("kong", namespace, kind, false, response.status(), caller);
+    response
+}
+
+/// Every revocation through the admin API or the aggregated API (`api`) is logged as an
+/// audit line, at `warn` so that the default filter keeps it: who asked, the namespace and
+/// the outcome, never the token or its id (Kong accepts the token itself in the id's place).
+pub(crate) fn audit_revocation(
+    api: &'static str,
+    namespace: &str,
+    kind: &'static str,
+    dry_run: bool,
+    status: StatusCode,
+    caller: Caller<'_>,
+) {
     tracing::warn!(
         target: "tollgate::audit",
         event = "admin_revocation",
+        api,
+        caller = %caller,
         namespace = %namespace,
         kind,
+        dry_run,
         status = status.as_u16(),
         "tokens revoked through the admin API"
     );

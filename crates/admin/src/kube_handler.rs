@@ -9,7 +9,7 @@ use tollgate_api::Snapshot;
 use tollgate_store::{ListFilter, StoreError, TokenRecord, TokenStore};
 use uuid::Uuid;
 
-use crate::handler::{AdminError, Import, prepare_import};
+use crate::handler::{AdminError, Caller, Import, audit_revocation, prepare_import};
 use crate::kube_objects::{
     self as objects, Cause, Reason, TokenNames, json_response, not_found, status, store_unavailable,
 };
@@ -50,6 +50,7 @@ pub async fn handle_kube<S: TokenStore, C: TokenContext + ?Sized>(
     request: &KubeRequest,
     body: &[u8],
     now_ms: u64,
+    caller: Caller<'_>,
 ) -> Response<Bytes> {
     let answer = match request {
         KubeRequest::Groups => Ok(json_response(StatusCode::OK, &objects::group_list())),
@@ -100,10 +101,29 @@ pub async fn handle_kube<S: TokenStore, C: TokenContext + ?Sized>(
             create(store, context, namespace, body, *dry_run, now_ms).await
         }
     };
-    answer.unwrap_or_else(|error| {
+    let response = answer.unwrap_or_else(|error| {
         tracing::error!(%error, "aggregated API: token store failed");
         store_unavailable()
-    })
+    });
+    let (namespace, kind, dry_run) = match request {
+        KubeRequest::Delete {
+            namespace, dry_run, ..
+        } => (namespace, "one", dry_run),
+        KubeRequest::DeleteCollection {
+            namespace, dry_run, ..
+        } => (namespace, "collection", dry_run),
+        _ => return response,
+    };
+    let dry_run = *dry_run || delete_options(body).unwrap_or(false);
+    audit_revocation(
+        "kubernetes",
+        namespace,
+        kind,
+        dry_run,
+        response.status(),
+        caller,
+    );
+    response
 }
 
 /// Every token of `namespace` (or of every namespace) the options select, up to `limit`,

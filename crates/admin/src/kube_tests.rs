@@ -11,7 +11,7 @@ use tollgate_store::{MemoryStore, TokenHash, TokenRecord, TokenStore};
 use uuid::Uuid;
 
 use crate::kube_objects::{self, TokenNames};
-use crate::{IncludeObject, KubeRefusal, KubeRequest, Output, TokenContext, handle_kube};
+use crate::{Caller, IncludeObject, KubeRefusal, KubeRequest, Output, TokenContext, handle_kube};
 
 const BASE: &str = "/apis/tokens.oauth.tollgate.dev/v1alpha1";
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
@@ -474,7 +474,15 @@ async fn send_with(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let response = handle_kube(store, context, &request, body.as_bytes(), now).await;
+    let response = handle_kube(
+        store,
+        context,
+        &request,
+        body.as_bytes(),
+        now,
+        Caller::User("tester"),
+    )
+    .await;
     let status = response.status().as_u16();
     (
         status,
@@ -752,7 +760,15 @@ async fn a_table_get_is_one_row() {
     stored(&store, &one).await;
     let path = format!("{BASE}/namespaces/team-a/oauthtokens/{}", one.id);
     let request = KubeRequest::parse(&Method::GET, &path, None, Some(TABLE)).unwrap();
-    let response = handle_kube(&store, &Context(Snapshot::default()), &request, b"", NOW).await;
+    let response = handle_kube(
+        &store,
+        &Context(Snapshot::default()),
+        &request,
+        b"",
+        NOW,
+        Caller::User("tester"),
+    )
+    .await;
     let table: Value = serde_json::from_slice(response.body()).unwrap();
     assert_eq!(table["kind"], "Table");
     assert_eq!(table["rows"].as_array().unwrap().len(), 1);

@@ -24,7 +24,7 @@ use http::{Request, Response};
 use tollgate_api::Snapshot;
 use tollgate_store::TokenStore;
 
-pub use crate::handler::{handle, message, unauthorized, unauthorized_with, unrouted};
+pub use crate::handler::{Caller, handle, message, unauthorized, unauthorized_with, unrouted};
 pub use crate::kube_handler::{TokenContext, handle_kube, kube_refusal};
 pub use crate::kube_objects::TokenNames;
 pub use crate::kube_request::{
@@ -69,6 +69,9 @@ pub async fn serve_standalone<S: TokenStore>(
         request.body(),
         snapshot,
         now_ms,
+        Caller::Listener {
+            token: token.is_some(),
+        },
     )
     .await
 }

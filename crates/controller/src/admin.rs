@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use rustls_pki_types::UnixTime;
 use tollgate_admin::kube_objects::{self, Reason};
-use tollgate_admin::{AdminRequest, KubeRequest, TokenContext, TokenNames};
+use tollgate_admin::{AdminRequest, Caller, KubeRequest, TokenContext, TokenNames};
 use tollgate_api::Snapshot;
 use tollgate_serve::PeerCertificates;
 use tollgate_store::TokenStore;
@@ -154,6 +154,7 @@ impl<S: TokenStore> AdminServer<S> {
             &body,
             &snapshot,
             now_millis(),
+            Caller::User(&who.username),
         )
         .await
     }
@@ -232,7 +233,15 @@ impl<S: TokenStore> AdminServer<S> {
                 );
             }
         };
-        tollgate_admin::handle_kube(&self.store, &*self.context, &routed, &body, now_millis()).await
+        tollgate_admin::handle_kube(
+            &self.store,
+            &*self.context,
+            &routed,
+            &body,
+            now_millis(),
+            Caller::User(&who.username),
+        )
+        .await
     }
 
     /// Who sends a request of the aggregated API: the user the front proxy names, when the
