@@ -10,10 +10,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use tollgate_store::{KeyPair, MIN_KEY_LEN, StoreKey};
 
 use crate::index::ObjectRef;
+use crate::kube::{KeptSecret, Reading, read_or_create};
 
 /// The Secret's data key of the key that seals.
 pub const CURRENT_KEY: &str = "current";
@@ -85,64 +85,35 @@ pub fn secret_of(name: &str, keys: &KeyPair) -> Secret {
 /// The root key pair of `secret`: read, completed with a new `current` after a rotation, or
 /// created with a new key when the Secret does not exist.
 pub async fn load_or_create(client: &Client, secret: &ObjectRef) -> anyhow::Result<KeyPair> {
-    use anyhow::Context;
-    let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
-    for _ in 0..3 {
-        let found = api
-            .get_opt(&secret.name)
-            .await
-            .with_context(|| format!("--store-key-secret {secret}: cannot read the Secret"))?;
-        let Some(found) = found else {
-            let keys = KeyPair::new(generate()?);
-            match api
-                .create(&PostParams::default(), &secret_of(&secret.name, &keys))
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(%secret, "made a new store key and kept it in its Secret");
-                    return Ok(keys);
-                }
-                // Another replica stored its key first: use that one.
-                Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                Err(error) => {
-                    return Err(error).with_context(|| {
-                        format!("--store-key-secret {secret}: cannot create the Secret")
-                    });
-                }
-            }
-        };
-        match key_pair_of(&found)
-            .map_err(|e| anyhow::anyhow!("--store-key-secret {secret}: {e}"))?
-        {
-            Found::Keys(keys) => return Ok(keys),
+    let kept = KeptSecret {
+        flag: "--store-key-secret",
+        what: "store key",
+        secret,
+    };
+    read_or_create(
+        client,
+        &kept,
+        |found| match key_pair_of(found).map_err(anyhow::Error::msg)? {
+            Found::Keys(keys) => Ok(Reading::Use(keys)),
             Found::NeedsCurrent { previous } => {
                 let keys = KeyPair {
                     current: generate()?,
                     previous,
                 };
-                // Guarded by the resourceVersion read: of two replicas, one writes, the other
-                // reads the winner's key on its next round.
-                let mut patch = secret_of(&secret.name, &keys);
-                patch.metadata.resource_version = found.metadata.resource_version.clone();
-                match api
-                    .patch(&secret.name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(%secret, "rotated: made a new current store key");
-                        return Ok(keys);
-                    }
-                    Err(kube::Error::Api(status)) if status.code == 409 => continue,
-                    Err(error) => {
-                        return Err(error).with_context(|| {
-                            format!("--store-key-secret {secret}: cannot update the Secret")
-                        });
-                    }
-                }
+                let update = Box::new(secret_of(&secret.name, &keys));
+                Ok(Reading::Complete {
+                    value: keys,
+                    update,
+                })
             }
-        }
-    }
-    anyhow::bail!("--store-key-secret {secret}: the Secret keeps changing; retry")
+        },
+        || {
+            let keys = KeyPair::new(generate()?);
+            let stored = secret_of(&secret.name, &keys);
+            Ok((keys, stored))
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

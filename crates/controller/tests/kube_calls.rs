@@ -474,6 +474,61 @@ async fn the_ca_is_made_and_stored_once_then_read_back() {
     server.await.unwrap();
 }
 
+#[tokio::test]
+async fn a_rotated_store_key_is_completed_once_and_a_lost_race_reads_the_winners() {
+    use tollgate_controller::store_key::{self, CURRENT_KEY, PREVIOUS_KEY};
+    use tollgate_store::{KeyPair, StoreKey};
+    let key = |byte: u8| StoreKey::new(vec![byte; 32]).unwrap();
+    let as_body = |keys: &KeyPair, resource_version: &str| {
+        let mut body =
+            serde_json::to_value(store_key::secret_of("tollgate-store-key", keys)).unwrap();
+        body["apiVersion"] = json!("v1");
+        body["kind"] = json!("Secret");
+        body["metadata"]["resourceVersion"] = json!(resource_version);
+        body
+    };
+    let winners = KeyPair {
+        current: key(3),
+        previous: Some(key(1)),
+    };
+    let winners_body = as_body(&winners, "8");
+    let (client, server) = mock_client(move |mut api| async move {
+        // Rotated: `previous` only. The controller completes it, guarded by what it read.
+        let (method, uri, _, send) = next(&mut api).await;
+        assert_eq!(method, Method::GET);
+        assert_eq!(
+            uri,
+            "/api/v1/namespaces/tollgate-system/secrets/tollgate-store-key"
+        );
+        let mut rotated = as_body(&KeyPair::new(key(1)), "7");
+        let old = rotated["data"][CURRENT_KEY].take();
+        rotated["data"][PREVIOUS_KEY] = old;
+        rotated["data"].as_object_mut().unwrap().remove(CURRENT_KEY);
+        send.send_response(reply(StatusCode::OK, rotated));
+        let (method, uri, body, send) = next(&mut api).await;
+        assert_eq!(method, Method::PATCH);
+        assert_eq!(
+            uri,
+            "/api/v1/namespaces/tollgate-system/secrets/tollgate-store-key?"
+        );
+        assert_eq!(body["metadata"]["resourceVersion"], "7");
+        assert!(body["data"][CURRENT_KEY].is_string());
+        // Another replica completed it first: the controller reads its key.
+        send.send_response(reply(StatusCode::CONFLICT, api_status(409, "Conflict")));
+        let (method, _, _, send) = next(&mut api).await;
+        assert_eq!(method, Method::GET);
+        send.send_response(reply(StatusCode::OK, winners_body));
+    });
+    let keys = store_key::load_or_create(
+        &client,
+        &ObjectRef::new("tollgate-system", "tollgate-store-key"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(keys, winners);
+    server.await.unwrap();
+}
+
 // --- the webhook configuration ---
 
 #[tokio::test]

@@ -6,8 +6,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, PostParams};
 
+use super::kept_secret::{KeptSecret, Reading, read_or_create};
 use crate::ca::Ca;
 use crate::index::ObjectRef;
 
@@ -17,34 +17,26 @@ pub const CA_KEY_KEY: &str = "ca.key";
 
 /// The CA stored in `secret`; made and stored there when the Secret does not exist.
 pub async fn load_or_create_ca(client: &Client, secret: &ObjectRef) -> anyhow::Result<Ca> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
-    for _ in 0..2 {
-        if let Some(found) = api
-            .get_opt(&secret.name)
-            .await
-            .with_context(|| format!("--ca-secret {secret}: cannot read the Secret"))?
-        {
-            return ca_from_secret(&found)
-                .with_context(|| format!("--ca-secret {secret}: not a usable CA"));
-        }
-        let ca = Ca::generate().context("cannot make the controller's CA")?;
-        match api
-            .create(&PostParams::default(), &ca_secret(&secret.name, &ca))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(%secret, "made a new CA and stored it in its Secret");
-                return Ok(ca);
-            }
-            // Another replica stored its CA first: use that one.
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(error) => {
-                return Err(error)
-                    .with_context(|| format!("--ca-secret {secret}: cannot create the Secret"));
-            }
-        }
-    }
-    anyhow::bail!("--ca-secret {secret}: the Secret keeps changing; retry")
+    let kept = KeptSecret {
+        flag: "--ca-secret",
+        what: "CA",
+        secret,
+    };
+    read_or_create(
+        client,
+        &kept,
+        |found| {
+            Ok(Reading::Use(
+                ca_from_secret(found).context("not a usable CA")?,
+            ))
+        },
+        || {
+            let ca = Ca::generate().context("cannot make the controller's CA")?;
+            let stored = ca_secret(&secret.name, &ca);
+            Ok((ca, stored))
+        },
+    )
+    .await
 }
 
 /// The CA in a Secret's `ca.crt` and `ca.key`.

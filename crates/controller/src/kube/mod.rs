@@ -1,15 +1,18 @@
 //! The API server as the index's source, and the only place besides [`crate::auth`] that
-//! talks to it, one module per concern: `client` (the client, without kube's retries), `watch` (the watches feeding the index), `lease` (the
-//! Lease that elects the status writer), `status_writer` (server-side apply), `events` (the
-//! Events the status writer records), `webhook_ca_bundle` (the webhook's caBundle),
-//! `api_service_ca_bundle` (the aggregated API's caBundle), `request_header_config` (the front
-//! proxy's settings) and `ca_secret` (the CA's Secret). Each call is a thin wrapper; the
-//! decisions around it are pure functions tested without a cluster.
+//! talks to it, one module per concern: `client` (the client, without kube's retries),
+//! `watch` (the watches feeding the index), `lease` (the Lease that elects the status
+//! writer), `status_writer` (server-side apply), `events` (the Events the status writer
+//! records), `webhook_ca_bundle` (the webhook's caBundle), `api_service_ca_bundle` (the
+//! aggregated API's caBundle), `request_header_config` (the front proxy's settings),
+//! `kept_secret` (a Secret the controller reads or creates for itself: the CA's, the store
+//! key's) and `ca_secret` (the CA's Secret). Each call is a thin wrapper; the decisions
+//! around it are pure functions tested without a cluster.
 
 mod api_service_ca_bundle;
 mod ca_secret;
 mod client;
 mod events;
+mod kept_secret;
 mod lease;
 mod request_header_config;
 mod status_writer;
@@ -29,6 +32,7 @@ pub use self::api_service_ca_bundle::{api_service_patch, keep_api_service, patch
 pub use self::ca_secret::{CA_CERT_KEY, CA_KEY_KEY, ca_from_secret, ca_secret, load_or_create_ca};
 pub use self::client::{api_client, client_without_retries};
 pub use self::events::{event, record, recorder, reference};
+pub use self::kept_secret::{KeptSecret, Reading, read_or_create};
 pub use self::lease::{
     LEASE_DURATION, LEASE_RETRY, LeaseDecision, lease_decision, lease_spec, try_lease,
 };
