@@ -183,6 +183,19 @@ impl KubeController {
         Self::start_with(dir, namespace, &["--redis-url", redis_url]).await
     }
 
+    /// The sidecar of pod `pod` in `namespace` as injected, fed by this controller: its
+    /// stream URL and CA, the pod's bound token, its snapshot cached in `dir`.
+    fn sidecar_for(&self, namespace: &str, pod: &str, dir: &Path) -> PodSidecarBuilder {
+        PodSidecarBuilder::new(
+            &self.stream_url(),
+            &self.ca,
+            namespace,
+            pod,
+            &pod_token(namespace, pod),
+            &dir.join(format!("{pod}.snapshot.json")),
+        )
+    }
+
     /// [`KubeController::start`] with other flags instead of `--redis-url`.
     async fn start_with(dir: &Path, namespace: &str, flags: &[&str]) -> Self {
         Self::start_as(dir, namespace, flags, None).await
@@ -533,19 +546,12 @@ async fn the_controller_writes_status_and_feeds_pod_bound_sidecars() {
     .await;
 
     // A sidecar on iris-0's bound token receives its snapshot and serves the flow.
-    let token_0 = pod_token(&ns.0, "iris-0");
     let token_1 = pod_token(&ns.0, "iris-1");
-    let sidecar = PodSidecarBuilder::new(
-        &controller.stream_url(),
-        &controller.ca,
-        &ns.0,
-        "iris-0",
-        &token_0,
-        &work.path().join("iris-0.snapshot.json"),
-    )
-    .redis(&redis.url())
-    .start()
-    .await;
+    let sidecar = controller
+        .sidecar_for(&ns.0, "iris-0", work.path())
+        .redis(&redis.url())
+        .start()
+        .await;
     let access = sidecar.password_grant().await["access_token"]
         .as_str()
         .unwrap()
@@ -763,18 +769,11 @@ subjects: [{{kind: ServiceAccount, name: only-{verb}, namespace: {ns}}}]
     let response = send("create", &token("create"), "").await.unwrap();
     assert_eq!(response.status(), 201, "{:?}", response.text().await);
     let redis_url = redis.url();
-    let pod_token_0 = pod_token(&ns.0, "iris-0");
-    let sidecar = PodSidecarBuilder::new(
-        &controller.stream_url(),
-        &controller.ca,
-        &ns.0,
-        "iris-0",
-        &pod_token_0,
-        &work.path().join("iris-0.snapshot.json"),
-    )
-    .redis(&redis_url)
-    .start()
-    .await;
+    let sidecar = controller
+        .sidecar_for(&ns.0, "iris-0", work.path())
+        .redis(&redis_url)
+        .start()
+        .await;
     let response = sidecar
         .get_with_token("/event/1", "imported-by-create-0001")
         .await;
@@ -956,17 +955,11 @@ async fn a_pod_s_csr_is_signed_and_chains_to_the_published_ca() {
     ]);
     assert_eq!(managers.trim(), "tollgate-controller:Apply");
 
-    let sidecar = PodSidecarBuilder::new(
-        &controller.stream_url(),
-        &controller.ca,
-        &ns.0,
-        "iris-0",
-        &pod_token(&ns.0, "iris-0"),
-        &work.path().join("iris-0.snapshot.json"),
-    )
-    .tls_from_controller()
-    .start()
-    .await;
+    let sidecar = controller
+        .sidecar_for(&ns.0, "iris-0", work.path())
+        .tls_from_controller()
+        .start()
+        .await;
     for name in ["localhost", "127.0.0.1", service_name.as_str()] {
         let chain = crate::pod_certs::served_chain(sidecar.proxy, name, &ca_pem)
             .await
@@ -1232,16 +1225,14 @@ async fn the_store_key_secret_outlives_the_controller_and_rotates() {
     let flags = ["--redis-url", &redis.url(), "--store-key-secret", &secret];
     let key_field =
         |name: &str| field(&ns.0, "secret/tollgate-store-key", &format!(".data.{name}"));
-    let pod_sidecar = |controller: &KubeController, pod: &str, cache: &str| {
-        PodSidecarBuilder::new(
-            &controller.stream_url(),
-            &controller.ca,
-            &ns.0,
-            pod,
-            &pod_token(&ns.0, pod),
-            &work.path().join(cache),
-        )
-        .redis(&redis.url())
+    // Each stage's sidecar starts without a cached snapshot: what it serves is the new
+    // controller's.
+    let pod_sidecar = |controller: &KubeController, pod: &str, stage: &str| {
+        let cache = work.path().join(stage);
+        std::fs::create_dir_all(&cache).unwrap();
+        controller
+            .sidecar_for(&ns.0, pod, &cache)
+            .redis(&redis.url())
     };
 
     // The first controller makes the key and keeps it in the Secret.
@@ -1252,9 +1243,7 @@ async fn the_store_key_secret_outlives_the_controller_and_rotates() {
         .unwrap_or_else(|e| panic!("the Secret's `current` is not base64 ({e}): {first_key:?}"));
     assert!(decoded.len() >= 32, "a {}-byte key", decoded.len());
     assert_eq!(key_field("previous"), "", "no rotation yet");
-    let sidecar = pod_sidecar(&controller, "iris-0", "first.snapshot.json")
-        .start()
-        .await;
+    let sidecar = pod_sidecar(&controller, "iris-0", "first").start().await;
     let before_restart = sidecar.password_grant().await["access_token"]
         .as_str()
         .unwrap()
@@ -1273,9 +1262,7 @@ async fn the_store_key_secret_outlives_the_controller_and_rotates() {
     controller.kill();
     let mut controller = KubeController::start_with(work.path(), &ns.0, &flags).await;
     assert_eq!(key_field("current"), first_key, "the restart kept the key");
-    let sidecar = pod_sidecar(&controller, "iris-1", "second.snapshot.json")
-        .start()
-        .await;
+    let sidecar = pod_sidecar(&controller, "iris-1", "second").start().await;
     assert_eq!(
         sidecar
             .get_with_token("/event/1", &before_restart)
@@ -1315,9 +1302,7 @@ async fn the_store_key_secret_outlives_the_controller_and_rotates() {
         first_key,
         "the old key still verifies"
     );
-    let sidecar = pod_sidecar(&controller, "iris-0", "third.snapshot.json")
-        .start()
-        .await;
+    let sidecar = pod_sidecar(&controller, "iris-0", "third").start().await;
     assert_eq!(
         sidecar
             .get_with_token("/event/1", &before_restart)
@@ -2224,18 +2209,11 @@ async fn kubectl_lists_imports_and_revokes_tokens_through_the_api_server() {
     );
 
     // The sidecar accepts the imported token.
-    let pod_token_0 = pod_token(&ns.0, "iris-0");
-    let sidecar = PodSidecarBuilder::new(
-        &controller.stream_url(),
-        &controller.ca,
-        &ns.0,
-        "iris-0",
-        &pod_token_0,
-        &work.path().join("iris-0.snapshot.json"),
-    )
-    .redis(&redis.url())
-    .start()
-    .await;
+    let sidecar = controller
+        .sidecar_for(&ns.0, "iris-0", work.path())
+        .redis(&redis.url())
+        .start()
+        .await;
     assert_eq!(
         sidecar
             .get_with_token("/event/1", secret_value)
@@ -3146,18 +3124,11 @@ async fn conditions_and_columns_follow_the_sidecars_and_refusals_are_events() {
     );
 
     // iris-0's sidecar receives its snapshot: every object it serves turns ready.
-    let token = pod_token(&ns.0, "iris-0");
-    let sidecar = PodSidecarBuilder::new(
-        &controller.stream_url(),
-        &controller.ca,
-        &ns.0,
-        "iris-0",
-        &token,
-        &work.path().join("iris-0.snapshot.json"),
-    )
-    .redis(&redis.url())
-    .start()
-    .await;
+    let sidecar = controller
+        .sidecar_for(&ns.0, "iris-0", work.path())
+        .redis(&redis.url())
+        .start()
+        .await;
     for object in [service, "consumer/clientapp", "oauthapplication/sampleapp"] {
         eventually(SETTLE, &format!("{object} is programmed"), || {
             let programmed = condition(&ns_name, object, "Programmed", "status");
