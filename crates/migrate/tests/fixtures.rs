@@ -796,3 +796,45 @@ fn a_secret_of_the_wrong_type_is_named_never_shown() {
         }
     }
 }
+
+#[test]
+fn a_token_id_that_is_no_uuid_is_named_and_the_token_imported_under_a_new_one() {
+    let migration = migrate(
+        r#"
+_format_version: "3.0"
+services:
+- name: svc
+  port: 9000
+  plugins:
+  - name: oauth2
+    config: {enable_client_credentials: true, provision_key: pk}
+  routes:
+  - name: r
+    paths: [/r]
+consumers:
+- username: u
+  oauth2_credentials:
+  - client_id: app
+    client_secret: s
+    oauth2_tokens:
+    - id: not-a-uuid
+      access_token: a1
+    - id: 0b7c1f0e-58a5-4c4e-9a3c-000000000001
+      access_token: a2
+"#,
+    )
+    .unwrap();
+    assert!(warned(
+        &migration,
+        &["id `not-a-uuid` is not a UUID", "imported under a new id"]
+    ));
+    let lines: Vec<serde_json::Value> = migration
+        .tokens_jsonl()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].get("id").is_none(), "{}", lines[0]);
+    assert_eq!(lines[1]["id"], "0b7c1f0e-58a5-4c4e-9a3c-000000000001");
+    assert_eq!(lines[1]["client_id"], "app");
+}
