@@ -346,14 +346,18 @@ def test_redis_tls_files_reach_the_controller_and_the_sidecars_from_their_own_na
     assert e["TOLLGATE_SIDECAR_REDIS_CA_CONFIGMAP"]["value"] == "redis-ca:ca.pem"
     assert e["TOLLGATE_SIDECAR_REDIS_CLIENT_SECRET"]["value"] == "redis-client"
 
-    # The CA alone: no client certificate anywhere.
+    # The CA alone: no client certificate anywhere, and the sidecars get the CA the controller
+    # publishes in its CA ConfigMap (the injector's default), so nothing names one for them.
     ca_only = {
         "redis": {**EXTERNAL_REDIS["redis"], "tls": {"caSecret": {"name": "redis-ca", "key": "ca.crt"}}},
-        "injection": {**EXTERNAL_REDIS["injection"], "redisCaConfigMap": "redis-ca"},
+        "injection": EXTERNAL_REDIS["injection"],
     }
     deployment = one(objects(ca_only), "Deployment", "tollgate-controller")
     e = env(deployment)
     assert "TOLLGATE_REDIS_CLIENT_CERT" not in e and "TOLLGATE_SIDECAR_REDIS_CLIENT_SECRET" not in e
+    assert "TOLLGATE_SIDECAR_REDIS_CA_CONFIGMAP" not in e
+    # The controller publishes its CA ConfigMap (--ca-config-map's default, tollgate-ca.crt).
+    assert "TOLLGATE_CA_CONFIG_MAP" not in e
     assert e["TOLLGATE_REDIS_CA"]["value"] == "/var/run/tollgate/redis-tls/ca.crt"
     [volume] = deployment["spec"]["template"]["spec"]["volumes"]
     assert volume["projected"]["sources"] == [{"secret": {"name": "redis-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]
@@ -369,9 +373,7 @@ def test_redis_tls_files_reach_the_controller_and_the_sidecars_from_their_own_na
 @pytest.mark.parametrize(
     "values, message",
     [
-        # A controller that trusts the CA while its sidecars cannot: say so at install.
-        ({**EXTERNAL_REDIS_TLS, "injection": {**EXTERNAL_REDIS["injection"], "redisClientSecret": "c"}},
-         "redis.tls.caSecret: sidecars cannot read a Secret of the release namespace"),
+        # A controller with a client certificate while its sidecars have none: said at install.
         ({**EXTERNAL_REDIS_TLS, "injection": {**EXTERNAL_REDIS["injection"], "redisCaConfigMap": "ca"}},
          "redis.tls.clientSecret: sidecars cannot read a Secret of the release namespace"),
         # TLS files for a Redis without TLS would mean nothing.

@@ -69,7 +69,7 @@ impl Pki {
 }
 
 /// `redis-server` with a TLS port; the plain port stays open for the harness's checks.
-fn tls_redis(pki: &Pki, require_client_certificates: bool) -> (RedisServer, String) {
+pub(crate) fn tls_redis(pki: &Pki, require_client_certificates: bool) -> (RedisServer, String) {
     let tls_port = free_port().to_string();
     let path = |p: &Path| p.to_str().unwrap().to_owned();
     let server = RedisServer::start_with_args(&[

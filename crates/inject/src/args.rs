@@ -122,7 +122,8 @@ pub struct InjectArgs {
 
     /// `NAME[:KEY]` of a ConfigMap in each injected pod's namespace holding the CA bundle that
     /// signed Redis's certificate (key `ca.crt` by default): the sidecar's --redis-ca, for a
-    /// rediss:// Redis with a private CA. None by default: the system's roots.
+    /// rediss:// Redis with a private CA. Default: in the controller with --redis-ca, the CA
+    /// it publishes (key `redis-ca.crt` of its --ca-config-map); otherwise the system's roots.
     #[arg(
         long,
         env = "TOLLGATE_SIDECAR_REDIS_CA_CONFIGMAP",

@@ -267,6 +267,17 @@ impl InjectConfig {
     }
 }
 
+impl InjectConfig {
+    /// For the controller: Redis's CA from `published` (its CA ConfigMap's `redis-ca.crt`),
+    /// unless `--sidecar-redis-ca-configmap` chose one, or the sidecars use no Redis.
+    pub fn with_default_redis_ca(mut self, published: ConfigMapKey) -> Self {
+        if self.redis_tls.ca.is_none() && self.redis.is_some() {
+            self.redis_tls.ca = Some(published);
+        }
+        self
+    }
+}
+
 /// The patch that gives `pod` its sidecar, as the webhook for unlabelled namespaces decides
 /// ([`Scope::PodAnnotation`]); empty when the pod is left alone.
 pub fn inject(pod: &Pod, config: &InjectConfig) -> Result<Patch, InjectError> {

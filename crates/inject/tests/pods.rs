@@ -713,6 +713,36 @@ fn redis_tls_files_come_from_the_pod_s_namespace_when_configured() {
 }
 
 #[test]
+fn the_controller_s_published_redis_ca_is_the_default_for_sidecars_using_redis() {
+    let published = ConfigMapKey {
+        name: "tollgate-ca.crt".into(),
+        key: "redis-ca.crt".into(),
+    };
+    // No Redis: no CA, which a sidecar would refuse without a rediss:// URL.
+    let c = config().with_default_redis_ca(published.clone());
+    assert_eq!(c.redis_tls.ca, None);
+    let mut c = config();
+    c.redis = Some(RedisUrlSource::Secret {
+        name: "tollgate-redis".into(),
+        key: "url".into(),
+    });
+    let with_redis = c.clone().with_default_redis_ca(published.clone());
+    assert_eq!(with_redis.redis_tls.ca, Some(published.clone()));
+    let after = injected(&enabled("shop", "p"), &with_redis, Scope::PodAnnotation).unwrap();
+    assert_eq!(
+        redis_tls_of(&after).0,
+        ["--redis-ca", "/var/run/tollgate/redis-tls/ca.crt"]
+    );
+    // A ConfigMap the flags named wins.
+    c.redis_tls.ca = Some(ConfigMapKey {
+        name: "trust-bundle".into(),
+        key: "ca.crt".into(),
+    });
+    let chosen = c.clone().with_default_redis_ca(published);
+    assert_eq!(chosen.redis_tls.ca, c.redis_tls.ca);
+}
+
+#[test]
 fn sidecar_env_reaches_the_container_after_the_injector_s_own() {
     let mut c = config();
     c.sidecar_env = vec![
