@@ -67,6 +67,19 @@ EXTERNAL_REDIS = {
     "injection": {"redisSecret": "tollgate-redis:url"},
 }
 
+# EXTERNAL_REDIS with a private CA and client certificates (tls-auth-clients yes).
+EXTERNAL_REDIS_TLS = {
+    "redis": {
+        **EXTERNAL_REDIS["redis"],
+        "tls": {"caSecret": {"name": "redis-ca", "key": "ca.pem"}, "clientSecret": "tollgate-redis-client"},
+    },
+    "injection": {
+        **EXTERNAL_REDIS["injection"],
+        "redisCaConfigMap": "redis-ca:ca.pem",
+        "redisClientSecret": "redis-client",
+    },
+}
+
 # The default metricsNamespaceSelector's peer: Prometheus's namespace.
 PROMETHEUS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 
@@ -99,7 +112,11 @@ def source(path: str) -> str:
 # === lint and schema ===
 
 
-@pytest.mark.parametrize("values", [None, ALL_ON, EXTERNAL_REDIS], ids=["defaults", "all-on", "external-redis"])
+@pytest.mark.parametrize(
+    "values",
+    [None, ALL_ON, EXTERNAL_REDIS, EXTERNAL_REDIS_TLS],
+    ids=["defaults", "all-on", "external-redis", "external-redis-tls"],
+)
 def test_lint_is_clean(values):
     report = helm.lint(CHART, values, strict=True, namespace=NS, kube_version="v1.28.0")
     problems = [m for m in report["messages"] if m["severity"] >= 2]
@@ -123,6 +140,11 @@ def test_lint_is_clean(values):
         ({"image": {"pullPolicy": "Sometimes"}}, "at '/image/pullPolicy'"),
         ({"networkPolicy": {"proxyFrom": [{"namespaceSelectr": {}}]}}, "at '/networkPolicy/proxyFrom/0'"),
         ({"injection": {"sidecarEnv": {"max_connections": "5"}}}, "'max_connections' does not match pattern"),
+        ({"redis": {"tls": {"caSecret": {"name": "redis-ca"}}}}, "'key' required"),
+        ({"redis": {"tls": {"clientSecret": "Bad_Name"}}}, "at '/redis/tls/clientSecret'"),
+        ({"redis": {"tls": {"ca": "x"}}}, "'ca' not allowed"),
+        ({"injection": {"redisCaConfigMap": "ca/x"}}, "at '/injection/redisCaConfigMap'"),
+        ({"injection": {"redisClientSecret": "a:b"}}, "at '/injection/redisClientSecret'"),
     ],
 )
 def test_the_schema_refuses_bad_values_naming_them(bad, message):
@@ -263,12 +285,17 @@ def test_every_environment_variable_is_a_real_flag():
     """The controller's flags are read from the environment: each variable the chart sets must
     be one the binary reads, or the setting is silently lost."""
     declared = set()
-    for path in ["crates/controller/src/config.rs", "crates/inject/src/args.rs", "crates/inject/src/webhook.rs"]:
+    for path in [
+        "crates/controller/src/config.rs",
+        "crates/inject/src/args.rs",
+        "crates/inject/src/webhook.rs",
+        "crates/serve/src/runtime.rs",  # the Redis flags both processes share
+    ]:
         declared |= set(re.findall(r'env = "([A-Z0-9_]+)"', source(path)))
     read_elsewhere = {"TOLLGATE_LOG", "TOLLGATE_LOG_FORMAT"}  # src/main.rs, for logging
     assert all(f'"{name}"' in source("src/main.rs") for name in read_elsewhere)
     substitution_only = {"TOLLGATE_REDIS_PASSWORD"}  # $(TOLLGATE_REDIS_PASSWORD) in the URL
-    for values in (None, ALL_ON, EXTERNAL_REDIS):
+    for values in (None, ALL_ON, EXTERNAL_REDIS, EXTERNAL_REDIS_TLS):
         for deployment in find(objects(values), "Deployment", "tollgate-controller"):
             for name in env(deployment):
                 assert name in declared | read_elsewhere | substitution_only | {"POD_NAME", "POD_NAMESPACE"}, name
@@ -292,6 +319,75 @@ def test_redis_settings_reach_the_controller_and_the_sidecars():
     names = list(external)
     assert names.index("TOLLGATE_REDIS_PASSWORD") < names.index("TOLLGATE_REDIS_URL"), "substitution needs order"
 
+
+
+def test_redis_tls_files_reach_the_controller_and_the_sidecars_from_their_own_namespaces():
+    deployment = one(objects(EXTERNAL_REDIS_TLS), "Deployment", "tollgate-controller")
+    e = env(deployment)
+    # The controller reads its files from a projected volume of its own namespace's Secrets.
+    assert e["TOLLGATE_REDIS_CA"]["value"] == "/var/run/tollgate/redis-tls/ca.crt"
+    assert e["TOLLGATE_REDIS_CLIENT_CERT"]["value"] == "/var/run/tollgate/redis-tls/tls.crt"
+    assert e["TOLLGATE_REDIS_CLIENT_KEY"]["value"] == "/var/run/tollgate/redis-tls/tls.key"
+    pod = deployment["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["redis-tls"] == {"name": "redis-tls", "mountPath": "/var/run/tollgate/redis-tls", "readOnly": True}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["redis-tls"]["projected"]["sources"] == [
+        {"secret": {"name": "redis-ca", "items": [{"key": "ca.pem", "path": "ca.crt"}]}},
+        {"secret": {"name": "tollgate-redis-client", "items": [
+            {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}},
+    ]
+    # The webhook's own certificate is still mounted beside it when cert-manager makes it.
+    with_cert_manager = {**EXTERNAL_REDIS_TLS, "webhook": {"certManager": {"enabled": True}}}
+    pod = one(objects(with_cert_manager), "Deployment", "tollgate-controller")["spec"]["template"]["spec"]
+    assert {v["name"] for v in pod["volumes"]} == {"webhook-tls", "redis-tls"}
+    assert {m["name"] for m in pod["containers"][0]["volumeMounts"]} == {"webhook-tls", "redis-tls"}
+    # Sidecars: objects of their own namespace, named to the injector.
+    assert e["TOLLGATE_SIDECAR_REDIS_CA_CONFIGMAP"]["value"] == "redis-ca:ca.pem"
+    assert e["TOLLGATE_SIDECAR_REDIS_CLIENT_SECRET"]["value"] == "redis-client"
+
+    # The CA alone: no client certificate anywhere, and the sidecars get the CA the controller
+    # publishes in its CA ConfigMap (the injector's default), so nothing names one for them.
+    ca_only = {
+        "redis": {**EXTERNAL_REDIS["redis"], "tls": {"caSecret": {"name": "redis-ca", "key": "ca.crt"}}},
+        "injection": EXTERNAL_REDIS["injection"],
+    }
+    deployment = one(objects(ca_only), "Deployment", "tollgate-controller")
+    e = env(deployment)
+    assert "TOLLGATE_REDIS_CLIENT_CERT" not in e and "TOLLGATE_SIDECAR_REDIS_CLIENT_SECRET" not in e
+    assert "TOLLGATE_SIDECAR_REDIS_CA_CONFIGMAP" not in e
+    # The controller publishes its CA ConfigMap (--ca-config-map's default, tollgate-ca.crt).
+    assert "TOLLGATE_CA_CONFIG_MAP" not in e
+    assert e["TOLLGATE_REDIS_CA"]["value"] == "/var/run/tollgate/redis-tls/ca.crt"
+    [volume] = deployment["spec"]["template"]["spec"]["volumes"]
+    assert volume["projected"]["sources"] == [{"secret": {"name": "redis-ca", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]
+
+    # Without TLS settings: nothing of it.
+    for values in (None, EXTERNAL_REDIS):
+        deployment = one(objects(values), "Deployment", "tollgate-controller")
+        e = env(deployment)
+        assert not {n for n in e if "REDIS_CA" in n or "REDIS_CLIENT" in n}, e
+        assert "volumes" not in deployment["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        # A controller with a client certificate while its sidecars have none: said at install.
+        ({**EXTERNAL_REDIS_TLS, "injection": {**EXTERNAL_REDIS["injection"], "redisCaConfigMap": "ca"}},
+         "redis.tls.clientSecret: sidecars cannot read a Secret of the release namespace"),
+        # TLS files for a Redis without TLS would mean nothing.
+        ({"redis": {"bundled": {"enabled": True}, "tls": {"caSecret": {"name": "a", "key": "b"}}},
+          "injection": {"redisCaConfigMap": "a"}},
+         "redis.tls: the TLS files are for a rediss:// redis.url"),
+        ({"redis": {"url": "redis://redis:6379"}, "injection": {"redisCaConfigMap": "a"}},
+         "injection.redisCaConfigMap, injection.redisClientSecret: the sidecars' TLS files are for a rediss://"),
+    ],
+)
+def test_redis_tls_settings_that_cannot_work_are_refused_at_install(values, message):
+    with pytest.raises(helm.HelmError) as refused:
+        objects(values)
+    assert message in str(refused.value)
 
 
 def test_the_bundled_redis_needs_its_generated_password_and_admits_only_its_clients():

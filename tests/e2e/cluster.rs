@@ -1687,6 +1687,11 @@ struct Injection {
 
 impl Injection {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Injection::start`], the controller with `more_flags` too.
+    async fn start_with(more_flags: &[&str]) -> Self {
         let plain = Namespace::new();
         let labelled = Namespace::new();
         kubectl_ok(&[
@@ -1748,6 +1753,7 @@ impl Injection {
             // The API server checks the webhook's certificate against the URL's host.
             flags.extend(["--tls-san".to_owned(), host]);
         }
+        flags.extend(more_flags.iter().map(|flag| (*flag).to_owned()));
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let controller = KubeController::start_with(work.path(), &plain.0, &flags).await;
         let ca_pem = std::fs::read_to_string(&controller.ca).unwrap();
@@ -1883,6 +1889,95 @@ async fn the_webhook_injects_the_pods_that_ask_and_stores_the_others_as_sent() {
     });
     let copy = create_pod(plain, &copy);
     assert_injected(&copy, &injection.ca_pem);
+}
+
+/// A rediss:// Redis with a private CA: the controller trusts it with --redis-ca, publishes it
+/// (a CA is public) in its ConfigMap tollgate-ca.crt of each namespace with injected pods, and
+/// the pods it injects mount it from there, with the client certificate's Secret of their own
+/// namespace, into the sidecar container alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a cluster: make e2e-cluster"]
+async fn injected_sidecars_get_the_redis_ca_the_controller_publishes() {
+    let pki = crate::redis_tls::Pki::new();
+    let (_redis, url) = crate::redis_tls::tls_redis(&pki, false);
+    let ca_file = pki.ca.to_str().unwrap();
+    let injection = Injection::start_with(&[
+        "--redis-url",
+        &url,
+        "--redis-ca",
+        ca_file,
+        "--sidecar-redis-url",
+        &url,
+        "--sidecar-redis-client-secret",
+        "redis-client",
+    ])
+    .await;
+    let (plain, run) = (&injection.plain.0, &injection.run);
+    let pod = create_pod(
+        plain,
+        &iris_pod("tls", run, &[("tollgate.dev/inject", "enabled")]),
+    );
+    assert_injected(&pod, &injection.ca_pem);
+    let sidecar = sidecars(&pod)[0];
+    let args: Vec<&str> = sidecar["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let from = args.iter().position(|a| *a == "--redis-ca").unwrap();
+    assert_eq!(
+        args[from..from + 6],
+        [
+            "--redis-ca",
+            "/var/run/tollgate/redis-tls/ca.crt",
+            "--redis-client-cert",
+            "/var/run/tollgate/redis-tls/tls.crt",
+            "--redis-client-key",
+            "/var/run/tollgate/redis-tls/tls.key",
+        ]
+    );
+    let volume = pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tollgate-redis-tls")
+        .unwrap_or_else(|| panic!("no Redis TLS volume: {pod}"));
+    let sources = &volume["projected"]["sources"];
+    assert_eq!(
+        sources[0]["configMap"]["name"], "tollgate-ca.crt",
+        "{volume}"
+    );
+    assert_eq!(
+        sources[0]["configMap"]["items"],
+        json!([{"key": "redis-ca.crt", "path": "ca.crt"}])
+    );
+    assert_eq!(sources[1]["secret"]["name"], "redis-client", "{volume}");
+    let iris = pod["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "iris")
+        .unwrap();
+    assert!(
+        !iris.to_string().contains("tollgate-redis-tls"),
+        "the application's container mounts the client key: {iris}"
+    );
+
+    // The ConfigMap the volume names appears, holding the CA the controller was given.
+    let ns = plain.clone();
+    eventually(SETTLE, "the Redis CA is published", || {
+        let published = get(Some(&ns), "configmap/tollgate-ca.crt")
+            .is_some_and(|map| map["data"]["redis-ca.crt"].is_string());
+        async move { published }
+    })
+    .await;
+    let published = get(Some(plain), "configmap/tollgate-ca.crt").unwrap();
+    assert_eq!(
+        published["data"]["redis-ca.crt"].as_str().unwrap(),
+        std::fs::read_to_string(&pki.ca).unwrap()
+    );
+    assert_eq!(published["data"]["ca.crt"], injection.ca_pem.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,14 +14,14 @@ use crate::harness::{STORE_KEY, SidecarBuilder, Upstream, article_manifests, fre
 
 /// A CA, the server certificate it signed for 127.0.0.1, a client certificate it signed, and
 /// a second CA that signed nothing here; all as files.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: PathBuf,
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ca: PathBuf,
     other_ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
+    pub(crate) client_cert: PathBuf,
+    pub(crate) client_key: PathBuf,
 }
 
 fn ca(name: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>) {
@@ -36,7 +36,7 @@ fn ca(name: &str) -> (rcgen::Certificate, rcgen::Issuer<'static, rcgen::KeyPair>
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, pem: String| {
             let path = dir.path().join(name);
@@ -69,7 +69,7 @@ impl Pki {
 }
 
 /// `redis-server` with a TLS port; the plain port stays open for the harness's checks.
-fn tls_redis(pki: &Pki, require_client_certificates: bool) -> (RedisServer, String) {
+pub(crate) fn tls_redis(pki: &Pki, require_client_certificates: bool) -> (RedisServer, String) {
     let tls_port = free_port().to_string();
     let path = |p: &Path| p.to_str().unwrap().to_owned();
     let server = RedisServer::start_with_args(&[
@@ -93,7 +93,7 @@ fn tls_redis(pki: &Pki, require_client_certificates: bool) -> (RedisServer, Stri
 
 /// `tollgate sidecar` on the article's manifests with `args`, expected to exit by itself:
 /// its output. Killed (and the test failed) if it is still running after 30 s.
-fn sidecar_that_exits(pki: &Pki, args: &[&str]) -> Output {
+pub(crate) fn sidecar_that_exits(pki: &Pki, args: &[&str]) -> Output {
     let manifests = pki.dir.path().join("manifests.yaml");
     std::fs::write(&manifests, article_manifests(free_port(), "")).unwrap();
     let key = pki.dir.path().join("store.key");
@@ -128,7 +128,7 @@ fn sidecar_that_exits(pki: &Pki, args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 

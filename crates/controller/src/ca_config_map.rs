@@ -1,6 +1,8 @@
 //! The controller's CA certificate, published as a ConfigMap `tollgate-ca.crt` (key `ca.crt`,
 //! as Kubernetes publishes `kube-root-ca.crt`) in every namespace with injected pods, so that
-//! their clients can trust the certificates those pods serve. Kept by server-side apply, as
+//! their clients can trust the certificates those pods serve. With `--redis-ca`, the CA of
+//! Redis's certificate beside it (key `redis-ca.crt`), which injected sidecars mount: a CA is
+//! public, and this is how it reaches namespaces the controller's own Secrets cannot. Kept by server-side apply, as
 //! the NetworkPolicy of [`crate::network_policy`] is. The ConfigMap is made by a pure
 //! function; only [`keep_ca_config_maps`] talks to the API server.
 
@@ -20,11 +22,22 @@ use crate::network_policy::{FIELD_MANAGER, to_apply};
 pub const DEFAULT_CA_CONFIG_MAP: &str = "tollgate-ca.crt";
 /// The key holding the PEM certificate.
 pub const CA_KEY: &str = "ca.crt";
+/// The key holding `--redis-ca`'s bundle, when the controller has one.
+pub const REDIS_CA_KEY: &str = "redis-ca.crt";
 /// How long to wait before retrying namespaces whose ConfigMap could not be applied.
 const RETRY: Duration = Duration::from_secs(10);
 
-/// The ConfigMap `name` of `namespace`, holding `ca_pem`.
-pub fn ca_config_map(namespace: &str, name: &str, ca_pem: &str) -> ConfigMap {
+/// The ConfigMap `name` of `namespace`, holding `ca_pem`, and `redis_ca_pem` when given.
+pub fn ca_config_map(
+    namespace: &str,
+    name: &str,
+    ca_pem: &str,
+    redis_ca_pem: Option<&str>,
+) -> ConfigMap {
+    let mut data = std::collections::BTreeMap::from([(CA_KEY.to_owned(), ca_pem.to_owned())]);
+    if let Some(redis_ca_pem) = redis_ca_pem {
+        data.insert(REDIS_CA_KEY.to_owned(), redis_ca_pem.to_owned());
+    }
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -38,7 +51,7 @@ pub fn ca_config_map(namespace: &str, name: &str, ca_pem: &str) -> ConfigMap {
             ),
             ..Default::default()
         },
-        data: Some([(CA_KEY.to_owned(), ca_pem.to_owned())].into()),
+        data: Some(data),
         ..Default::default()
     }
 }
@@ -49,6 +62,7 @@ pub async fn keep_ca_config_maps(
     client: kube::Client,
     name: String,
     ca_pem: String,
+    redis_ca_pem: Option<String>,
     index: SharedIndex,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -59,7 +73,7 @@ pub async fn keep_ca_config_maps(
         let mut failed = false;
         for namespace in to_apply(&with_pods, &applied) {
             let api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
-            let config_map = ca_config_map(&namespace, &name, &ca_pem);
+            let config_map = ca_config_map(&namespace, &name, &ca_pem, redis_ca_pem.as_deref());
             match api
                 .patch(
                     &name,
@@ -105,6 +119,7 @@ mod tests {
             "shop",
             DEFAULT_CA_CONFIG_MAP,
             "-----BEGIN CERTIFICATE-----\n",
+            None,
         ))
         .unwrap();
         assert_eq!(made["metadata"]["name"], "tollgate-ca.crt");
@@ -116,6 +131,19 @@ mod tests {
         assert_eq!(
             made["metadata"]["labels"]["app.kubernetes.io/managed-by"],
             "tollgate-controller"
+        );
+
+        // With --redis-ca, Redis's CA beside it, for the sidecars' --redis-ca.
+        let made = serde_json::to_value(ca_config_map(
+            "shop",
+            DEFAULT_CA_CONFIG_MAP,
+            "controller CA",
+            Some("redis CA"),
+        ))
+        .unwrap();
+        assert_eq!(
+            made["data"],
+            json!({"ca.crt": "controller CA", "redis-ca.crt": "redis CA"})
         );
     }
 }

@@ -80,8 +80,8 @@ pub struct ControllerArgs {
     pub metrics_listen: SocketAddr,
 
     /// The token store the sidecars share, for the admin API: `redis://`, `rediss://`, or
-    /// `redis+sentinel://host:port,host:port/<master-name>[/db]` (`rediss+sentinel://` with
-    /// TLS). Without it the admin API sees an empty in-memory store.
+    /// `redis+sentinel://host:port,host:port/<master-name>[/db][?sentinel_password=…]`
+    /// (`rediss+sentinel://` with TLS). Without it the admin API sees an empty in-memory store.
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,
 

@@ -54,6 +54,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop, stopped) = watch::channel(false);
     let mut started = Started::new(Metrics::new(), stopped);
 
+    // A CA is public: the CA ConfigMap carries --redis-ca to every namespace with injected
+    // pods, and their sidecars trust it unless told otherwise.
+    let redis_ca_pem = config
+        .redis_tls
+        .ca_pem()
+        .map(|pem| String::from_utf8_lossy(pem).into_owned());
+    let published_redis_ca = match &config.source {
+        Source::Kube(settings) if redis_ca_pem.is_some() => {
+            settings
+                .ca_config_map
+                .clone()
+                .map(|name| tollgate_inject::ConfigMapKey {
+                    name,
+                    key: ca_config_map::REDIS_CA_KEY.to_owned(),
+                })
+        }
+        _ => None,
+    };
     let Sourced {
         index,
         reviewer,
@@ -74,7 +92,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .as_ref()
                 .and_then(|w| Some((w.configuration.clone()?, w.url.clone())));
             started
-                .kube_source(settings, config.store_key, webhook_configuration)
+                .kube_source(
+                    settings,
+                    config.store_key,
+                    webhook_configuration,
+                    redis_ca_pem,
+                )
                 .await?
         }
     };
@@ -107,7 +130,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             listener: config.listener_limits,
             budget: tollgate_serve::BodyBudget::new(config.body_buffer_budget),
         };
-        started.webhook(webhook, limits, &tls, &ca).await?;
+        started
+            .webhook(webhook, limits, &tls, &ca, published_redis_ca)
+            .await?;
     }
     // Every sidecar holds a stream open here: after a rollout the controller, too, would keep
     // the memory of thousands of closed streams without this.
@@ -256,6 +281,7 @@ impl Started {
         settings: KubeSettings,
         store_key: StoreKeySource,
         webhook_configuration: Option<(String, Option<String>)>,
+        redis_ca_pem: Option<String>,
     ) -> anyhow::Result<Sourced> {
         let settings_review = (settings.token_review_cache, settings.review_concurrency);
         let client = crate::kube::api_client().await?;
@@ -308,6 +334,7 @@ impl Started {
                 client.clone(),
                 name,
                 ca.cert_pem().to_owned(),
+                redis_ca_pem,
                 index.clone(),
                 self.stopped.clone(),
             ));
@@ -350,6 +377,7 @@ impl Started {
         limits: tollgate_inject::server::WebhookLimits,
         tls: &Arc<rustls::ServerConfig>,
         ca: &Ca,
+        published_redis_ca: Option<tollgate_inject::ConfigMapKey>,
     ) -> anyhow::Result<()> {
         let listener = runtime::bind("--webhook-listen", webhook.listen).await?;
         let webhook_tls = match webhook.tls {
@@ -362,7 +390,11 @@ impl Started {
             None => tls.clone(),
         };
         // Injected pods trust the CA that signs the snapshot stream.
-        let inject = Arc::new(webhook.inject.with_default_controller_ca_pem(ca.cert_pem()));
+        let mut inject = webhook.inject.with_default_controller_ca_pem(ca.cert_pem());
+        if let Some(published) = published_redis_ca {
+            inject = inject.with_default_redis_ca(published);
+        }
+        let inject = Arc::new(inject);
         self.server(tollgate_inject::server::serve_webhook(
             listener,
             webhook_tls,

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use crate::annotations::{DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST};
 use crate::quantity::{self, Resource};
-use crate::{ControllerCa, InjectConfig, ProxyResources, RedisUrlSource};
+use crate::{
+    ConfigMapKey, ControllerCa, InjectConfig, ProxyResources, RedisTlsSources, RedisUrlSource,
+};
 
 /// The image this binary was released as; the chart overrides it with the image it deploys.
 pub const DEFAULT_IMAGE: &str = concat!("tollgate:", env!("CARGO_PKG_VERSION"));
@@ -17,6 +19,8 @@ pub const DEFAULT_CONTROLLER_URL: &str = "https://tollgate-controller.tollgate-s
 pub const DEFAULT_EXCLUDED_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
 /// The key of `--sidecar-redis-secret` when none is named.
 const DEFAULT_REDIS_SECRET_KEY: &str = "url";
+/// The key of `--sidecar-redis-ca-configmap` when none is named, as `kube-root-ca.crt` has it.
+const DEFAULT_REDIS_CA_KEY: &str = "ca.crt";
 
 /// The settings of injected sidecars that `--sidecar-env` may change: how much a client may
 /// hold and for how long, the caches, threads and logging. Everything that chooses what the
@@ -115,6 +119,27 @@ pub struct InjectArgs {
     /// (key `url` by default), for a Redis that needs a password.
     #[arg(long, env = "TOLLGATE_SIDECAR_REDIS_SECRET")]
     pub sidecar_redis_secret: Option<String>,
+
+    /// `NAME[:KEY]` of a ConfigMap in each injected pod's namespace holding the CA bundle that
+    /// signed Redis's certificate (key `ca.crt` by default): the sidecar's --redis-ca, for a
+    /// rediss:// Redis with a private CA. Default: in the controller with --redis-ca, the CA
+    /// it publishes (key `redis-ca.crt` of its --ca-config-map); otherwise the system's roots.
+    #[arg(
+        long,
+        env = "TOLLGATE_SIDECAR_REDIS_CA_CONFIGMAP",
+        value_name = "NAME[:KEY]"
+    )]
+    pub sidecar_redis_ca_configmap: Option<String>,
+
+    /// A Secret of type kubernetes.io/tls (`tls.crt`, `tls.key`, as cert-manager writes it) in
+    /// each injected pod's namespace: the sidecar's --redis-client-cert and --redis-client-key,
+    /// for a Redis with `tls-auth-clients yes`. None by default.
+    #[arg(
+        long,
+        env = "TOLLGATE_SIDECAR_REDIS_CLIENT_SECRET",
+        value_name = "NAME"
+    )]
+    pub sidecar_redis_client_secret: Option<String>,
 
     /// Namespaces whose pods are never injected, whatever they ask.
     #[arg(long, env = "TOLLGATE_INJECTION_EXCLUDED_NAMESPACES", value_delimiter = ',',
@@ -257,6 +282,51 @@ impl InjectArgs {
             (None, None) => None,
         };
 
+        let redis_tls = RedisTlsSources {
+            ca: self
+                .sidecar_redis_ca_configmap
+                .as_deref()
+                .and_then(|value| {
+                    let (name, key) = value
+                        .split_once(':')
+                        .unwrap_or((value, DEFAULT_REDIS_CA_KEY));
+                    if crate::annotations::is_dns_subdomain(name) && is_config_map_key(key) {
+                        Some(ConfigMapKey {
+                            name: name.to_owned(),
+                            key: key.to_owned(),
+                        })
+                    } else {
+                        errors.push(format!(
+                            "--sidecar-redis-ca-configmap: {value:?} is not NAME or NAME:KEY of a \
+                         ConfigMap"
+                        ));
+                        None
+                    }
+                }),
+            client_secret: self
+                .sidecar_redis_client_secret
+                .as_deref()
+                .and_then(|name| {
+                    if crate::annotations::is_dns_subdomain(name) {
+                        Some(name.to_owned())
+                    } else {
+                        errors.push(format!(
+                            "--sidecar-redis-client-secret: {name:?} is not a Secret name"
+                        ));
+                        None
+                    }
+                }),
+        };
+        let plain_redis =
+            matches!(&redis, Some(RedisUrlSource::Url(url)) if url.starts_with("redis://"));
+        if plain_redis && !redis_tls.is_empty() {
+            errors.push(
+                "--sidecar-redis-ca-configmap, --sidecar-redis-client-secret: the sidecars' \
+                 Redis URL (--sidecar-redis-url) is redis://, without TLS; use rediss://"
+                    .to_owned(),
+            );
+        }
+
         let mut sidecar_env: Vec<(String, String)> = Vec::new();
         for setting in &self.sidecar_env {
             match sidecar_setting(setting) {
@@ -295,11 +365,21 @@ impl InjectArgs {
             native_sidecar: self.native_sidecar,
             resources,
             redis,
+            redis_tls,
             excluded_namespaces,
             sidecar_env,
             security_context,
         })
     }
+}
+
+/// A ConfigMap's key: letters, digits, `-`, `_` and `.` (Kubernetes' rule).
+fn is_config_map_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// A securityContext from JSON. Kubernetes' types skip fields they do not know, so a typo
@@ -468,6 +548,72 @@ mod tests {
                 name: "redis".into(),
                 key: "connection".into()
             })
+        );
+    }
+
+    #[test]
+    fn redis_tls_sources_are_checked() {
+        let config = parse(&[
+            "--sidecar-redis-ca-configmap",
+            "redis-ca",
+            "--sidecar-redis-client-secret",
+            "redis-client",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.redis_tls,
+            RedisTlsSources {
+                ca: Some(ConfigMapKey {
+                    name: "redis-ca".into(),
+                    key: "ca.crt".into()
+                }),
+                client_secret: Some("redis-client".into()),
+            }
+        );
+        let config = parse(&[
+            "--sidecar-redis-ca-configmap",
+            "tollgate-ca.crt:redis-ca.crt",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.redis_tls.ca,
+            Some(ConfigMapKey {
+                name: "tollgate-ca.crt".into(),
+                key: "redis-ca.crt".into()
+            })
+        );
+        assert_eq!(parse(&[]).unwrap().redis_tls, RedisTlsSources::default());
+
+        let errors = parse(&[
+            "--sidecar-redis-ca-configmap",
+            "Bad_Name",
+            "--sidecar-redis-client-secret",
+            "x/y",
+        ])
+        .unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("--sidecar-redis-ca-configmap: \"Bad_Name\""));
+        assert!(errors[1].starts_with("--sidecar-redis-client-secret: \"x/y\""));
+        let errors = parse(&["--sidecar-redis-ca-configmap", "ca:a/b"]).unwrap_err();
+        assert!(errors[0].contains("is not NAME or NAME:KEY"), "{errors:?}");
+
+        // TLS files for a Redis spoken to in clear would be a setting that does nothing.
+        let errors = parse(&[
+            "--sidecar-redis-url",
+            "redis://redis:6379",
+            "--sidecar-redis-ca-configmap",
+            "redis-ca",
+        ])
+        .unwrap_err();
+        assert!(errors[0].contains("without TLS"), "{errors:?}");
+        assert!(
+            parse(&[
+                "--sidecar-redis-url",
+                "rediss://redis:6380",
+                "--sidecar-redis-ca-configmap",
+                "redis-ca",
+            ])
+            .is_ok()
         );
     }
 

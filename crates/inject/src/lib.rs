@@ -102,6 +102,10 @@ pub struct InjectConfig {
     pub resources: ProxyResources,
     /// Where the sidecar's `TOLLGATE_REDIS_URL` comes from, if anywhere.
     pub redis: Option<RedisUrlSource>,
+    /// What the sidecar trusts and shows on a `rediss://` connection (`--redis-ca`,
+    /// `--redis-client-cert`, `--redis-client-key`); empty: the system's roots, no client
+    /// certificate.
+    pub redis_tls: RedisTlsSources,
     /// Namespaces never injected whatever their pods say (kube-system, the controller's own):
     /// the webhook's namespaceSelector should keep their pods away, and this is the second
     /// lock.
@@ -138,6 +142,31 @@ pub enum RedisUrlSource {
     Url(String),
     /// A key of a Secret in the pod's namespace.
     Secret { name: String, key: String },
+}
+
+/// Where an injected sidecar's Redis TLS files come from: objects of the pod's own namespace,
+/// since a pod can mount nothing of another. The CA is public, so a ConfigMap; the client key
+/// is a Secret, which only pods of that namespace (and whoever may read its Secrets) can read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedisTlsSources {
+    /// A key of a ConfigMap holding the CA bundle that signed Redis's certificate.
+    pub ca: Option<ConfigMapKey>,
+    /// A Secret of type `kubernetes.io/tls` (`tls.crt`, `tls.key`), as cert-manager writes
+    /// it: the client certificate for a Redis with `tls-auth-clients yes`.
+    pub client_secret: Option<String>,
+}
+
+/// One key of a ConfigMap in the pod's namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigMapKey {
+    pub name: String,
+    pub key: String,
+}
+
+impl RedisTlsSources {
+    pub fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.client_secret.is_none()
+    }
 }
 
 /// Which webhook asked: it decides what a pod without annotations gets.
@@ -212,6 +241,7 @@ impl InjectConfig {
             native_sidecar: false,
             resources: ProxyResources::default(),
             redis: None,
+            redis_tls: RedisTlsSources::default(),
             excluded_namespaces: args::DEFAULT_EXCLUDED_NAMESPACES
                 .iter()
                 .map(|ns| (*ns).to_owned())
@@ -234,6 +264,17 @@ impl InjectConfig {
             ControllerCa::FromWebhook => self.with_controller_ca_pem(pem),
             _ => self,
         }
+    }
+}
+
+impl InjectConfig {
+    /// For the controller: Redis's CA from `published` (its CA ConfigMap's `redis-ca.crt`),
+    /// unless `--sidecar-redis-ca-configmap` chose one, or the sidecars use no Redis.
+    pub fn with_default_redis_ca(mut self, published: ConfigMapKey) -> Self {
+        if self.redis_tls.ca.is_none() && self.redis.is_some() {
+            self.redis_tls.ca = Some(published);
+        }
+        self
     }
 }
 

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapProjection, Container, ContainerPort, DownwardAPIProjection,
     DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
     ObjectFieldSelector, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    SeccompProfile, SecretKeySelector, SecretProjection, SecretVolumeSource, SecurityContext,
     ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -48,10 +48,18 @@ pub const CACHE_VOLUME: &str = "tollgate-cache";
 pub const CACHE_DIR: &str = "/var/run/tollgate/cache";
 pub const TLS_VOLUME: &str = "tollgate-tls";
 pub const TLS_DIR: &str = "/var/run/tollgate/tls";
+pub const REDIS_TLS_VOLUME: &str = "tollgate-redis-tls";
+pub const REDIS_TLS_DIR: &str = "/var/run/tollgate/redis-tls";
 /// A full snapshot of a busy namespace is a few hundred kilobytes; this bounds a runaway.
 const CACHE_SIZE_LIMIT: &str = "32Mi";
 
-const VOLUMES: &[&str] = &[TOKEN_VOLUME, CA_VOLUME, CACHE_VOLUME, TLS_VOLUME];
+const VOLUMES: &[&str] = &[
+    TOKEN_VOLUME,
+    CA_VOLUME,
+    CACHE_VOLUME,
+    TLS_VOLUME,
+    REDIS_TLS_VOLUME,
+];
 
 /// Refuses pods whose volumes or ports are in the sidecar's way.
 pub(crate) fn check_conflicts(spec: &PodSpec) -> Result<(), InjectError> {
@@ -115,6 +123,21 @@ pub(crate) fn container(config: &InjectConfig, overrides: &Overrides) -> Contain
     } else {
         // The key is made in the sidecar and never leaves it; the controller's CA signs it.
         args.push("--tls-from-controller".to_owned());
+    }
+    let redis_tls = &config.redis_tls;
+    if redis_tls.ca.is_some() {
+        args.extend(["--redis-ca".to_owned(), format!("{REDIS_TLS_DIR}/ca.crt")]);
+    }
+    if redis_tls.client_secret.is_some() {
+        args.extend([
+            "--redis-client-cert".to_owned(),
+            format!("{REDIS_TLS_DIR}/tls.crt"),
+            "--redis-client-key".to_owned(),
+            format!("{REDIS_TLS_DIR}/tls.key"),
+        ]);
+    }
+    if !redis_tls.is_empty() {
+        mounts.push(mount(REDIS_TLS_VOLUME, REDIS_TLS_DIR, true));
     }
 
     let mut env = vec![
@@ -290,7 +313,55 @@ pub(crate) fn volumes(config: &InjectConfig, overrides: &Overrides) -> Vec<Volum
             ..Volume::default()
         });
     }
+    if let Some(volume) = redis_tls_volume(config) {
+        volumes.push(volume);
+    }
     volumes
+}
+
+/// The Redis CA (a ConfigMap) and client certificate (a Secret) of the pod's namespace, as one
+/// directory. Not optional: a missing object keeps the pod from starting with a clear event,
+/// rather than a sidecar that fails its TLS handshakes.
+fn redis_tls_volume(config: &InjectConfig) -> Option<Volume> {
+    let sources = &config.redis_tls;
+    if sources.is_empty() {
+        return None;
+    }
+    let ca = sources.ca.as_ref().map(|ca| VolumeProjection {
+        config_map: Some(ConfigMapProjection {
+            name: ca.name.clone(),
+            items: Some(vec![key_to_path(&ca.key, "ca.crt")]),
+            optional: Some(false),
+        }),
+        ..VolumeProjection::default()
+    });
+    let client = sources.client_secret.as_ref().map(|name| VolumeProjection {
+        secret: Some(SecretProjection {
+            name: name.clone(),
+            items: Some(vec![
+                key_to_path("tls.crt", "tls.crt"),
+                key_to_path("tls.key", "tls.key"),
+            ]),
+            optional: Some(false),
+        }),
+        ..VolumeProjection::default()
+    });
+    Some(Volume {
+        name: REDIS_TLS_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(ca.into_iter().chain(client).collect()),
+            default_mode: None,
+        }),
+        ..Volume::default()
+    })
+}
+
+fn key_to_path(key: &str, path: &str) -> KeyToPath {
+    KeyToPath {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        mode: None,
+    }
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {

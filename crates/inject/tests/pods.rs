@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 use tollgate_inject::{
-    ControllerCa, Decision, InjectConfig, InjectError, RedisUrlSource, Scope, SkipReason, decide,
-    inject,
+    ConfigMapKey, ControllerCa, Decision, InjectConfig, InjectError, RedisTlsSources,
+    RedisUrlSource, Scope, SkipReason, decide, inject,
 };
 
 const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
@@ -617,6 +617,129 @@ fn redis_url_comes_from_a_secret_or_a_plain_url() {
         env[2],
         json!({"name": "TOLLGATE_REDIS_URL", "value": "redis://tollgate-redis.tollgate-system.svc:6379"})
     );
+}
+
+/// The flags after `--redis-ca`, if any, and the Redis TLS volume, if any.
+fn redis_tls_of(after: &Value) -> (Vec<String>, Option<Value>) {
+    let args = sidecar(after).args.unwrap();
+    let from = args
+        .iter()
+        .position(|a| a.starts_with("--redis-"))
+        .unwrap_or(args.len());
+    let volume = after["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tollgate-redis-tls")
+        .cloned();
+    (args[from..].to_vec(), volume)
+}
+
+#[test]
+fn redis_tls_files_come_from_the_pod_s_namespace_when_configured() {
+    // Not configured: nothing of Redis TLS in the pod, whatever the Redis URL.
+    let mut c = config();
+    c.redis = Some(RedisUrlSource::Url("rediss://redis:6380".into()));
+    let after = injected(&enabled("shop", "p"), &c, Scope::PodAnnotation).unwrap();
+    assert_eq!(redis_tls_of(&after), (vec![], None));
+    assert!(
+        !sidecar(&after)
+            .volume_mounts
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "tollgate-redis-tls")
+    );
+
+    // The CA alone: a ConfigMap's key, as ca.crt.
+    c.redis_tls = RedisTlsSources {
+        ca: Some(ConfigMapKey {
+            name: "tollgate-ca.crt".into(),
+            key: "redis-ca.crt".into(),
+        }),
+        client_secret: None,
+    };
+    let after = injected(&enabled("shop", "p"), &c, Scope::PodAnnotation).unwrap();
+    let (args, volume) = redis_tls_of(&after);
+    assert_eq!(args, ["--redis-ca", "/var/run/tollgate/redis-tls/ca.crt"]);
+    assert_eq!(
+        volume.unwrap(),
+        json!({"name": "tollgate-redis-tls", "projected": {"sources": [
+            {"configMap": {"name": "tollgate-ca.crt", "optional": false,
+                           "items": [{"key": "redis-ca.crt", "path": "ca.crt"}]}}]}})
+    );
+
+    // And the client certificate: a kubernetes.io/tls Secret's two keys, beside the CA.
+    c.redis_tls.client_secret = Some("redis-client".into());
+    let after = injected(&enabled("shop", "p"), &c, Scope::PodAnnotation).unwrap();
+    let (args, volume) = redis_tls_of(&after);
+    assert_eq!(
+        args,
+        [
+            "--redis-ca",
+            "/var/run/tollgate/redis-tls/ca.crt",
+            "--redis-client-cert",
+            "/var/run/tollgate/redis-tls/tls.crt",
+            "--redis-client-key",
+            "/var/run/tollgate/redis-tls/tls.key",
+        ]
+    );
+    assert_eq!(
+        volume.unwrap()["projected"]["sources"][1],
+        json!({"secret": {"name": "redis-client", "optional": false, "items": [
+            {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}})
+    );
+    let mounts = sidecar(&after).volume_mounts.unwrap();
+    let mount = mounts
+        .iter()
+        .find(|m| m.name == "tollgate-redis-tls")
+        .unwrap();
+    assert_eq!(
+        (mount.mount_path.as_str(), mount.read_only),
+        ("/var/run/tollgate/redis-tls", Some(true))
+    );
+    // Only the sidecar mounts the client key: the application's container does not.
+    let iris = &after["spec"]["containers"][0];
+    assert_eq!(iris["name"], "iris");
+    assert!(iris.get("volumeMounts").is_none(), "{iris}");
+
+    // A pod with a volume of that name is refused rather than given someone else's files.
+    let mut pod = enabled("shop", "p");
+    pod["spec"]["volumes"] = json!([{"name": "tollgate-redis-tls", "emptyDir": {}}]);
+    let refused = decide(&typed(&pod), &c, Scope::PodAnnotation).unwrap_err();
+    assert!(
+        refused.to_string().contains("tollgate-redis-tls"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn the_controller_s_published_redis_ca_is_the_default_for_sidecars_using_redis() {
+    let published = ConfigMapKey {
+        name: "tollgate-ca.crt".into(),
+        key: "redis-ca.crt".into(),
+    };
+    // No Redis: no CA, which a sidecar would refuse without a rediss:// URL.
+    let c = config().with_default_redis_ca(published.clone());
+    assert_eq!(c.redis_tls.ca, None);
+    let mut c = config();
+    c.redis = Some(RedisUrlSource::Secret {
+        name: "tollgate-redis".into(),
+        key: "url".into(),
+    });
+    let with_redis = c.clone().with_default_redis_ca(published.clone());
+    assert_eq!(with_redis.redis_tls.ca, Some(published.clone()));
+    let after = injected(&enabled("shop", "p"), &with_redis, Scope::PodAnnotation).unwrap();
+    assert_eq!(
+        redis_tls_of(&after).0,
+        ["--redis-ca", "/var/run/tollgate/redis-tls/ca.crt"]
+    );
+    // A ConfigMap the flags named wins.
+    c.redis_tls.ca = Some(ConfigMapKey {
+        name: "trust-bundle".into(),
+        key: "ca.crt".into(),
+    });
+    let chosen = c.clone().with_default_redis_ca(published);
+    assert_eq!(chosen.redis_tls.ca, c.redis_tls.ca);
 }
 
 #[test]

@@ -141,8 +141,10 @@ pub struct SidecarArgs {
 
     /// Shared token store, `redis://` or `rediss://` (with `user:password@` when needed), or
     /// Redis behind Sentinel: `redis+sentinel://[user:password@]host:port,host:port/<master-name>[/db]`
-    /// (`rediss+sentinel://` with TLS; sentinels on port 26379 unless given). Without it,
-    /// tokens are kept in this process's memory.
+    /// (`rediss+sentinel://` with TLS; sentinels on port 26379 unless given; sentinels'
+    /// own password as `?sentinel_password=…[&sentinel_username=…]`). Give it in the
+    /// environment, not in argv, when it holds a password. Without it, tokens are kept in
+    /// this process's memory.
     // Parsed in `Config::load`, not by clap: clap would echo a bad URL, password and all.
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,

@@ -91,6 +91,11 @@ impl RedisTls {
         self.ca.is_some() || self.client.is_some()
     }
 
+    /// The CA bundle of `--redis-ca`, as PEM: public, so the controller may publish it.
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.ca.as_deref()
+    }
+
     /// Whether a client certificate is offered.
     pub fn has_client_certificate(&self) -> bool {
         self.client.is_some()

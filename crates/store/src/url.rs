@@ -12,7 +12,11 @@
 //!
 //! The form of Celery's and Spring's Sentinel URLs: every sentinel in the authority (port
 //! 26379 by default), the master's name as Sentinel knows it (`sentinel monitor <name> …`)
-//! as the path. The credentials are the master's; sentinels are asked without AUTH.
+//! as the path. The credentials in the authority are the master's. Sentinels with their own
+//! password (`requirepass` in sentinel.conf) take it from the query, as redis-py's and
+//! go-redis's options name it: `?sentinel_password=…[&sentinel_username=…]`, percent-encoded.
+//! The URL is a secret as a whole (it comes from `TOLLGATE_REDIS_URL`, a Secret in a
+//! cluster), never an argument that `ps` would show; both passwords are redacted when shown.
 
 /// A Redis URL, checked for its scheme. `Debug` and `Display` hide the password.
 #[derive(Clone)]
@@ -35,13 +39,32 @@ pub struct SentinelUrl {
     /// The master's name, as the sentinels monitor it.
     pub master: String,
     pub db: u32,
+    /// What the sentinels themselves ask (`?sentinel_password=…`); `None`: no AUTH.
+    pub sentinel_auth: Option<SentinelAuth>,
 }
+
+/// The credentials of the sentinels, decoded. Holds the password: no `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SentinelAuth {
+    /// An ACL user (Redis 6.2+); `None`: the default user.
+    pub username: Option<String>,
+    pub password: String,
+}
+
+/// The query parameters a Sentinel URL takes.
+const SENTINEL_PASSWORD: &str = "sentinel_password";
+const SENTINEL_USERNAME: &str = "sentinel_username";
 
 impl SentinelUrl {
     fn parse(tls: bool, rest: &str) -> Result<Self, String> {
-        if rest.contains(['?', '#']) {
-            return Err("takes no query or fragment".to_owned());
+        if rest.contains('#') {
+            return Err("takes no fragment".to_owned());
         }
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let sentinel_auth = query.map(sentinel_auth).transpose()?;
         let (authority, path) = rest
             .split_once('/')
             .ok_or("names no master: add `/<master-name>` after the sentinels")?;
@@ -73,6 +96,7 @@ impl SentinelUrl {
             sentinels,
             master: master.to_owned(),
             db,
+            sentinel_auth,
         })
     }
 
@@ -93,11 +117,85 @@ impl SentinelUrl {
         format!("{scheme}://{userinfo}{host}:{port}/{}", self.db)
     }
 
-    /// The URL of the `index`th sentinel: no credentials, no database.
+    /// The URL of the `index`th sentinel: the sentinels' credentials, no database.
     pub fn sentinel_url(&self, index: usize) -> Option<String> {
         let scheme = if self.tls { "rediss" } else { "redis" };
-        Some(format!("{scheme}://{}", self.sentinels.get(index)?))
+        let userinfo = match &self.sentinel_auth {
+            None => String::new(),
+            Some(auth) => format!(
+                "{}:{}@",
+                percent_encode(auth.username.as_deref().unwrap_or("")),
+                percent_encode(&auth.password)
+            ),
+        };
+        Some(format!(
+            "{scheme}://{userinfo}{}",
+            self.sentinels.get(index)?
+        ))
     }
+}
+
+/// `sentinel_password=…&sentinel_username=…`: each at most once, nothing else, the password
+/// not empty. Messages never hold a value.
+fn sentinel_auth(query: &str) -> Result<SentinelAuth, String> {
+    let (mut username, mut password) = (None, None);
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            SENTINEL_PASSWORD => &mut password,
+            SENTINEL_USERNAME => &mut username,
+            _ => {
+                return Err(format!(
+                    "`{key}` is not a query parameter it takes ({SENTINEL_PASSWORD}, \
+                     {SENTINEL_USERNAME})"
+                ));
+            }
+        };
+        if slot.is_some() {
+            return Err(format!("`{key}` is given twice"));
+        }
+        let decoded =
+            percent_decode(value).ok_or_else(|| format!("`{key}` is not percent-encoded UTF-8"))?;
+        if decoded.is_empty() {
+            return Err(format!("`{key}` is empty"));
+        }
+        *slot = Some(decoded);
+    }
+    let password = password
+        .ok_or_else(|| format!("`{SENTINEL_USERNAME}` needs `{SENTINEL_PASSWORD}` with it"))?;
+    Ok(SentinelAuth { username, password })
+}
+
+/// `%XX` escapes decoded (`+` is kept: it is a plus in a URL's userinfo, and the query
+/// follows the same rule here); `None` for a broken escape or bytes that are not UTF-8.
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Everything but RFC 3986's unreserved characters escaped: safe in a URL's userinfo.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// `host[:port]`, with the default port when none is written.
@@ -145,18 +243,36 @@ impl RedisUrl {
         self.0.starts_with("rediss://") || self.0.starts_with("rediss+sentinel://")
     }
 
-    /// The URL with any password replaced, for logs and errors.
+    /// The URL with any password replaced, for logs and errors: the userinfo's, and every
+    /// query value but `sentinel_username`.
     pub fn redacted(&self) -> String {
         let Some((scheme, rest)) = self.0.split_once("://") else {
             return self.0.clone();
         };
-        match rest.rsplit_once('@') {
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let mut shown = match rest.rsplit_once('@') {
             Some((userinfo, host)) => {
                 let user = userinfo.split(':').next().unwrap_or("");
                 format!("{scheme}://{user}:***@{host}")
             }
-            None => self.0.clone(),
+            None => format!("{scheme}://{rest}"),
+        };
+        if let Some(query) = query {
+            let pairs: Vec<String> = query
+                .split('&')
+                // Every value but the user's: a misspelt `sentinel_pasword` is a password too.
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key != SENTINEL_USERNAME => format!("{key}=***"),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            shown.push('?');
+            shown.push_str(&pairs.join("&"));
         }
+        shown
     }
 }
 
@@ -265,7 +381,24 @@ mod tests {
                 "is not a sentinel's host[:port]",
             ),
             ("redis+sentinel:///m", "is not a sentinel's host[:port]"),
-            ("redis+sentinel://s1/m?x=1", "no query"),
+            ("redis+sentinel://s1/m#x", "no fragment"),
+            ("redis+sentinel://s1/m?x=1", "`x` is not a query parameter"),
+            (
+                "redis+sentinel://s1/m?sentinel_password=a&sentinel_password=b",
+                "`sentinel_password` is given twice",
+            ),
+            (
+                "redis+sentinel://s1/m?sentinel_password=",
+                "`sentinel_password` is empty",
+            ),
+            (
+                "redis+sentinel://s1/m?sentinel_password=%zz",
+                "is not percent-encoded",
+            ),
+            (
+                "redis+sentinel://s1/m?sentinel_username=u",
+                "`sentinel_username` needs `sentinel_password`",
+            ),
         ] {
             let err = url.parse::<RedisUrl>().err().unwrap();
             assert!(err.contains(why), "{url}: {err}");
@@ -280,6 +413,65 @@ mod tests {
         assert!(!format!("{url:?} {url}").contains("s3cret"));
         assert!(matches!(url.endpoint(), RedisEndpoint::Sentinel(_)));
         assert!(!url.is_tls());
+    }
+
+    #[test]
+    fn sentinel_credentials_come_from_the_query_and_never_show() {
+        let url = sentinel(
+            "redis+sentinel://:master-pw@s1,s2/m?sentinel_username=sen%40tinel&sentinel_password=s3n%2Btinel%3A%2F",
+        );
+        let auth = url.sentinel_auth.as_ref().unwrap();
+        assert_eq!(auth.username.as_deref(), Some("sen@tinel"));
+        assert_eq!(auth.password, "s3n+tinel:/");
+        // The sentinels get their own credentials, escaped; the master keeps the authority's.
+        assert_eq!(
+            url.sentinel_url(1).as_deref(),
+            Some("redis://sen%40tinel:s3n%2Btinel%3A%2F@s2:26379")
+        );
+        assert_eq!(url.master_url("h", 1), "redis://:master-pw@h:1/0");
+        assert_eq!(url.db, 0);
+
+        let url = sentinel("rediss+sentinel://s1/m/2?sentinel_password=pw");
+        let auth = url.sentinel_auth.as_ref().unwrap();
+        assert_eq!(
+            (auth.username.as_deref(), auth.password.as_str()),
+            (None, "pw")
+        );
+        assert_eq!(
+            url.sentinel_url(0).as_deref(),
+            Some("rediss://:pw@s1:26379")
+        );
+        assert_eq!(url.master_url("h", 1), "rediss://h:1/2");
+        assert!(sentinel("redis+sentinel://s1/m").sentinel_auth.is_none());
+
+        let url: RedisUrl =
+            "redis+sentinel://u:m4ster@s1/m?sentinel_username=admin&sentinel_password=s3ntinel"
+                .parse()
+                .unwrap();
+        let shown = format!("{url:?} {url}");
+        assert!(
+            !shown.contains("m4ster") && !shown.contains("s3ntinel"),
+            "{shown}"
+        );
+        assert_eq!(
+            url.to_string(),
+            "redis+sentinel://u:***@s1/m?sentinel_username=admin&sentinel_password=***"
+        );
+        let url: RedisUrl = "redis+sentinel://s1/m?sentinel_password=s3ntinel"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            url.to_string(),
+            "redis+sentinel://s1/m?sentinel_password=***"
+        );
+        for typo in [
+            "redis+sentinel://s1/m?sentinel_password=s3ntinel&x=1",
+            "redis+sentinel://s1/m?sentinel_pasword=s3ntinel",
+            "redis+sentinel://s1/m?sentinel_password=a&sentinel_password=s3ntinel",
+        ] {
+            let err = typo.parse::<RedisUrl>().err().unwrap();
+            assert!(!err.contains("s3ntinel"), "{err}");
+        }
     }
 
     #[test]

@@ -199,7 +199,20 @@ impl RedisServer {
         down_after: Duration,
         failover_timeout: Duration,
     ) -> Self {
-        let port = master.port.to_string();
+        Self::start_sentinel_with(name, master.port, quorum, down_after, failover_timeout, &[])
+    }
+
+    /// [`RedisServer::start_sentinel`] for the master at `master_port` (a TLS port, say), with
+    /// `args` appended: `--requirepass`, `--sentinel auth-pass …`, the `--tls-*` settings.
+    pub fn start_sentinel_with(
+        name: &str,
+        master_port: u16,
+        quorum: u32,
+        down_after: Duration,
+        failover_timeout: Duration,
+        args: &[&str],
+    ) -> Self {
+        let port = master_port.to_string();
         let quorum = quorum.to_string();
         let down_after = down_after.as_millis().to_string();
         let failover_timeout = failover_timeout.as_millis().to_string();
@@ -219,7 +232,10 @@ impl RedisServer {
                 "failover-timeout",
                 name,
                 &failover_timeout,
-            ],
+            ]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>(),
             true,
         )
     }

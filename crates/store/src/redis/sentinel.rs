@@ -14,6 +14,10 @@
 //! still send us to a master of its choosing whose certificate the CA signed; what it gains
 //! there is what a write to Redis gains anybody: it can lose tokens, never forge one, since
 //! every value must carry the store key's seal.
+//!
+//! Sentinels with a password (`requirepass` in sentinel.conf) get the URL's
+//! `sentinel_password` (and `sentinel_username`); the master gets the authority's
+//! credentials. A wrong one fails the start, naming each sentinel and what it answered.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -220,22 +224,31 @@ async fn discover(url: &SentinelUrl, tls: &RedisTls) -> Result<Found, String> {
             Err(e) => failures.push(format!("sentinel {sentinel}: {e}")),
         }
     }
-    Err(format!(
+    let message = format!(
         "no sentinel named a usable master `{}`: {}",
         url.master,
         failures.join("; ")
-    ))
+    );
+    // Redis's replies do not echo passwords, but a future one must not leak the sentinels'.
+    Err(match &url.sentinel_auth {
+        Some(auth) => message.replace(&auth.password, "***"),
+        None => message,
+    })
 }
 
 async fn ask_one(url: &SentinelUrl, tls: &RedisTls, sentinel_url: &str) -> Result<Found, String> {
     let sentinel = open_client(sentinel_url, tls).map_err(|e| e.to_string())?;
-    let mut conn = connect(&sentinel).await?;
-    let reply: Option<(String, u16)> = redis::cmd("SENTINEL")
-        .arg("GET-MASTER-ADDR-BY-NAME")
-        .arg(&url.master)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?;
+    let reply: Option<(String, u16)> = async {
+        let mut conn = connect(&sentinel).await?;
+        redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&url.master)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await
+    .map_err(|e| with_password_hint(e, url))?;
     let (host, port) = reply.ok_or_else(|| format!("monitors no master `{}`", url.master))?;
     let addr = if host.contains(':') {
         format!("[{host}]:{port}")
@@ -255,6 +268,25 @@ async fn ask_one(url: &SentinelUrl, tls: &RedisTls, sentinel_url: &str) -> Resul
         Some(Value::SimpleString(role)) if role == "master" => Ok(Found { addr, client }),
         _ => Err(format!("names {addr}, which is not a master")),
     }
+}
+
+/// A sentinel's refusal, with what fixes it when it is about the sentinels' password (which
+/// the master's, in the URL's authority, is not).
+fn with_password_hint(message: String, url: &SentinelUrl) -> String {
+    let hint = if message.contains("NOAUTH") {
+        "this sentinel requires a password: add `?sentinel_password=…` to the URL"
+    } else if ["WRONGPASS", "AuthenticationFailed", "invalid password"]
+        .iter()
+        .any(|refusal| message.contains(refusal))
+        && url.sentinel_auth.is_some()
+    {
+        "this sentinel refuses the URL's `sentinel_password` (or `sentinel_username`)"
+    } else if message.contains("without any password configured") {
+        "this sentinel has no password: remove `sentinel_password` from the URL"
+    } else {
+        return message;
+    };
+    format!("{message} ({hint})")
 }
 
 /// A connection for one or two questions, within the store's timeouts.
