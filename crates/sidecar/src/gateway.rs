@@ -25,7 +25,7 @@ use crate::cors;
 use crate::forward::{self, ForwardedHop, Upstream};
 use crate::identity::IdentityHeaders;
 use crate::metrics::{Metrics, Outcome};
-use crate::observe::{OAuthRequest, ObserveSettings, Observer, Seen};
+use crate::observe::{OAuthRequest, ObserveSettings, Observer, ProxyNotes, Seen};
 use crate::pool::Bound;
 use crate::proxy_error::ProxyError;
 use crate::routes::{Endpoint, METADATA_PATH, upstream_path};
@@ -192,8 +192,8 @@ impl<S: TokenStore> Gateway<S> {
             return future::Either::Right(Box::pin(future::ready(bad_request)) as AnswerFuture<B>);
         }
         let served = self.served.load_full();
+        seen.read(request.uri());
         let path = request.uri().path();
-        seen.read(path);
         // RFC 8414's own form puts the route after the well-known path.
         let (route_path, root_metadata) = match path.strip_prefix(METADATA_PATH) {
             Some(route) if route.starts_with('/') => (route, true),
@@ -221,16 +221,17 @@ impl<S: TokenStore> Gateway<S> {
         } else {
             matched.endpoint
         };
-        seen.routed(&served.prepared[matched.service].labels, endpoint);
+        seen.routed(&served.prepared[matched.service].durations, endpoint);
         if endpoint == Endpoint::Proxy {
             let route = ProxyRoute {
                 service: matched.service,
                 strip_len: matched.strip_len(),
             };
             let (parts, incoming) = request.into_parts();
+            let notes = seen.notes();
             return future::Either::Left(
                 self.clone()
-                    .proxy(parts, incoming, served, route, client.clone())
+                    .proxy(parts, incoming, served, route, client.clone(), notes)
                     .map(move |response| cors::add(response, cors)),
             );
         }
@@ -368,6 +369,7 @@ impl<S: TokenStore> Gateway<S> {
         served: Arc<Served>,
         route: ProxyRoute,
         client: Arc<ClientConnection>,
+        notes: ProxyNotes,
     ) -> Response<ResponseBody<B>> {
         let service = &served.snapshot.services[route.service];
         let snapshot = &served.snapshot;
@@ -442,7 +444,7 @@ impl<S: TokenStore> Gateway<S> {
             Ok(identity) => {
                 who = self
                     .observer
-                    .who(identity.consumer, Some(identity.application));
+                    .who(snapshot, identity.consumer, Some(identity.application));
                 served.credential_headers.of(&identity)
             }
             Err(refusal) => match (ProxyError::refused(refusal), conf.anonymous.as_deref()) {
@@ -450,7 +452,7 @@ impl<S: TokenStore> Gateway<S> {
                 (ProxyError::Unauthorized(_), Some(name)) => {
                     match snapshot.consumer(&service.namespace, name) {
                         Some(consumer) => {
-                            who = self.observer.who(consumer, None);
+                            who = self.observer.who(snapshot, consumer, None);
                             IdentityHeaders::anonymous(consumer)
                         }
                         None => {
@@ -487,7 +489,7 @@ impl<S: TokenStore> Gateway<S> {
             route.strip_len,
             parts.uri.path(),
         );
-        let upstream_started = std::time::Instant::now();
+        let upstream_started = self.observer.upstream_started();
         let response = match forward::rewritten_target(&parts.uri, &path) {
             Ok(rewritten) => {
                 let head = forward::UpstreamHead {
@@ -538,10 +540,8 @@ impl<S: TokenStore> Gateway<S> {
         match response {
             Ok(response) => {
                 self.metrics.count(Outcome::Forwarded);
-                let mut response = response.map(Either::Right);
-                self.observer
-                    .proxied(&mut response, Some(upstream_started), who);
-                response
+                notes.proxied(upstream_started, who);
+                response.map(Either::Right)
             }
             Err(error) => {
                 let error = ProxyError::from(error);

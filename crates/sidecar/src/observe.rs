@@ -4,17 +4,19 @@
 //! the audit line of a client that failed to authenticate.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::HeaderMap;
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response};
 use hyper::body::Body;
+use tollgate_api::Snapshot;
 use tollgate_api::snapshot::{Application, Consumer, Service};
 use tollgate_oauth::{OAuthResponse, Params};
 
 use crate::access_log::{self, AccessLine, AccessLogFormat, LineSink};
-use crate::metrics::{Metrics, RequestLabels, ServiceLabels};
+use crate::metrics::{DurationSeries, Metrics, ServiceLabels};
 use crate::routes::Endpoint;
 use crate::trace_context::{self, REQUEST_ID, TraceId};
 
@@ -45,29 +47,62 @@ impl Default for ObserveSettings {
     }
 }
 
-/// One request, from its head to its answer.
+/// One request, from its head to its answer. Small, as it rides in every request's future:
+/// what only the access log reads is boxed, and only made with the log on.
 #[derive(Debug)]
 pub struct Seen {
     observer: Arc<Observer>,
     started: Instant,
-    /// With the access log on only: the `X-Request-Id` the application receives.
+    /// The service and route kind the request was routed to; `None` until it is.
+    routed: Option<(Arc<ServiceDurations>, Endpoint)>,
+    /// With the access log on only; shared with the proxy path, which notes in it what it
+    /// learns (one allocation, where the response's extensions would cost three).
+    logged: Option<Arc<Logged>>,
+}
+
+/// The proxy path's handle on its request's [`Seen`]: nothing with the access log off.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProxyNotes(Option<Arc<Logged>>);
+
+/// What the access log says of a request that the answer does not: read as it starts.
+#[derive(Debug)]
+struct Logged {
+    /// The `X-Request-Id` the application receives.
     request_id: Option<http::HeaderValue>,
     trace_id: Option<TraceId>,
     client: SocketAddr,
     method: Method,
-    /// With the access log on: the normalised path, once the request is read one way.
-    path: Option<String>,
-    service: Option<ServiceLabels>,
-    route: &'static str,
+    /// The normalised path (its query is never logged), once the request is read one way:
+    /// a share of the request's own bytes, not a copy.
+    path: Option<PathAndQuery>,
+    /// Noted by the proxy path once the application answered.
+    proxied: Mutex<Option<ProxySeen>>,
 }
 
-/// What the proxy path learns that the access log says: put in the response's extensions,
-/// with the access log on only (they cost an allocation).
+/// A service's `tollgate_request_duration_seconds` series, one per route kind: made with
+/// each snapshot the gateway serves, so a request's observation hashes no label.
+#[derive(Debug)]
+pub(crate) struct ServiceDurations {
+    /// By [`Endpoint`]'s discriminant.
+    by_endpoint: [DurationSeries; ENDPOINTS.len()],
+}
+
+/// Every endpoint, in the order of its discriminant.
+const ENDPOINTS: [Endpoint; 6] = [
+    Endpoint::Token,
+    Endpoint::Authorize,
+    Endpoint::Introspect,
+    Endpoint::Revoke,
+    Endpoint::Metadata,
+    Endpoint::Proxy,
+];
+
+/// What the proxy path learns that the access log says, with the access log on only. Who called is found again in the snapshot by index, rather
+/// than copied out of it.
 #[derive(Debug, Clone)]
 pub(crate) struct ProxySeen {
     upstream_duration: Option<Duration>,
-    consumer: Option<String>,
-    client_id: Option<String>,
+    who: Who,
 }
 
 /// An OAuth endpoint's request, as [`Observer::oauth_answered`] reads it.
@@ -82,11 +117,13 @@ pub struct OAuthRequest<'a> {
     pub client: SocketAddr,
 }
 
-/// Who a proxied request came from, kept for the access log.
-#[derive(Debug, Default)]
+/// Who a proxied request came from, kept for the access log: the snapshot it was
+/// authenticated under, and its consumer's and application's places in it.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Who {
-    consumer: Option<String>,
-    client_id: Option<String>,
+    snapshot: Option<Arc<Snapshot>>,
+    consumer: Option<usize>,
+    application: Option<usize>,
 }
 
 // === impl Observer ===
@@ -110,48 +147,44 @@ impl Observer {
     pub fn begin<B>(self: &Arc<Self>, request: &mut Request<B>, client: SocketAddr) -> Seen {
         let propagated =
             trace_context::propagate(request.headers_mut(), self.max_request_id_length);
+        let logged = self.logs().then(|| {
+            Arc::new(Logged {
+                request_id: request.headers().get(REQUEST_ID).cloned(),
+                trace_id: propagated.trace_id,
+                client,
+                method: request.method().clone(),
+                path: None,
+                proxied: Mutex::new(None),
+            })
+        });
         Seen {
             observer: self.clone(),
             started: Instant::now(),
-            request_id: self
-                .logs()
-                .then(|| request.headers().get(REQUEST_ID).cloned())
-                .flatten(),
-            trace_id: propagated.trace_id,
-            client,
-            method: request.method().clone(),
-            path: None,
-            service: None,
-            route: "none",
+            routed: None,
+            logged,
         }
     }
 
+    /// When the application was sent the request: read for the access log only.
+    pub(crate) fn upstream_started(&self) -> Option<Instant> {
+        self.logs().then(Instant::now)
+    }
+
     /// Who a proxied request came from; nothing with the access log off.
-    pub(crate) fn who(&self, consumer: &Consumer, application: Option<&Application>) -> Who {
+    pub(crate) fn who(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        consumer: &Consumer,
+        application: Option<&Application>,
+    ) -> Who {
         if !self.logs() {
             return Who::default();
         }
         Who {
-            consumer: Some(consumer.username.clone()),
-            client_id: application.map(|a| a.client_id.clone()),
+            snapshot: Some(snapshot.clone()),
+            consumer: index_in(&snapshot.consumers, consumer),
+            application: application.and_then(|a| index_in(&snapshot.applications, a)),
         }
-    }
-
-    /// Notes what the proxy path learnt on the response: the application's time, who.
-    pub(crate) fn proxied<T>(
-        &self,
-        response: &mut Response<T>,
-        upstream: Option<Instant>,
-        who: Who,
-    ) {
-        if !self.logs() {
-            return;
-        }
-        response.extensions_mut().insert(ProxySeen {
-            upstream_duration: upstream.map(|started| started.elapsed()),
-            consumer: who.consumer,
-            client_id: who.client_id,
-        });
     }
 
     /// Counts an OAuth endpoint's answer (the token endpoint's by grant and error), and logs
@@ -190,56 +223,112 @@ impl Observer {
 
 impl Seen {
     /// The request was read one way: its normalised path, for the access log.
-    pub fn read(&mut self, path: &str) {
-        if self.observer.logs() {
-            self.path = Some(path.to_owned());
+    pub fn read(&mut self, uri: &http::Uri) {
+        // Unshared until the request is routed: `notes` is only called then.
+        if let Some(logged) = self.logged.as_mut().and_then(Arc::get_mut) {
+            logged.path = uri.path_and_query().cloned();
         }
     }
 
-    /// The request was routed to `service`'s `endpoint`.
-    pub fn routed(&mut self, service: &ServiceLabels, endpoint: Endpoint) {
-        self.service = Some(service.clone());
-        self.route = endpoint.route_label();
+    /// Where the proxy path notes what the access log says.
+    pub(crate) fn notes(&self) -> ProxyNotes {
+        ProxyNotes(self.logged.clone())
+    }
+
+    /// The request was routed to a service's `endpoint`.
+    pub(crate) fn routed(&mut self, service: &Arc<ServiceDurations>, endpoint: Endpoint) {
+        self.routed = Some((service.clone(), endpoint));
     }
 
     /// Records the answer, and gives it back.
-    pub fn finish<T: Body>(self, mut response: Response<T>) -> Response<T> {
+    pub fn finish<T: Body>(self, response: Response<T>) -> Response<T> {
         let duration = self.started.elapsed();
-        let observer = &self.observer;
-        let labels = RequestLabels::new(self.service.clone(), self.route, response.status());
-        observer.metrics.observe_request(&labels, duration);
-        if !observer.logs() {
+        let observer = &*self.observer;
+        let series = match &self.routed {
+            Some((service, endpoint)) => service.of(*endpoint),
+            None => observer.metrics.unrouted_durations(),
+        };
+        series.observe(&observer.metrics, response.status(), duration);
+        let Some(logged) = &self.logged else {
             return response;
-        }
-        let proxied = response.extensions_mut().remove::<ProxySeen>();
+        };
+        let proxied = logged.proxied.lock().ok().and_then(|mut p| p.take());
+        let who = proxied.as_ref().map(|p| &p.who);
+        let snapshot = who.and_then(|who| who.snapshot.as_deref());
+        let consumer = who
+            .and_then(|who| snapshot?.consumers.get(who.consumer?))
+            .map(|c| c.username.as_str());
+        let client_id = who
+            .and_then(|who| snapshot?.applications.get(who.application?))
+            .map(|a| a.client_id.as_str());
         let line = AccessLine {
             time: SystemTime::now() - duration,
-            request_id: self
+            request_id: logged
                 .request_id
                 .as_ref()
                 .and_then(|id| id.to_str().ok())
                 .unwrap_or("-"),
-            client: self.client,
-            method: self.method.as_str(),
-            path: self.path.as_deref(),
-            service: self
-                .service
-                .as_ref()
+            client: logged.client,
+            method: logged.method.as_str(),
+            path: logged.path.as_ref().map(PathAndQuery::path),
+            service: series
+                .service()
                 .map(|s| (s.namespace.as_str(), s.service.as_str())),
-            route: self.route,
+            route: series.route(),
             status: response.status().as_u16(),
             bytes: response.body().size_hint().exact(),
             duration,
             upstream_duration: proxied.as_ref().and_then(|p| p.upstream_duration),
-            consumer: proxied.as_ref().and_then(|p| p.consumer.as_deref()),
-            client_id: proxied.as_ref().and_then(|p| p.client_id.as_deref()),
-            trace_id: self.trace_id,
+            consumer,
+            client_id,
+            trace_id: logged.trace_id,
         };
-        if let Some(line) = line.format(observer.format) {
-            observer.sink.write(&line);
-        }
+        observer.sink.write_access_line(&line, observer.format);
         response
     }
+}
+
+// === impl ProxyNotes ===
+
+impl ProxyNotes {
+    /// Who called, and when the application was sent the request (`None` when it was not
+    /// timed, the log being off).
+    pub(crate) fn proxied(&self, upstream: Option<Instant>, who: Who) {
+        let Some(logged) = &self.0 else {
+            return;
+        };
+        if let Ok(mut proxied) = logged.proxied.lock() {
+            *proxied = Some(ProxySeen {
+                upstream_duration: upstream.map(|started| started.elapsed()),
+                who,
+            });
+        }
+    }
+}
+
+// === impl ServiceDurations ===
+
+impl ServiceDurations {
+    pub(crate) fn new(service: &ServiceLabels) -> Self {
+        Self {
+            by_endpoint: ENDPOINTS
+                .map(|endpoint| DurationSeries::new(Some(service.clone()), endpoint.route_label())),
+        }
+    }
+
+    fn of(&self, endpoint: Endpoint) -> &DurationSeries {
+        &self.by_endpoint[endpoint as usize]
+    }
+}
+
+/// The place of `one` in `all`, when it is one of its elements: found from its address, as a
+/// scan of a large snapshot's consumers would cost a request its time.
+fn index_in<T>(all: &[T], one: &T) -> Option<usize> {
+    let offset = (one as *const T as usize).wrapping_sub(all.as_ptr() as usize);
+    let index = offset / size_of::<T>().max(1);
+    all.get(index)
+        .filter(|found| std::ptr::eq(*found, one))
+        .map(|_| index)
 }
 
 /// The `grant` label: the grant types the token endpoint knows, `other` for any else.
@@ -293,4 +382,32 @@ fn claimed_client_id(params: &Params, auth_header: Option<&str>) -> Option<Strin
     let text = String::from_utf8(decoded).ok()?;
     let (id, _secret) = text.split_once(':')?;
     Some(id.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_element_is_found_by_its_address_and_a_copy_is_not() {
+        let all = vec![String::from("a"), String::from("b"), String::from("c")];
+        assert_eq!(index_in(&all, &all[0]), Some(0));
+        assert_eq!(index_in(&all, &all[2]), Some(2));
+        let copy = all[1].clone();
+        assert_eq!(index_in(&all, &copy), None);
+        assert_eq!(index_in(&all[..1], &all[2]), None);
+    }
+
+    #[test]
+    fn each_endpoint_observes_into_its_own_route_label() {
+        let service = ServiceLabels {
+            namespace: Arc::new("team-a".into()),
+            service: Arc::new("orders".into()),
+        };
+        let durations = ServiceDurations::new(&service);
+        for endpoint in ENDPOINTS {
+            assert_eq!(durations.of(endpoint).route(), endpoint.route_label());
+            assert_eq!(durations.of(endpoint).service(), Some(&service));
+        }
+    }
 }

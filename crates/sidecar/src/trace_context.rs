@@ -5,10 +5,12 @@
 //! One grammar, parsed once into [`TraceParent`]. A malformed `traceparent` is replaced by a
 //! new trace, never refused: tracing is the operator's concern, not the client's.
 
+use std::cell::RefCell;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -45,14 +47,22 @@ pub struct Propagated {
 /// The request id is left in `headers` (the access log reads it there): copying it out would
 /// cost an allocation on every request, with the access log off too.
 pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propagated {
-    let mut sent = headers.get_all(&REQUEST_ID).iter();
-    let keep = match (sent.next(), sent.next()) {
-        (Some(one), None) => valid_request_id(one.as_bytes(), max_request_id_length),
-        _ => false,
-    };
-    if !keep {
-        // None, several, or one that is not valid: `insert` replaces every value sent.
-        headers.insert(REQUEST_ID, new_request_id());
+    // One lookup of the name, whether the client's id is kept or a new one is set.
+    match headers.entry(REQUEST_ID) {
+        Entry::Vacant(none) => {
+            none.insert(new_request_id());
+        }
+        Entry::Occupied(mut sent) => {
+            let mut values = sent.iter();
+            let keep = match (values.next(), values.next()) {
+                (Some(one), None) => valid_request_id(one.as_bytes(), max_request_id_length),
+                _ => false,
+            };
+            if !keep {
+                // Several, or one that is not valid: `insert` replaces every value sent.
+                sent.insert(new_request_id());
+            }
+        }
     }
     let trace_id = match parse_traceparent(headers) {
         TraceParent::Absent => None,
@@ -171,13 +181,39 @@ fn traceparent(trace_id: TraceId, span_id: u64, flags: u8) -> HeaderValue {
     HeaderValue::from_bytes(&text).expect("hex is a header value")
 }
 
+/// Characters of a request id the sidecar makes.
+const REQUEST_ID_LENGTH: usize = 32;
+/// Request ids written at once into one buffer, which their header values share.
+const REQUEST_IDS_PER_BATCH: usize = 64;
+
+thread_local! {
+    /// This thread's ids written ahead, and how many of them were handed out.
+    static REQUEST_IDS: RefCell<(Bytes, usize)> =
+        const { RefCell::new((Bytes::new(), REQUEST_IDS_PER_BATCH)) };
+}
+
 /// 32 hex digits, unique in this process and unlikely to repeat across processes.
-fn new_request_id() -> HeaderValue {
-    // Written on the stack: the header value's own copy is the one allocation.
-    let mut text = [0; 32];
-    write_hex(&mut text[..16], &next_id().to_be_bytes());
-    write_hex(&mut text[16..], &next_id().to_be_bytes());
-    HeaderValue::from_bytes(&text).expect("hex is a header value")
+///
+/// A header value owns its bytes, so a new one per request would be an allocation per
+/// request. Ids are written [`REQUEST_IDS_PER_BATCH`] at a time instead, and each header
+/// value is a share of that buffer: about one allocation per 30 requests. A batch is freed
+/// with the last request that holds one of its ids.
+pub(crate) fn new_request_id() -> HeaderValue {
+    REQUEST_IDS.with_borrow_mut(|(batch, handed_out)| {
+        if *handed_out == REQUEST_IDS_PER_BATCH {
+            let mut text = vec![0; REQUEST_ID_LENGTH * REQUEST_IDS_PER_BATCH];
+            for id in text.chunks_exact_mut(REQUEST_ID_LENGTH) {
+                write_hex(&mut id[..16], &next_id().to_be_bytes());
+                write_hex(&mut id[16..], &next_id().to_be_bytes());
+            }
+            *batch = Bytes::from(text);
+            *handed_out = 0;
+        }
+        let start = *handed_out * REQUEST_ID_LENGTH;
+        *handed_out += 1;
+        let id = batch.slice(start..start + REQUEST_ID_LENGTH);
+        HeaderValue::from_maybe_shared(id).expect("hex is a header value")
+    })
 }
 
 fn new_trace_id() -> TraceId {

@@ -153,3 +153,19 @@ fn without_a_traceparent_none_is_invented() {
     assert_eq!(propagated.trace_id, None);
     assert!(headers.get(&TRACEPARENT).is_none());
 }
+
+#[test]
+fn new_request_ids_stay_unique_hex_across_batches() {
+    let ids: Vec<HeaderValue> = (0..200).map(|_| new_request_id()).collect();
+    let unique: std::collections::HashSet<&[u8]> = ids.iter().map(HeaderValue::as_bytes).collect();
+    assert_eq!(unique.len(), ids.len());
+    for id in &ids {
+        assert_eq!(id.len(), 32);
+        assert!(
+            id.as_bytes()
+                .iter()
+                .all(|b| b"0123456789abcdef".contains(b)),
+            "{id:?}"
+        );
+    }
+}
