@@ -4,7 +4,7 @@
 //! the audit line of a client that failed to authenticate.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::header::HeaderMap;
@@ -55,14 +55,9 @@ pub struct Seen {
     started: Instant,
     /// The service and route kind the request was routed to; `None` until it is.
     routed: Option<(Arc<ServiceDurations>, Endpoint)>,
-    /// With the access log on only; shared with the proxy path, which notes in it what it
-    /// learns (one allocation, where the response's extensions would cost three).
-    logged: Option<Arc<Logged>>,
+    /// With the access log on only.
+    logged: Option<Box<Logged>>,
 }
-
-/// The proxy path's handle on its request's [`Seen`]: nothing with the access log off.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ProxyNotes(Option<Arc<Logged>>);
 
 /// What the access log says of a request that the answer does not: read as it starts.
 #[derive(Debug)]
@@ -76,7 +71,7 @@ struct Logged {
     /// a share of the request's own bytes, not a copy.
     path: Option<PathAndQuery>,
     /// Noted by the proxy path once the application answered.
-    proxied: Mutex<Option<ProxySeen>>,
+    proxied: Option<ProxySeen>,
 }
 
 /// A service's `tollgate_request_duration_seconds` series, one per route kind: made with
@@ -148,13 +143,13 @@ impl Observer {
         let propagated =
             trace_context::propagate(request.headers_mut(), self.max_request_id_length);
         let logged = self.logs().then(|| {
-            Arc::new(Logged {
+            Box::new(Logged {
                 request_id: request.headers().get(REQUEST_ID).cloned(),
                 trace_id: propagated.trace_id,
                 client,
                 method: request.method().clone(),
                 path: None,
-                proxied: Mutex::new(None),
+                proxied: None,
             })
         });
         Seen {
@@ -163,11 +158,6 @@ impl Observer {
             routed: None,
             logged,
         }
-    }
-
-    /// When the application was sent the request: read for the access log only.
-    pub(crate) fn upstream_started(&self) -> Option<Instant> {
-        self.logs().then(Instant::now)
     }
 
     /// Who a proxied request came from; nothing with the access log off.
@@ -224,15 +214,26 @@ impl Observer {
 impl Seen {
     /// The request was read one way: its normalised path, for the access log.
     pub fn read(&mut self, uri: &http::Uri) {
-        // Unshared until the request is routed: `notes` is only called then.
-        if let Some(logged) = self.logged.as_mut().and_then(Arc::get_mut) {
+        if let Some(logged) = &mut self.logged {
             logged.path = uri.path_and_query().cloned();
         }
     }
 
-    /// Where the proxy path notes what the access log says.
-    pub(crate) fn notes(&self) -> ProxyNotes {
-        ProxyNotes(self.logged.clone())
+    /// When the application was sent the request: read for the access log only.
+    pub(crate) fn upstream_started(&self) -> Option<Instant> {
+        self.logged.is_some().then(Instant::now)
+    }
+
+    /// What the proxy path learnt once the application answered: who called, and the
+    /// application's time (from `upstream`, `None` when it was not timed). Nothing is kept
+    /// with the access log off.
+    pub(crate) fn proxied(&mut self, upstream: Option<Instant>, who: Who) {
+        if let Some(logged) = &mut self.logged {
+            logged.proxied = Some(ProxySeen {
+                upstream_duration: upstream.map(|started| started.elapsed()),
+                who,
+            });
+        }
     }
 
     /// The request was routed to a service's `endpoint`.
@@ -252,8 +253,8 @@ impl Seen {
         let Some(logged) = &self.logged else {
             return response;
         };
-        let proxied = logged.proxied.lock().ok().and_then(|mut p| p.take());
-        let who = proxied.as_ref().map(|p| &p.who);
+        let proxied = logged.proxied.as_ref();
+        let who = proxied.map(|p| &p.who);
         let snapshot = who.and_then(|who| who.snapshot.as_deref());
         let consumer = who
             .and_then(|who| snapshot?.consumers.get(who.consumer?))
@@ -278,31 +279,13 @@ impl Seen {
             status: response.status().as_u16(),
             bytes: response.body().size_hint().exact(),
             duration,
-            upstream_duration: proxied.as_ref().and_then(|p| p.upstream_duration),
+            upstream_duration: proxied.and_then(|p| p.upstream_duration),
             consumer,
             client_id,
             trace_id: logged.trace_id,
         };
         observer.sink.write_access_line(&line, observer.format);
         response
-    }
-}
-
-// === impl ProxyNotes ===
-
-impl ProxyNotes {
-    /// Who called, and when the application was sent the request (`None` when it was not
-    /// timed, the log being off).
-    pub(crate) fn proxied(&self, upstream: Option<Instant>, who: Who) {
-        let Some(logged) = &self.0 else {
-            return;
-        };
-        if let Ok(mut proxied) = logged.proxied.lock() {
-            *proxied = Some(ProxySeen {
-                upstream_duration: upstream.map(|started| started.elapsed()),
-                who,
-            });
-        }
     }
 }
 

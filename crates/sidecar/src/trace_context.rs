@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -47,22 +47,27 @@ pub struct Propagated {
 /// The request id is left in `headers` (the access log reads it there): copying it out would
 /// cost an allocation on every request, with the access log off too.
 pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propagated {
-    // One lookup of the name, whether the client's id is kept or a new one is set.
-    match headers.entry(REQUEST_ID) {
-        Entry::Vacant(none) => {
-            none.insert(new_request_id());
+    // One pass over the names rather than a hash of each: most requests bring neither.
+    let (mut has_request_id, mut has_traceparent) = (false, false);
+    for name in headers.keys() {
+        has_request_id |= *name == REQUEST_ID;
+        has_traceparent |= *name == TRACEPARENT;
+    }
+    if has_request_id {
+        let mut sent = headers.get_all(&REQUEST_ID).iter();
+        let keep = match (sent.next(), sent.next()) {
+            (Some(one), None) => valid_request_id(one.as_bytes(), max_request_id_length),
+            _ => false,
+        };
+        if !keep {
+            // Several, or one that is not valid: `insert` replaces every value sent.
+            headers.insert(REQUEST_ID, new_request_id());
         }
-        Entry::Occupied(mut sent) => {
-            let mut values = sent.iter();
-            let keep = match (values.next(), values.next()) {
-                (Some(one), None) => valid_request_id(one.as_bytes(), max_request_id_length),
-                _ => false,
-            };
-            if !keep {
-                // Several, or one that is not valid: `insert` replaces every value sent.
-                sent.insert(new_request_id());
-            }
-        }
+    } else {
+        headers.insert(REQUEST_ID, new_request_id());
+    }
+    if !has_traceparent {
+        return Propagated { trace_id: None };
     }
     let trace_id = match parse_traceparent(headers) {
         TraceParent::Absent => None,
@@ -155,11 +160,21 @@ fn hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn write_hex(out: &mut [u8], bytes: &[u8]) {
+/// The two lowercase hex digits of each byte: one load per byte written.
+static HEX_PAIRS: [[u8; 2]; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    let mut pairs = [[0; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0xf]];
+        byte += 1;
+    }
+    pairs
+};
+
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, &byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
     }
 }
 
