@@ -83,7 +83,8 @@ impl AccessLine<'_> {
             text_value(line, parts);
         };
         field(line, "request_id", &[self.request_id]);
-        let _ = write!(line, " client={}", self.client);
+        line.push_str(" client=");
+        push_address(line, self.client);
         field(line, "method", &[self.method]);
         field(line, "path", &[self.path.unwrap_or("-")]);
         match self.service {
@@ -91,10 +92,12 @@ impl AccessLine<'_> {
             None => field(line, "service", &["-"]),
         }
         field(line, "route", &[self.route]);
-        let _ = write!(line, " status={}", self.status);
+        line.push_str(" status=");
+        push_number(line, u64::from(self.status));
+        line.push_str(" bytes=");
         match self.bytes {
-            Some(bytes) => drop(write!(line, " bytes={bytes}")),
-            None => line.push_str(" bytes=-"),
+            Some(bytes) => push_number(line, bytes),
+            None => line.push('-'),
         }
         line.push_str(" duration_ms=");
         write_millis(line, self.duration);
@@ -111,7 +114,7 @@ impl AccessLine<'_> {
         );
         line.push_str(" trace_id=");
         match self.trace_id {
-            Some(trace_id) => drop(write!(line, "{trace_id}")),
+            Some(trace_id) => push_ascii(line, &trace_id.to_hex()),
             None => line.push('-'),
         }
     }
@@ -121,7 +124,9 @@ impl AccessLine<'_> {
         write_rfc3339(line, self.time);
         line.push_str("\",\"request_id\":");
         json_string(line, &[self.request_id]);
-        let _ = write!(line, ",\"client\":\"{}\",\"method\":", self.client);
+        line.push_str(",\"client\":\"");
+        push_address(line, self.client);
+        line.push_str("\",\"method\":");
         json_string(line, &[self.method]);
         line.push_str(",\"path\":");
         json_or_null(line, self.path);
@@ -132,9 +137,11 @@ impl AccessLine<'_> {
         }
         line.push_str(",\"route\":");
         json_string(line, &[self.route]);
-        let _ = write!(line, ",\"status\":{},\"bytes\":", self.status);
+        line.push_str(",\"status\":");
+        push_number(line, u64::from(self.status));
+        line.push_str(",\"bytes\":");
         match self.bytes {
-            Some(bytes) => drop(write!(line, "{bytes}")),
+            Some(bytes) => push_number(line, bytes),
             None => line.push_str("null"),
         }
         line.push_str(",\"duration_ms\":");
@@ -150,7 +157,11 @@ impl AccessLine<'_> {
         json_or_null(line, self.client_id.map(clip));
         line.push_str(",\"trace_id\":");
         match self.trace_id {
-            Some(trace_id) => drop(write!(line, "\"{trace_id}\"")),
+            Some(trace_id) => {
+                line.push('"');
+                push_ascii(line, &trace_id.to_hex());
+                line.push('"');
+            }
             None => line.push_str("null"),
         }
         line.push('}');
@@ -183,6 +194,15 @@ fn json_or_null(line: &mut String, value: Option<&str>) {
 fn json_string(line: &mut String, parts: &[&str]) {
     line.push('"');
     for part in parts {
+        // Without a branch per byte, so it runs many bytes at a time: most values need no
+        // escape at all.
+        let escapes = part.bytes().fold(false, |any, b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        });
+        if !escapes {
+            line.push_str(part);
+            continue;
+        }
         let mut plain = 0;
         for (at, byte) in part.bytes().enumerate() {
             let escape = match byte {
@@ -284,7 +304,61 @@ pub fn failed_client_authentication(
 /// Milliseconds with three decimals, rounded to the microsecond: `1.500`.
 fn write_millis(line: &mut String, duration: Duration) {
     let micros = duration.as_nanos().saturating_add(500) / 1000;
-    let _ = write!(line, "{}.{:03}", micros / 1000, micros % 1000);
+    let micros = u64::try_from(micros).unwrap_or(u64::MAX);
+    push_number(line, micros / 1000);
+    line.push('.');
+    push_digits(line, micros % 1000, 3);
+}
+
+/// `value` in decimal, without `fmt`'s machinery (a line has a dozen numbers).
+fn push_number(line: &mut String, value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    push_ascii(line, &digits[at..]);
+}
+
+/// The last `width` decimal digits of `value`, zero-padded.
+fn push_digits(line: &mut String, value: u64, width: u32) {
+    let mut rest = value;
+    let mut digits = [b'0'; 8];
+    for digit in digits[..width as usize].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    push_ascii(line, &digits[..width as usize]);
+}
+
+/// Digits the caller wrote, which are ASCII.
+fn push_ascii(line: &mut String, ascii: &[u8]) {
+    line.push_str(std::str::from_utf8(ascii).unwrap_or_default());
+}
+
+/// `10.0.0.7:5555`, `[::1]:5555`: as `SocketAddr` displays it, IPv4 without `fmt`.
+fn push_address(line: &mut String, address: SocketAddr) {
+    match address {
+        SocketAddr::V4(v4) => {
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    line.push('.');
+                }
+                push_number(line, u64::from(octet));
+            }
+            line.push(':');
+            push_number(line, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(line, "{address}");
+        }
+    }
 }
 
 /// At most [`MAX_CLIENT_TEXT`] bytes of `text`, cut on a character boundary.
@@ -311,14 +385,20 @@ fn write_rfc3339(line: &mut String, time: SystemTime) {
     let seconds = since.as_secs();
     let (days, of_day) = (seconds / 86_400, seconds % 86_400);
     let (year, month, day) = civil_from_days(days as i64);
-    let _ = write!(
-        line,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60,
-        since.subsec_millis()
-    );
+    push_digits(line, u64::try_from(year).unwrap_or(0), 4);
+    line.push('-');
+    push_digits(line, u64::from(month), 2);
+    line.push('-');
+    push_digits(line, u64::from(day), 2);
+    line.push('T');
+    push_digits(line, of_day / 3600, 2);
+    line.push(':');
+    push_digits(line, of_day % 3600 / 60, 2);
+    line.push(':');
+    push_digits(line, of_day % 60, 2);
+    line.push('.');
+    push_digits(line, u64::from(since.subsec_millis()), 3);
+    line.push('Z');
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's

@@ -178,11 +178,18 @@ fn write_hex(out: &mut [u8], bytes: &[u8]) {
     }
 }
 
-impl std::fmt::Display for TraceId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl TraceId {
+    /// Its 32 lowercase hex digits, ASCII.
+    pub fn to_hex(self) -> [u8; 32] {
         let mut text = [0; 32];
         write_hex(&mut text, &self.0);
-        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
+        text
+    }
+}
+
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(&self.to_hex()).map_err(|_| std::fmt::Error)?)
     }
 }
 

@@ -141,3 +141,24 @@ fn lines_written_through_the_reused_buffer_are_each_whole() {
     assert!(written[0].contains(&long));
     assert_eq!(written[1], line().format(AccessLogFormat::Text).unwrap());
 }
+
+#[test]
+fn numbers_and_addresses_are_written_as_std_displays_them() {
+    for value in [0, 7, 10, 65_535, 1_764_691_412_345, u64::MAX] {
+        let mut text = String::new();
+        push_number(&mut text, value);
+        assert_eq!(text, value.to_string());
+    }
+    for address in [
+        "10.0.0.7:5555",
+        "0.0.0.0:0",
+        "255.255.255.255:65535",
+        "[::1]:443",
+    ] {
+        let address: SocketAddr = address.parse().unwrap();
+        let mut text = String::new();
+        push_address(&mut text, address);
+        assert_eq!(text, address.to_string());
+    }
+    assert_eq!(TraceId([0xab; 16]).to_string(), "ab".repeat(16));
+}
