@@ -25,7 +25,7 @@ use crate::cors;
 use crate::forward::{self, ForwardedHop, Upstream};
 use crate::identity::IdentityHeaders;
 use crate::metrics::{Metrics, Outcome};
-use crate::observe::{OAuthRequest, ObserveSettings, Observer, Seen};
+use crate::observe::{OAuthRequest, ObserveSettings, Observer, Seen, ServiceDurations};
 use crate::pool::Bound;
 use crate::proxy_error::ProxyError;
 use crate::routes::{Endpoint, METADATA_PATH, upstream_path};
@@ -56,8 +56,14 @@ struct Answered {
 }
 
 impl Answered {
-    fn finish<T: hyper::body::Body>(self, response: Response<T>) -> Response<T> {
-        self.seen.finish(cors::add(response, self.cors))
+    fn finish<T: hyper::body::Body>(
+        self,
+        observer: &Observer,
+        service: &ServiceDurations,
+        response: Response<T>,
+    ) -> Response<T> {
+        self.seen
+            .finish(observer, Some(service), cors::add(response, self.cors))
     }
 }
 
@@ -190,7 +196,11 @@ impl<S: TokenStore> Gateway<S> {
     ) -> impl Future<Output = Response<ResponseBody<B>>> + Send + use<S, B> {
         let mut seen = self.observer.begin(&mut request, client.info.remote);
         if let Err(refusal) = read_one_way(&mut request) {
-            let bad_request = seen.finish(self.refuse(ProxyError::Unreadable(refusal)));
+            let bad_request = seen.finish(
+                &self.observer,
+                None,
+                self.refuse(ProxyError::Unreadable(refusal)),
+            );
             return future::Either::Right(Box::pin(future::ready(bad_request)) as AnswerFuture<B>);
         }
         let served = self.served.load_full();
@@ -202,7 +212,7 @@ impl<S: TokenStore> Gateway<S> {
             _ => (path, false),
         };
         let Some(matched) = served.routes.find(route_path) else {
-            let not_found = seen.finish(self.refuse(ProxyError::NoRoute));
+            let not_found = seen.finish(&self.observer, None, self.refuse(ProxyError::NoRoute));
             return future::Either::Right(Box::pin(future::ready(not_found)) as AnswerFuture<B>);
         };
         // Before the service's other rules: a preflight carries no token and is no POST.
@@ -212,7 +222,7 @@ impl<S: TokenStore> Gateway<S> {
         ) {
             cors::Step::Answer(preflight) => {
                 self.metrics.count(Outcome::CorsPreflight);
-                let preflight = seen.finish(body::own(preflight));
+                let preflight = seen.finish(&self.observer, None, body::own(preflight));
                 return future::Either::Right(Box::pin(future::ready(preflight)) as AnswerFuture<B>);
             }
             cors::Step::Continue(headers) => headers,
@@ -222,7 +232,7 @@ impl<S: TokenStore> Gateway<S> {
         } else {
             matched.endpoint
         };
-        seen.routed(&served.prepared[matched.service].durations, endpoint);
+        seen.routed(endpoint);
         if endpoint == Endpoint::Proxy {
             let route = ProxyRoute {
                 service: matched.service,
@@ -250,7 +260,12 @@ impl<S: TokenStore> Gateway<S> {
                 Ok(response) => body::own(response),
                 Err(error) => gateway.refuse(error),
             };
-            seen.finish(cors::add(response, cors))
+            let durations = &served.prepared[service].durations;
+            seen.finish(
+                &gateway.observer,
+                Some(durations),
+                cors::add(response, cors),
+            )
         }))
     }
 
@@ -559,7 +574,8 @@ impl<S: TokenStore> Gateway<S> {
                 }
             }
         };
-        answered.finish(response)
+        let durations = &served.prepared[route.service].durations;
+        answered.finish(&self.observer, durations, response)
     }
 }
 

@@ -51,10 +51,10 @@ impl Default for ObserveSettings {
 /// what only the access log reads is boxed, and only made with the log on.
 #[derive(Debug)]
 pub struct Seen {
-    observer: Arc<Observer>,
     started: Instant,
-    /// The service and route kind the request was routed to; `None` until it is.
-    routed: Option<(Arc<ServiceDurations>, Endpoint)>,
+    /// The route kind the request was routed to; `None` until it is. Its service's series
+    /// are the snapshot's, which the caller holds: none is shared here.
+    endpoint: Option<Endpoint>,
     /// With the access log on only.
     logged: Option<Box<Logged>>,
 }
@@ -139,7 +139,7 @@ impl Observer {
 
     /// Starts recording a request, and sets the `X-Request-Id` and `traceparent` its
     /// application receives.
-    pub fn begin<B>(self: &Arc<Self>, request: &mut Request<B>, client: SocketAddr) -> Seen {
+    pub fn begin<B>(&self, request: &mut Request<B>, client: SocketAddr) -> Seen {
         let propagated =
             trace_context::propagate(request.headers_mut(), self.max_request_id_length);
         let logged = self.logs().then(|| {
@@ -153,9 +153,8 @@ impl Observer {
             })
         });
         Seen {
-            observer: self.clone(),
             started: Instant::now(),
-            routed: None,
+            endpoint: None,
             logged,
         }
     }
@@ -237,17 +236,23 @@ impl Seen {
     }
 
     /// The request was routed to a service's `endpoint`.
-    pub(crate) fn routed(&mut self, service: &Arc<ServiceDurations>, endpoint: Endpoint) {
-        self.routed = Some((service.clone(), endpoint));
+    pub(crate) fn routed(&mut self, endpoint: Endpoint) {
+        self.endpoint = Some(endpoint);
     }
 
     /// Records the answer, and gives it back.
-    pub fn finish<T: Body>(self, response: Response<T>) -> Response<T> {
+    /// `service`: the series of the service it was routed to, from the snapshot it was
+    /// routed by.
+    pub(crate) fn finish<T: Body>(
+        self,
+        observer: &Observer,
+        service: Option<&ServiceDurations>,
+        response: Response<T>,
+    ) -> Response<T> {
         let duration = self.started.elapsed();
-        let observer = &*self.observer;
-        let series = match &self.routed {
-            Some((service, endpoint)) => service.of(*endpoint),
-            None => observer.metrics.unrouted_durations(),
+        let series = match (service, self.endpoint) {
+            (Some(service), Some(endpoint)) => service.of(endpoint),
+            _ => observer.metrics.unrouted_durations(),
         };
         series.observe(&observer.metrics, response.status(), duration);
         let Some(logged) = &self.logged else {

@@ -39,7 +39,7 @@ pub(crate) struct PreparedService {
     /// Where its application listens, and how long it is waited for.
     pub(crate) target: forward::Target,
     /// Its request duration series: each request adds to one, with no label hashed.
-    pub(crate) durations: Arc<ServiceDurations>,
+    pub(crate) durations: ServiceDurations,
 }
 
 // === impl Served ===
@@ -56,10 +56,10 @@ impl Served {
                 auth_header: HeaderName::try_from(&service.oauth2.auth_header_name).ok(),
                 upstream_host: forward::upstream_host(service.upstream.port),
                 target: forward::Target::of(&service.upstream),
-                durations: Arc::new(ServiceDurations::new(&ServiceLabels {
+                durations: ServiceDurations::new(&ServiceLabels {
                     namespace: Arc::new(service.namespace.clone()),
                     service: Arc::new(service.name.clone()),
-                })),
+                }),
             })
             .collect();
         Self {
