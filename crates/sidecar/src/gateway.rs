@@ -254,7 +254,14 @@ impl<S: TokenStore> Gateway<S> {
         let (gateway, client, service) = (self.clone(), client.clone(), matched.service);
         future::Either::Right(Box::pin(async move {
             let response = match gateway
-                .endpoint(request, &served, service, endpoint, &client.info)
+                .endpoint(
+                    request,
+                    &served,
+                    service,
+                    endpoint,
+                    &client.info,
+                    seen.new_request_id(),
+                )
                 .await
             {
                 Ok(response) => body::own(response),
@@ -286,6 +293,7 @@ impl<S: TokenStore> Gateway<S> {
         service_index: usize,
         endpoint: Endpoint,
         conn: &ConnInfo,
+        new_request_id: Option<&str>,
     ) -> Result<Response<Full<Bytes>>, ProxyError> {
         let service = &served.snapshot.services[service_index];
         self.metrics.count(endpoint.outcome());
@@ -348,7 +356,10 @@ impl<S: TokenStore> Gateway<S> {
             service,
             params: &params,
             auth_header,
-            headers: &parts.headers,
+            request_id: new_request_id.or_else(|| {
+                let sent = parts.headers.get(crate::trace_context::REQUEST_ID)?;
+                sent.to_str().ok()
+            }),
             client: conn.remote,
         };
         self.observer.oauth_answered(answered, &response);
@@ -522,6 +533,7 @@ impl<S: TokenStore> Gateway<S> {
                         hop: &client.forwarded,
                         websocket: websocket.is_some(),
                         websocket_key: None,
+                        request_id: answered.seen.new_request_id(),
                     };
                     match websocket {
                         None => {

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::HeaderMap;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response};
 use hyper::body::Body;
@@ -18,7 +17,7 @@ use tollgate_oauth::{OAuthResponse, Params};
 use crate::access_log::{self, AccessLine, AccessLogFormat, LineSink};
 use crate::metrics::{DurationSeries, Metrics, ServiceLabels};
 use crate::routes::Endpoint;
-use crate::trace_context::{self, REQUEST_ID, TraceId};
+use crate::trace_context::{self, REQUEST_ID, RequestId, TraceId};
 
 /// The recording half of the gateway: one per gateway, shared by its requests.
 #[derive(Debug)]
@@ -52,6 +51,8 @@ impl Default for ObserveSettings {
 #[derive(Debug)]
 pub struct Seen {
     started: Instant,
+    /// The `X-Request-Id` this hop made, when the client sent none that is kept.
+    new_request_id: Option<RequestId>,
     /// The route kind the request was routed to; `None` until it is. Its service's series
     /// are the snapshot's, which the caller holds: none is shared here.
     endpoint: Option<Endpoint>,
@@ -62,8 +63,8 @@ pub struct Seen {
 /// What the access log says of a request that the answer does not: read as it starts.
 #[derive(Debug)]
 struct Logged {
-    /// The `X-Request-Id` the application receives.
-    request_id: Option<http::HeaderValue>,
+    /// The client's `X-Request-Id`, when it is the one the application receives.
+    sent_request_id: Option<http::HeaderValue>,
     trace_id: Option<TraceId>,
     client: SocketAddr,
     method: Method,
@@ -108,7 +109,8 @@ pub struct OAuthRequest<'a> {
     pub params: &'a Params,
     /// The service's auth header, for the client id of Basic credentials.
     pub auth_header: Option<&'a str>,
-    pub headers: &'a HeaderMap,
+    /// Its `X-Request-Id`: the client's, or the one this hop made.
+    pub request_id: Option<&'a str>,
     pub client: SocketAddr,
 }
 
@@ -144,7 +146,7 @@ impl Observer {
             trace_context::propagate(request.headers_mut(), self.max_request_id_length);
         let logged = self.logs().then(|| {
             Box::new(Logged {
-                request_id: request.headers().get(REQUEST_ID).cloned(),
+                sent_request_id: request.headers().get(REQUEST_ID).cloned(),
                 trace_id: propagated.trace_id,
                 client,
                 method: request.method().clone(),
@@ -154,6 +156,7 @@ impl Observer {
         });
         Seen {
             started: Instant::now(),
+            new_request_id: propagated.new_request_id,
             endpoint: None,
             logged,
         }
@@ -184,7 +187,7 @@ impl Observer {
             service,
             params,
             auth_header,
-            headers,
+            request_id,
             client,
         } = request;
         let error = error_code(response);
@@ -193,10 +196,7 @@ impl Observer {
             self.metrics.count_token(grant, error.unwrap_or("none"));
         }
         if error == Some("invalid_client") {
-            let request_id = headers
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
+            let request_id = request_id.unwrap_or("-");
             access_log::failed_client_authentication(
                 endpoint.route_label(),
                 (&service.namespace, &service.name),
@@ -216,6 +216,12 @@ impl Seen {
         if let Some(logged) = &mut self.logged {
             logged.path = uri.path_and_query().cloned();
         }
+    }
+
+    /// The `X-Request-Id` this hop made, which the application's head gets; `None` when
+    /// the client's is kept (and in the request's headers).
+    pub(crate) fn new_request_id(&self) -> Option<&str> {
+        self.new_request_id.as_ref().map(RequestId::as_str)
     }
 
     /// When the application was sent the request: read for the access log only.
@@ -269,10 +275,9 @@ impl Seen {
             .map(|a| a.client_id.as_str());
         let line = AccessLine {
             time: SystemTime::now() - duration,
-            request_id: logged
-                .request_id
-                .as_ref()
-                .and_then(|id| id.to_str().ok())
+            request_id: self
+                .new_request_id()
+                .or_else(|| logged.sent_request_id.as_ref()?.to_str().ok())
                 .unwrap_or("-"),
             client: logged.client,
             method: logged.method.as_str(),

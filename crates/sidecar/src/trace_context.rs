@@ -5,11 +5,9 @@
 //! One grammar, parsed once into [`TraceParent`]. A malformed `traceparent` is replaced by a
 //! new trace, never refused: tracing is the operator's concern, not the client's.
 
-use std::cell::RefCell;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -35,17 +33,21 @@ pub enum TraceParent {
     Malformed,
 }
 
-/// What [`propagate`] set on the request, for the access log.
+/// What [`propagate`] made of the request's ids.
 #[derive(Debug, Clone)]
 pub struct Propagated {
+    /// The request id this hop made, when the client sent none that is kept: the application
+    /// receives it as `X-Request-Id`, added as its head is written.
+    pub new_request_id: Option<RequestId>,
     /// The trace the application takes part in: the client's, or a new one when the
     /// client's `traceparent` was malformed; `None` when none came.
     pub trace_id: Option<TraceId>,
 }
 
-/// Sets the request's `X-Request-Id` and `traceparent` as the application receives them.
-/// The request id is left in `headers` (the access log reads it there): copying it out would
-/// cost an allocation on every request, with the access log off too.
+/// Reads the request's `X-Request-Id` and sets its `traceparent` as the application receives
+/// them. A client's valid request id stays in `headers`; an invalid one is removed, and the
+/// new one is returned rather than inserted: a header value would be an allocation and a
+/// hash insertion on every request, where the head's writer just copies 32 bytes.
 pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propagated {
     // One pass over the names rather than a hash of each: most requests bring neither.
     let (mut has_request_id, mut has_traceparent) = (false, false);
@@ -53,21 +55,23 @@ pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propa
         has_request_id |= *name == REQUEST_ID;
         has_traceparent |= *name == TRACEPARENT;
     }
-    if has_request_id {
+    let keep = has_request_id && {
         let mut sent = headers.get_all(&REQUEST_ID).iter();
-        let keep = match (sent.next(), sent.next()) {
+        match (sent.next(), sent.next()) {
             (Some(one), None) => valid_request_id(one.as_bytes(), max_request_id_length),
             _ => false,
-        };
-        if !keep {
-            // Several, or one that is not valid: `insert` replaces every value sent.
-            headers.insert(REQUEST_ID, new_request_id());
         }
-    } else {
-        headers.insert(REQUEST_ID, new_request_id());
+    };
+    if has_request_id && !keep {
+        // Several, or one that is not valid: none of them reaches the application.
+        headers.remove(REQUEST_ID);
     }
+    let new_request_id = (!keep).then(RequestId::new);
     if !has_traceparent {
-        return Propagated { trace_id: None };
+        return Propagated {
+            new_request_id,
+            trace_id: None,
+        };
     }
     let trace_id = match parse_traceparent(headers) {
         TraceParent::Absent => None,
@@ -83,7 +87,10 @@ pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propa
             Some(trace_id)
         }
     };
-    Propagated { trace_id }
+    Propagated {
+        new_request_id,
+        trace_id,
+    }
 }
 
 /// A client's request id is kept when it is 1 to `max` visible ASCII characters: nothing
@@ -203,39 +210,34 @@ fn traceparent(trace_id: TraceId, span_id: u64, flags: u8) -> HeaderValue {
     HeaderValue::from_bytes(&text).expect("hex is a header value")
 }
 
-/// Characters of a request id the sidecar makes.
-const REQUEST_ID_LENGTH: usize = 32;
-/// Request ids written at once into one buffer, which their header values share.
-const REQUEST_IDS_PER_BATCH: usize = 64;
+/// A request id this hop made: 32 hex digits, unique in this process and unlikely to repeat
+/// across processes. Written on the stack; never allocated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RequestId([u8; 32]);
 
-thread_local! {
-    /// This thread's ids written ahead, and how many of them were handed out.
-    static REQUEST_IDS: RefCell<(Bytes, usize)> =
-        const { RefCell::new((Bytes::new(), REQUEST_IDS_PER_BATCH)) };
+impl RequestId {
+    pub fn new() -> Self {
+        let mut text = [0; 32];
+        write_hex(&mut text[..16], &next_id().to_be_bytes());
+        write_hex(&mut text[16..], &next_id().to_be_bytes());
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
-/// 32 hex digits, unique in this process and unlikely to repeat across processes.
-///
-/// A header value owns its bytes, so a new one per request would be an allocation per
-/// request. Ids are written [`REQUEST_IDS_PER_BATCH`] at a time instead, and each header
-/// value is a share of that buffer: about one allocation per 30 requests. A batch is freed
-/// with the last request that holds one of its ids.
-pub(crate) fn new_request_id() -> HeaderValue {
-    REQUEST_IDS.with_borrow_mut(|(batch, handed_out)| {
-        if *handed_out == REQUEST_IDS_PER_BATCH {
-            let mut text = vec![0; REQUEST_ID_LENGTH * REQUEST_IDS_PER_BATCH];
-            for id in text.chunks_exact_mut(REQUEST_ID_LENGTH) {
-                write_hex(&mut id[..16], &next_id().to_be_bytes());
-                write_hex(&mut id[16..], &next_id().to_be_bytes());
-            }
-            *batch = Bytes::from(text);
-            *handed_out = 0;
-        }
-        let start = *handed_out * REQUEST_ID_LENGTH;
-        *handed_out += 1;
-        let id = batch.slice(start..start + REQUEST_ID_LENGTH);
-        HeaderValue::from_maybe_shared(id).expect("hex is a header value")
-    })
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn new_trace_id() -> TraceId {

@@ -84,9 +84,10 @@ fn request_ids_are_kept_when_short_visible_ascii() {
 fn a_valid_client_request_id_reaches_the_application_unchanged() {
     let mut headers = HeaderMap::new();
     headers.insert(REQUEST_ID, HeaderValue::from_static("client-chose-this"));
-    propagate(&mut headers, 128);
+    let propagated = propagate(&mut headers, 128);
     assert_eq!(headers.get_all(&REQUEST_ID).iter().count(), 1);
     assert_eq!(headers[&REQUEST_ID], "client-chose-this");
+    assert_eq!(propagated.new_request_id, None);
 }
 
 #[test]
@@ -99,10 +100,14 @@ fn an_invalid_missing_or_repeated_request_id_is_replaced_by_a_new_one() {
         for value in sent {
             headers.append(REQUEST_ID, HeaderValue::from_str(value).unwrap());
         }
-        propagate(&mut headers, 128);
-        let values: Vec<_> = headers.get_all(&REQUEST_ID).iter().collect();
-        assert_eq!(values.len(), 1, "{sent:?}");
-        let id = values[0].to_str().unwrap().to_owned();
+        let propagated = propagate(&mut headers, 128);
+        // None of the client's is left: the new one is added as the head is written.
+        assert_eq!(headers.get(&REQUEST_ID), None, "{sent:?}");
+        let id = propagated
+            .new_request_id
+            .expect("a new id")
+            .as_str()
+            .to_owned();
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
         assert!(seen.insert(id), "ids repeat");
@@ -155,16 +160,16 @@ fn without_a_traceparent_none_is_invented() {
 }
 
 #[test]
-fn new_request_ids_stay_unique_hex_across_batches() {
-    let ids: Vec<HeaderValue> = (0..200).map(|_| new_request_id()).collect();
-    let unique: std::collections::HashSet<&[u8]> = ids.iter().map(HeaderValue::as_bytes).collect();
+fn new_request_ids_are_unique_lowercase_hex() {
+    let ids: Vec<RequestId> = (0..200).map(|_| RequestId::new()).collect();
+    let unique: std::collections::HashSet<&str> = ids.iter().map(RequestId::as_str).collect();
     assert_eq!(unique.len(), ids.len());
     for id in &ids {
-        assert_eq!(id.len(), 32);
+        assert_eq!(id.as_str().len(), 32);
         assert!(
-            id.as_bytes()
-                .iter()
-                .all(|b| b"0123456789abcdef".contains(b)),
+            id.as_str()
+                .bytes()
+                .all(|b| b"0123456789abcdef".contains(&b)),
             "{id:?}"
         );
     }
