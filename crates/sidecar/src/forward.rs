@@ -281,7 +281,7 @@ pub struct UpstreamHead<'r> {
     pub websocket_key: Option<&'r HeaderValue>,
     /// The `X-Request-Id` this hop made, when the client sent none that is kept (which is
     /// among the client's fields).
-    pub request_id: Option<&'r str>,
+    pub request_id: Option<&'r [u8]>,
 }
 
 impl h1::RequestHead for UpstreamHead<'_> {
@@ -318,7 +318,7 @@ impl h1::RequestHead for UpstreamHead<'_> {
         // address, as Kong's balancer sends it.
         fields.push(&header::HOST, self.host);
         if let Some(id) = self.request_id {
-            fields.push_str(&REQUEST_ID, id);
+            fields.push_bytes(&REQUEST_ID, id);
         }
         for (name, value) in self.identity.iter() {
             fields.push(name, value);

@@ -31,6 +31,7 @@ use crate::proxy_error::ProxyError;
 use crate::routes::{Endpoint, METADATA_PATH, upstream_path};
 pub use crate::served::Served;
 use crate::served::store_keys_of;
+use crate::trace_context::RequestId;
 use crate::trusted::TrustedIps;
 use crate::tunnel::{self, Handshake, UpgradeLimits};
 use crate::unambiguous::read_one_way;
@@ -260,7 +261,7 @@ impl<S: TokenStore> Gateway<S> {
                     service,
                     endpoint,
                     &client.info,
-                    seen.new_request_id(),
+                    seen.new_request_id().map(RequestId::as_str),
                 )
                 .await
             {
@@ -533,7 +534,7 @@ impl<S: TokenStore> Gateway<S> {
                         hop: &client.forwarded,
                         websocket: websocket.is_some(),
                         websocket_key: None,
-                        request_id: answered.seen.new_request_id(),
+                        request_id: answered.seen.new_request_id().map(RequestId::as_bytes),
                     };
                     match websocket {
                         None => {

@@ -220,8 +220,8 @@ impl Seen {
 
     /// The `X-Request-Id` this hop made, which the application's head gets; `None` when
     /// the client's is kept (and in the request's headers).
-    pub(crate) fn new_request_id(&self) -> Option<&str> {
-        self.new_request_id.as_ref().map(RequestId::as_str)
+    pub(crate) fn new_request_id(&self) -> Option<&RequestId> {
+        self.new_request_id.as_ref()
     }
 
     /// When the application was sent the request: read for the access log only.
@@ -277,6 +277,7 @@ impl Seen {
             time: SystemTime::now() - duration,
             request_id: self
                 .new_request_id()
+                .map(RequestId::as_str)
                 .or_else(|| logged.sent_request_id.as_ref()?.to_str().ok())
                 .unwrap_or("-"),
             client: logged.client,

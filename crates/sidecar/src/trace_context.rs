@@ -226,6 +226,11 @@ impl RequestId {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
+
+    /// Its ASCII digits, for a writer that takes bytes: no UTF-8 check on the request path.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl Default for RequestId {
