@@ -31,7 +31,6 @@ use crate::proxy_error::ProxyError;
 use crate::routes::{Endpoint, METADATA_PATH, upstream_path};
 pub use crate::served::Served;
 use crate::served::store_keys_of;
-use crate::trace_context::RequestId;
 use crate::trusted::TrustedIps;
 use crate::tunnel::{self, Handshake, UpgradeLimits};
 use crate::unambiguous::read_one_way;
@@ -253,6 +252,7 @@ impl<S: TokenStore> Gateway<S> {
         // Boxed: the OAuth endpoints' future holds a body parser and a token issue's Redis
         // calls. Inline, it would make every proxied request's future as large.
         let (gateway, client, service) = (self.clone(), client.clone(), matched.service);
+        let audit_id = seen.audit_request_id(request.headers());
         future::Either::Right(Box::pin(async move {
             let response = match gateway
                 .endpoint(
@@ -261,7 +261,7 @@ impl<S: TokenStore> Gateway<S> {
                     service,
                     endpoint,
                     &client.info,
-                    seen.new_request_id().map(RequestId::as_str),
+                    audit_id.as_str(),
                 )
                 .await
             {
@@ -294,7 +294,7 @@ impl<S: TokenStore> Gateway<S> {
         service_index: usize,
         endpoint: Endpoint,
         conn: &ConnInfo,
-        new_request_id: Option<&str>,
+        request_id: Option<&str>,
     ) -> Result<Response<Full<Bytes>>, ProxyError> {
         let service = &served.snapshot.services[service_index];
         self.metrics.count(endpoint.outcome());
@@ -357,10 +357,7 @@ impl<S: TokenStore> Gateway<S> {
             service,
             params: &params,
             auth_header,
-            request_id: new_request_id.or_else(|| {
-                let sent = parts.headers.get(crate::trace_context::REQUEST_ID)?;
-                sent.to_str().ok()
-            }),
+            request_id,
             client: conn.remote,
         };
         self.observer.oauth_answered(answered, &response);
@@ -534,7 +531,7 @@ impl<S: TokenStore> Gateway<S> {
                         hop: &client.forwarded,
                         websocket: websocket.is_some(),
                         websocket_key: None,
-                        request_id: answered.seen.new_request_id().map(RequestId::as_bytes),
+                        request_id: answered.seen.new_request_id(),
                     };
                     match websocket {
                         None => {

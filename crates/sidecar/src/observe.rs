@@ -17,7 +17,7 @@ use tollgate_oauth::{OAuthResponse, Params};
 use crate::access_log::{self, AccessLine, AccessLogFormat, LineSink};
 use crate::metrics::{DurationSeries, Metrics, ServiceLabels};
 use crate::routes::Endpoint;
-use crate::trace_context::{self, REQUEST_ID, RequestId, TraceId};
+use crate::trace_context::{self, NewRequestId, REQUEST_ID, RequestId, TraceId};
 
 /// The recording half of the gateway: one per gateway, shared by its requests.
 #[derive(Debug)]
@@ -51,8 +51,10 @@ impl Default for ObserveSettings {
 #[derive(Debug)]
 pub struct Seen {
     started: Instant,
-    /// The `X-Request-Id` this hop made, when the client sent none that is kept.
-    new_request_id: Option<RequestId>,
+    /// The client sent no `X-Request-Id` that is kept: the application gets a new one.
+    /// Only a flag: with the log off the id is made as the head is written, so the
+    /// request's future (which hyper moves by value) carries none.
+    needs_request_id: bool,
     /// The route kind the request was routed to; `None` until it is. Its service's series
     /// are the snapshot's, which the caller holds: none is shared here.
     endpoint: Option<Endpoint>,
@@ -65,6 +67,8 @@ pub struct Seen {
 struct Logged {
     /// The client's `X-Request-Id`, when it is the one the application receives.
     sent_request_id: Option<http::HeaderValue>,
+    /// Else the one this hop made, which the application receives.
+    new_request_id: Option<RequestId>,
     trace_id: Option<TraceId>,
     client: SocketAddr,
     method: Method,
@@ -99,6 +103,22 @@ const ENDPOINTS: [Endpoint; 6] = [
 pub(crate) struct ProxySeen {
     upstream_duration: Option<Duration>,
     who: Who,
+}
+
+/// A request id as an audit line names it.
+#[derive(Debug)]
+pub(crate) enum RequestIdText {
+    Sent(Option<String>),
+    New(RequestId),
+}
+
+impl RequestIdText {
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            RequestIdText::Sent(sent) => sent.as_deref(),
+            RequestIdText::New(id) => Some(id.as_str()),
+        }
+    }
 }
 
 /// An OAuth endpoint's request, as [`Observer::oauth_answered`] reads it.
@@ -147,6 +167,7 @@ impl Observer {
         let logged = self.logs().then(|| {
             Box::new(Logged {
                 sent_request_id: request.headers().get(REQUEST_ID).cloned(),
+                new_request_id: propagated.needs_request_id.then(RequestId::new),
                 trace_id: propagated.trace_id,
                 client,
                 method: request.method().clone(),
@@ -156,7 +177,7 @@ impl Observer {
         });
         Seen {
             started: Instant::now(),
-            new_request_id: propagated.new_request_id,
+            needs_request_id: propagated.needs_request_id,
             endpoint: None,
             logged,
         }
@@ -218,10 +239,29 @@ impl Seen {
         }
     }
 
-    /// The `X-Request-Id` this hop made, which the application's head gets; `None` when
-    /// the client's is kept (and in the request's headers).
-    pub(crate) fn new_request_id(&self) -> Option<&RequestId> {
-        self.new_request_id.as_ref()
+    /// The `X-Request-Id` the application's head gets from this hop; `None` when the
+    /// client's is kept (and in the request's headers).
+    pub(crate) fn new_request_id(&self) -> Option<NewRequestId<'_>> {
+        if !self.needs_request_id {
+            return None;
+        }
+        let logged = self.logged.as_ref().and_then(|l| l.new_request_id.as_ref());
+        Some(logged.map_or(NewRequestId::Make, NewRequestId::Made))
+    }
+
+    /// The request id an audit line names: the client's (in `headers`), the one the access
+    /// log says, or a new one.
+    pub(crate) fn audit_request_id(&self, headers: &http::HeaderMap) -> RequestIdText {
+        match self.new_request_id() {
+            None => RequestIdText::Sent(
+                headers
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            ),
+            Some(NewRequestId::Made(id)) => RequestIdText::New(*id),
+            Some(NewRequestId::Make) => RequestIdText::New(RequestId::new()),
+        }
     }
 
     /// When the application was sent the request: read for the access log only.
@@ -275,8 +315,9 @@ impl Seen {
             .map(|a| a.client_id.as_str());
         let line = AccessLine {
             time: SystemTime::now() - duration,
-            request_id: self
-                .new_request_id()
+            request_id: logged
+                .new_request_id
+                .as_ref()
                 .map(RequestId::as_str)
                 .or_else(|| logged.sent_request_id.as_ref()?.to_str().ok())
                 .unwrap_or("-"),

@@ -36,18 +36,18 @@ pub enum TraceParent {
 /// What [`propagate`] made of the request's ids.
 #[derive(Debug, Clone)]
 pub struct Propagated {
-    /// The request id this hop made, when the client sent none that is kept: the application
-    /// receives it as `X-Request-Id`, added as its head is written.
-    pub new_request_id: Option<RequestId>,
+    /// The client sent no request id that is kept: the application receives a new one as
+    /// `X-Request-Id`, added as its head is written.
+    pub needs_request_id: bool,
     /// The trace the application takes part in: the client's, or a new one when the
     /// client's `traceparent` was malformed; `None` when none came.
     pub trace_id: Option<TraceId>,
 }
 
 /// Reads the request's `X-Request-Id` and sets its `traceparent` as the application receives
-/// them. A client's valid request id stays in `headers`; an invalid one is removed, and the
-/// new one is returned rather than inserted: a header value would be an allocation and a
-/// hash insertion on every request, where the head's writer just copies 32 bytes.
+/// them. A client's valid request id stays in `headers`; an invalid one is removed, and a new
+/// one is left to the head's writer rather than inserted: a header value would be an
+/// allocation and a hash insertion on every request.
 pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propagated {
     // One pass over the names rather than a hash of each: most requests bring neither.
     let (mut has_request_id, mut has_traceparent) = (false, false);
@@ -66,10 +66,10 @@ pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propa
         // Several, or one that is not valid: none of them reaches the application.
         headers.remove(REQUEST_ID);
     }
-    let new_request_id = (!keep).then(RequestId::new);
+    let needs_request_id = !keep;
     if !has_traceparent {
         return Propagated {
-            new_request_id,
+            needs_request_id,
             trace_id: None,
         };
     }
@@ -88,7 +88,7 @@ pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propa
         }
     };
     Propagated {
-        new_request_id,
+        needs_request_id,
         trace_id,
     }
 }
@@ -231,6 +231,16 @@ impl RequestId {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+}
+
+/// The `X-Request-Id` a head's writer adds, when the client sent none that is kept.
+#[derive(Debug, Clone, Copy)]
+pub enum NewRequestId<'a> {
+    /// One made as the head is written: no one else reads it (the access log is off), so
+    /// the request carries none until then.
+    Make,
+    /// The one the access log says.
+    Made(&'a RequestId),
 }
 
 impl Default for RequestId {

@@ -1074,6 +1074,13 @@ async fn an_access_line_holds_the_request_and_never_a_token_or_secret() {
         Some("req-header")
     );
     assert_eq!(json[2]["path"], "/event/2");
+    // An id the sidecar made: the line names the one the application received.
+    let made = upstream.received.lock().unwrap()[1]
+        .header("x-request-id")
+        .expect("a request id")
+        .to_owned();
+    assert_eq!(made.len(), 32);
+    assert_eq!(json[2]["request_id"], made.as_str());
     assert_eq!(json[3]["method"], "POST");
     let refused = &json[4];
     assert_eq!(refused["status"], 401);

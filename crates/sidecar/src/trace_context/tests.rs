@@ -87,30 +87,22 @@ fn a_valid_client_request_id_reaches_the_application_unchanged() {
     let propagated = propagate(&mut headers, 128);
     assert_eq!(headers.get_all(&REQUEST_ID).iter().count(), 1);
     assert_eq!(headers[&REQUEST_ID], "client-chose-this");
-    assert_eq!(propagated.new_request_id, None);
+    assert!(!propagated.needs_request_id);
 }
 
 #[test]
 fn an_invalid_missing_or_repeated_request_id_is_replaced_by_a_new_one() {
     let too_long = "x".repeat(129);
     let cases: [&[&str]; 4] = [&[], &["has space"], &[&too_long], &["one", "two"]];
-    let mut seen = std::collections::HashSet::new();
     for sent in cases {
         let mut headers = HeaderMap::new();
         for value in sent {
             headers.append(REQUEST_ID, HeaderValue::from_str(value).unwrap());
         }
         let propagated = propagate(&mut headers, 128);
-        // None of the client's is left: the new one is added as the head is written.
+        // None of the client's is left: a new one is added as the head is written.
         assert_eq!(headers.get(&REQUEST_ID), None, "{sent:?}");
-        let id = propagated
-            .new_request_id
-            .expect("a new id")
-            .as_str()
-            .to_owned();
-        assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
-        assert!(seen.insert(id), "ids repeat");
+        assert!(propagated.needs_request_id, "{sent:?}");
     }
 }
 
