@@ -6,8 +6,9 @@ from /proc. Standard library only.
     measure.py issue   ISSUE.tsv   OUT.json   token issue rate against the sidecar's GET rate
 
 A TARGETS.tsv line is: name, label, URL, PID of the proxy (its descendants count too, so an
-nginx master brings its worker), and comma-separated PIDs of the backends (the upstream nginx,
-Redis), whose CPU is reported apart. An ISSUE.tsv line is: name, label, URL, PID, backend
+nginx master brings its worker), comma-separated PIDs of the backends (the upstream nginx,
+Redis), whose CPU is reported apart, and optionally the comma-separated kinds it runs (every
+kind when empty). An ISSUE.tsv line is: name, label, URL, PID, backend
 PIDs, the JSON body to POST (empty for a GET), and the bearer token of a GET when it is not
 BENCH_TOKEN (a sidecar on another Redis knows other tokens; empty for BENCH_TOKEN).
 
@@ -114,10 +115,10 @@ def run_one(name, url, pid, backends, kind, threads, conns, seconds, headers, bo
 
 
 def targets(path, out):
-    rows = read_tsv(path, 5)
+    rows = read_tsv(path, 6)
     runs = []
     # Warm every target once: pools filled, pages touched, branch predictors trained.
-    for name, _label, url, pid, backends in rows:
+    for name, _label, url, pid, backends, _kinds in rows:
         run_one(name, url, int(pid), [int(b) for b in backends.split(",") if b], "warmup",
                 2, 32, 1, [])
     for r in range(1, ROUNDS + 1):
@@ -125,7 +126,9 @@ def targets(path, out):
         # A B C ... for each kind in turn, so slow drift (other builds, thermal, noisy
         # neighbours) spreads over every target alike.
         for kind, (threads, conns, seconds, headers) in KINDS.items():
-            for name, _label, url, pid, backends in rows:
+            for name, _label, url, pid, backends, only in rows:
+                if only and kind not in only.split(","):
+                    continue
                 rec = run_one(name, url, int(pid), [int(b) for b in backends.split(",") if b],
                               kind, threads, conns, seconds, headers)
                 rec["round"] = r

@@ -22,6 +22,7 @@ REF = "nginx"            # every ratio is to this target of the same run
 DIRECT = "direct"
 CACHE = "tollgate"       # the sidecar as built (validation cache on, if the build has one)
 NOCACHE = "tollgate-nocache"
+LOGGED = "tollgate-log"  # the sidecar as built with --access-log on, run at c32 only
 AUTHREQ = "nginx-authreq"
 CLUSTER = "cluster-"     # prefix of the token-endpoint runs against the Redis Cluster sidecar
 CLUSTER_LABEL = "Redis Cluster, 3 masters"
@@ -244,6 +245,22 @@ def markdown(agg, labels, order, issue_agg, revocation, goal_rows, info, notes, 
             labels.get(t, t), r("c32", "rps"), r("c256", "rps"), r("c32", "cpu_us_per_req"),
             r("c256", "cpu_us_per_req"), r("close", "cpu_us_per_req"), r("c256", "rss_kib"),
             "–" if t == DIRECT or p50 is None or direct is None else fmt(p50 - direct)))
+    if LOGGED in agg:
+        w("")
+        w("### The access log's cost (c32, the sidecar as built)")
+        w("")
+        w("| access log | req/s | p50 / p99 (ms) | proxy CPU µs/req |")
+        w("|---|---|---|---|")
+        for t, name in ((CACHE, "off"), (LOGGED, labels.get(LOGGED, LOGGED).rsplit(" ", 1)[-1])):
+            g = lambda f: get(agg, t, "c32", f)
+            w("| %s | %s | %s / %s | %s |" % (name, fmt(g("rps")), ms(g("p50_us")),
+                                             ms(g("p99_us")), fmt(g("cpu_us_per_req"), "{:.1f}")))
+        on_off = lambda f: fmt(ratio(get(agg, LOGGED, "c32", f), get(agg, CACHE, "c32", f)),
+                               "{:.2f}")
+        w("| on ÷ off | %s | | %s |" % (on_off("rps"), on_off("cpu_us_per_req")))
+        w("")
+        w("Its lines go to /dev/null: the figure is the sidecar's cost of each line (formatting "
+          "it and one `write`), not a disk's.")
     if issue_agg:
         w("")
         w("### Token endpoint against the sidecar's own keep-alive GET (c32)")

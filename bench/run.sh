@@ -13,7 +13,10 @@
 # with perf during an extra c32 run each, when perf works here), TOLLGATE_BIN (use this
 # binary, skip the build; BENCH_COMMIT names its commit in the report), BENCH_RESULTS (write
 # there instead of bench/results, for trial runs), BENCH_CACHE_OFF_ARGS (sidecar flags that
-# turn its validation cache off, when the harness does not recognise the build's flag).
+# turn its validation cache off, when the harness does not recognise the build's flag),
+# BENCH_ACCESS_LOG (json: the format of the sidecar run with its access log on, at c32 only;
+# `off` skips that target; its lines go to /dev/null, so what is measured is the sidecar's
+# own cost of each line: formatting it and one write).
 set -euo pipefail
 
 GIVEN_BIN=${TOLLGATE_BIN:+$(realpath "$TOLLGATE_BIN")}
@@ -133,6 +136,12 @@ else
     [ ${#CACHE_OFF[@]} -gt 0 ] || note "the build has a validation cache but no --no-validation-cache flag: the cache-off target is skipped (set BENCH_CACHE_OFF_ARGS to run it)"
 fi
 
+ACCESS_LOG=${BENCH_ACCESS_LOG:-json}
+if [ "$ACCESS_LOG" != off ] && ! grep -q -- '--access-log' <<<"$HELP"; then
+    ACCESS_LOG=off
+    note "this build has no --access-log: the access-log target is skipped"
+fi
+
 # --- certificate, ports, configuration ----------------------------------------------------
 log "ECDSA P-256 certificate"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
@@ -145,8 +154,8 @@ read -r P_UP P_AUTH P_NGINX P_AUTHREQ P_HAPROXY P_REDIS P_REDIS2 \
     P_TG P_TG_ADMIN P_TG_METRICS P_NC P_NC_ADMIN P_NC_METRICS \
     P_RA P_RA_ADMIN P_RA_METRICS P_RB P_RB_ADMIN P_RB_METRICS \
     P_CL1 P_CL2 P_CL3 P_CLBUS1 P_CLBUS2 P_CLBUS3 P_TC P_TC_ADMIN P_TC_METRICS \
-    P_TA P_TA_ADMIN P_TA_METRICS \
-    <<<"$(python3 "$BENCH/tools.py" ports 31)"
+    P_TA P_TA_ADMIN P_TA_METRICS P_TL P_TL_ADMIN P_TL_METRICS \
+    <<<"$(python3 "$BENCH/tools.py" ports 34)"
 
 render() { python3 "$BENCH/tools.py" render "$@"; }
 mkdir -p "$WORK/upstream" "$WORK/nginx" "$WORK/nginx-authreq" "$WORK/haproxy" \
@@ -170,10 +179,15 @@ else
 fi
 
 # --- processes ------------------------------------------------------------------------------
-start() {  # start NAME CMD...: in the background, logs in $WORK/NAME.log; sets LAST_PID
+start() {  # start NAME CMD...: in the background, logs in $WORK/NAME.log (stdout in
+    # $START_STDOUT when set); sets LAST_PID
     local name=$1
     shift
-    "$@" >"$WORK/$name.log" 2>&1 &
+    if [ -n "${START_STDOUT:-}" ]; then
+        "$@" >"$START_STDOUT" 2>"$WORK/$name.log" &
+    else
+        "$@" >"$WORK/$name.log" 2>&1 &
+    fi
     LAST_PID=$!
     PIDS+=("$LAST_PID")
 }
@@ -247,6 +261,12 @@ if [ ${#CACHE_OFF[@]} -gt 0 ]; then
         "${CACHE_OFF[@]}"
     PID_NC=$LAST_PID
 fi
+if [ "$ACCESS_LOG" != off ]; then
+    # Its lines go to /dev/null: the figure is the sidecar's cost of a line, not a disk's.
+    START_STDOUT=/dev/null start_sidecar tollgate-log "$P_TL" "$P_TL_ADMIN" "$P_TL_METRICS" \
+        "$P_REDIS" --access-log "$ACCESS_LOG"
+    PID_TL=$LAST_PID
+fi
 start_sidecar revocation-a "$P_RA" "$P_RA_ADMIN" "$P_RA_METRICS" "$P_REDIS2"
 start_sidecar revocation-b "$P_RB" "$P_RB_ADMIN" "$P_RB_METRICS" "$P_REDIS2"
 # The token endpoint once more, on Redis Cluster: the URL names one node, and the store finds
@@ -258,7 +278,8 @@ wait_http "http://127.0.0.1:$P_UP/"
 wait_http "https://127.0.0.1:$P_NGINX/"
 if [ "$AUTHREQ" = 1 ]; then wait_http "https://127.0.0.1:$P_AUTHREQ/"; fi
 wait_http "https://127.0.0.1:$P_HAPROXY/"
-for m in "$P_TG_METRICS" "$P_RA_METRICS" "$P_RB_METRICS" "$P_TC_METRICS" ${PID_NC:+"$P_NC_METRICS"}; do
+for m in "$P_TG_METRICS" "$P_RA_METRICS" "$P_RB_METRICS" "$P_TC_METRICS" ${PID_NC:+"$P_NC_METRICS"} \
+    ${PID_TL:+"$P_TL_METRICS"}; do
     wait_http "http://127.0.0.1:$m/readyz"
 done
 
@@ -277,6 +298,7 @@ check nginx "https://127.0.0.1:$P_NGINX/"
 check haproxy "https://127.0.0.1:$P_HAPROXY/"
 check tollgate "https://127.0.0.1:$P_TG/"
 if [ -n "${PID_NC:-}" ]; then check tollgate-nocache "https://127.0.0.1:$P_NC/"; fi
+if [ -n "${PID_TL:-}" ]; then check tollgate-log "https://127.0.0.1:$P_TL/"; fi
 if [ "$AUTHREQ" = 1 ]; then check nginx-authreq "https://127.0.0.1:$P_AUTHREQ/"; fi
 # The cluster-backed sidecar's tokens live in the cluster: it gets its own.
 TOKEN_CLUSTER=$(python3 "$BENCH/tools.py" token "https://127.0.0.1:$P_TC/oauth2/token" "$CERT" "$CC_BODY")
@@ -298,6 +320,10 @@ BACKENDS="$PID_UP,$PID_REDIS"
     printf 'nginx\tnginx TLS proxy\thttps://127.0.0.1:%s/\t%s\t%s\n' "$P_NGINX" "$PID_NGINX" "$BACKENDS"
     printf 'haproxy\thaproxy TLS proxy\thttps://127.0.0.1:%s/\t%s\t%s\n' "$P_HAPROXY" "$PID_HAPROXY" "$BACKENDS"
     printf 'tollgate\t%s\thttps://127.0.0.1:%s/\t%s\t%s\n' "$TG_LABEL" "$P_TG" "$PID_TG" "$BACKENDS"
+    if [ -n "${PID_TL:-}" ]; then  # c32 only: the access log's cost, beside the row above
+        printf 'tollgate-log\t%s, access log %s\thttps://127.0.0.1:%s/\t%s\t%s\tc32\n' \
+            "$TG_LABEL" "$ACCESS_LOG" "$P_TL" "$PID_TL" "$BACKENDS"
+    fi
     if [ -n "${PID_NC:-}" ]; then
         printf 'tollgate-nocache\ttollgate, cache off\thttps://127.0.0.1:%s/\t%s\t%s\n' "$P_NC" "$PID_NC" "$BACKENDS"
     fi

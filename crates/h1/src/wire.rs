@@ -157,11 +157,18 @@ impl Fields<'_> {
     /// Writes `name: value` for a value cut from others, such as a host without its port.
     /// It is checked as a header value is, and left out if it is not one.
     pub fn push_str(&mut self, name: &HeaderName, value: &str) {
-        let valid = value
-            .bytes()
-            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+        self.push_bytes(name, value.as_bytes());
+    }
+
+    /// [`Fields::push_str`] for bytes: left out unless each is a tab or visible ASCII.
+    pub fn push_bytes(&mut self, name: &HeaderName, value: &[u8]) {
+        // Without a branch per byte, so it runs many bytes at a time: a proxy writes a few
+        // such values on every request.
+        let valid = value.iter().fold(true, |valid, &b| {
+            valid & ((b == b'\t') | (b' '..=b'~').contains(&b))
+        });
         if valid && self.start(name) {
-            self.dst.put_slice(value.as_bytes());
+            self.dst.put_slice(value);
             self.dst.put_slice(b"\r\n");
         }
     }

@@ -18,6 +18,7 @@ use crate::body::{RequestBody, ReturningBody, UpstreamBody};
 use crate::identity::IdentityHeaders;
 use crate::metrics::DroppedHeader;
 use crate::pool::{Bound, Origin, Pool, PoolMetrics};
+use crate::trace_context::{NewRequestId, REQUEST_ID, RequestId};
 use tollgate_canon::header_name::{self, FORWARDED_HEADERS, Verdict};
 use tollgate_h1::{self as h1, Exchange};
 use tollgate_oauth::bearer::IDENTITY_HEADERS;
@@ -278,6 +279,9 @@ pub struct UpstreamHead<'r> {
     /// an HTTP/2 client's extended CONNECT (RFC 8441) has none, and becomes an HTTP/1.1 GET.
     /// [`upgrade`] sets it.
     pub websocket_key: Option<&'r HeaderValue>,
+    /// The `X-Request-Id` this hop adds, when the client sent none that is kept (which is
+    /// among the client's fields).
+    pub request_id: Option<NewRequestId<'r>>,
 }
 
 impl h1::RequestHead for UpstreamHead<'_> {
@@ -313,6 +317,13 @@ impl h1::RequestHead for UpstreamHead<'_> {
         // Kong does not preserve the client's Host by default: the application sees its own
         // address, as Kong's balancer sends it.
         fields.push(&header::HOST, self.host);
+        match self.request_id {
+            None => {}
+            Some(NewRequestId::Made(id)) => fields.push_bytes(&REQUEST_ID, id.as_bytes()),
+            // A request sent again on a fresh connection gets another: only the application
+            // sees it, as the access log is off.
+            Some(NewRequestId::Make) => fields.push_bytes(&REQUEST_ID, RequestId::new().as_bytes()),
+        }
         for (name, value) in self.identity.iter() {
             fields.push(name, value);
         }
@@ -480,6 +491,7 @@ mod tests {
             hop: &ForwardedHop::new(&conn()),
             websocket: false,
             websocket_key: None,
+            request_id: None,
         })
     }
 
@@ -516,6 +528,7 @@ mod tests {
             hop: &ForwardedHop::new(&conn()),
             websocket: false,
             websocket_key: None,
+            request_id: None,
         };
         let (request_line, fields) = on_the_wire(&head);
 
@@ -557,6 +570,7 @@ mod tests {
             hop: &hop,
             websocket: true,
             websocket_key: None,
+            request_id: None,
         };
         let (request_line, fields) = on_the_wire(&head);
         assert_eq!(request_line, "GET /event/ws HTTP/1.1");
@@ -607,6 +621,7 @@ mod tests {
             hop: &ForwardedHop::new(&conn()),
             websocket: true,
             websocket_key: Some(&key),
+            request_id: None,
         };
         let (request_line, fields) = on_the_wire(&head);
         assert_eq!(request_line, "GET /event/ws?room=1 HTTP/1.1");

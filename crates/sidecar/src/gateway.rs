@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures_util::{FutureExt as _, future};
+use futures_util::future;
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response};
 use http_body_util::{Either, Full};
@@ -25,7 +25,7 @@ use crate::cors;
 use crate::forward::{self, ForwardedHop, Upstream};
 use crate::identity::IdentityHeaders;
 use crate::metrics::{Metrics, Outcome};
-use crate::observe::{OAuthRequest, ObserveSettings, Observer, Seen};
+use crate::observe::{OAuthRequest, ObserveSettings, Observer, Seen, ServiceDurations};
 use crate::pool::Bound;
 use crate::proxy_error::ProxyError;
 use crate::routes::{Endpoint, METADATA_PATH, upstream_path};
@@ -47,6 +47,24 @@ struct ProxyRoute {
     service: usize,
     /// Bytes of the path the route strips before it reaches the application.
     strip_len: usize,
+}
+
+/// What a proxied request's answer gets on its way out: its recording, its CORS headers.
+struct Answered {
+    seen: Seen,
+    cors: Option<Box<cors::ResponseHeaders>>,
+}
+
+impl Answered {
+    fn finish<T: hyper::body::Body>(
+        self,
+        observer: &Observer,
+        service: &ServiceDurations,
+        response: Response<T>,
+    ) -> Response<T> {
+        self.seen
+            .finish(observer, Some(service), cors::add(response, self.cors))
+    }
 }
 
 /// One client connection to the proxy listener, as the gateway sees it.
@@ -169,38 +187,32 @@ impl<S: TokenStore> Gateway<S> {
     ///
     /// Routing is done here, before any future exists. A proxied request's future is the
     /// proxy path's own, not wrapped in one more: hyper moves that future by value for each
-    /// request, and every layer of `async fn` keeps one more copy of the request it was given.
+    /// request, and every layer (an `async fn`, a `map`) keeps one more copy of what it was
+    /// given. So the proxy path itself records its answer and adds its CORS headers.
     pub fn handle<B: RequestBody>(
         self: &Arc<Self>,
         mut request: Request<B>,
         client: &Arc<ClientConnection>,
     ) -> impl Future<Output = Response<ResponseBody<B>>> + Send + use<S, B> {
         let mut seen = self.observer.begin(&mut request, client.info.remote);
-        self.answer(request, client, &mut seen)
-            .map(move |response| seen.finish(response))
-    }
-
-    /// [`Gateway::handle`] less the recording: what `seen` records is noted on it.
-    fn answer<B: RequestBody>(
-        self: &Arc<Self>,
-        mut request: Request<B>,
-        client: &Arc<ClientConnection>,
-        seen: &mut Seen,
-    ) -> impl Future<Output = Response<ResponseBody<B>>> + Send + use<S, B> {
         if let Err(refusal) = read_one_way(&mut request) {
-            let bad_request = self.refuse(ProxyError::Unreadable(refusal));
+            let bad_request = seen.finish(
+                &self.observer,
+                None,
+                self.refuse(ProxyError::Unreadable(refusal)),
+            );
             return future::Either::Right(Box::pin(future::ready(bad_request)) as AnswerFuture<B>);
         }
         let served = self.served.load_full();
+        seen.read(request.uri());
         let path = request.uri().path();
-        seen.read(path);
         // RFC 8414's own form puts the route after the well-known path.
         let (route_path, root_metadata) = match path.strip_prefix(METADATA_PATH) {
             Some(route) if route.starts_with('/') => (route, true),
             _ => (path, false),
         };
         let Some(matched) = served.routes.find(route_path) else {
-            let not_found = self.refuse(ProxyError::NoRoute);
+            let not_found = seen.finish(&self.observer, None, self.refuse(ProxyError::NoRoute));
             return future::Either::Right(Box::pin(future::ready(not_found)) as AnswerFuture<B>);
         };
         // Before the service's other rules: a preflight carries no token and is no POST.
@@ -210,9 +222,8 @@ impl<S: TokenStore> Gateway<S> {
         ) {
             cors::Step::Answer(preflight) => {
                 self.metrics.count(Outcome::CorsPreflight);
-                return future::Either::Right(
-                    Box::pin(future::ready(body::own(preflight))) as AnswerFuture<B>
-                );
+                let preflight = seen.finish(&self.observer, None, body::own(preflight));
+                return future::Either::Right(Box::pin(future::ready(preflight)) as AnswerFuture<B>);
             }
             cors::Step::Continue(headers) => headers,
         };
@@ -221,31 +232,48 @@ impl<S: TokenStore> Gateway<S> {
         } else {
             matched.endpoint
         };
-        seen.routed(&served.prepared[matched.service].labels, endpoint);
+        seen.routed(endpoint);
         if endpoint == Endpoint::Proxy {
             let route = ProxyRoute {
                 service: matched.service,
                 strip_len: matched.strip_len(),
             };
             let (parts, incoming) = request.into_parts();
-            return future::Either::Left(
-                self.clone()
-                    .proxy(parts, incoming, served, route, client.clone())
-                    .map(move |response| cors::add(response, cors)),
-            );
+            let answered = Answered { seen, cors };
+            return future::Either::Left(self.clone().proxy(
+                parts,
+                incoming,
+                served,
+                route,
+                client.clone(),
+                answered,
+            ));
         }
         // Boxed: the OAuth endpoints' future holds a body parser and a token issue's Redis
         // calls. Inline, it would make every proxied request's future as large.
         let (gateway, client, service) = (self.clone(), client.clone(), matched.service);
+        let audit_id = seen.audit_request_id(request.headers());
         future::Either::Right(Box::pin(async move {
             let response = match gateway
-                .endpoint(request, &served, service, endpoint, &client.info)
+                .endpoint(
+                    request,
+                    &served,
+                    service,
+                    endpoint,
+                    &client.info,
+                    audit_id.as_str(),
+                )
                 .await
             {
                 Ok(response) => body::own(response),
                 Err(error) => gateway.refuse(error),
             };
-            cors::add(response, cors)
+            let durations = &served.prepared[service].durations;
+            seen.finish(
+                &gateway.observer,
+                Some(durations),
+                cors::add(response, cors),
+            )
         }))
     }
 
@@ -266,6 +294,7 @@ impl<S: TokenStore> Gateway<S> {
         service_index: usize,
         endpoint: Endpoint,
         conn: &ConnInfo,
+        request_id: Option<&str>,
     ) -> Result<Response<Full<Bytes>>, ProxyError> {
         let service = &served.snapshot.services[service_index];
         self.metrics.count(endpoint.outcome());
@@ -328,7 +357,7 @@ impl<S: TokenStore> Gateway<S> {
             service,
             params: &params,
             auth_header,
-            headers: &parts.headers,
+            request_id,
             client: conn.remote,
         };
         self.observer.oauth_answered(answered, &response);
@@ -368,187 +397,195 @@ impl<S: TokenStore> Gateway<S> {
         served: Arc<Served>,
         route: ProxyRoute,
         client: Arc<ClientConnection>,
+        mut answered: Answered,
     ) -> Response<ResponseBody<B>> {
-        let service = &served.snapshot.services[route.service];
-        let snapshot = &served.snapshot;
-        let conf = &service.oauth2;
-        let websocket = Handshake::take(&mut parts, &incoming);
-        if websocket.is_none() && parts.method == Method::CONNECT {
-            return self.refuse(ProxyError::ConnectWithoutWebSocket);
-        }
+        // Every way out of the block is an answer, recorded below.
+        let response = 'answer: {
+            let service = &served.snapshot.services[route.service];
+            let snapshot = &served.snapshot;
+            let conf = &service.oauth2;
+            let websocket = Handshake::take(&mut parts, &incoming);
+            if websocket.is_none() && parts.method == Method::CONNECT {
+                break 'answer self.refuse(ProxyError::ConnectWithoutWebSocket);
+            }
 
-        // Kong's order ([`token_location`]): the auth header; only when it is absent,
-        // `access_token` in the query string merged with a JSON, form or multipart body.
-        let mut forwarded_body = Either::Left(incoming);
-        let mut form: Option<Bytes> = None;
-        // The buffered body's place in the body budget, until it has been forwarded.
-        let mut _body_reservation = None;
-        let prepared = &served.prepared[route.service];
-        let auth_header = prepared.auth_header_value(&parts.headers);
-        let body_to_read = match auth_header {
-            Some(_) => None,
-            None => token_location::body_to_read(&parts.method, content_type(&parts.headers)),
-        };
-        let token_location::Located { token, found_in } = {
-            // Bound only once the body is read, and dropped at the end of this block: never
-            // held across a later wait, it adds nothing to the proxy path's future.
-            let body_parameters = match body_to_read {
-                None => None,
-                Some(kind) => {
-                    let Either::Left(incoming) = forwarded_body else {
-                        unreachable!("the body is only taken here");
-                    };
-                    // Boxed, as a rare path: see `handle`. A body longer than nginx's
-                    // `client_body_buffer_size` is streamed unread, as a body with no token.
-                    let read =
-                        incoming.read_up_to(self.body_limits.proxied_form, &self.body_budget);
-                    match Box::pin(read).await {
-                        Ok(Ok(buffered)) => {
-                            let bytes = buffered.bytes;
-                            let parameters = Box::pin(token_location::body_parameters(
-                                parts.uri.query(),
-                                content_type(&parts.headers),
-                                bytes.clone(),
-                            ))
-                            .await;
-                            forwarded_body = Either::Right(Full::new(bytes.clone()));
-                            if kind == BodyKind::Form {
-                                form = Some(bytes);
-                            }
-                            _body_reservation = Some(buffered.reservation);
-                            Some(parameters)
-                        }
-                        Ok(Err(unread)) => {
-                            forwarded_body = Either::Left(unread);
-                            None
-                        }
-                        Err(error) => return self.refuse(ProxyError::Body(error)),
-                    }
-                }
+            // Kong's order ([`token_location`]): the auth header; only when it is absent,
+            // `access_token` in the query string merged with a JSON, form or multipart body.
+            let mut forwarded_body = Either::Left(incoming);
+            let mut form: Option<Bytes> = None;
+            // The buffered body's place in the body budget, until it has been forwarded.
+            let mut _body_reservation = None;
+            let prepared = &served.prepared[route.service];
+            let auth_header = prepared.auth_header_value(&parts.headers);
+            let body_to_read = match auth_header {
+                Some(_) => None,
+                None => token_location::body_to_read(&parts.method, content_type(&parts.headers)),
             };
-            token_location::locate(auth_header, parts.uri.query(), body_parameters.as_ref())
-        };
-
-        let who;
-        let identity_headers = match bearer::authenticate(
-            &self.store,
-            snapshot,
-            service,
-            token.as_deref(),
-            now_millis(),
-        )
-        .await
-        {
-            Ok(identity) => {
-                who = self
-                    .observer
-                    .who(identity.consumer, Some(identity.application));
-                served.credential_headers.of(&identity)
-            }
-            Err(refusal) => match (ProxyError::refused(refusal), conf.anonymous.as_deref()) {
-                // A store failure is never let through as the anonymous consumer.
-                (ProxyError::Unauthorized(_), Some(name)) => {
-                    match snapshot.consumer(&service.namespace, name) {
-                        Some(consumer) => {
-                            who = self.observer.who(consumer, None);
-                            IdentityHeaders::anonymous(consumer)
-                        }
-                        None => {
-                            tracing::error!(service = %service.name, consumer = name, "the anonymous consumer does not exist");
-                            return self.refuse(ProxyError::AnonymousMissing(name.to_owned()));
-                        }
-                    }
-                }
-                (refusal, _) => return self.refuse(refusal),
-            },
-        };
-
-        forward::drop_confusable_headers(
-            &mut parts.headers,
-            service.upstream.drop_underscore_headers,
-            |reason| self.metrics.count_dropped_header(reason),
-        );
-        if conf.hide_credentials {
-            let hidden = token_location::hide(found_in, &parts.uri, form.as_ref());
-            if hidden.remove_auth_header {
-                parts.headers.remove(conf.auth_header_name.as_str());
-            }
-            if let Some(uri) = hidden.uri {
-                parts.uri = uri;
-            }
-            if let Some(rewritten) = hidden.form_body {
-                parts.headers.remove(header::CONTENT_LENGTH);
-                forwarded_body = Either::Right(Full::new(rewritten));
-            }
-        }
-
-        let path = upstream_path(
-            service.upstream.path.as_deref(),
-            route.strip_len,
-            parts.uri.path(),
-        );
-        let upstream_started = std::time::Instant::now();
-        let response = match forward::rewritten_target(&parts.uri, &path) {
-            Ok(rewritten) => {
-                let head = forward::UpstreamHead {
-                    parts: &parts,
-                    rewritten: rewritten.as_ref(),
-                    host: &prepared.upstream_host,
-                    identity: &identity_headers,
-                    hop: &client.forwarded,
-                    websocket: websocket.is_some(),
-                    websocket_key: None,
-                };
-                match websocket {
-                    None => {
-                        forward::send(&head, forwarded_body, prepared.target, &client.upstream)
-                            .await
-                    }
-                    // Boxed, as a rare path: see `handle`.
-                    Some(handshake) => {
-                        let Ok(place) = self.upgrade_places.clone().try_acquire_owned() else {
-                            tracing::warn!(
-                                "a WebSocket refused: as many as --max-connections are open"
-                            );
-                            return self.refuse(ProxyError::TooManyUpgrades);
+            let token_location::Located { token, found_in } = {
+                // Bound only once the body is read, and dropped at the end of this block: never
+                // held across a later wait, it adds nothing to the proxy path's future.
+                let body_parameters = match body_to_read {
+                    None => None,
+                    Some(kind) => {
+                        let Either::Left(incoming) = forwarded_body else {
+                            unreachable!("the body is only taken here");
                         };
-                        let upgrade = forward::upgrade(&head, prepared.target, &client.upstream);
-                        match Box::pin(upgrade).await {
-                            Ok(forward::Upgrade::Switched {
-                                response,
-                                application,
-                            }) => {
-                                self.metrics.count(Outcome::Upgraded);
-                                tokio::spawn(tunnel::run(
-                                    handshake.client,
-                                    application,
-                                    self.upgrade_idle_timeout,
-                                    (handshake.busy, place),
-                                ));
-                                return response.map(|()| Either::Left(Full::new(Bytes::new())));
+                        // Boxed, as a rare path: see `handle`. A body longer than nginx's
+                        // `client_body_buffer_size` is streamed unread, as a body with no token.
+                        let read =
+                            incoming.read_up_to(self.body_limits.proxied_form, &self.body_budget);
+                        match Box::pin(read).await {
+                            Ok(Ok(buffered)) => {
+                                let bytes = buffered.bytes;
+                                let parameters = Box::pin(token_location::body_parameters(
+                                    parts.uri.query(),
+                                    content_type(&parts.headers),
+                                    bytes.clone(),
+                                ))
+                                .await;
+                                forwarded_body = Either::Right(Full::new(bytes.clone()));
+                                if kind == BodyKind::Form {
+                                    form = Some(bytes);
+                                }
+                                _body_reservation = Some(buffered.reservation);
+                                Some(parameters)
                             }
-                            Ok(forward::Upgrade::Declined(response)) => Ok(*response),
-                            Err(error) => Err(error),
+                            Ok(Err(unread)) => {
+                                forwarded_body = Either::Left(unread);
+                                None
+                            }
+                            Err(error) => break 'answer self.refuse(ProxyError::Body(error)),
+                        }
+                    }
+                };
+                token_location::locate(auth_header, parts.uri.query(), body_parameters.as_ref())
+            };
+
+            let who;
+            let identity_headers = match bearer::authenticate(
+                &self.store,
+                snapshot,
+                service,
+                token.as_deref(),
+                now_millis(),
+            )
+            .await
+            {
+                Ok(identity) => {
+                    who =
+                        self.observer
+                            .who(snapshot, identity.consumer, Some(identity.application));
+                    served.credential_headers.of(&identity)
+                }
+                Err(refusal) => match (ProxyError::refused(refusal), conf.anonymous.as_deref()) {
+                    // A store failure is never let through as the anonymous consumer.
+                    (ProxyError::Unauthorized(_), Some(name)) => {
+                        match snapshot.consumer(&service.namespace, name) {
+                            Some(consumer) => {
+                                who = self.observer.who(snapshot, consumer, None);
+                                IdentityHeaders::anonymous(consumer)
+                            }
+                            None => {
+                                tracing::error!(service = %service.name, consumer = name, "the anonymous consumer does not exist");
+                                break 'answer self
+                                    .refuse(ProxyError::AnonymousMissing(name.to_owned()));
+                            }
+                        }
+                    }
+                    (refusal, _) => break 'answer self.refuse(refusal),
+                },
+            };
+
+            forward::drop_confusable_headers(
+                &mut parts.headers,
+                service.upstream.drop_underscore_headers,
+                |reason| self.metrics.count_dropped_header(reason),
+            );
+            if conf.hide_credentials {
+                let hidden = token_location::hide(found_in, &parts.uri, form.as_ref());
+                if hidden.remove_auth_header {
+                    parts.headers.remove(conf.auth_header_name.as_str());
+                }
+                if let Some(uri) = hidden.uri {
+                    parts.uri = uri;
+                }
+                if let Some(rewritten) = hidden.form_body {
+                    parts.headers.remove(header::CONTENT_LENGTH);
+                    forwarded_body = Either::Right(Full::new(rewritten));
+                }
+            }
+
+            let path = upstream_path(
+                service.upstream.path.as_deref(),
+                route.strip_len,
+                parts.uri.path(),
+            );
+            let upstream_started = answered.seen.upstream_started();
+            let response = match forward::rewritten_target(&parts.uri, &path) {
+                Ok(rewritten) => {
+                    let head = forward::UpstreamHead {
+                        parts: &parts,
+                        rewritten: rewritten.as_ref(),
+                        host: &prepared.upstream_host,
+                        identity: &identity_headers,
+                        hop: &client.forwarded,
+                        websocket: websocket.is_some(),
+                        websocket_key: None,
+                        request_id: answered.seen.new_request_id(),
+                    };
+                    match websocket {
+                        None => {
+                            forward::send(&head, forwarded_body, prepared.target, &client.upstream)
+                                .await
+                        }
+                        // Boxed, as a rare path: see `handle`.
+                        Some(handshake) => {
+                            let Ok(place) = self.upgrade_places.clone().try_acquire_owned() else {
+                                tracing::warn!(
+                                    "a WebSocket refused: as many as --max-connections are open"
+                                );
+                                break 'answer self.refuse(ProxyError::TooManyUpgrades);
+                            };
+                            let upgrade =
+                                forward::upgrade(&head, prepared.target, &client.upstream);
+                            match Box::pin(upgrade).await {
+                                Ok(forward::Upgrade::Switched {
+                                    response,
+                                    application,
+                                }) => {
+                                    self.metrics.count(Outcome::Upgraded);
+                                    tokio::spawn(tunnel::run(
+                                        handshake.client,
+                                        application,
+                                        self.upgrade_idle_timeout,
+                                        (handshake.busy, place),
+                                    ));
+                                    break 'answer response
+                                        .map(|()| Either::Left(Full::new(Bytes::new())));
+                                }
+                                Ok(forward::Upgrade::Declined(response)) => Ok(*response),
+                                Err(error) => Err(error),
+                            }
                         }
                     }
                 }
+                Err(error) => Err(error),
+            };
+            match response {
+                Ok(response) => {
+                    self.metrics.count(Outcome::Forwarded);
+                    answered.seen.proxied(upstream_started, who);
+                    response.map(Either::Right)
+                }
+                Err(error) => {
+                    let error = ProxyError::from(error);
+                    tracing::warn!(service = %service.name, port = service.upstream.port, "{error}");
+                    self.refuse(error)
+                }
             }
-            Err(error) => Err(error),
         };
-        match response {
-            Ok(response) => {
-                self.metrics.count(Outcome::Forwarded);
-                let mut response = response.map(Either::Right);
-                self.observer
-                    .proxied(&mut response, Some(upstream_started), who);
-                response
-            }
-            Err(error) => {
-                let error = ProxyError::from(error);
-                tracing::warn!(service = %service.name, port = service.upstream.port, "{error}");
-                self.refuse(error)
-            }
-        }
+        let durations = &served.prepared[route.service].durations;
+        answered.finish(&self.observer, durations, response)
     }
 }
 

@@ -36,7 +36,7 @@ use tollgate_store::{AnyTokenStore, StoreKeys, TokenStore};
 pub use crate::config::{Config, ConfigErrors, SidecarArgs};
 use crate::controller_client::SnapshotRx;
 use crate::gateway::Gateway;
-use crate::metrics::{Metrics, RequestLabels};
+use crate::metrics::Metrics;
 use crate::tls::TlsSource;
 use crate::validation_cache::CachedStore;
 
@@ -169,8 +169,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         now,
                     )
                     .await;
-                    let labels = RequestLabels::new(None, "admin", response.status());
-                    metrics.observe_request(&labels, started.elapsed());
+                    metrics.admin_durations().observe(
+                        &metrics,
+                        response.status(),
+                        started.elapsed(),
+                    );
                     body::full(response)
                 }
             },

@@ -1,7 +1,7 @@
 //! Prometheus metrics, and the plain-HTTP `/metrics`, `/healthz` and `/readyz` endpoints.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -132,36 +132,68 @@ pub struct ServiceLabels {
 
 /// The labels of `tollgate_request_duration_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+struct RequestLabels {
     /// Empty for a request no route took.
     namespace: Option<Arc<String>>,
     service: Option<Arc<String>>,
     /// `proxy`, `token`, `authorize`, `introspect`, `revoke`, `metadata`, `admin`, or `none`
     /// for a request no route took.
     route: &'static str,
-    /// `2xx` … `5xx`.
+    /// `1xx` … `5xx`.
     status: &'static str,
 }
 
-impl RequestLabels {
-    pub fn new(service: Option<ServiceLabels>, route: &'static str, status: StatusCode) -> Self {
-        let status = match status.as_u16() / 100 {
-            1 => "1xx",
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            _ => "5xx",
-        };
-        let (namespace, service) = match service {
-            Some(labels) => (Some(labels.namespace), Some(labels.service)),
-            None => (None, None),
-        };
+/// The `status` label of each class, by the status code's first digit less one.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Index into [`STATUS_CLASSES`].
+fn status_class(status: StatusCode) -> usize {
+    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
+}
+
+/// The `tollgate_request_duration_seconds` series of one service (or none) and one route
+/// kind, one per status class. Each is found in the family (a hash of its labels under a
+/// lock) on its first request, and kept: later requests only lock the histogram itself.
+/// Made once per snapshot; the family keeps the series, so a new snapshot's handles find
+/// the same ones and no count starts again.
+#[derive(Debug)]
+pub struct DurationSeries {
+    service: Option<ServiceLabels>,
+    route: &'static str,
+    by_status: [OnceLock<Histogram>; STATUS_CLASSES.len()],
+}
+
+impl DurationSeries {
+    pub fn new(service: Option<ServiceLabels>, route: &'static str) -> Self {
         Self {
-            namespace,
             service,
             route,
-            status,
+            by_status: Default::default(),
         }
+    }
+
+    /// The service these series are of.
+    pub fn service(&self) -> Option<&ServiceLabels> {
+        self.service.as_ref()
+    }
+
+    pub fn route(&self) -> &'static str {
+        self.route
+    }
+
+    /// One request answered with `status` after `duration`.
+    pub fn observe(&self, metrics: &Metrics, status: StatusCode, duration: Duration) {
+        let class = status_class(status);
+        let histogram = self.by_status[class].get_or_init(|| {
+            let labels = RequestLabels {
+                namespace: self.service.as_ref().map(|s| s.namespace.clone()),
+                service: self.service.as_ref().map(|s| s.service.clone()),
+                route: self.route,
+                status: STATUS_CLASSES[class],
+            };
+            metrics.request_duration.get_or_create(&labels).clone()
+        });
+        histogram.observe(duration.as_secs_f64());
     }
 }
 
@@ -182,6 +214,9 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     request_duration: HistogramFamily<RequestLabels>,
+    /// The series of requests no route took, and of the admin listener's.
+    unrouted_durations: DurationSeries,
+    admin_durations: DurationSeries,
     token_requests: Family<TokenLabels, Counter>,
     /// The counter of each outcome, by discriminant: made once, so counting a request is one
     /// atomic add, with no label hashed or lock taken. Every outcome is exported from the
@@ -283,6 +318,8 @@ impl Metrics {
         Arc::new(Self {
             registry: root,
             request_duration,
+            unrouted_durations: DurationSeries::new(None, "none"),
+            admin_durations: DurationSeries::new(None, "admin"),
             token_requests,
             requests,
             dropped_headers,
@@ -299,11 +336,14 @@ impl Metrics {
         self.requests[outcome as usize].inc();
     }
 
-    /// One request answered, in `tollgate_request_duration_seconds`.
-    pub fn observe_request(&self, labels: &RequestLabels, duration: Duration) {
-        self.request_duration
-            .get_or_create(labels)
-            .observe(duration.as_secs_f64());
+    /// The `tollgate_request_duration_seconds` series of requests no route took.
+    pub fn unrouted_durations(&self) -> &DurationSeries {
+        &self.unrouted_durations
+    }
+
+    /// The `tollgate_request_duration_seconds` series of the admin listener's requests.
+    pub fn admin_durations(&self) -> &DurationSeries {
+        &self.admin_durations
     }
 
     /// One token endpoint answer, by its grant label and error code label.

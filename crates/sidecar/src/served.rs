@@ -1,6 +1,6 @@
 //! The snapshot being served, with what the request path derives from it once per snapshot
 //! rather than once per request: the route table, the identity headers of each application,
-//! and what each service's proxied requests need.
+//! what each service's proxied requests need, and its metric series.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use tollgate_store::{KeyPair, StoreKey};
 use crate::forward;
 use crate::identity::CredentialHeaders;
 use crate::metrics::ServiceLabels;
+use crate::observe::ServiceDurations;
 use crate::routes::RouteTable;
 
 /// The snapshot being served, with the structures derived from it. Swapped whole, so no
@@ -37,8 +38,8 @@ pub(crate) struct PreparedService {
     pub(crate) upstream_host: HeaderValue,
     /// Where its application listens, and how long it is waited for.
     pub(crate) target: forward::Target,
-    /// Its metric labels, shared by every request rather than copied.
-    pub(crate) labels: ServiceLabels,
+    /// Its request duration series: each request adds to one, with no label hashed.
+    pub(crate) durations: ServiceDurations,
 }
 
 // === impl Served ===
@@ -55,10 +56,10 @@ impl Served {
                 auth_header: HeaderName::try_from(&service.oauth2.auth_header_name).ok(),
                 upstream_host: forward::upstream_host(service.upstream.port),
                 target: forward::Target::of(&service.upstream),
-                labels: ServiceLabels {
+                durations: ServiceDurations::new(&ServiceLabels {
                     namespace: Arc::new(service.namespace.clone()),
                     service: Arc::new(service.name.clone()),
-                },
+                }),
             })
             .collect();
         Self {

@@ -33,26 +33,45 @@ pub enum TraceParent {
     Malformed,
 }
 
-/// What [`propagate`] set on the request, for the access log.
+/// What [`propagate`] made of the request's ids.
 #[derive(Debug, Clone)]
 pub struct Propagated {
+    /// The client sent no request id that is kept: the application receives a new one as
+    /// `X-Request-Id`, added as its head is written.
+    pub needs_request_id: bool,
     /// The trace the application takes part in: the client's, or a new one when the
     /// client's `traceparent` was malformed; `None` when none came.
     pub trace_id: Option<TraceId>,
 }
 
-/// Sets the request's `X-Request-Id` and `traceparent` as the application receives them.
-/// The request id is left in `headers` (the access log reads it there): copying it out would
-/// cost an allocation on every request, with the access log off too.
+/// Reads the request's `X-Request-Id` and sets its `traceparent` as the application receives
+/// them. A client's valid request id stays in `headers`; an invalid one is removed, and a new
+/// one is left to the head's writer rather than inserted: a header value would be an
+/// allocation and a hash insertion on every request.
 pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propagated {
-    let mut sent = headers.get_all(&REQUEST_ID).iter();
-    let keep = match (sent.next(), sent.next()) {
-        (Some(one), None) => valid_request_id(one.as_bytes(), max_request_id_length),
-        _ => false,
+    // One pass over the names rather than a hash of each: most requests bring neither.
+    let (mut has_request_id, mut has_traceparent) = (false, false);
+    for name in headers.keys() {
+        has_request_id |= *name == REQUEST_ID;
+        has_traceparent |= *name == TRACEPARENT;
+    }
+    let keep = has_request_id && {
+        let mut sent = headers.get_all(&REQUEST_ID).iter();
+        match (sent.next(), sent.next()) {
+            (Some(one), None) => valid_request_id(one.as_bytes(), max_request_id_length),
+            _ => false,
+        }
     };
-    if !keep {
-        // None, several, or one that is not valid: `insert` replaces every value sent.
-        headers.insert(REQUEST_ID, new_request_id());
+    if has_request_id && !keep {
+        // Several, or one that is not valid: none of them reaches the application.
+        headers.remove(REQUEST_ID);
+    }
+    let needs_request_id = !keep;
+    if !has_traceparent {
+        return Propagated {
+            needs_request_id,
+            trace_id: None,
+        };
     }
     let trace_id = match parse_traceparent(headers) {
         TraceParent::Absent => None,
@@ -68,7 +87,10 @@ pub fn propagate(headers: &mut HeaderMap, max_request_id_length: usize) -> Propa
             Some(trace_id)
         }
     };
-    Propagated { trace_id }
+    Propagated {
+        needs_request_id,
+        trace_id,
+    }
 }
 
 /// A client's request id is kept when it is 1 to `max` visible ASCII characters: nothing
@@ -145,19 +167,36 @@ fn hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn write_hex(out: &mut [u8], bytes: &[u8]) {
+/// The two lowercase hex digits of each byte: one load per byte written.
+static HEX_PAIRS: [[u8; 2]; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    let mut pairs = [[0; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0xf]];
+        byte += 1;
+    }
+    pairs
+};
+
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, &byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+    }
+}
+
+impl TraceId {
+    /// Its 32 lowercase hex digits, ASCII.
+    pub fn to_hex(self) -> [u8; 32] {
+        let mut text = [0; 32];
+        write_hex(&mut text, &self.0);
+        text
     }
 }
 
 impl std::fmt::Display for TraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = [0; 32];
-        write_hex(&mut text, &self.0);
-        f.write_str(std::str::from_utf8(&text).map_err(|_| std::fmt::Error)?)
+        f.write_str(std::str::from_utf8(&self.to_hex()).map_err(|_| std::fmt::Error)?)
     }
 }
 
@@ -171,13 +210,49 @@ fn traceparent(trace_id: TraceId, span_id: u64, flags: u8) -> HeaderValue {
     HeaderValue::from_bytes(&text).expect("hex is a header value")
 }
 
-/// 32 hex digits, unique in this process and unlikely to repeat across processes.
-fn new_request_id() -> HeaderValue {
-    // Written on the stack: the header value's own copy is the one allocation.
-    let mut text = [0; 32];
-    write_hex(&mut text[..16], &next_id().to_be_bytes());
-    write_hex(&mut text[16..], &next_id().to_be_bytes());
-    HeaderValue::from_bytes(&text).expect("hex is a header value")
+/// A request id this hop made: 32 hex digits, unique in this process and unlikely to repeat
+/// across processes. Written on the stack; never allocated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RequestId([u8; 32]);
+
+impl RequestId {
+    pub fn new() -> Self {
+        let mut text = [0; 32];
+        write_hex(&mut text[..16], &next_id().to_be_bytes());
+        write_hex(&mut text[16..], &next_id().to_be_bytes());
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    /// Its ASCII digits, for a writer that takes bytes: no UTF-8 check on the request path.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The `X-Request-Id` a head's writer adds, when the client sent none that is kept.
+#[derive(Debug, Clone, Copy)]
+pub enum NewRequestId<'a> {
+    /// One made as the head is written: no one else reads it (the access log is off), so
+    /// the request carries none until then.
+    Make,
+    /// The one the access log says.
+    Made(&'a RequestId),
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn new_trace_id() -> TraceId {

@@ -1074,6 +1074,13 @@ async fn an_access_line_holds_the_request_and_never_a_token_or_secret() {
         Some("req-header")
     );
     assert_eq!(json[2]["path"], "/event/2");
+    // An id the sidecar made: the line names the one the application received.
+    let made = upstream.received.lock().unwrap()[1]
+        .header("x-request-id")
+        .expect("a request id")
+        .to_owned();
+    assert_eq!(made.len(), 32);
+    assert_eq!(json[2]["request_id"], made.as_str());
     assert_eq!(json[3]["method"], "POST");
     let refused = &json[4];
     assert_eq!(refused["status"], 401);
@@ -1134,4 +1141,25 @@ async fn metrics_count_durations_grants_and_oauth_errors() {
     // Never a client id or a path in a label.
     assert!(!text.contains("clientid"), "{text}");
     assert!(!text.contains("/event"), "{text}");
+
+    // Each snapshot holds its services' series, found once: a new snapshot adds to the
+    // same ones, never to a fresh count. A request no route took has its own series.
+    let mut next = harness.gateway.snapshot().snapshot.as_ref().clone();
+    next.version += 1;
+    harness.gateway.swap(next);
+    let proxied = harness
+        .get_with("/event/1", &format!("Bearer {token}"))
+        .await;
+    assert_eq!(proxied.status, StatusCode::OK);
+    assert_eq!(harness.get("/nowhere").await.status, StatusCode::NOT_FOUND);
+    let text = scrape(&harness.metrics);
+    assert_eq!(sample(&text, &series("proxy", "2xx")), Some(2.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "tollgate_request_duration_seconds_count{namespace=\"\",service=\"\",route=\"none\",status=\"4xx\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
 }

@@ -476,6 +476,8 @@ impl RequestHead for Proxied {
         fields.push_list(&xff, chain.chain([&me]));
         fields.push_str(&header::HOST, "app");
         fields.push_str(&HeaderName::from_static("x-smuggled"), "a\r\nx-evil: 1");
+        fields.push_bytes(&HeaderName::from_static("x-deleted"), b"a\x7fb");
+        fields.push_bytes(&HeaderName::from_static("x-id"), b"0af\t ~");
         fields.push(&header::CONNECTION, &HeaderValue::from_static("close"));
     }
 }
@@ -545,6 +547,6 @@ fn a_head_writes_its_fields_but_never_the_connections_own() {
     assert_eq!(
         std::str::from_utf8(&dst).unwrap(),
         "GET /event/1?a=b HTTP/1.1\r\nx-forwarded-for: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n\
-         x-kept: 1\r\nx-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.7\r\nhost: app\r\n\r\n"
+         x-kept: 1\r\nx-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.7\r\nhost: app\r\nx-id: 0af\t ~\r\n\r\n"
     );
 }

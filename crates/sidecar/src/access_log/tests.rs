@@ -90,3 +90,75 @@ fn times_are_rfc3339_in_utc() {
     let end = UNIX_EPOCH + Duration::from_millis(4_102_444_799_999);
     assert_eq!(rfc3339(end), "2099-12-31T23:59:59.999Z");
 }
+
+#[test]
+fn a_json_line_escapes_every_control_character_and_keeps_unicode() {
+    let chosen = "Ève\u{1}\u{7f}\"\\\n\t\r\u{1f}/ü";
+    let mut forged = line();
+    forged.consumer = Some(chosen);
+    forged.service = Some(("team a", "x\"y"));
+    forged.bytes = None;
+    forged.trace_id = None;
+    let json = forged.format(AccessLogFormat::Json).unwrap();
+    assert_eq!(json.matches('\n').count(), 1, "{json}");
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["consumer"], chosen);
+    assert_eq!(value["service"], "team a/x\"y");
+    assert_eq!(value["bytes"], serde_json::Value::Null);
+    assert_eq!(value["trace_id"], serde_json::Value::Null);
+    assert_eq!(value["upstream_ms"], 0.9);
+    let text = forged.format(AccessLogFormat::Text).unwrap();
+    assert!(text.contains(r#" service="team a/x\"y" "#), "{text}");
+}
+
+#[test]
+fn durations_are_milliseconds_rounded_to_the_microsecond() {
+    let mut timed = line();
+    timed.duration = Duration::from_nanos(12_345_678_500);
+    timed.upstream_duration = Some(Duration::from_nanos(499));
+    let text = timed.format(AccessLogFormat::Text).unwrap();
+    assert!(
+        text.contains(" duration_ms=12345.679 upstream_ms=0.000 "),
+        "{text}"
+    );
+}
+
+#[test]
+fn lines_written_through_the_reused_buffer_are_each_whole() {
+    let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = written.clone();
+    let sink = LineSink::Function(Arc::new(move |line: &str| {
+        kept.lock().unwrap().push(line.to_owned())
+    }));
+    let long = "p".repeat(2 * KEPT_LINE_CAPACITY);
+    let mut first = line();
+    first.path = Some(&long);
+    sink.write_access_line(&first, AccessLogFormat::Text);
+    sink.write_access_line(&line(), AccessLogFormat::Text);
+    sink.write_access_line(&line(), AccessLogFormat::Off);
+    let written = written.lock().unwrap();
+    assert_eq!(written.len(), 2);
+    assert!(written[0].contains(&long));
+    assert_eq!(written[1], line().format(AccessLogFormat::Text).unwrap());
+}
+
+#[test]
+fn numbers_and_addresses_are_written_as_std_displays_them() {
+    for value in [0, 7, 10, 65_535, 1_764_691_412_345, u64::MAX] {
+        let mut text = String::new();
+        push_number(&mut text, value);
+        assert_eq!(text, value.to_string());
+    }
+    for address in [
+        "10.0.0.7:5555",
+        "0.0.0.0:0",
+        "255.255.255.255:65535",
+        "[::1]:443",
+    ] {
+        let address: SocketAddr = address.parse().unwrap();
+        let mut text = String::new();
+        push_address(&mut text, address);
+        assert_eq!(text, address.to_string());
+    }
+    assert_eq!(TraceId([0xab; 16]).to_string(), "ab".repeat(16));
+}

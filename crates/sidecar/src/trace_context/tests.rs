@@ -84,28 +84,25 @@ fn request_ids_are_kept_when_short_visible_ascii() {
 fn a_valid_client_request_id_reaches_the_application_unchanged() {
     let mut headers = HeaderMap::new();
     headers.insert(REQUEST_ID, HeaderValue::from_static("client-chose-this"));
-    propagate(&mut headers, 128);
+    let propagated = propagate(&mut headers, 128);
     assert_eq!(headers.get_all(&REQUEST_ID).iter().count(), 1);
     assert_eq!(headers[&REQUEST_ID], "client-chose-this");
+    assert!(!propagated.needs_request_id);
 }
 
 #[test]
 fn an_invalid_missing_or_repeated_request_id_is_replaced_by_a_new_one() {
     let too_long = "x".repeat(129);
     let cases: [&[&str]; 4] = [&[], &["has space"], &[&too_long], &["one", "two"]];
-    let mut seen = std::collections::HashSet::new();
     for sent in cases {
         let mut headers = HeaderMap::new();
         for value in sent {
             headers.append(REQUEST_ID, HeaderValue::from_str(value).unwrap());
         }
-        propagate(&mut headers, 128);
-        let values: Vec<_> = headers.get_all(&REQUEST_ID).iter().collect();
-        assert_eq!(values.len(), 1, "{sent:?}");
-        let id = values[0].to_str().unwrap().to_owned();
-        assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
-        assert!(seen.insert(id), "ids repeat");
+        let propagated = propagate(&mut headers, 128);
+        // None of the client's is left: a new one is added as the head is written.
+        assert_eq!(headers.get(&REQUEST_ID), None, "{sent:?}");
+        assert!(propagated.needs_request_id, "{sent:?}");
     }
 }
 
@@ -152,4 +149,20 @@ fn without_a_traceparent_none_is_invented() {
     let propagated = propagate(&mut headers, 128);
     assert_eq!(propagated.trace_id, None);
     assert!(headers.get(&TRACEPARENT).is_none());
+}
+
+#[test]
+fn new_request_ids_are_unique_lowercase_hex() {
+    let ids: Vec<RequestId> = (0..200).map(|_| RequestId::new()).collect();
+    let unique: std::collections::HashSet<&str> = ids.iter().map(RequestId::as_str).collect();
+    assert_eq!(unique.len(), ids.len());
+    for id in &ids {
+        assert_eq!(id.as_str().len(), 32);
+        assert!(
+            id.as_str()
+                .bytes()
+                .all(|b| b"0123456789abcdef".contains(&b)),
+            "{id:?}"
+        );
+    }
 }
