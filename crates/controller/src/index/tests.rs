@@ -826,3 +826,5 @@ fn without_a_store_key_snapshots_carry_none() {
     let mut rx = index.subscribe("a", "p").unwrap();
     assert!(current(&mut rx).store_key.is_none());
 }
+
+mod equivalence;
