@@ -1,11 +1,13 @@
 //! The index: every object the controller knows, turned into one snapshot per pod.
 //!
 //! Sources (kube watches or manifest files) `apply` and `delete` objects; the index never
-//! fails. After every change it recompiles the namespace that changed with the one compiler
-//! standalone mode uses, [`tollgate_api::compile`], and sends each pod whose snapshot changed
-//! a new version on that pod's `watch` channel. A pod's snapshot holds the OAuthServices of
-//! its namespace whose `podSelector` matches its labels, and every Consumer, OAuthApplication
-//! and Secret of its namespace.
+//! fails. After every change it recompiles what the change touches in its namespace
+//! ([`tollgate_api::compile::incremental`], made of the functions of the one compiler
+//! standalone mode uses), and sends each pod whose snapshot changed a new version on that
+//! pod's `watch` channel. A pod's snapshot holds the OAuthServices of its namespace whose
+//! `podSelector` matches its labels, and every Consumer, OAuthApplication and Secret of its
+//! namespace. Pods of one namespace selecting the same services share one `Arc<Snapshot>`,
+//! with one version.
 //!
 //! Each snapshot also carries the key that seals its namespace's token records in Redis,
 //! derived from the controller's root key for that namespace alone
