@@ -105,6 +105,19 @@ impl Index {
             selections.insert(selected.clone(), Arc::new(snapshot));
         }
         selections.retain(|selected, _| wanted.contains(selected));
+        // A pod that moved to another selection never goes back in versions: that selection's
+        // snapshot is published again, unchanged, under a new version.
+        for pod in pods.values() {
+            if let Some(snapshot) = selections.get_mut(&pod.selected)
+                && snapshot.version < pod.version
+            {
+                self.version += 1;
+                *snapshot = Arc::new(Snapshot {
+                    version: self.version,
+                    ..(**snapshot).clone()
+                });
+            }
+        }
 
         let now = Instant::now();
         for pod in pods.values_mut() {
