@@ -222,7 +222,9 @@ fn expected_findings(ns: &Namespace) -> BTreeMap<(Kind, String), Option<CompileE
     expected
 }
 
-fn check(index: &Index, done: &str) {
+/// `last_held`: the version each pod held at the last check, to check that none goes back.
+fn check(index: &Index, done: &str, last_held: &mut BTreeMap<(String, String), u64>) {
+    last_held.retain(|(ns, pod), _| index.subscribe(ns, pod).is_some());
     let statuses = index.statuses();
     for (namespace, ns) in &index.namespaces {
         let mut versions: BTreeMap<Vec<String>, u64> = BTreeMap::new();
@@ -248,6 +250,14 @@ fn check(index: &Index, done: &str) {
                 held_content, expected,
                 "after `{done}`: pod {namespace}/{name}"
             );
+            let last = last_held
+                .entry((namespace.clone(), name.clone()))
+                .or_insert(held.version);
+            assert!(
+                held.version >= *last,
+                "after `{done}`: {namespace}/{name} went back"
+            );
+            *last = held.version;
             // Pods of one selection share one snapshot, with one version.
             let version = *versions.entry(selected).or_insert(held.version);
             assert_eq!(
@@ -296,10 +306,15 @@ fn every_step_of_a_random_history_equals_a_whole_compilation() {
     let mut random = Random(19);
     let mut index = Index::new(1);
     let mut history = Vec::new();
+    let mut last_held = BTreeMap::new();
     for _ in 0..STEPS {
         let done = step(&mut index, &mut random);
         history.push(done.clone());
-        check(&index, &format!("{} (step {})", done, history.len()));
+        check(
+            &index,
+            &format!("{} (step {})", done, history.len()),
+            &mut last_held,
+        );
     }
     // The history reached the rules it is meant to exercise.
     let statuses = index.statuses();
@@ -311,6 +326,7 @@ fn every_step_of_a_random_history_equals_a_whole_compilation() {
 fn a_reset_in_the_middle_of_a_history_equals_a_whole_compilation() {
     let mut random = Random(7);
     let mut index = Index::new(1);
+    let mut last_held = BTreeMap::new();
     for round in 0..20 {
         for _ in 0..40 {
             step(&mut index, &mut random);
@@ -322,6 +338,6 @@ fn a_reset_in_the_middle_of_a_history_equals_a_whole_compilation() {
             .flat_map(|ns| ns.applications.values().cloned())
             .collect();
         index.reset_applications(applications);
-        check(&index, &format!("reset of round {round}"));
+        check(&index, &format!("reset of round {round}"), &mut last_held);
     }
 }
