@@ -371,17 +371,20 @@ impl Index {
         let hint = self.secret_hint.as_deref();
         let mut out = Vec::new();
         for (namespace, ns) in &self.namespaces {
+            let mut memo = std::collections::HashMap::new();
             for (name, service) in &ns.services {
                 let meta = &service.metadata;
-                out.push(ns.status(Kind::OAuthService, namespace, name, meta, hint));
+                let status = ns.status(Kind::OAuthService, namespace, name, meta, hint, &mut memo);
+                out.push(status);
             }
             for (name, consumer) in &ns.consumers {
                 let meta = &consumer.metadata;
-                out.push(ns.status(Kind::Consumer, namespace, name, meta, hint));
+                out.push(ns.status(Kind::Consumer, namespace, name, meta, hint, &mut memo));
             }
             for (name, application) in &ns.applications {
                 let meta = &application.metadata;
-                out.push(ns.status(Kind::OAuthApplication, namespace, name, meta, hint));
+                let kind = Kind::OAuthApplication;
+                out.push(ns.status(kind, namespace, name, meta, hint, &mut memo));
             }
         }
         out

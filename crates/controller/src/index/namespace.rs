@@ -84,33 +84,13 @@ impl Namespace {
         }
     }
 
-    /// `secret_hint` is added to a SecretNotFound message (where the controller looks).
-    pub(super) fn status(
-        &self,
-        kind: Kind,
-        namespace: &str,
-        name: &str,
-        meta: &ObjectMeta,
-        secret_hint: Option<&str>,
-    ) -> ObjectStatus {
-        let key = (kind, name.to_owned());
-        let (accepted, reason, message) = match self.error(kind, name) {
-            Some(error) => {
-                let message = match secret_hint {
-                    Some(hint) if error.reason == Reason::SecretNotFound => {
-                        format!("{} ({hint})", error.message)
-                    }
-                    _ => error.message.clone(),
-                };
-                (false, error.reason.as_str(), message)
-            }
-            None => (true, ACCEPTED, "configuration accepted".to_owned()),
-        };
-        let after = self.compiled_after.get(&key).map_or(0, |(_, after)| *after);
+    /// The pods that should hold an object whose current form every version after `after`
+    /// holds (those `service` selects, or every pod), and those whose sidecar does.
+    fn pods_holding(&self, service: Option<&str>, after: u64) -> (PodCounts, Vec<StalePod>) {
         let mut pods = PodCounts::default();
         let mut stale = Vec::new();
         for (pod_name, pod) in &self.pods {
-            if kind == Kind::OAuthService && !pod.selected.iter().any(|s| s == name) {
+            if service.is_some_and(|name| !pod.selected.iter().any(|s| s == name)) {
                 continue;
             }
             pods.selected += 1;
@@ -131,6 +111,43 @@ impl Namespace {
                 });
             }
         }
+        (pods, stale)
+    }
+
+    /// `secret_hint` is added to a SecretNotFound message (where the controller looks);
+    /// `memo` keeps the pod counts of Consumers and applications by `after`, for one pass.
+    pub(super) fn status(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        meta: &ObjectMeta,
+        secret_hint: Option<&str>,
+        memo: &mut HashMap<u64, (PodCounts, Vec<StalePod>)>,
+    ) -> ObjectStatus {
+        let key = (kind, name.to_owned());
+        let (accepted, reason, message) = match self.error(kind, name) {
+            Some(error) => {
+                let message = match secret_hint {
+                    Some(hint) if error.reason == Reason::SecretNotFound => {
+                        format!("{} ({hint})", error.message)
+                    }
+                    _ => error.message.clone(),
+                };
+                (false, error.reason.as_str(), message)
+            }
+            None => (true, ACCEPTED, "configuration accepted".to_owned()),
+        };
+        let after = self.compiled_after.get(&key).map_or(0, |(_, after)| *after);
+        // Every pod of the namespace holds a Consumer or an OAuthApplication: their counts
+        // depend on `after` alone, which most of them share (10,000 applications, 1,000 pods).
+        let (pods, stale) = match kind {
+            Kind::OAuthService => self.pods_holding(Some(name), after),
+            Kind::Consumer | Kind::OAuthApplication => memo
+                .entry(after)
+                .or_insert_with(|| self.pods_holding(None, after))
+                .clone(),
+        };
         ObjectStatus {
             kind,
             object: ObjectRef::new(namespace, name),
