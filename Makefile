@@ -123,11 +123,14 @@ e2e-cluster: test-deps
 	@test -n "$$KUBECONFIG" || { echo "set KUBECONFIG to the cluster to test against"; exit 2; }
 	$(CARGO) test --locked --test e2e cluster:: -- --ignored --test-threads=1
 
-## bench-controller: the time from a change to N = 1, 10 and 100 stream clients holding it,
-## and the controller index's memory at 1,000 applications (issue 4's figures)
+## bench-controller: the controller at 1,000, 10,000 and 50,000 applications, each at 10, 100
+## and 1,000 pods (BENCH_SIZES=10000x1000,... to choose): resident memory, one change's
+## recompilation and its time until every stream holds it; writes docs/SCALE.md. Built without
+## fat LTO, which would add minutes of linking on two cores.
 .PHONY: bench-controller
 bench-controller:
-	$(CARGO) run --release --locked -p tollgate-controller --example propagation
+	CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 BENCH_DOC=docs/SCALE.md \
+		$(CARGO) run --release --locked -p tollgate-controller --example scale
 
 ## bench-instructions: user-space instructions per proxied request, counted by valgrind
 ## (bench/instructions.sh): the figure of `make bench` that this VM's neighbours cannot move

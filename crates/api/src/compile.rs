@@ -61,18 +61,8 @@ const APPLICATION_KIND: &str = "OAuthApplication";
 /// Builds the snapshot (version 0: the controller numbers its pushes) from `resources`.
 pub fn compile(resources: &Resources) -> Compiled {
     let secrets = SecretIndex::new(&resources.secrets);
-    let mut errors = Vec::new();
 
-    let mut services = Vec::new();
-    // Every route claimed so far, and by which service: one sidecar serves every service on
-    // one listener, so a prefix belongs to one service across all namespaces.
-    let mut routes: HashMap<String, String> = HashMap::new();
-    for service in by_age(&resources.services, |s| &s.metadata) {
-        match compile_service(service, &secrets, &mut routes) {
-            Ok(service) => services.push(service),
-            Err(error) => errors.push(error),
-        }
-    }
+    let (services, mut errors) = compile_services(&resources.services, &secrets);
 
     let mut consumers = Vec::new();
     for consumer in by_age(&resources.consumers, |c| &c.metadata) {
@@ -96,7 +86,6 @@ pub fn compile(resources: &Resources) -> Compiled {
         }
     }
 
-    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     consumers.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     applications.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Compiled {
@@ -112,6 +101,27 @@ pub fn compile(resources: &Resources) -> Compiled {
 }
 
 // === OAuthService ===
+
+/// Compiles `services` oldest first, as they claim routes, and sorts the good ones by
+/// (namespace, name).
+fn compile_services<'a>(
+    services: impl IntoIterator<Item = &'a OAuthService>,
+    secrets: &SecretIndex<'_>,
+) -> (Vec<snapshot::Service>, Vec<CompileError>) {
+    let mut compiled = Vec::new();
+    let mut errors = Vec::new();
+    // Every route claimed so far, and by which service: one sidecar serves every service on
+    // one listener, so a prefix belongs to one service across all namespaces.
+    let mut routes: HashMap<String, String> = HashMap::new();
+    for service in by_age(services, |s| &s.metadata) {
+        match compile_service(service, secrets, &mut routes) {
+            Ok(service) => compiled.push(service),
+            Err(error) => errors.push(error),
+        }
+    }
+    compiled.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    (compiled, errors)
+}
 
 fn compile_service(
     service: &OAuthService,
@@ -428,7 +438,10 @@ fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
 
 /// Sorts objects oldest first, then by namespace and name, which is the order in which they
 /// claim routes and client ids.
-fn by_age<T>(objects: &[T], metadata: impl Fn(&T) -> &ObjectMeta) -> Vec<&T> {
+fn by_age<'a, T: 'a>(
+    objects: impl IntoIterator<Item = &'a T>,
+    metadata: impl Fn(&T) -> &ObjectMeta,
+) -> Vec<&'a T> {
     let key = |object: &T| -> (Option<Time>, String, String) {
         let meta = metadata(object);
         (
@@ -440,7 +453,7 @@ fn by_age<T>(objects: &[T], metadata: impl Fn(&T) -> &ObjectMeta) -> Vec<&T> {
             meta.name.clone().unwrap_or_default(),
         )
     };
-    let mut sorted: Vec<&T> = objects.iter().collect();
+    let mut sorted: Vec<&T> = objects.into_iter().collect();
     sorted.sort_by_cached_key(|o| key(o));
     sorted
 }
@@ -534,12 +547,19 @@ impl Object {
     }
 }
 
-/// Secrets by (namespace, name).
-struct SecretIndex<'a>(BTreeMap<(&'a str, &'a str), &'a Secret>);
+/// Secrets by (namespace, name): every namespace's (a whole compilation), or one namespace's,
+/// by name, as the controller's index keeps them (a compilation of one object).
+enum SecretIndex<'a> {
+    All(BTreeMap<(&'a str, &'a str), &'a Secret>),
+    Namespace {
+        namespace: &'a str,
+        secrets: &'a BTreeMap<String, Secret>,
+    },
+}
 
 impl<'a> SecretIndex<'a> {
     fn new(secrets: &'a [Secret]) -> Self {
-        Self(
+        Self::All(
             secrets
                 .iter()
                 .filter_map(|secret| {
@@ -556,11 +576,21 @@ impl<'a> SecretIndex<'a> {
         )
     }
 
+    fn get(&self, namespace: &str, name: &str) -> Option<&'a Secret> {
+        match self {
+            Self::All(secrets) => secrets.get(&(namespace, name)).copied(),
+            Self::Namespace {
+                namespace: here,
+                secrets,
+            } => secrets.get(name).filter(|_| *here == namespace),
+        }
+    }
+
     /// Reads `key` of Secret `name` in the object's namespace and hashes it, with a random
     /// salt of the object's own, made once per value (see [`SecretHashes`]). The value never
     /// leaves this function in the clear.
     fn digest(&self, object: &Object, name: &str, key: &str) -> Result<SecretDigest, CompileError> {
-        let Some(secret) = self.0.get(&(object.namespace.as_str(), name)) else {
+        let Some(secret) = self.get(&object.namespace, name) else {
             return Err(object.error(
                 Reason::SecretNotFound,
                 format!(
@@ -631,5 +661,6 @@ impl std::fmt::Display for Reason {
     }
 }
 
+pub mod incremental;
 #[cfg(test)]
 mod tests;

@@ -134,7 +134,7 @@ async fn propagation(clients: usize) -> (Duration, Duration) {
     let mut times = Vec::new();
     for change in 0..CHANGES {
         let started = Instant::now();
-        // Every pod gets its own version, each above the highest before the change.
+        // Pods of one selection share one new version, above the highest before the change.
         let floor = {
             let mut index = index.lock();
             let floor = index.latest_version();

@@ -1,11 +1,13 @@
 //! The index: every object the controller knows, turned into one snapshot per pod.
 //!
 //! Sources (kube watches or manifest files) `apply` and `delete` objects; the index never
-//! fails. After every change it recompiles the namespace that changed with the one compiler
-//! standalone mode uses, [`tollgate_api::compile`], and sends each pod whose snapshot changed
-//! a new version on that pod's `watch` channel. A pod's snapshot holds the OAuthServices of
-//! its namespace whose `podSelector` matches its labels, and every Consumer, OAuthApplication
-//! and Secret of its namespace.
+//! fails. After every change it recompiles what the change touches in its namespace
+//! ([`tollgate_api::compile::incremental`], made of the functions of the one compiler
+//! standalone mode uses), and sends each pod whose snapshot changed a new version on that
+//! pod's `watch` channel. A pod's snapshot holds the OAuthServices of its namespace whose
+//! `podSelector` matches its labels, and every Consumer, OAuthApplication and Secret of its
+//! namespace. Pods of one namespace selecting the same services share one `Arc<Snapshot>`,
+//! with one version.
 //!
 //! Each snapshot also carries the key that seals its namespace's token records in Redis,
 //! derived from the controller's root key for that namespace alone
@@ -17,16 +19,17 @@
 mod namespace;
 mod object;
 mod pod;
+mod reindex;
 mod selector;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use tokio::sync::watch;
 use tollgate_api::Snapshot;
-use tollgate_api::compile::{CompileError, Reason};
+use tollgate_api::compile::incremental::Change;
 use tollgate_api::manifests::Resources;
 use tollgate_api::resources::{Consumer, OAuthApplication, OAuthService};
 use tollgate_api::snapshot::{KeyMaterial, NamespaceStoreKey};
@@ -249,6 +252,7 @@ impl Index {
             ns.consumers.clear();
             ns.applications.clear();
             ns.secrets.clear();
+            ns.pending.push(Change::Everything);
             ns.pods.retain(|name, _| {
                 keep.contains(&ObjectRef::new(namespace.as_str(), name.as_str()))
             });
@@ -364,21 +368,23 @@ impl Index {
 
     /// What every object's status should say, in a stable order.
     pub fn statuses(&self) -> Vec<ObjectStatus> {
+        let hint = self.secret_hint.as_deref();
         let mut out = Vec::new();
         for (namespace, ns) in &self.namespaces {
+            let mut memo = std::collections::HashMap::new();
             for (name, service) in &ns.services {
-                out.push(ns.status(Kind::OAuthService, namespace, name, &service.metadata));
+                let meta = &service.metadata;
+                let status = ns.status(Kind::OAuthService, namespace, name, meta, hint, &mut memo);
+                out.push(status);
             }
             for (name, consumer) in &ns.consumers {
-                out.push(ns.status(Kind::Consumer, namespace, name, &consumer.metadata));
+                let meta = &consumer.metadata;
+                out.push(ns.status(Kind::Consumer, namespace, name, meta, hint, &mut memo));
             }
             for (name, application) in &ns.applications {
-                out.push(ns.status(
-                    Kind::OAuthApplication,
-                    namespace,
-                    name,
-                    &application.metadata,
-                ));
+                let meta = &application.metadata;
+                let kind = Kind::OAuthApplication;
+                out.push(ns.status(kind, namespace, name, meta, hint, &mut memo));
             }
         }
         out
@@ -423,6 +429,7 @@ impl Index {
             return None;
         };
         let namespace = self.namespaces.entry(key.namespace.clone()).or_default();
+        namespace.pending.push(K::change(key.name.clone()));
         K::map(namespace).insert(key.name, object);
         Some(key.namespace)
     }
@@ -461,7 +468,6 @@ impl Index {
                         labels,
                         identity,
                         selected: Vec::new(),
-                        content: Snapshot::default(),
                         // 0: never sent, so the first compilation always sends.
                         version: 0,
                         delivered: None,
@@ -474,10 +480,11 @@ impl Index {
     }
 
     fn delete<K: Stored>(&mut self, namespace: &str, name: &str) {
-        let removed = self
-            .namespaces
-            .get_mut(namespace)
-            .and_then(|ns| K::map(ns).remove(name));
+        let removed = self.namespaces.get_mut(namespace).and_then(|ns| {
+            let removed = K::map(ns).remove(name)?;
+            ns.pending.push(K::change(name.to_owned()));
+            Some(removed)
+        });
         if removed.is_some() {
             self.reindex(namespace);
         }
@@ -492,6 +499,7 @@ impl Index {
             if !K::map(ns).is_empty() {
                 K::map(ns).clear();
             }
+            ns.pending.push(Change::Everything);
             touched.insert(name.clone());
         }
         for object in objects {
@@ -500,6 +508,7 @@ impl Index {
             };
             touched.insert(key.namespace.clone());
             let namespace = self.namespaces.entry(key.namespace).or_default();
+            namespace.pending.push(Change::Everything);
             K::map(namespace).insert(key.name, object);
         }
         for namespace in touched {
@@ -515,116 +524,6 @@ impl Index {
         if let Some(histogram) = &self.reconcile_duration {
             histogram.observe(started.elapsed().as_secs_f64());
         }
-    }
-
-    fn reindex_untimed(&mut self, namespace: &str) {
-        let Some(ns) = self.namespaces.get_mut(namespace) else {
-            return;
-        };
-        if ns.is_empty() {
-            self.namespaces.remove(namespace);
-            self.changes.send_modify(|n| *n += 1);
-            return;
-        }
-
-        // Versions made from here on hold every object's current form.
-        let before = self.version;
-
-        // Pods that select the same services get the same snapshot: compile it once.
-        let selections: Vec<(String, Vec<String>)> = ns
-            .pods
-            .iter()
-            .map(|(name, pod)| {
-                let selected = ns
-                    .services
-                    .iter()
-                    .filter(|(_, s)| selects(s.spec.pod_selector.as_ref(), &pod.labels))
-                    .map(|(name, _)| name.clone())
-                    .collect();
-                (name.clone(), selected)
-            })
-            .collect();
-        let mut compiled: HashMap<&[String], tollgate_api::compile::Compiled> = HashMap::new();
-        for (_, selected) in &selections {
-            if !compiled.contains_key(selected.as_slice()) {
-                compiled.insert(
-                    selected,
-                    tollgate_api::compile(&ns.resources(Some(selected))),
-                );
-            }
-        }
-        let mut route_conflicts: BTreeMap<String, CompileError> = BTreeMap::new();
-        for result in compiled.values() {
-            for error in &result.errors {
-                if error.kind == Kind::OAuthService.as_str()
-                    && error.reason == Reason::RouteConflict
-                {
-                    route_conflicts
-                        .entry(error.name.clone())
-                        .or_insert_with(|| error.clone());
-                }
-            }
-        }
-        let store_key = self
-            .store_key
-            .as_ref()
-            .map(|root| namespace_store_key(root, namespace));
-        for compiled in compiled.values_mut() {
-            compiled.snapshot.store_key.clone_from(&store_key);
-        }
-        let now = Instant::now();
-        for (name, selected) in &selections {
-            let (Some(pod), Some(result)) =
-                (ns.pods.get_mut(name), compiled.get(selected.as_slice()))
-            else {
-                continue;
-            };
-            pod.selected.clone_from(selected);
-            if pod.version == 0 || pod.content != result.snapshot {
-                self.version += 1;
-                pod.version = self.version;
-                pod.content = result.snapshot.clone();
-                let snapshot = Snapshot {
-                    version: self.version,
-                    ..result.snapshot.clone()
-                };
-                pod.tx.send_replace(Published {
-                    snapshot: Arc::new(snapshot),
-                    made_at: now,
-                });
-            }
-        }
-
-        // Findings that do not depend on pods come from the whole namespace. A route conflict
-        // does depend on them: two services on one route conflict only when a pod selects
-        // both, so those come from the pods' compilations above.
-        // Pods usually select every service of their namespace: reuse that compilation.
-        let every: Vec<String> = ns.services.keys().cloned().collect();
-        let whole = match compiled.remove(every.as_slice()) {
-            Some(whole) => whole,
-            None => tollgate_api::compile(&ns.resources(None)),
-        };
-        ns.compiled_after = compiled_after(ns, &whole.snapshot, before);
-        let mut errors = BTreeMap::new();
-        for mut error in whole.errors {
-            let Some(kind) = Kind::from_name(error.kind) else {
-                continue;
-            };
-            if kind == Kind::OAuthService && error.reason == Reason::RouteConflict {
-                continue;
-            }
-            if error.reason == Reason::SecretNotFound
-                && let Some(hint) = &self.secret_hint
-            {
-                error.message = format!("{} ({hint})", error.message);
-            }
-            errors.insert((kind, error.name.clone()), error);
-        }
-        for (name, error) in route_conflicts {
-            errors.entry((Kind::OAuthService, name)).or_insert(error);
-        }
-        ns.errors = errors;
-        self.changes.send_modify(|n| *n += 1);
     }
 }
 
@@ -643,71 +542,6 @@ impl SharedIndex {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// For each object of `ns`, the fingerprint of its generation and of its form in `whole`
-/// (the namespace compiled with every service, sorted by name), and the version after which pods hold it: the
-/// one recorded before, when the fingerprint is the same, or else `before`.
-fn compiled_after(
-    ns: &Namespace,
-    whole: &Snapshot,
-    before: u64,
-) -> BTreeMap<(Kind, String), (u64, u64)> {
-    fn fingerprint<T: serde::Serialize>(generation: Option<i64>, compiled: Option<&T>) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        generation.hash(&mut hasher);
-        compiled
-            .and_then(|c| serde_json::to_vec(c).ok())
-            .hash(&mut hasher);
-        hasher.finish()
-    }
-    let mut out = BTreeMap::new();
-    let mut record = |kind: Kind, name: &str, print: u64| {
-        let key = (kind, name.to_owned());
-        let after = match ns.compiled_after.get(&key) {
-            Some((old, after)) if *old == print => *after,
-            _ => before,
-        };
-        out.insert(key, (print, after));
-    };
-    for (name, object) in &ns.services {
-        let compiled = whole
-            .services
-            .binary_search_by(|s| s.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &whole.services[i]);
-        record(
-            Kind::OAuthService,
-            name,
-            fingerprint(object.metadata.generation, compiled),
-        );
-    }
-    for (name, object) in &ns.consumers {
-        let compiled = whole
-            .consumers
-            .binary_search_by(|c| c.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &whole.consumers[i]);
-        record(
-            Kind::Consumer,
-            name,
-            fingerprint(object.metadata.generation, compiled),
-        );
-    }
-    for (name, object) in &ns.applications {
-        let compiled = whole
-            .applications
-            .binary_search_by(|a| a.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &whole.applications[i]);
-        record(
-            Kind::OAuthApplication,
-            name,
-            fingerprint(object.metadata.generation, compiled),
-        );
-    }
-    out
 }
 
 /// What a pod of `namespace` gets of the store key: that namespace's keys only.

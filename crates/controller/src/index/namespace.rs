@@ -1,11 +1,14 @@
 //! One namespace of the index: its objects by kind and name, its pods, and the findings of its
 //! last compilation, which make its objects' statuses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use tollgate_api::compile::CompileError;
+use tollgate_api::Snapshot;
+use tollgate_api::compile::incremental::{Change, NamespaceCompilation};
+use tollgate_api::compile::{CompileError, Reason};
 use tollgate_api::manifests::Resources;
 use tollgate_api::resources::{Consumer, OAuthApplication, OAuthService};
 
@@ -22,8 +25,16 @@ pub(super) struct Namespace {
     pub(super) applications: BTreeMap<String, OAuthApplication>,
     pub(super) secrets: BTreeMap<String, Secret>,
     pub(super) pods: BTreeMap<String, PodEntry>,
-    /// Findings of the last compilation, by (kind, name); absent means accepted.
-    pub(super) errors: BTreeMap<(Kind, String), CompileError>,
+    /// The objects compiled, entry by entry, and who reads what.
+    pub(super) compilation: NamespaceCompilation,
+    /// Objects applied or deleted since the last compilation.
+    pub(super) pending: Vec<Change>,
+    /// The snapshot last published to the pods of each selection (the names of the services
+    /// they select): every pod of one selection holds the same `Arc`, with one version.
+    pub(super) selections: HashMap<Vec<String>, Arc<Snapshot>>,
+    /// The OAuthServices' findings, by name; absent means accepted. Consumers' and
+    /// applications' are the compilation's.
+    pub(super) service_errors: BTreeMap<String, CompileError>,
     /// For each object, by (kind, name): a fingerprint of its generation and compiled form,
     /// and the last snapshot version made before that form. Every later version holds it, so
     /// a pod whose sidecar was handed one of them serves it, whatever else changed since.
@@ -34,6 +45,8 @@ pub(super) struct Namespace {
 pub(super) trait Stored: Sized {
     fn metadata(&self) -> &ObjectMeta;
     fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self>;
+    /// The change that applying or deleting the object named `name` makes.
+    fn change(name: String) -> Change;
 }
 
 // === impl Namespace ===
@@ -63,23 +76,21 @@ impl Namespace {
         }
     }
 
-    pub(super) fn status(
-        &self,
-        kind: Kind,
-        namespace: &str,
-        name: &str,
-        meta: &ObjectMeta,
-    ) -> ObjectStatus {
-        let key = (kind, name.to_owned());
-        let (accepted, reason, message) = match self.errors.get(&key) {
-            Some(error) => (false, error.reason.as_str(), error.message.clone()),
-            None => (true, ACCEPTED, "configuration accepted".to_owned()),
-        };
-        let after = self.compiled_after.get(&key).map_or(0, |(_, after)| *after);
+    /// Why the object is left out of snapshots; `None` when accepted.
+    pub(super) fn error(&self, kind: Kind, name: &str) -> Option<&CompileError> {
+        match kind {
+            Kind::OAuthService => self.service_errors.get(name),
+            Kind::Consumer | Kind::OAuthApplication => self.compilation.error(kind.as_str(), name),
+        }
+    }
+
+    /// The pods that should hold an object whose current form every version after `after`
+    /// holds (those `service` selects, or every pod), and those whose sidecar does.
+    fn pods_holding(&self, service: Option<&str>, after: u64) -> (PodCounts, Vec<StalePod>) {
         let mut pods = PodCounts::default();
         let mut stale = Vec::new();
         for (pod_name, pod) in &self.pods {
-            if kind == Kind::OAuthService && !pod.selected.iter().any(|s| s == name) {
+            if service.is_some_and(|name| !pod.selected.iter().any(|s| s == name)) {
                 continue;
             }
             pods.selected += 1;
@@ -100,6 +111,43 @@ impl Namespace {
                 });
             }
         }
+        (pods, stale)
+    }
+
+    /// `secret_hint` is added to a SecretNotFound message (where the controller looks);
+    /// `memo` keeps the pod counts of Consumers and applications by `after`, for one pass.
+    pub(super) fn status(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        meta: &ObjectMeta,
+        secret_hint: Option<&str>,
+        memo: &mut HashMap<u64, (PodCounts, Vec<StalePod>)>,
+    ) -> ObjectStatus {
+        let key = (kind, name.to_owned());
+        let (accepted, reason, message) = match self.error(kind, name) {
+            Some(error) => {
+                let message = match secret_hint {
+                    Some(hint) if error.reason == Reason::SecretNotFound => {
+                        format!("{} ({hint})", error.message)
+                    }
+                    _ => error.message.clone(),
+                };
+                (false, error.reason.as_str(), message)
+            }
+            None => (true, ACCEPTED, "configuration accepted".to_owned()),
+        };
+        let after = self.compiled_after.get(&key).map_or(0, |(_, after)| *after);
+        // Every pod of the namespace holds a Consumer or an OAuthApplication: their counts
+        // depend on `after` alone, which most of them share (10,000 applications, 1,000 pods).
+        let (pods, stale) = match kind {
+            Kind::OAuthService => self.pods_holding(Some(name), after),
+            Kind::Consumer | Kind::OAuthApplication => memo
+                .entry(after)
+                .or_insert_with(|| self.pods_holding(None, after))
+                .clone(),
+        };
         ObjectStatus {
             kind,
             object: ObjectRef::new(namespace, name),
@@ -122,6 +170,9 @@ impl Stored for OAuthService {
     fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
         &mut namespace.services
     }
+    fn change(name: String) -> Change {
+        Change::Service(name)
+    }
 }
 
 impl Stored for Consumer {
@@ -130,6 +181,9 @@ impl Stored for Consumer {
     }
     fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
         &mut namespace.consumers
+    }
+    fn change(name: String) -> Change {
+        Change::Consumer(name)
     }
 }
 
@@ -140,6 +194,9 @@ impl Stored for OAuthApplication {
     fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
         &mut namespace.applications
     }
+    fn change(name: String) -> Change {
+        Change::Application(name)
+    }
 }
 
 impl Stored for Secret {
@@ -148,5 +205,8 @@ impl Stored for Secret {
     }
     fn map(namespace: &mut Namespace) -> &mut BTreeMap<String, Self> {
         &mut namespace.secrets
+    }
+    fn change(name: String) -> Change {
+        Change::Secret(name)
     }
 }

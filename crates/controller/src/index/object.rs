@@ -74,15 +74,6 @@ impl Kind {
             Self::OAuthApplication => "OAuthApplication",
         }
     }
-
-    pub(super) fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "OAuthService" => Some(Self::OAuthService),
-            "Consumer" => Some(Self::Consumer),
-            "OAuthApplication" => Some(Self::OAuthApplication),
-            _ => None,
-        }
-    }
 }
 
 // === impl ObjectRef ===

@@ -39,8 +39,7 @@ pub(super) struct PodEntry {
     pub(super) identity: PodIdentity,
     /// Selected OAuthServices, by name.
     pub(super) selected: Vec<String>,
-    /// The snapshot last sent, with version 0, to tell whether anything changed.
-    pub(super) content: Snapshot,
+    /// The version of the snapshot last sent (0: none yet), its selection's.
     pub(super) version: u64,
     /// The version last written to this pod's stream.
     pub(super) delivered: Option<u64>,

@@ -826,3 +826,69 @@ fn without_a_store_key_snapshots_carry_none() {
     let mut rx = index.subscribe("a", "p").unwrap();
     assert!(current(&mut rx).store_key.is_none());
 }
+
+mod equivalence;
+
+// --- sharing ---
+
+#[test]
+fn replicas_share_one_snapshot_and_namespaces_never_do() {
+    let mut index = Index::new(1);
+    article(&mut index, "a");
+    article(&mut index, "b");
+    index.apply_secret(mk_secret("a", "only-a-secret", "clientSecret", "x"));
+    index.apply_application(mk_app("a", "only-a", "clientapp", "only-a-id"));
+    for ns in ["a", "b"] {
+        for pod in ["iris-0", "iris-1", "iris-2"] {
+            index.apply_pod(&mk_pod(ns, pod, &[("app", "iris")]));
+        }
+        index.apply_pod(&mk_pod(ns, "web-0", &[("app", "web")]));
+    }
+    let held = |index: &Index, ns: &str, pod: &str| {
+        index.subscribe(ns, pod).unwrap().borrow().snapshot.clone()
+    };
+
+    // Replicas: one Arc, one version.
+    let a0 = held(&index, "a", "iris-0");
+    for pod in ["iris-1", "iris-2"] {
+        assert!(Arc::ptr_eq(&a0, &held(&index, "a", pod)));
+    }
+    // Another selection in the same namespace: its own snapshot, without the service.
+    let web = held(&index, "a", "web-0");
+    assert!(!Arc::ptr_eq(&a0, &web));
+    assert_ne!(a0.version, web.version);
+    assert!(web.services.is_empty());
+    // The same selection in another namespace: never shared, and only that namespace's objects.
+    let b0 = held(&index, "b", "iris-0");
+    assert!(!Arc::ptr_eq(&a0, &b0));
+    assert_ne!(a0.version, b0.version);
+    assert!(b0.applications.iter().all(|app| app.namespace == "b"));
+    assert!(b0.application_by_client_id("b", "only-a-id").is_none());
+    assert!(a0.application_by_client_id("a", "only-a-id").is_some());
+
+    // One change to namespace a: one new version for its replicas, none for b.
+    index.apply_secret(mk_secret("a", "only-a-secret", "clientSecret", "rotated"));
+    let a1 = held(&index, "a", "iris-0");
+    assert!(a1.version > a0.version);
+    assert!(Arc::ptr_eq(&a1, &held(&index, "a", "iris-2")));
+    assert!(Arc::ptr_eq(&b0, &held(&index, "b", "iris-0")));
+
+    // A relabelled replica joins the other selection's snapshot, and never goes back in
+    // versions: that snapshot is published again under a newer one.
+    let web_before = held(&index, "a", "web-0");
+    index.apply_pod(&mk_pod("a", "iris-2", &[("app", "web")]));
+    let moved = held(&index, "a", "iris-2");
+    assert!(Arc::ptr_eq(&moved, &held(&index, "a", "web-0")));
+    assert!(moved.version > a1.version);
+    assert!(moved.services.is_empty());
+    assert_eq!(
+        Snapshot {
+            version: 0,
+            ..(*moved).clone()
+        },
+        Snapshot {
+            version: 0,
+            ..(*web_before).clone()
+        }
+    );
+}
