@@ -217,7 +217,8 @@ def run(work):
          "--metrics-listen", f"127.0.0.1:{metrics}", "--ca-out", ca],
         os.path.join(work, "controller.log"),
     )
-    wait_ready(metrics, "the controller")
+    # Hashing every client secret (PBKDF2, about 10 ms each) comes before ready.
+    wait_ready(metrics, "the controller", seconds=60 + APPLICATIONS // 20)
     log(f"controller ready: {APPLICATIONS} applications, {SIDECARS} pods")
 
     ports = free_ports(2 * SIDECARS)
