@@ -241,6 +241,8 @@ def run(work):
         wait_ready(port, f"sidecar {n}")
     log(f"{SIDECARS} sidecars ready")
 
+    time.sleep(1.0)
+    ready_rss = [rss_kib(process.pid) / 1024 for process, _ in sidecars]
     logs = [ServingLog(os.path.join(work, f"sidecar-{n}.log")) for n in range(SIDECARS)]
     to_all, spread = [], []
     for change in range(1, CHANGES + 1):
@@ -271,9 +273,9 @@ def run(work):
     pushed = re.search(r"^tollgate_controller_snapshots_pushed_total (\S+)", scrape, re.M)
     deltas = re.search(r"^tollgate_controller_deltas_pushed_total (\S+)", scrape, re.M)
     sidecar_rss = [rss_kib(process.pid) / 1024 for process, _ in sidecars]
-    report = f"""| sidecars | applications | changes | every sidecar serves it, p50 | p99 | first to last sidecar, p50 | p99 | sidecar RSS, mean / max | controller RSS | pushes (of which deltas) |
-|---|---|---|---|---|---|---|---|---|---|
-| {SIDECARS} | {APPLICATIONS:,} | {CHANGES} | {percentile(to_all, 50) * 1000:.0f} ms | {percentile(to_all, 99) * 1000:.0f} ms | {percentile(spread, 50) * 1000:.0f} ms | {percentile(spread, 99) * 1000:.0f} ms | {statistics.mean(sidecar_rss):.1f} / {max(sidecar_rss):.1f} MiB | {rss_kib(controller.pid) / 1024:.1f} MiB | {pushed.group(1) if pushed else '?'} ({deltas.group(1) if deltas else '?'}) |
+    report = f"""| sidecars | applications | changes | every sidecar serves it, p50 | p99 | first to last sidecar, p50 | p99 | sidecar RSS at start, mean / max | after the changes | controller RSS | pushes (of which deltas) |
+|---|---|---|---|---|---|---|---|---|---|---|
+| {SIDECARS} | {APPLICATIONS:,} | {CHANGES} | {percentile(to_all, 50) * 1000:.0f} ms | {percentile(to_all, 99) * 1000:.0f} ms | {percentile(spread, 50) * 1000:.0f} ms | {percentile(spread, 99) * 1000:.0f} ms | {statistics.mean(ready_rss):.1f} / {max(ready_rss):.1f} MiB | {statistics.mean(sidecar_rss):.1f} / {max(sidecar_rss):.1f} MiB | {rss_kib(controller.pid) / 1024:.1f} MiB | {pushed.group(1) if pushed else '?'} ({deltas.group(1) if deltas else '?'}) |
 """
     print(report)
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
