@@ -302,3 +302,48 @@ async fn a_sidecar_that_asks_gets_each_change_as_a_delta_unless_whole_is_smaller
     assert_eq!(fixture.metrics.deltas_pushed.get(), 1);
     assert_eq!(fixture.metrics.snapshots_pushed.get(), 3);
 }
+
+#[tokio::test]
+async fn a_namespace_s_deltas_go_to_its_own_pods_only() {
+    let mut index = Index::new(1);
+    for namespace in ["default", "other"] {
+        let mut secret = mk_secret();
+        secret.metadata.namespace = Some(namespace.into());
+        index.apply_secret(secret);
+        let mut service = mk_service("/event");
+        service.metadata.namespace = Some(namespace.into());
+        index.apply_service(service);
+        let mut pod = mk_pod(&format!("{namespace}-0"));
+        pod.metadata.namespace = Some(namespace.into());
+        index.apply_pod(&pod);
+    }
+    let index = SharedIndex::new(index);
+    let tokens = StaticTokens::parse("t0 default/default-0\nt9 other/other-0\n").unwrap();
+    let (_stop, stopped) = watch::channel(false);
+    let fixture = Fixture {
+        index: index.clone(),
+        server: StreamServer::new(index.clone(), Arc::new(tokens), Metrics::new(), stopped)
+            .with_timings(Duration::from_millis(50), Duration::from_millis(200)),
+        metrics: Metrics::new(),
+        stop: watch::channel(false).0,
+    };
+    let mut ours = open_path(&fixture, "/v1/snapshots/default/default-0?deltas=1", "t0").await;
+    let mut theirs = open_path(&fixture, "/v1/snapshots/other/other-0?deltas=1", "t9").await;
+    assert_eq!(ours.next().await.unwrap()["type"], "snapshot");
+    assert_eq!(theirs.next().await.unwrap()["type"], "snapshot");
+
+    index
+        .lock()
+        .apply_service(mk_named_service("svc2", "/other"));
+    let change = ours.next_snapshot().await.unwrap();
+    assert_eq!(change["type"], "delta", "{change}");
+    assert_eq!(
+        change["delta"]["services"]["put"][0]["namespace"], "default",
+        "{change}"
+    );
+    // The other namespace's stream hears heartbeats only.
+    for _ in 0..3 {
+        let frame = theirs.next().await.unwrap();
+        assert_eq!(frame["type"], "heartbeat", "{frame}");
+    }
+}
