@@ -132,6 +132,13 @@ bench-controller:
 	CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 BENCH_DOC=docs/SCALE.md \
 		$(CARGO) run --release --locked -p tollgate-controller --example scale
 
+## bench-fanout: one controller on the file source, 100 real sidecar processes on loopback TLS
+## streams; p50/p99 of a manifest change until every sidecar serves it (bench/fanout.sh);
+## writes bench/results/fanout.md
+.PHONY: bench-fanout
+bench-fanout:
+	CARGO="$(CARGO)" ./bench/fanout.sh
+
 ## bench-instructions: user-space instructions per proxied request, counted by valgrind
 ## (bench/instructions.sh): the figure of `make bench` that this VM's neighbours cannot move
 .PHONY: bench-instructions

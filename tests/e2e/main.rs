@@ -31,6 +31,7 @@ mod redis_tls;
 mod sealed_store;
 mod secret_hashes;
 mod secrets;
+mod stream_deltas;
 mod tls;
 mod token_endpoint;
 mod upstream;

@@ -10,6 +10,7 @@ pub mod manifests;
 pub mod resources;
 pub mod secret;
 pub mod snapshot;
+pub mod snapshot_delta;
 pub mod stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -71,6 +71,13 @@ pub struct ControllerArgs {
     #[arg(long, env = "TOLLGATE_STREAM_LISTEN", default_value = DEFAULT_STREAM_LISTEN)]
     pub stream_listen: SocketAddr,
 
+    /// Bytes of stream lines (whole snapshots and deltas) kept to share among the streams of
+    /// pods sent the same snapshot, so that each is serialized once per change, not once per
+    /// pod. The oldest go first past it.
+    #[arg(long, env = "TOLLGATE_STREAM_LINE_CACHE_BYTES",
+          default_value_t = crate::stream::DEFAULT_LINE_CACHE_BYTES)]
+    pub stream_line_cache_bytes: usize,
+
     /// Address of the admin API, `/{namespace}/oauth2_tokens` (TLS).
     #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
     pub admin_listen: SocketAddr,
@@ -248,6 +255,8 @@ pub struct ControllerArgs {
 pub struct Config {
     pub source: Source,
     pub stream_listen: SocketAddr,
+    /// `--stream-line-cache-bytes`.
+    pub stream_line_cache_bytes: usize,
     pub admin_listen: SocketAddr,
     pub metrics_listen: SocketAddr,
     pub redis_url: Option<RedisUrl>,
@@ -491,6 +500,7 @@ impl Config {
             (Some(source), true) => Ok(Self {
                 source,
                 stream_listen: args.stream_listen,
+                stream_line_cache_bytes: args.stream_line_cache_bytes,
                 admin_listen: args.admin_listen,
                 metrics_listen: args.metrics_listen,
                 redis_url,

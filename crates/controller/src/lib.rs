@@ -146,14 +146,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(ca),
         config.pod_certs,
     );
-    started.streams_and_certificates(
-        stream_listener,
-        tls.clone(),
-        limits,
-        &index,
-        &reviewer,
-        certificates,
-    );
+    let streams = StreamServer::new(
+        index.clone(),
+        reviewer.clone(),
+        started.metrics.clone(),
+        started.stopped.clone(),
+    )
+    .with_line_cache_bytes(config.stream_line_cache_bytes);
+    started.streams_and_certificates(stream_listener, tls.clone(), limits, streams, certificates);
     let context = Arc::new(admin::IndexTokenContext(index.clone()));
     let mut admin = AdminServer::new(store, reviewer, access, context);
     if let Some(request_header) = request_header {
@@ -412,16 +412,10 @@ impl Started {
         listener: TcpListener,
         tls: Arc<rustls::ServerConfig>,
         limits: ListenerLimits,
-        index: &SharedIndex,
-        reviewer: &Arc<dyn TokenReviewer>,
+        streams: StreamServer,
         certificates: CertificateServer,
     ) {
-        let streams = Arc::new(StreamServer::new(
-            index.clone(),
-            reviewer.clone(),
-            self.metrics.clone(),
-            self.stopped.clone(),
-        ));
+        let streams = Arc::new(streams);
         let certificates = Arc::new(certificates);
         self.server(server::serve(
             listener,

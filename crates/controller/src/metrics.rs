@@ -45,6 +45,7 @@ pub struct Metrics {
     pub snapshot_version: Gauge,
     pub pods: Gauge,
     pub snapshots_pushed: Counter,
+    pub deltas_pushed: Counter,
     push_latency: Histogram,
     pub leader: Gauge,
     ready: AtomicBool,
@@ -105,6 +106,12 @@ impl Metrics {
             "Snapshots written to sidecar streams",
             snapshots_pushed.clone(),
         );
+        let deltas_pushed = Counter::default();
+        registry.register(
+            "deltas_pushed",
+            "Of the snapshots pushed, those written as deltas",
+            deltas_pushed.clone(),
+        );
         // From 1 ms to about 16 s: a push is normally well under a second.
         let push_latency = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
@@ -131,6 +138,7 @@ impl Metrics {
             snapshot_version,
             pods,
             snapshots_pushed,
+            deltas_pushed,
             push_latency,
             leader,
             ready: AtomicBool::new(false),

@@ -1,6 +1,11 @@
 //! The snapshot stream: `GET /v1/snapshots/{namespace}/{pod}`, authenticated by the pod's
 //! projected service-account token, answered with the pod's snapshot at once, another one on
-//! every change, and heartbeats in between, as newline-delimited JSON.
+//! every change, and heartbeats in between, as newline-delimited JSON. A sidecar that asks
+//! with `?deltas=1` is sent each change as a delta from the version this stream last wrote
+//! (the whole snapshot when that is smaller); the lines are made once per namespace and
+//! versions and shared among streams ([`shared_lines`]).
+
+mod shared_lines;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -11,7 +16,12 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tollgate_api::Snapshot;
+use tollgate_api::snapshot_delta;
 use tollgate_api::stream::{self as wire, Frame};
+
+pub use self::shared_lines::DEFAULT_LINE_CACHE_BYTES;
+use self::shared_lines::{LineKey, SharedLines};
 
 use crate::auth::{TokenReviewer, bearer_token};
 use crate::index::{ObjectRef, Published, SharedIndex, SnapshotRx};
@@ -30,6 +40,7 @@ pub struct StreamServer {
     shutdown: watch::Receiver<bool>,
     heartbeat: Duration,
     pod_wait: Duration,
+    lines: Arc<SharedLines>,
 }
 
 /// One open stream: the pod's channel and what the body needs to write the next frame.
@@ -41,6 +52,11 @@ struct OpenStream {
     index: SharedIndex,
     pod: ObjectRef,
     metrics: Arc<Metrics>,
+    /// The sidecar asked for deltas.
+    deltas: bool,
+    /// The snapshot this stream last wrote, which the next delta goes from.
+    last: Option<Arc<Snapshot>>,
+    lines: Arc<SharedLines>,
 }
 
 // === impl StreamServer ===
@@ -59,7 +75,14 @@ impl StreamServer {
             shutdown,
             heartbeat: wire::HEARTBEAT_INTERVAL,
             pod_wait: POD_WAIT,
+            lines: Arc::new(SharedLines::new(DEFAULT_LINE_CACHE_BYTES)),
         }
+    }
+
+    /// At most `bytes` of lines kept to share among streams (`--stream-line-cache-bytes`).
+    pub fn with_line_cache_bytes(mut self, bytes: usize) -> Self {
+        self.lines = Arc::new(SharedLines::new(bytes));
+        self
     }
 
     /// Shorter heartbeats and pod waits, for tests.
@@ -110,7 +133,8 @@ impl StreamServer {
                 "this pod is not known to the controller (is it labelled as injected?)",
             );
         };
-        tracing::info!(%pod, "sidecar connected");
+        let deltas = wire::asks_for_deltas(request.uri().query());
+        tracing::info!(%pod, deltas, "sidecar connected");
         let open = OpenStream {
             rx,
             first: true,
@@ -119,6 +143,9 @@ impl StreamServer {
             index: self.index.clone(),
             pod,
             metrics: self.metrics.clone(),
+            deltas,
+            last: None,
+            lines: self.lines.clone(),
         };
         self.metrics.connected_sidecars.inc();
         let frames = futures_util::stream::unfold(open, |mut open| async move {
@@ -157,47 +184,107 @@ impl OpenStream {
     async fn next_line(&mut self) -> Option<Bytes> {
         if std::mem::take(&mut self.first) {
             let published = self.rx.borrow_and_update().clone();
-            return Some(self.deliver(&published, false));
+            return Some(self.deliver(&published, false).await);
         }
-        enum Next {
-            Changed,
-            Closed,
-            Heartbeat,
-            Stop,
-        }
-        let next = tokio::select! {
-            changed = self.rx.changed() => if changed.is_ok() { Next::Changed } else { Next::Closed },
-            _ = self.heartbeat.tick() => Next::Heartbeat,
-            _ = self.shutdown.wait_for(|stop| *stop) => Next::Stop,
-        };
-        match next {
-            Next::Changed => {
-                let published = self.rx.borrow_and_update().clone();
-                Some(self.deliver(&published, true))
+        loop {
+            enum Next {
+                Changed,
+                Closed,
+                Heartbeat,
+                Stop,
             }
-            Next::Closed => {
-                tracing::info!(pod = %self.pod, "pod deleted: closing its stream");
-                None
-            }
-            Next::Heartbeat => Some(Bytes::from(Frame::Heartbeat.to_line())),
-            Next::Stop => None,
+            let next = tokio::select! {
+                changed = self.rx.changed() => if changed.is_ok() { Next::Changed } else { Next::Closed },
+                _ = self.heartbeat.tick() => Next::Heartbeat,
+                _ = self.shutdown.wait_for(|stop| *stop) => Next::Stop,
+            };
+            return match next {
+                Next::Changed => {
+                    let published = self.rx.borrow_and_update().clone();
+                    // The version written already: nothing to say.
+                    if self
+                        .last
+                        .as_ref()
+                        .is_some_and(|last| last.version == published.snapshot.version)
+                    {
+                        continue;
+                    }
+                    Some(self.deliver(&published, true).await)
+                }
+                Next::Closed => {
+                    tracing::info!(pod = %self.pod, "pod deleted: closing its stream");
+                    None
+                }
+                Next::Heartbeat => Some(Bytes::from(Frame::Heartbeat.to_line())),
+                Next::Stop => None,
+            };
         }
     }
 
-    fn deliver(&mut self, published: &Published, is_change: bool) -> Bytes {
-        let line = wire::snapshot_line(&published.snapshot);
-        let version = published.snapshot.version;
+    async fn deliver(&mut self, published: &Published, is_change: bool) -> Bytes {
+        let snapshot = &published.snapshot;
+        let version = snapshot.version;
+        let namespace = &self.pod.namespace;
+        let (line, is_delta) = match self.last.as_ref().filter(|_| self.deltas) {
+            Some(last) => {
+                let key = LineKey {
+                    namespace: namespace.clone(),
+                    from: Some(last.version),
+                    to: version,
+                };
+                let delta = self
+                    .lines
+                    .get_or_make(key, || delta_line(last, snapshot))
+                    .await;
+                if delta.is_empty() {
+                    (whole_line(&self.lines, namespace, snapshot).await, false)
+                } else {
+                    (delta, true)
+                }
+            }
+            None => (whole_line(&self.lines, namespace, snapshot).await, false),
+        };
+        self.last = Some(snapshot.clone());
         self.index
             .lock()
             .delivered(&self.pod.namespace, &self.pod.name, version);
         self.metrics.snapshots_pushed.inc();
+        if is_delta {
+            self.metrics.deltas_pushed.inc();
+        }
         if is_change {
             self.metrics.observe_push(published.made_at.elapsed());
         }
         self.heartbeat.reset();
-        tracing::debug!(pod = %self.pod, version, "snapshot sent");
-        Bytes::from(line)
+        tracing::debug!(pod = %self.pod, version, is_delta, bytes = line.len(), "snapshot sent");
+        line
     }
+}
+
+/// The whole snapshot's line, shared among the streams of its namespace.
+async fn whole_line(lines: &SharedLines, namespace: &str, snapshot: &Arc<Snapshot>) -> Bytes {
+    let key = LineKey {
+        namespace: namespace.to_owned(),
+        from: None,
+        to: snapshot.version,
+    };
+    lines
+        .get_or_make(key, || Bytes::from(wire::snapshot_line(snapshot)))
+        .await
+}
+
+/// The line of the delta from `old` to `new`; empty when the whole snapshot is the better
+/// line: when half of its entries or more changed, a delta carries nearly all of it and
+/// sizes are compared exactly.
+fn delta_line(old: &Snapshot, new: &Snapshot) -> Bytes {
+    let delta = snapshot_delta::diff(old, new);
+    let entries = new.services.len() + new.consumers.len() + new.applications.len();
+    let changed = delta.len();
+    let line = Frame::Delta { delta }.to_line();
+    if 2 * changed >= entries && line.len() >= wire::snapshot_line(new).len() {
+        return Bytes::new();
+    }
+    Bytes::from(line)
 }
 
 impl Drop for OpenStream {

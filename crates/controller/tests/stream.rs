@@ -11,7 +11,10 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 use tokio::sync::watch;
+use tollgate_api::Snapshot;
 use tollgate_api::resources::OAuthService;
+use tollgate_api::snapshot_delta;
+use tollgate_api::stream::Frame;
 use tollgate_controller::auth::StaticTokens;
 use tollgate_controller::index::{Index, SharedIndex};
 use tollgate_controller::metrics::Metrics;
@@ -34,10 +37,14 @@ fn mk_pod(name: &str) -> Pod {
 }
 
 fn mk_service(route: &str) -> OAuthService {
+    mk_named_service("svc", route)
+}
+
+fn mk_named_service(name: &str, route: &str) -> OAuthService {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "oauth.tollgate.dev/v1alpha1",
         "kind": "OAuthService",
-        "metadata": {"namespace": "default", "name": "svc"},
+        "metadata": {"namespace": "default", "name": name},
         "spec": {
             "upstream": {"port": 52773},
             "routes": [{"pathPrefix": route}],
@@ -134,10 +141,11 @@ impl Lines {
 }
 
 async fn open(fixture: &Fixture, token: &str) -> Lines {
-    let response = fixture
-        .server
-        .handle(get("/v1/snapshots/default/iris-0", Some(token)))
-        .await;
+    open_path(fixture, "/v1/snapshots/default/iris-0", token).await
+}
+
+async fn open_path(fixture: &Fixture, path: &str, token: &str) -> Lines {
+    let response = fixture.server.handle(get(path, Some(token))).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["content-type"],
@@ -185,6 +193,9 @@ async fn a_snapshot_at_once_then_one_per_change_with_heartbeats_between() {
         second["snapshot"]["version"].as_u64().unwrap()
             > first["snapshot"]["version"].as_u64().unwrap()
     );
+
+    // A sidecar that did not ask for deltas (an older release's) gets none.
+    assert_eq!(fixture.metrics.deltas_pushed.get(), 0);
 
     // The pod is deleted: its stream ends.
     fixture.index.lock().delete_pod("default", "iris-0");
@@ -242,4 +253,97 @@ async fn refusals_say_why() {
     *post.method_mut() = http::Method::POST;
     let (status, _) = status_and_message(&fixture, post).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// Applies a frame as a sidecar does: a whole snapshot replaces, a delta applies to the
+/// version held.
+fn follow(held: Option<Snapshot>, frame: Value) -> Snapshot {
+    match serde_json::from_value::<Frame>(frame).unwrap() {
+        Frame::Snapshot { snapshot } => snapshot,
+        Frame::Delta { delta } => snapshot_delta::apply(&held.unwrap(), &delta).unwrap(),
+        Frame::Heartbeat => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn a_sidecar_that_asks_gets_each_change_as_a_delta_unless_whole_is_smaller() {
+    let fixture = fixture();
+    let mut lines = open_path(&fixture, "/v1/snapshots/default/iris-0?deltas=1", "t0").await;
+    let first = lines.next().await.unwrap();
+    assert_eq!(first["type"], "snapshot", "{first}");
+    let held = follow(None, first);
+
+    // One service more: the delta carries it alone.
+    fixture
+        .index
+        .lock()
+        .apply_service(mk_named_service("svc2", "/other"));
+    let change = lines.next_snapshot().await.unwrap();
+    assert_eq!(change["type"], "delta", "{change}");
+    assert_eq!(change["delta"]["from"], held.version);
+    let put = change["delta"]["services"]["put"].as_array().unwrap();
+    assert_eq!(put.len(), 1);
+    assert_eq!(put[0]["name"], "svc2");
+    let held = follow(Some(held), change);
+    assert_eq!(held.services.len(), 2);
+    let published = fixture.index.lock().subscribe("default", "iris-0").unwrap();
+    assert_eq!(held, *published.borrow().snapshot);
+    assert_eq!(fixture.metrics.deltas_pushed.get(), 1);
+
+    // Everything replaced: the delta would be larger than the snapshot, which comes whole.
+    fixture
+        .index
+        .lock()
+        .reset_services(vec![mk_named_service("svc3", "/third")]);
+    let change = lines.next_snapshot().await.unwrap();
+    assert_eq!(change["type"], "snapshot", "{change}");
+    let held = follow(Some(held), change);
+    assert_eq!(held.services[0].name, "svc3");
+    assert_eq!(fixture.metrics.deltas_pushed.get(), 1);
+    assert_eq!(fixture.metrics.snapshots_pushed.get(), 3);
+}
+
+#[tokio::test]
+async fn a_namespace_s_deltas_go_to_its_own_pods_only() {
+    let mut index = Index::new(1);
+    for namespace in ["default", "other"] {
+        let mut secret = mk_secret();
+        secret.metadata.namespace = Some(namespace.into());
+        index.apply_secret(secret);
+        let mut service = mk_service("/event");
+        service.metadata.namespace = Some(namespace.into());
+        index.apply_service(service);
+        let mut pod = mk_pod(&format!("{namespace}-0"));
+        pod.metadata.namespace = Some(namespace.into());
+        index.apply_pod(&pod);
+    }
+    let index = SharedIndex::new(index);
+    let tokens = StaticTokens::parse("t0 default/default-0\nt9 other/other-0\n").unwrap();
+    let (_stop, stopped) = watch::channel(false);
+    let fixture = Fixture {
+        index: index.clone(),
+        server: StreamServer::new(index.clone(), Arc::new(tokens), Metrics::new(), stopped)
+            .with_timings(Duration::from_millis(50), Duration::from_millis(200)),
+        metrics: Metrics::new(),
+        stop: watch::channel(false).0,
+    };
+    let mut ours = open_path(&fixture, "/v1/snapshots/default/default-0?deltas=1", "t0").await;
+    let mut theirs = open_path(&fixture, "/v1/snapshots/other/other-0?deltas=1", "t9").await;
+    assert_eq!(ours.next().await.unwrap()["type"], "snapshot");
+    assert_eq!(theirs.next().await.unwrap()["type"], "snapshot");
+
+    index
+        .lock()
+        .apply_service(mk_named_service("svc2", "/other"));
+    let change = ours.next_snapshot().await.unwrap();
+    assert_eq!(change["type"], "delta", "{change}");
+    assert_eq!(
+        change["delta"]["services"]["put"][0]["namespace"], "default",
+        "{change}"
+    );
+    // The other namespace's stream hears heartbeats only.
+    for _ in 0..3 {
+        let frame = theirs.next().await.unwrap();
+        assert_eq!(frame["type"], "heartbeat", "{frame}");
+    }
 }

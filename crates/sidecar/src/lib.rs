@@ -279,5 +279,8 @@ async fn install_snapshots<S: TokenStore>(
         // The channel keeps its own reference: the gateway shares it rather than copying.
         gateway.swap(snapshot);
         metrics.set_ready(true);
+        // The previous snapshot, and what applying a delta to it took, are free now: without
+        // a trim, glibc keeps the peak (35 MiB would become 47 at 10,000 applications).
+        let _ = tokio::task::spawn_blocking(tollgate_serve::memory::reclaim_now).await;
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use super::framing::MAX_LINE;
+use super::framing::{MAX_LINE, RefusedDelta};
 
 /// Why one connection (or request) to the controller ended.
 #[derive(Debug, thiserror::Error)]
@@ -22,4 +22,6 @@ pub(crate) enum StreamError {
     Broken(String),
     #[error("a line of the stream is longer than {MAX_LINE} bytes")]
     TooLong,
+    #[error("refused a delta, reconnecting for a whole snapshot: {0}")]
+    Delta(#[from] RefusedDelta),
 }

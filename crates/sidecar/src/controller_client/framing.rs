@@ -1,7 +1,10 @@
 //! The snapshot stream's framing, newline-delimited JSON: the body's chunks cut into lines
-//! however the chunks fall, and each line decoded into a [`Frame`]. Pure: no I/O, no clock.
+//! however the chunks fall, each line decoded into a [`Frame`], and each frame turned into
+//! the snapshot to serve next ([`next_snapshot`]). Pure: no I/O, no clock.
 
 use bytes::{Buf, Bytes, BytesMut};
+use tollgate_api::Snapshot;
+use tollgate_api::snapshot_delta::{self, DeltaError};
 use tollgate_api::stream::Frame;
 
 /// A line longer than this is not a snapshot the controller would send.
@@ -69,10 +72,34 @@ pub(super) fn decode(line: &[u8]) -> Result<Option<Frame>, serde_json::Error> {
     serde_json::from_slice(line).map(Some)
 }
 
+/// A delta this sidecar cannot apply: it reconnects for a whole snapshot.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum RefusedDelta {
+    #[error("a delta from version {from} came before any snapshot on this connection")]
+    NoBase { from: u64 },
+    #[error(transparent)]
+    Refused(#[from] DeltaError),
+}
+
+/// The snapshot to serve after `frame`, given the one this connection delivered last
+/// (`held`): `Ok(None)` when the frame changes nothing. A delta is applied beside `held`,
+/// which stays untouched (and served) when it is refused.
+pub(super) fn next_snapshot(
+    held: Option<&Snapshot>,
+    frame: Frame,
+) -> Result<Option<Snapshot>, RefusedDelta> {
+    match frame {
+        Frame::Heartbeat => Ok(None),
+        Frame::Snapshot { snapshot } => Ok(Some(snapshot)),
+        Frame::Delta { delta } => {
+            let held = held.ok_or(RefusedDelta::NoBase { from: delta.from })?;
+            Ok(Some(snapshot_delta::apply(held, &delta)?))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use tollgate_api::Snapshot;
-
     use super::*;
 
     fn all_lines(lines: &mut Lines) -> Vec<Bytes> {
@@ -155,5 +182,115 @@ mod tests {
         assert_eq!(decode(line).unwrap(), Some(Frame::Snapshot { snapshot }));
         assert!(decode(b"{\"type\":\"somethingNew\"}").is_err());
         assert!(decode(b"{not json").is_err());
+    }
+}
+
+#[cfg(test)]
+mod delta_tests {
+    use tollgate_api::snapshot::{Application, Consumer};
+    use tollgate_api::snapshot_delta::{Changes, Delta, DeltaError, InvalidSnapshot, diff};
+    use tollgate_api::stream::Frame;
+
+    use super::*;
+
+    fn consumer(namespace: &str, name: &str) -> Consumer {
+        serde_json::from_value(serde_json::json!({
+            "namespace": namespace, "name": name, "username": name,
+            "id": uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()),
+        }))
+        .unwrap()
+    }
+
+    fn application(namespace: &str, name: &str, consumer: &str, client_id: &str) -> Application {
+        serde_json::from_value(serde_json::json!({
+            "namespace": namespace, "name": name, "consumer": consumer, "clientId": client_id,
+            "id": uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()),
+            "redirectUris": [], "clientType": "public", "hashSecret": false,
+        }))
+        .unwrap()
+    }
+
+    fn first() -> Snapshot {
+        Snapshot {
+            version: 10,
+            consumers: vec![consumer("shop", "c")],
+            applications: vec![
+                application("shop", "a", "c", "client-a"),
+                application("shop", "b", "c", "client-b"),
+            ],
+            ..Snapshot::default()
+        }
+    }
+
+    /// A frame as it comes off the wire: through its line.
+    fn wire(frame: Frame) -> Frame {
+        let line = frame.to_line();
+        decode(&line[..line.len() - 1]).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_delta_is_applied_to_the_snapshot_it_names() {
+        let held = first();
+        let mut next = Snapshot {
+            version: 11,
+            ..held.clone()
+        };
+        next.applications[1].redirect_uris = vec!["https://b.example/cb".into()];
+        let delta = wire(Frame::Delta {
+            delta: diff(&held, &next),
+        });
+        assert_eq!(next_snapshot(Some(&held), delta), Ok(Some(next)));
+        assert_eq!(next_snapshot(Some(&held), Frame::Heartbeat), Ok(None));
+        let whole = wire(Frame::Snapshot {
+            snapshot: held.clone(),
+        });
+        assert_eq!(next_snapshot(None, whole), Ok(Some(held)));
+    }
+
+    #[test]
+    fn a_gap_a_missing_base_or_a_bad_delta_is_refused() {
+        let held = first();
+        let next = Snapshot {
+            version: 12,
+            ..held.clone()
+        };
+        // A missed delta: this one goes from 11.
+        let gap = Delta {
+            from: 11,
+            ..diff(&held, &next)
+        };
+        assert_eq!(
+            next_snapshot(Some(&held), Frame::Delta { delta: gap.clone() }),
+            Err(RefusedDelta::Refused(DeltaError::WrongBase {
+                from: 11,
+                current: 10
+            }))
+        );
+        // A delta before any snapshot on this connection.
+        assert_eq!(
+            next_snapshot(None, Frame::Delta { delta: gap }),
+            Err(RefusedDelta::NoBase { from: 11 })
+        );
+        // A delta that would give one client_id to two applications.
+        let stolen = Delta {
+            from: 10,
+            version: 11,
+            applications: Changes {
+                put: vec![application("shop", "b", "c", "client-a")],
+                removed: vec![],
+            },
+            ..Delta::default()
+        };
+        let refused = next_snapshot(Some(&held), wire(Frame::Delta { delta: stolen }));
+        assert_eq!(
+            refused,
+            Err(RefusedDelta::Refused(DeltaError::Invalid(
+                InvalidSnapshot::DuplicateClientId {
+                    namespace: "shop".into()
+                }
+            )))
+        );
+        // The held snapshot is what it was.
+        assert_eq!(held, first());
     }
 }

@@ -6,7 +6,9 @@
 //! client publishes policies for its proxy). The last good snapshot is kept in
 //! `--snapshot-cache`, so a sidecar that starts (or restarts) while the controller is
 //! unreachable serves from it; and a lost stream is reopened with exponential backoff and
-//! jitter, while the current snapshot keeps being served.
+//! jitter, while the current snapshot keeps being served. After a connection's first
+//! snapshot, changes come as deltas from the version held; one that does not apply (a gap, a
+//! bad delta) ends the connection, and the next one starts with a whole snapshot.
 //!
 //! One module per part: the flags (`source`), the TLS dial (`dial`), the NDJSON framing
 //! (`framing`), the cache file (`cache_file`) and the reconnection delays (`backoff`).
@@ -118,6 +120,9 @@ async fn follow(
     }
     tracing::info!(pod = %source.pod, namespace = %source.namespace, "connected to the controller");
 
+    // What this connection delivered last: the base of the next delta. Not the cached
+    // snapshot: a connection always starts with a whole one.
+    let mut held: Option<Arc<Snapshot>> = None;
     let mut lines = Lines::new();
     loop {
         let frame = match tokio::time::timeout(wire::HEARTBEAT_TIMEOUT, body.frame()).await {
@@ -131,33 +136,46 @@ async fn follow(
         };
         lines.push(&data);
         while let Some(line) = lines.next_line() {
-            handle_line(source, snapshots, &line, received).await;
+            handle_line(source, snapshots, &line, &mut held).await?;
+            *received |= held.is_some();
         }
         lines.end_of_chunk().map_err(|_| StreamError::TooLong)?;
     }
 }
 
-/// Acts on one line of the stream: a snapshot is kept in the cache file, then published.
+/// Acts on one line of the stream: a snapshot, or a delta applied to the one `held`, is kept
+/// in the cache file, then published. A delta that does not apply is an error, which ends the
+/// connection while the current snapshot keeps being served.
 async fn handle_line(
     source: &ControllerSource,
     snapshots: &SnapshotTx,
     line: &[u8],
-    received: &mut bool,
-) {
-    match framing::decode(line) {
-        Ok(None) => {}
-        Ok(Some(Frame::Heartbeat)) => tracing::trace!("heartbeat"),
-        Ok(Some(Frame::Snapshot { snapshot })) => {
-            let version = snapshot.version;
-            let services = snapshot.services.len();
-            if let Some(cache) = &source.cache {
-                write_cache(cache, &snapshot).await;
-            }
-            snapshots.send_replace(Some(Arc::new(snapshot)));
-            *received = true;
-            tracing::info!(version, services, "serving a new snapshot");
-        }
+    held: &mut Option<Arc<Snapshot>>,
+) -> Result<(), StreamError> {
+    let frame = match framing::decode(line) {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return Ok(()),
         // A frame of a newer controller, or garbage: the stream goes on.
-        Err(error) => tracing::warn!(%error, "ignored a frame of the snapshot stream"),
+        Err(error) => {
+            tracing::warn!(%error, "ignored a frame of the snapshot stream");
+            return Ok(());
+        }
+    };
+    let is_delta = matches!(frame, Frame::Delta { .. });
+    if matches!(frame, Frame::Heartbeat) {
+        tracing::trace!("heartbeat");
     }
+    let Some(snapshot) = framing::next_snapshot(held.as_deref(), frame)? else {
+        return Ok(());
+    };
+    let version = snapshot.version;
+    let services = snapshot.services.len();
+    if let Some(cache) = &source.cache {
+        write_cache(cache, &snapshot).await;
+    }
+    let snapshot = Arc::new(snapshot);
+    *held = Some(snapshot.clone());
+    snapshots.send_replace(Some(snapshot));
+    tracing::info!(version, services, is_delta, "serving a new snapshot");
+    Ok(())
 }

@@ -51,7 +51,7 @@ pub struct ControllerSourceArgs {
 /// The controller source, validated.
 #[derive(Clone, Debug)]
 pub struct ControllerSource {
-    /// `https://host:port/v1/snapshots/{namespace}/{pod}`.
+    /// `https://host:port/v1/snapshots/{namespace}/{pod}?deltas=1`.
     pub(super) stream_uri: Uri,
     /// `https://host:port/v1/certificates/{namespace}/{pod}`.
     pub(crate) certificates_uri: Uri,
@@ -144,9 +144,10 @@ impl ControllerSource {
         } else {
             format!("{host}:{port}")
         };
+        // Asking for deltas: a controller of an earlier release ignores the query.
         let stream_uri = format!(
             "https://{authority}{}",
-            wire::snapshots_path(&namespace, &pod)
+            wire::delta_snapshots_path(&namespace, &pod)
         )
         .parse()
         .map_err(|_| errors.push(format!("--controller: `{url}` is not a usable URL")))
@@ -247,7 +248,7 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
             source.stream_uri.to_string(),
-            "https://localhost:8090/v1/snapshots/default/iris-0"
+            "https://localhost:8090/v1/snapshots/default/iris-0?deltas=1"
         );
         assert_eq!(
             source.certificates_uri.to_string(),
