@@ -55,6 +55,8 @@ pub struct Index {
     store_key: Option<KeyPair>,
     /// Bumped on every change, for the status writer.
     changes: watch::Sender<u64>,
+    /// OAuthApplications compiled since the index was made: the work changes cost.
+    applications_compiled: u64,
     /// Where each recompilation's time is recorded, when a process has metrics.
     reconcile_duration: Option<prometheus_client::metrics::histogram::Histogram>,
 }
@@ -75,6 +77,7 @@ impl Index {
             secret_hint: None,
             store_key: None,
             changes: watch::channel(0).0,
+            applications_compiled: 0,
             reconcile_duration: None,
         }
     }
@@ -99,6 +102,11 @@ impl Index {
             }
         }
         (latest, older, none)
+    }
+
+    /// OAuthApplications compiled since the index was made: what a change cost.
+    pub fn applications_compiled(&self) -> u64 {
+        self.applications_compiled
     }
 
     /// Snapshots carry the keys of their pod's namespace, derived from `root`.
@@ -248,11 +256,6 @@ impl Index {
             .filter_map(|p| object_ref(&p.metadata))
             .collect();
         for (namespace, ns) in &mut self.namespaces {
-            ns.services.clear();
-            ns.consumers.clear();
-            ns.applications.clear();
-            ns.secrets.clear();
-            ns.pending.push(Change::Everything);
             ns.pods.retain(|name, _| {
                 keep.contains(&ObjectRef::new(namespace.as_str(), name.as_str()))
             });
@@ -263,10 +266,11 @@ impl Index {
             applications,
             secrets,
         } = resources;
-        touched.extend(services.into_iter().filter_map(|o| self.insert(o)));
-        touched.extend(consumers.into_iter().filter_map(|o| self.insert(o)));
-        touched.extend(applications.into_iter().filter_map(|o| self.insert(o)));
-        touched.extend(secrets.into_iter().filter_map(|o| self.insert(o)));
+        // Only what the files changed is compiled again.
+        touched.extend(self.replace(None, services));
+        touched.extend(self.replace(None, consumers));
+        touched.extend(self.replace(None, applications));
+        touched.extend(self.replace(None, secrets));
         touched.extend(pods.iter().filter_map(|p| self.insert_pod(p)));
         for namespace in touched {
             self.reindex(&namespace);
@@ -491,29 +495,53 @@ impl Index {
     }
 
     fn reset<K: Stored>(&mut self, scope: Option<&str>, objects: Vec<K>) {
+        for namespace in self.replace(scope, objects) {
+            self.reindex(&namespace);
+        }
+    }
+
+    /// Replaces the objects of kind `K` in `scope` (every namespace when `None`) with
+    /// `objects`, without recompiling: only the objects added, removed or changed become
+    /// pending changes. Returns the namespaces of `scope` the index knows after it.
+    fn replace<K: Stored>(&mut self, scope: Option<&str>, objects: Vec<K>) -> BTreeSet<String> {
+        let mut incoming: BTreeMap<String, BTreeMap<String, K>> = BTreeMap::new();
+        for object in objects {
+            let Some(key) = object_ref(object.metadata()) else {
+                continue;
+            };
+            if scope.is_some_and(|scope| scope != key.namespace) {
+                continue;
+            }
+            incoming
+                .entry(key.namespace)
+                .or_default()
+                .insert(key.name, object);
+        }
+        for namespace in incoming.keys() {
+            self.namespaces.entry(namespace.clone()).or_default();
+        }
         let mut touched = BTreeSet::new();
         for (name, ns) in &mut self.namespaces {
             if scope.is_some_and(|scope| scope != name) {
                 continue;
             }
-            if !K::map(ns).is_empty() {
-                K::map(ns).clear();
-            }
-            ns.pending.push(Change::Everything);
             touched.insert(name.clone());
+            let new = incoming.remove(name).unwrap_or_default();
+            let old = std::mem::take(K::map(ns));
+            let mut changes: Vec<Change> = old
+                .iter()
+                .filter(|(name, object)| !new.get(*name).is_some_and(|n| n.compiles_as(object)))
+                .map(|(name, _)| K::change(name.clone()))
+                .collect();
+            changes.extend(
+                new.keys()
+                    .filter(|name| !old.contains_key(*name))
+                    .map(|name| K::change(name.clone())),
+            );
+            ns.pending.extend(changes);
+            *K::map(ns) = new;
         }
-        for object in objects {
-            let Some(key) = object_ref(object.metadata()) else {
-                continue;
-            };
-            touched.insert(key.namespace.clone());
-            let namespace = self.namespaces.entry(key.namespace).or_default();
-            namespace.pending.push(Change::Everything);
-            K::map(namespace).insert(key.name, object);
-        }
-        for namespace in touched {
-            self.reindex(&namespace);
-        }
+        touched
     }
 
     /// Recompiles one namespace: new snapshots to the pods whose snapshot changed, and new

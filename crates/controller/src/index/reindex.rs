@@ -51,6 +51,7 @@ impl Index {
             secrets,
         };
         let updated = compilation.update(&objects, changes);
+        self.applications_compiled += updated.recompiled as u64;
 
         // Replicas of one Deployment select the same services: they share one snapshot.
         let mut wanted: BTreeSet<Vec<String>> = BTreeSet::new();

@@ -892,3 +892,72 @@ fn replicas_share_one_snapshot_and_namespaces_never_do() {
         }
     );
 }
+
+/// A watch's relist and a re-read of the files hand back every object; only the ones that
+/// differ are compiled again (a new client secret costs a PBKDF2 hash: a relist of 10,000
+/// unchanged applications must not cost 10,000).
+#[test]
+fn a_relist_or_a_re_read_compiles_only_what_changed() {
+    let objects = |secret: &str| Resources {
+        services: vec![mk_service(
+            "default",
+            "svc",
+            "/event",
+            match_labels(&[("app", "iris")]),
+        )],
+        consumers: vec![mk_consumer("default", "clientapp")],
+        applications: (0..20)
+            .map(|n| {
+                mk_app(
+                    "default",
+                    &format!("app{n}"),
+                    "clientapp",
+                    &format!("id{n}"),
+                )
+            })
+            .collect(),
+        secrets: std::iter::once(mk_secret("default", "svc-pk", "provisionKey", "pk"))
+            .chain((0..20).map(|n| {
+                let value = if n == 7 { secret } else { "same" };
+                mk_secret("default", &format!("app{n}-secret"), "clientSecret", value)
+            }))
+            .collect(),
+    };
+    let pods = [mk_pod("default", "p", &[("app", "iris")])];
+    let mut index = Index::new(1);
+    index.replace_all(objects("first"), &pods);
+    let mut rx = index.subscribe("default", "p").unwrap();
+    assert_eq!(current(&mut rx).applications.len(), 20);
+    let compiled = index.applications_compiled();
+
+    index.replace_all(objects("first"), &pods);
+    let again = objects("first");
+    index.reset_applications(again.applications);
+    index.reset_secrets(again.secrets);
+    index.reset_consumers(again.consumers);
+    index.reset_services(again.services);
+    assert_eq!(index.applications_compiled(), compiled, "nothing changed");
+
+    index.replace_all(objects("rotated"), &pods);
+    assert_eq!(
+        index.applications_compiled(),
+        compiled + 1,
+        "one secret changed"
+    );
+    let rotated = current(&mut rx);
+    let app7 = rotated
+        .applications
+        .iter()
+        .find(|a| a.name == "app7")
+        .unwrap();
+    let app8 = rotated
+        .applications
+        .iter()
+        .find(|a| a.name == "app8")
+        .unwrap();
+    assert_ne!(app7.client_secret, app8.client_secret);
+
+    let fewer = objects("rotated");
+    index.reset_applications(fewer.applications[1..].to_vec());
+    assert_eq!(current(&mut rx).applications.len(), 19);
+}
