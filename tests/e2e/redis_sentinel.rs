@@ -201,6 +201,29 @@ async fn access_token(sidecar: &Sidecar) -> String {
         .to_owned()
 }
 
+/// A token from `sidecar` once it issues one again after a failover, before `deadline`.
+async fn token_after_failover(sidecar: &Sidecar, deadline: Instant) -> String {
+    loop {
+        let response = sidecar
+            .client
+            .post(sidecar.url("/event/oauth2/token"))
+            .json(&serde_json::json!({"client_id": "clientid", "client_secret": "clientsecret",
+                "grant_type": "password", "provision_key": "provisionkey", "authenticated_userid": "1"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            let body: Value = response.json().await.unwrap();
+            return body["access_token"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no token issued after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn status(sidecar: &Sidecar, token: &str) -> u16 {
     sidecar
         .get_with_token("/event/1", token)
@@ -280,25 +303,7 @@ async fn a_failover_under_load_is_followed_and_revocations_after_it_hold() {
     )
     .await;
     let deadline = Instant::now() + recovery;
-    let after = loop {
-        let response = revoker
-            .client
-            .post(revoker.url("/event/oauth2/token"))
-            .json(&serde_json::json!({"client_id": "clientid", "client_secret": "clientsecret",
-                "grant_type": "password", "provision_key": "provisionkey", "authenticated_userid": "1"}))
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 200 {
-            let body: Value = response.json().await.unwrap();
-            break body["access_token"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no token issued after the failover"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let after = token_after_failover(&revoker, deadline).await;
     stop.store(true, Ordering::Relaxed);
     let statuses = load.await.unwrap();
     assert!(
@@ -495,25 +500,7 @@ async fn rediss_sentinel_with_every_link_on_tls_and_client_certificates() {
     deployment.master.kill();
     deployment.until_failed_over().await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let after = loop {
-        let response = sidecar
-            .client
-            .post(sidecar.url("/event/oauth2/token"))
-            .json(&serde_json::json!({"client_id": "clientid", "client_secret": "clientsecret",
-                "grant_type": "password", "provision_key": "provisionkey", "authenticated_userid": "1"}))
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 200 {
-            let body: Value = response.json().await.unwrap();
-            break body["access_token"].as_str().unwrap().to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no token issued after the failover"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let after = token_after_failover(&sidecar, deadline).await;
     for token in [&before, &after] {
         until_status(
             &sidecar,
