@@ -199,7 +199,9 @@ async fn one_application_count(applications: usize, pod_counts: &[usize]) -> Vec
             if !open.insert(name.clone()) {
                 continue;
             }
-            let request = Request::get(format!("/v1/snapshots/default/{name}"))
+            // Asking for deltas, as the sidecar does.
+            let path = tollgate_api::stream::delta_snapshots_path("default", name);
+            let request = Request::get(path)
                 .header("authorization", format!("Bearer token-{name}"))
                 .body(())
                 .expect("request");
