@@ -69,6 +69,15 @@ fn as_strs(args: &[String]) -> Vec<&str> {
 }
 
 impl Deployment {
+    /// The token went to the master the sentinels named.
+    fn assert_master_holds_a_token(&self) {
+        let keys = self.master.keys();
+        assert!(
+            keys.iter().any(|k| k.starts_with("{tg:default}:at:")),
+            "{keys:?}"
+        );
+    }
+
     fn start() -> Self {
         Self::start_protected(&Protection::default())
     }
@@ -378,16 +387,7 @@ async fn sentinels_with_a_password_are_asked_with_the_url_s_sentinel_password() 
     let token = access_token(&sidecar).await;
     assert_eq!(status(&sidecar, &token).await, 200);
     assert_eq!(upstream.count(), 1);
-    // The token went to the master the sentinels named.
-    assert!(
-        deployment
-            .master
-            .keys()
-            .iter()
-            .any(|k| k.starts_with("{tg:default}:at:")),
-        "{:?}",
-        deployment.master.keys()
-    );
+    deployment.assert_master_holds_a_token();
     // Not even at debug (the harness's level) does a password show.
     let logs = sidecar.logs();
     assert!(
@@ -484,15 +484,7 @@ async fn rediss_sentinel_with_every_link_on_tls_and_client_certificates() {
         .await;
     let before = access_token(&sidecar).await;
     assert_eq!(status(&sidecar, &before).await, 200);
-    assert!(
-        deployment
-            .master
-            .keys()
-            .iter()
-            .any(|k| k.starts_with("{tg:default}:at:")),
-        "{:?}",
-        deployment.master.keys()
-    );
+    deployment.assert_master_holds_a_token();
     let acknowledged = deployment.master.command(&["WAIT", "1", "10000"]);
     assert_eq!(acknowledged.as_integer(), Some(1), "{acknowledged}");
 
