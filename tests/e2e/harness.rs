@@ -602,21 +602,25 @@ impl Sidecar {
 
     /// The article's password grant.
     pub async fn password_grant(&self) -> serde_json::Value {
-        let response = self
-            .client
+        let response = self.password_grant_with("clientsecret").await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// The article's password grant with this client secret, whatever the answer.
+    pub async fn password_grant_with(&self, client_secret: &str) -> reqwest::Response {
+        self.client
             .post(self.url("/event/oauth2/token"))
             .json(&serde_json::json!({
                 "client_id": "clientid",
-                "client_secret": "clientsecret",
+                "client_secret": client_secret,
                 "grant_type": "password",
                 "provision_key": "provisionkey",
                 "authenticated_userid": "1"
             }))
             .send()
             .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
+            .unwrap()
     }
 
     /// A client of its own, so its requests go on connections of their own.

@@ -213,14 +213,7 @@ async fn access_token(sidecar: &Sidecar) -> String {
 /// A token from `sidecar` once it issues one again after a failover, before `deadline`.
 async fn token_after_failover(sidecar: &Sidecar, deadline: Instant) -> String {
     loop {
-        let response = sidecar
-            .client
-            .post(sidecar.url("/event/oauth2/token"))
-            .json(&serde_json::json!({"client_id": "clientid", "client_secret": "clientsecret",
-                "grant_type": "password", "provision_key": "provisionkey", "authenticated_userid": "1"}))
-            .send()
-            .await
-            .unwrap();
+        let response = sidecar.password_grant_with("clientsecret").await;
         if response.status() == 200 {
             let body: Value = response.json().await.unwrap();
             return body["access_token"].as_str().unwrap().to_owned();

@@ -9,8 +9,7 @@ use sha2::{Digest, Sha256};
 use tollgate_api::SecretDigest;
 
 use crate::harness::{
-    Controller, PodSidecarBuilder, RedisServer, Sidecar, SidecarBuilder, Upstream,
-    article_manifests,
+    Controller, PodSidecarBuilder, RedisServer, SidecarBuilder, Upstream, article_manifests,
 };
 
 const PODS: &str = "apiVersion: v1
@@ -43,26 +42,6 @@ fn hashes_in(cache: &std::path::Path) -> (String, Vec<Value>) {
     let mut found = Vec::new();
     secret_hashes(&serde_json::from_str(&text).unwrap(), &mut found);
     (text, found)
-}
-
-/// A token request of the article's password grant with this client secret.
-async fn password_grant_with(
-    sidecar: &Sidecar,
-    client: &reqwest::Client,
-    secret: &str,
-) -> reqwest::Response {
-    client
-        .post(sidecar.url("/event/oauth2/token"))
-        .json(&serde_json::json!({
-            "client_id": "clientid",
-            "client_secret": secret,
-            "grant_type": "password",
-            "provision_key": "provisionkey",
-            "authenticated_userid": "1"
-        }))
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,12 +119,12 @@ async fn the_snapshot_cache_holds_salted_password_hashes_and_the_endpoint_checks
     // The token endpoint: a wrong secret is refused, the right one works, and a wrong one is
     // still refused once the right one is remembered.
     for sidecar in [&a, &b] {
-        let wrong = password_grant_with(sidecar, &sidecar.client, "clientsecreT").await;
+        let wrong = sidecar.password_grant_with("clientsecreT").await;
         assert_eq!(wrong.status(), 400);
         let body: Value = wrong.json().await.unwrap();
         assert_eq!(body["error"], "invalid_client");
         sidecar.password_grant().await;
-        let wrong = password_grant_with(sidecar, &sidecar.client, "clientsecret ").await;
+        let wrong = sidecar.password_grant_with("clientsecret ").await;
         assert_eq!(wrong.status(), 400);
         let provision = sidecar
             .client
@@ -181,7 +160,7 @@ async fn wrong_secrets_past_the_hash_bound_get_503_and_a_remembered_secret_needs
     // Concurrent requests on one HTTP/2 connection: they arrive together, and each wrong
     // secret, before the right one has matched, needs a full hash. Only one may run.
     let burst = |secret: &'static str| {
-        let requests = (0..16).map(|_| password_grant_with(&sidecar, &sidecar.client, secret));
+        let requests = (0..16).map(|_| sidecar.password_grant_with(secret));
         futures_util::future::join_all(requests)
     };
     let mut busy = 0;

@@ -46,19 +46,7 @@ fn rotate(article: &str) -> String {
 
 /// The article's password grant with `secret`: the status and the body's `error`.
 async fn grant(sidecar: &Sidecar, secret: &str) -> (u16, Value) {
-    let response = sidecar
-        .client
-        .post(sidecar.url("/event/oauth2/token"))
-        .json(&serde_json::json!({
-            "client_id": "clientid",
-            "client_secret": secret,
-            "grant_type": "password",
-            "provision_key": "provisionkey",
-            "authenticated_userid": "1"
-        }))
-        .send()
-        .await
-        .unwrap();
+    let response = sidecar.password_grant_with(secret).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
